@@ -1,0 +1,519 @@
+"""CXI files in the Cheetah / CXIDB layout that CrystFEL reads.
+
+Layout (see DESIGN.md)::
+
+    /entry_1/data_1/data                         (n, H, W) frames, one frame per chunk, compressed
+    /entry_1/result_1/nPeaks                     (n,)             peak count per frame
+    /entry_1/result_1/peakXPosRaw, peakYPosRaw   (n, max_peaks)   peak centroids, pixels (0-based)
+    /entry_1/result_1/peakTotalIntensity         (n, max_peaks)   integrated intensity, ADU
+    /entry_1/instrument_1/detector_1/distance    camera length, m
+    /entry_1/instrument_1/detector_1/x_pixel_size, y_pixel_size   m
+    /entry_1/instrument_1/detector_1/mask        (H, W) on disk 0 = good, non-zero = bad (CXI pixel_mask)
+    /entry_1/instrument_1/source_1/energy        photon energy, J (CXI); eV kept as attribute
+    /entry_1/hitbench/<field>                    hitbench's per-frame fields (label, simulated truth, ...)
+    /entry_1/hitbench attributes                 run attributes (run number, experiment, conditions)
+
+Frames are read lazily in slices; a run of any size is never loaded whole.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from hitbench.errors import HitbenchError
+
+DATA = "/entry_1/data_1/data"
+RESULT = "/entry_1/result_1"
+DETECTOR = "/entry_1/instrument_1/detector_1"
+SOURCE = "/entry_1/instrument_1/source_1"
+HITBENCH = "/entry_1/hitbench"
+EV_TO_J = 1.602176634e-19
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Detector geometry of a run.
+
+    Parameters
+    ----------
+    distance : float
+        Sample-detector distance (camera length), metres.
+    x_pixel_size, y_pixel_size : float
+        Pixel pitch, metres.
+    photon_energy : float
+        Photon energy, eV.
+    """
+
+    distance: float
+    x_pixel_size: float
+    y_pixel_size: float
+    photon_energy: float
+
+    @property
+    def wavelength(self) -> float:
+        """Wavelength in metres."""
+        return 12398.419843320026e-10 / self.photon_energy
+
+
+@dataclass
+class PeakTable:
+    """Per-frame peak lists, padded to ``max_peaks`` (the Cheetah result_1 layout).
+
+    Parameters
+    ----------
+    n_peaks : numpy.ndarray, shape (n,)
+        Number of peaks per frame.
+    x, y : numpy.ndarray, shape (n, max_peaks)
+        Peak centroids in pixels (x = column, y = row, 0-based); zero beyond ``n_peaks``.
+    intensity : numpy.ndarray, shape (n, max_peaks)
+        Integrated, background-subtracted intensity (ADU).
+    """
+
+    n_peaks: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    intensity: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.n_peaks.shape[0])
+
+
+def _compression() -> dict:
+    return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+
+
+def _tmp_path(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+class CXIWriter:
+    """Write a run to a CXI file chunk by chunk; the file appears only when complete.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file. An existing file is refused (nothing a user has is overwritten).
+    frame_shape : tuple of int
+        (H, W) of every frame.
+    mask : numpy.ndarray, optional
+        (H, W) bool, True = good pixel.
+    geometry : Geometry, optional
+        Detector geometry.
+    attrs : mapping, optional
+        Run attributes (scalars or strings), stored on /entry_1/hitbench.
+    max_peaks : int
+        Width of the peak arrays when peaks are appended.
+    dtype : numpy dtype
+        On-disk dtype of the frames.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        frame_shape: tuple[int, int],
+        *,
+        mask: np.ndarray | None = None,
+        geometry: Geometry | None = None,
+        attrs: Mapping[str, object] | None = None,
+        max_peaks: int = 2048,
+        dtype: np.dtype | type = np.float32,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            raise HitbenchError(f"{self.path}: file exists; choose another output path or remove it first")
+        if not self.path.parent.is_dir():
+            raise HitbenchError(f"{self.path.parent}: output folder does not exist; create it first")
+        self.frame_shape = tuple(int(s) for s in frame_shape)
+        self.max_peaks = int(max_peaks)
+        try:
+            self._tmp = _tmp_path(self.path)
+        except OSError as exc:
+            raise HitbenchError(
+                f"{self.path.parent}: cannot write there ({exc.strerror}); pick a writable --out"
+            ) from None
+        self._h5 = h5py.File(self._tmp, "w")
+        self._n = 0
+        h5 = self._h5
+        h5.create_dataset(
+            DATA,
+            shape=(0, *self.frame_shape),
+            maxshape=(None, *self.frame_shape),
+            dtype=dtype,
+            chunks=(1, *self.frame_shape),
+            **_compression(),
+        )
+        det = h5.require_group(DETECTOR)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != self.frame_shape:
+                raise HitbenchError(f"mask: shape {mask.shape} differs from the frames' {self.frame_shape}")
+            det.create_dataset("mask", data=(~mask).astype(np.uint16), **_compression())
+        if geometry is not None:
+            det["distance"] = geometry.distance
+            det["x_pixel_size"] = geometry.x_pixel_size
+            det["y_pixel_size"] = geometry.y_pixel_size
+            src = h5.require_group(SOURCE)
+            src["energy"] = geometry.photon_energy * EV_TO_J
+            src["energy"].attrs["photon_energy_eV"] = geometry.photon_energy
+        grp = h5.require_group(HITBENCH)
+        for key, value in (attrs or {}).items():
+            grp.attrs[key] = value
+
+    def _grow(self, name: str, values: np.ndarray, group: str) -> None:
+        values = np.asarray(values)
+        full = f"{group}/{name}"
+        if full not in self._h5:
+            if self._n:
+                raise HitbenchError(
+                    f"{self.path}: field '{name}' first given after {self._n} frames; give it with every chunk"
+                )
+            self._h5.create_dataset(
+                full,
+                shape=(0, *values.shape[1:]),
+                maxshape=(None, *values.shape[1:]),
+                dtype=values.dtype,
+                chunks=True,
+            )
+        dset = self._h5[full]
+        dset.resize(self._n + values.shape[0], axis=0)
+        dset[self._n :] = values
+
+    def append(
+        self,
+        frames: np.ndarray,
+        fields: Mapping[str, np.ndarray] | None = None,
+        peaks: PeakTable | None = None,
+    ) -> None:
+        """Append frames with their per-frame fields and peaks.
+
+        Parameters
+        ----------
+        frames : numpy.ndarray, shape (n, H, W)
+            The frames.
+        fields : mapping of str to numpy.ndarray, optional
+            Per-frame hitbench fields (first dimension n), stored under /entry_1/hitbench.
+        peaks : PeakTable, optional
+            Peaks of these frames, stored under /entry_1/result_1.
+        """
+        frames = np.asarray(frames)
+        if frames.ndim != 3 or frames.shape[1:] != self.frame_shape:
+            raise HitbenchError(f"{self.path}: frames of shape {frames.shape} do not match {self.frame_shape}")
+        n = frames.shape[0]
+        data = self._h5[DATA]
+        data.resize(self._n + n, axis=0)
+        data[self._n :] = frames
+        for name, values in (fields or {}).items():
+            if len(values) != n:
+                raise HitbenchError(f"{self.path}: field '{name}' has {len(values)} values for {n} frames")
+            self._grow(name, values, HITBENCH)
+        if peaks is not None:
+            for name, values in _peak_arrays(peaks, self.max_peaks).items():
+                self._grow(name, values, RESULT)
+        self._n += n
+
+    def close(self) -> Path:
+        """Finish the file and move it into place.
+
+        Returns
+        -------
+        Path
+            The written file.
+        """
+        self._h5.close()
+        if self.path.exists():
+            self._tmp.unlink()
+            raise HitbenchError(f"{self.path}: file appeared while writing; kept the existing one")
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the partial file."""
+        self._h5.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> CXIWriter:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _peak_arrays(peaks: PeakTable, max_peaks: int) -> dict[str, np.ndarray]:
+    def pad(a: np.ndarray, dtype: type) -> np.ndarray:
+        a = np.asarray(a, dtype=dtype)
+        out = np.zeros((a.shape[0], max_peaks), dtype=dtype)
+        width = min(max_peaks, a.shape[1])
+        out[:, :width] = a[:, :width]
+        return out
+
+    return {
+        "nPeaks": np.minimum(np.asarray(peaks.n_peaks, dtype=np.int32), max_peaks),
+        "peakXPosRaw": pad(peaks.x, np.float32),
+        "peakYPosRaw": pad(peaks.y, np.float32),
+        "peakTotalIntensity": pad(peaks.intensity, np.float32),
+    }
+
+
+def write_cxi(
+    path: str | Path,
+    frames: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    geometry: Geometry | None = None,
+    attrs: Mapping[str, object] | None = None,
+    fields: Mapping[str, np.ndarray] | None = None,
+    peaks: PeakTable | None = None,
+    max_peaks: int = 2048,
+) -> Path:
+    """Write a whole frame stack to a new CXI file (see :class:`CXIWriter`).
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file (must not exist).
+    frames : numpy.ndarray, shape (n, H, W)
+        The frames.
+    mask, geometry, attrs, fields, peaks, max_peaks
+        As for :class:`CXIWriter` and :meth:`CXIWriter.append`.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 3:
+        raise HitbenchError(f"{path}: frames have shape {frames.shape}, expected (n, H, W)")
+    with CXIWriter(
+        path, frames.shape[1:], mask=mask, geometry=geometry, attrs=attrs, max_peaks=max_peaks, dtype=frames.dtype
+    ) as writer:
+        writer.append(frames, fields=fields, peaks=peaks)
+    return Path(path)
+
+
+def _open(path: Path, mode: str = "r") -> h5py.File:
+    if not path.exists():
+        raise HitbenchError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise HitbenchError(f"{path}: is a folder, expected a CXI/HDF5 file")
+    if not h5py.is_hdf5(path):
+        raise HitbenchError(f"{path}: not an HDF5 file (empty, truncated or another format); give a CXI/HDF5 file")
+    try:
+        return h5py.File(path, mode)
+    except OSError as exc:
+        raise HitbenchError(f"{path}: cannot open as HDF5 ({exc}); the file may be truncated or corrupt") from None
+
+
+class CXIRun:
+    """Lazy reader of one run stored as a CXI file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CXI file.
+    data_path : str
+        HDF5 path of the frame stack.
+    """
+
+    def __init__(self, path: str | Path, data_path: str = DATA) -> None:
+        self.path = Path(path)
+        self.data_path = data_path
+        with _open(self.path) as h5:
+            if data_path not in h5 or not isinstance(h5[data_path], h5py.Dataset):
+                raise HitbenchError(
+                    f"{self.path}: no frames at '{data_path}'; a CXI file keeps them at {DATA} "
+                    "(give the right data path)"
+                )
+            dset = h5[data_path]
+            if dset.ndim != 3:
+                raise HitbenchError(
+                    f"{self.path}:{data_path} has shape {dset.shape}; expected a frame stack (n_frames, height, width)"
+                )
+            if not (np.issubdtype(dset.dtype, np.number) or np.issubdtype(dset.dtype, np.bool_)):
+                raise HitbenchError(f"{self.path}:{data_path} has dtype {dset.dtype}; expected numeric frames")
+            self.n_frames = int(dset.shape[0])
+            self.frame_shape: tuple[int, int] = (int(dset.shape[1]), int(dset.shape[2]))
+            self.dtype = dset.dtype
+            det = h5.get(DETECTOR)
+            if det is not None and "mask" in det:
+                raw = det["mask"][()]
+                if raw.shape != self.frame_shape:
+                    raise HitbenchError(
+                        f"{self.path}:{DETECTOR}/mask has shape {raw.shape}, frames are {self.frame_shape}"
+                    )
+                self.mask = raw == 0
+            else:
+                self.mask = np.ones(self.frame_shape, dtype=bool)
+            self.geometry = _read_geometry(h5)
+            grp = h5.get(HITBENCH)
+            self.attrs = {k: _plain(v) for k, v in grp.attrs.items()} if grp is not None else {}
+            self.fields = sorted(k for k in grp if isinstance(grp[k], h5py.Dataset)) if grp is not None else []
+            self.has_peaks = f"{RESULT}/nPeaks" in h5
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def read(self, start: int = 0, stop: int | None = None, *, apply_mask: bool = True) -> np.ndarray:
+        """Frames ``start:stop`` as float32, bad pixels set to 0 unless ``apply_mask`` is False.
+
+        Parameters
+        ----------
+        start, stop : int
+            Frame range.
+        apply_mask : bool
+            Zero the pixels the mask marks bad.
+
+        Returns
+        -------
+        numpy.ndarray, shape (stop - start, H, W)
+            The frames.
+        """
+        stop = self.n_frames if stop is None else min(stop, self.n_frames)
+        try:
+            with h5py.File(self.path, "r") as h5:
+                frames = h5[self.data_path][start:stop].astype(np.float32, copy=False)
+        except (OSError, KeyError) as exc:
+            raise HitbenchError(
+                f"{self.path}: frames {start}-{stop} unreadable ({exc}); the file may be corrupt"
+            ) from None
+        if apply_mask:
+            frames *= self.mask
+        return frames
+
+    def iter_chunks(self, chunk_size: int = 256) -> Iterator[tuple[int, np.ndarray]]:
+        """Iterate over the run in chunks.
+
+        Parameters
+        ----------
+        chunk_size : int
+            Frames per chunk.
+
+        Returns
+        -------
+        iterator of (int, numpy.ndarray)
+            Start index and frames of each chunk.
+        """
+        for start in range(0, self.n_frames, chunk_size):
+            yield start, self.read(start, start + chunk_size)
+
+    def field(self, name: str) -> np.ndarray:
+        """A per-frame hitbench field (e.g. ``label``, ``hit``).
+
+        Parameters
+        ----------
+        name : str
+            Field name under /entry_1/hitbench.
+
+        Returns
+        -------
+        numpy.ndarray
+            Its values.
+        """
+        with _open(self.path) as h5:
+            key = f"{HITBENCH}/{name}"
+            if key not in h5:
+                raise HitbenchError(f"{self.path}: no field {key}; run `hitbench label` first or check the name")
+            return h5[key][()]
+
+    @property
+    def peaks(self) -> PeakTable | None:
+        """The peak lists in /entry_1/result_1, or None."""
+        with _open(self.path) as h5:
+            if f"{RESULT}/nPeaks" not in h5:
+                return None
+            res = h5[RESULT]
+            return PeakTable(
+                n_peaks=res["nPeaks"][()],
+                x=res["peakXPosRaw"][()],
+                y=res["peakYPosRaw"][()],
+                intensity=res["peakTotalIntensity"][()],
+            )
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _read_geometry(h5: h5py.File) -> Geometry | None:
+    try:
+        det = h5[DETECTOR]
+        energy = h5[f"{SOURCE}/energy"]
+        ev = energy.attrs.get("photon_energy_eV", float(energy[()]) / EV_TO_J)
+        return Geometry(
+            float(det["distance"][()]), float(det["x_pixel_size"][()]), float(det["y_pixel_size"][()]), float(ev)
+        )
+    except KeyError:
+        return None
+
+
+def update_cxi(
+    path: str | Path,
+    *,
+    peaks: PeakTable | None = None,
+    fields: Mapping[str, np.ndarray] | None = None,
+    attrs: Mapping[str, object] | None = None,
+    max_peaks: int = 2048,
+) -> None:
+    """Add or replace peaks and per-frame fields of an existing CXI file, frames untouched.
+
+    The new datasets are written in full under a staging group and only then linked into
+    place (an HDF5 link move), so an interrupted update leaves the previous results, never a
+    half-written table.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CXI file.
+    peaks : PeakTable, optional
+        One entry per frame, written to /entry_1/result_1.
+    fields : mapping, optional
+        Per-frame hitbench fields, written to /entry_1/hitbench.
+    attrs : mapping, optional
+        Attributes added to /entry_1/hitbench.
+    max_peaks : int
+        Width of the peak arrays.
+    """
+    path = Path(path)
+    with _open(path, "r+") as h5:
+        n = h5[DATA].shape[0] if DATA in h5 else None
+        staged: dict[str, np.ndarray] = {}
+        if peaks is not None:
+            staged.update({f"{RESULT}/{k}": v for k, v in _peak_arrays(peaks, max_peaks).items()})
+        staged.update({f"{HITBENCH}/{k}": np.asarray(v) for k, v in (fields or {}).items()})
+        for key, values in staged.items():
+            if n is not None and values.shape[0] != n:
+                raise HitbenchError(f"{path}: {key} has {values.shape[0]} entries for {n} frames")
+        stage = "/entry_1/.hitbench_staging"
+        if stage in h5:
+            del h5[stage]
+        for i, values in enumerate(staged.values()):
+            h5.create_dataset(f"{stage}/{i}", data=values, **_compression())
+        h5.flush()
+        for i, key in enumerate(staged):
+            group, _, _ = key.rpartition("/")
+            h5.require_group(group)
+            if key in h5:
+                del h5[key]
+            h5.move(f"{stage}/{i}", key)
+        del h5[stage]
+        grp = h5.require_group(HITBENCH)
+        for key, value in (attrs or {}).items():
+            grp.attrs[key] = value

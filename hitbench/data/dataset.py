@@ -1,0 +1,205 @@
+"""An experiment as runs of frames with labels, over CXI files or detector image files.
+
+- A folder of CXI files is one experiment, one run per file (the run name is the file's
+  ``run`` attribute, else its stem).
+- A labels CSV (columns ``file,label`` with label hit/miss/ambiguous, paths relative to the
+  CSV), or a folder holding ``labels.csv``, is one run of image files read through fabio,
+  each cropped around its beam centre (from the header; else the frame centre).
+
+Label kinds: ``"peaks"`` = the peak-finder rule written by ``hitbench label`` (field
+``label``), ``"truth"`` = the simulator's crystal-in-beam truth (field ``hit``). Image runs
+carry the CSV's labels for both.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hitbench.data.cxi import CXIRun, Geometry
+from hitbench.data.formats import crop, read_image
+from hitbench.errors import HitbenchError
+
+LABEL_KINDS = {"peaks": "label", "truth": "hit"}
+CSV_LABELS = {"hit": 1, "miss": 0, "ambiguous": -1}
+
+
+class ImageRun:
+    """A run made of detector image files with labels from a CSV.
+
+    Parameters
+    ----------
+    files : list of Path
+        The image files, in event order.
+    labels : numpy.ndarray
+        1 hit, 0 miss, -1 ambiguous, one per file.
+    name : str
+        Run name.
+    crop_size : int
+        Side of the square crop around the beam centre.
+    """
+
+    def __init__(self, files: list[Path], labels: np.ndarray, name: str, crop_size: int = 350) -> None:
+        self.files = list(files)
+        self.labels = np.asarray(labels, dtype=np.int8)
+        self.name = name
+        self.crop_size = int(crop_size)
+        self.n_frames = len(self.files)
+        self.frame_shape = (self.crop_size, self.crop_size)
+        self.attrs: dict[str, object] = {"run": name}
+        self._first = self._frame(0)
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def _frame(self, index: int) -> tuple[np.ndarray, np.ndarray, Geometry | None]:
+        image = read_image(self.files[index])
+        frame, mask = crop(image.frame, image.mask, self.crop_size, image.beam_center)
+        return frame, mask, image.geometry
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Mask of the first frame's crop (True = good)."""
+        return self._first[1]
+
+    @property
+    def geometry(self) -> Geometry | None:
+        """Geometry from the first file's header."""
+        return self._first[2]
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Cropped frames ``start:stop`` (float32, bad pixels 0).
+
+        Parameters
+        ----------
+        start, stop : int
+            Frame range.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, crop_size, crop_size)
+            The frames.
+        """
+        stop = self.n_frames if stop is None else min(stop, self.n_frames)
+        return np.stack([self._frame(i)[0] for i in range(start, stop)]).astype(np.float32)
+
+    def iter_chunks(self, chunk_size: int = 64) -> Iterator[tuple[int, np.ndarray]]:
+        """Iterate over the run in chunks of frames (start index, frames)."""
+        for start in range(0, self.n_frames, chunk_size):
+            yield start, self.read(start, start + chunk_size)
+
+
+Run = CXIRun | ImageRun
+
+
+@dataclass
+class Experiment:
+    """Runs of one experiment, by name.
+
+    Parameters
+    ----------
+    name : str
+        Experiment name.
+    runs : dict of str to run
+        The runs, in order.
+    """
+
+    name: str
+    runs: dict[str, Run] = field(default_factory=dict)
+
+
+def run_labels(run: Run, kind: str = "peaks") -> np.ndarray:
+    """Labels of a run: 1 hit, 0 miss, -1 ambiguous.
+
+    Parameters
+    ----------
+    run : CXIRun or ImageRun
+        The run.
+    kind : {"peaks", "truth"}
+        The peak-finder rule or the simulator's truth.
+
+    Returns
+    -------
+    numpy.ndarray of int8
+        One label per frame.
+    """
+    if kind not in LABEL_KINDS:
+        raise HitbenchError(f"labels '{kind}': unknown kind; use one of {', '.join(LABEL_KINDS)}")
+    if isinstance(run, ImageRun):
+        return run.labels
+    return run.field(LABEL_KINDS[kind]).astype(np.int8)
+
+
+def read_labels_csv(path: Path, crop_size: int = 350) -> ImageRun:
+    """An image run from a labels CSV (columns ``file`` and ``label``).
+
+    Parameters
+    ----------
+    path : Path
+        The CSV file; image paths in it are relative to its folder.
+    crop_size : int
+        Crop side.
+
+    Returns
+    -------
+    ImageRun
+        The run, named after the CSV's folder.
+    """
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise HitbenchError(f"{path}: cannot read ({exc.strerror})") from None
+    if not rows or not {"file", "label"} <= set(rows[0]):
+        raise HitbenchError(f"{path}: expected a CSV with header columns 'file' and 'label' and one row per frame")
+    files, labels = [], []
+    for line, row in enumerate(rows, start=2):
+        label = row["label"].strip().lower()
+        if label not in CSV_LABELS:
+            raise HitbenchError(f"{path}:{line}: label '{row['label']}' is not one of hit, miss, ambiguous")
+        files.append(path.parent / row["file"].strip())
+        labels.append(CSV_LABELS[label])
+    return ImageRun(files, np.array(labels), name=path.parent.name, crop_size=crop_size)
+
+
+def open_experiment(source: str | Path, crop_size: int = 350) -> Experiment:
+    """Open an experiment from a folder of CXI files, a labels CSV or a folder holding labels.csv.
+
+    Parameters
+    ----------
+    source : str or Path
+        Where the data is.
+    crop_size : int
+        Crop side for image runs.
+
+    Returns
+    -------
+    Experiment
+        Its runs.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise HitbenchError(f"{source}: no such file or folder; give a folder of CXI files or a labels CSV")
+    if source.is_file() and source.suffix == ".csv":
+        run = read_labels_csv(source, crop_size)
+        return Experiment(source.parent.name, {run.name: run})
+    if source.is_file():
+        run = CXIRun(source)
+        return Experiment(source.stem, {str(run.attrs.get("run", source.stem)): run})
+    if (source / "labels.csv").is_file():
+        run = read_labels_csv(source / "labels.csv", crop_size)
+        return Experiment(source.name, {run.name: run})
+    cxi_files = sorted(source.glob("*.cxi"))
+    if not cxi_files:
+        raise HitbenchError(f"{source}: no *.cxi files and no labels.csv; simulate some with `hitbench simulate`")
+    runs: dict[str, Run] = {}
+    name = source.name
+    for path in cxi_files:
+        run = CXIRun(path)
+        runs[str(run.attrs.get("run", path.stem))] = run
+        name = str(run.attrs.get("experiment", name))
+    return Experiment(name, runs)

@@ -1,0 +1,154 @@
+"""Detector image files other than CXI, read through fabio (CBF/miniCBF, SMV, EDF, TIFF; .gz/.bz2 too).
+
+A file gives one frame, its mask (negative Pilatus pixels are module gaps or bad pixels)
+and, where the header says so, the geometry and the beam centre. :func:`crop` takes the
+central region (default 350x350, as in the reference study) or a region around a beam centre.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hitbench.data.cxi import Geometry
+from hitbench.errors import HitbenchError
+
+#: File endings read through fabio (compressed variants are recognised by fabio too).
+IMAGE_SUFFIXES = (".cbf", ".img", ".smv", ".edf", ".tif", ".tiff", ".mccd")
+
+
+@dataclass
+class DetectorImage:
+    """One detector frame read from an image file.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray, shape (H, W)
+        Pixel values (float32), bad pixels set to 0.
+    mask : numpy.ndarray, shape (H, W)
+        True = good pixel.
+    geometry : Geometry or None
+        From the header, where it gives distance, pixel size and wavelength.
+    beam_center : tuple of float or None
+        (x, y) in pixels, from the header.
+    """
+
+    frame: np.ndarray
+    mask: np.ndarray
+    geometry: Geometry | None
+    beam_center: tuple[float, float] | None
+
+
+def _pilatus_header(text: str) -> tuple[Geometry | None, tuple[float, float] | None]:
+    def number(key: str) -> float | None:
+        match = re.search(rf"#\s*{key}\s+([-+0-9.eE]+)", text)
+        return float(match.group(1)) if match else None
+
+    beam = re.search(r"#\s*Beam_xy\s*\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)", text)
+    center = (float(beam.group(1)), float(beam.group(2))) if beam else None
+    pixel, wavelength, distance = number("Pixel_size"), number("Wavelength"), number("Detector_distance")
+    geometry = None
+    if pixel and wavelength and distance:
+        geometry = Geometry(distance, pixel, pixel, 12398.419843320026 / wavelength)
+    return geometry, center
+
+
+def _smv_header(header: dict) -> tuple[Geometry | None, tuple[float, float] | None]:
+    try:
+        pixel_mm = float(header["PIXEL_SIZE"])
+        center = (float(header["BEAM_CENTER_X"]) / pixel_mm, float(header["BEAM_CENTER_Y"]) / pixel_mm)
+    except (KeyError, ValueError):
+        return None, None
+    try:
+        geometry = Geometry(
+            float(header["DISTANCE"]) / 1e3,
+            pixel_mm / 1e3,
+            pixel_mm / 1e3,
+            12398.419843320026 / float(header["WAVELENGTH"]),
+        )
+    except (KeyError, ValueError, ZeroDivisionError):
+        geometry = None
+    return geometry, center
+
+
+def read_image(path: str | Path) -> DetectorImage:
+    """Read one frame and its mask from a detector image file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A CBF/miniCBF, SMV, EDF or TIFF file (optionally .gz/.bz2 compressed).
+
+    Returns
+    -------
+    DetectorImage
+        Frame, mask, geometry and beam centre.
+    """
+    import fabio  # imported here: listing methods or reading CXI files must not pay for it
+
+    path = Path(path)
+    if not path.is_file():
+        raise HitbenchError(f"{path}: no such file; check the path")
+    try:
+        image = fabio.open(str(path))
+        data = np.asarray(image.data)
+    except Exception as exc:  # fabio raises many types for unreadable files
+        raise HitbenchError(f"{path}: not a readable detector image ({type(exc).__name__}: {exc})") from None
+    if data.ndim != 2 or data.size == 0:
+        raise HitbenchError(f"{path}: image has shape {data.shape}; expected a single 2-D frame")
+    if not np.issubdtype(data.dtype, np.number):
+        raise HitbenchError(f"{path}: image has dtype {data.dtype}; expected numeric pixels")
+    frame = data.astype(np.float32)
+    mask = np.isfinite(frame) & (frame >= 0)
+    frame[~mask] = 0
+    header = dict(image.header)
+    if "_array_data.header_contents" in header:
+        geometry, center = _pilatus_header(header["_array_data.header_contents"])
+    else:
+        geometry, center = _smv_header(header)
+    return DetectorImage(frame, mask, geometry, center)
+
+
+def crop(
+    frame: np.ndarray,
+    mask: np.ndarray,
+    size: int | tuple[int, int] = 350,
+    center: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a size x size region around ``center`` (default: the frame's centre).
+
+    Parts of the region outside the detector are filled with 0 and masked.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray, shape (H, W)
+        The frame.
+    mask : numpy.ndarray, shape (H, W)
+        True = good pixel.
+    size : int or (int, int)
+        Height and width of the crop (one number: square).
+    center : (float, float), optional
+        (x, y) pixel position to centre on, e.g. the beam centre.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The cropped frame and mask.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    if center is None:
+        center = ((frame.shape[1] - 1) / 2, (frame.shape[0] - 1) / 2)
+    x0 = int(round(center[0] - (width - 1) / 2))
+    y0 = int(round(center[1] - (height - 1) / 2))
+    out = np.zeros((height, width), dtype=frame.dtype)
+    out_mask = np.zeros((height, width), dtype=bool)
+    ys, xs = slice(max(y0, 0), min(y0 + height, frame.shape[0])), slice(max(x0, 0), min(x0 + width, frame.shape[1]))
+    if ys.start >= ys.stop or xs.start >= xs.stop:
+        raise HitbenchError(f"crop: centre {center} puts the {height}x{width} region outside the {frame.shape} frame")
+    target = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+    out[target] = frame[ys, xs]
+    out_mask[target] = mask[ys, xs]
+    return out * out_mask, out_mask

@@ -1,0 +1,174 @@
+"""The interface every hit-finding method follows.
+
+A method is a scikit-learn classifier on frame stacks: ``X`` is an array of shape
+(n_frames, height, width) in detector units (float32; bad pixels already set to 0 by
+the data layer), ``y`` holds 1 = hit and 0 = miss (ambiguous frames, -1, are dropped
+before a method sees them). Parameters live in ``__init__`` only; ``fit`` returns
+``self``; ``predict`` gives 0/1; ``decision_function`` gives a hit score where higher
+means "more hit-like".
+
+Subclasses set ``name`` (the registry name) and implement ``_fit(X, y)`` and
+``_score(X)``; they may override ``_threshold_predict`` when their decision is not
+``score > threshold_``. Validation, the one-class check and the fitted check live here,
+in one place, so every method gives the same clear errors.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from hitbench.errors import HitbenchError
+
+
+class MethodNotFittedError(HitbenchError, NotFittedError):
+    """predict/decision_function called before fit."""
+
+
+def check_frames(X: object, *, where: str = "X") -> np.ndarray:
+    """Validate a frame stack and return it as a float32 array (n, H, W).
+
+    Parameters
+    ----------
+    X : array-like
+        Frames, shape (n_frames, height, width).
+    where : str
+        Name used in error messages (a file or field).
+
+    Returns
+    -------
+    numpy.ndarray
+        The frames as float32, shape (n, H, W).
+    """
+    try:
+        frames = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise HitbenchError(f"{where}: frames are not numeric ({exc}); pass an (n, H, W) array") from None
+    if frames.ndim != 3:
+        raise HitbenchError(
+            f"{where}: frames have shape {frames.shape}, expected 3 dimensions (n_frames, height, width)"
+        )
+    if frames.shape[0] == 0:
+        raise HitbenchError(f"{where}: no frames (the stack is empty); give at least one frame")
+    if not np.isfinite(frames).all():
+        bad = int(np.count_nonzero(~np.isfinite(frames).all(axis=(1, 2))))
+        raise HitbenchError(
+            f"{where}: {bad} frame(s) contain NaN or Inf values; mask those pixels (set them to 0) or drop the frames"
+        )
+    return frames
+
+
+def check_labels(y: object, n_frames: int, *, where: str = "y") -> np.ndarray:
+    """Validate training labels (0 = miss, 1 = hit; both classes present).
+
+    Parameters
+    ----------
+    y : array-like
+        Labels, one per frame.
+    n_frames : int
+        Number of frames they must match.
+    where : str
+        Name used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        The labels as int64.
+    """
+    labels = np.asarray(y)
+    if labels.ndim != 1 or labels.shape[0] != n_frames:
+        raise HitbenchError(f"{where}: {labels.shape} labels for {n_frames} frames; give one label per frame")
+    if not np.isin(labels, (0, 1)).all():
+        raise HitbenchError(f"{where}: labels must be 0 (miss) or 1 (hit); drop ambiguous frames (-1) before training")
+    labels = labels.astype(np.int64)
+    if np.unique(labels).size < 2:
+        only = "hits" if labels[0] == 1 else "misses"
+        raise HitbenchError(
+            f"{where}: training labels are all {only}; a classifier needs both hits and misses to train on"
+        )
+    return labels
+
+
+class HitMethod(ClassifierMixin, BaseEstimator):
+    """Base class of hitbench methods (see the module docstring for the contract)."""
+
+    name: ClassVar[str] = ""
+
+    def fit(self, X: object, y: object) -> HitMethod:
+        """Fit the method on frames and their hit/miss labels.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Training frames.
+        y : array-like, shape (n_frames,)
+            1 = hit, 0 = miss.
+
+        Returns
+        -------
+        HitMethod
+            self, fitted.
+        """
+        frames = check_frames(X)
+        labels = check_labels(y, frames.shape[0])
+        self.classes_ = np.array([0, 1])
+        self.frame_shape_ = frames.shape[1:]
+        self._fit(frames, labels)
+        return self
+
+    def _check_predict_input(self, X: object) -> np.ndarray:
+        try:
+            check_is_fitted(self, "frame_shape_")
+        except NotFittedError:
+            raise MethodNotFittedError(
+                f"{self.name or type(self).__name__}: the method is not fitted; call fit(frames, labels) "
+                "or load a saved model before predicting"
+            ) from None
+        frames = check_frames(X)
+        if frames.shape[1:] != tuple(self.frame_shape_):
+            raise HitbenchError(
+                f"X: frames are {frames.shape[1]}x{frames.shape[2]} but the {self.name or type(self).__name__} "
+                f"model was trained on {self.frame_shape_[0]}x{self.frame_shape_[1]}; crop them the same way"
+            )
+        return frames
+
+    def decision_function(self, X: object) -> np.ndarray:
+        """Hit score per frame: higher means more hit-like.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames to score.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames,)
+            The scores (float64).
+        """
+        return np.asarray(self._score(self._check_predict_input(X)), dtype=np.float64)
+
+    def predict(self, X: object) -> np.ndarray:
+        """Hit (1) or miss (0) per frame.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames to classify.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames,)
+            0/1 labels (int64).
+        """
+        return (self.decision_function(X) > self.threshold_).astype(np.int64)
+
+    # -- to implement -------------------------------------------------------------------
+    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _score(self, frames: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
