@@ -1,0 +1,1 @@
+"""Example third-party hitbench method, registered through the ``hitbench.methods`` entry point."""

@@ -1,0 +1,70 @@
+"""``litpix``: count the pixels above an ADC threshold (Cheetah's hit finder 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hitbench.errors import HitbenchError
+from hitbench.methods.base import HitMethod
+from hitbench.methods.thresholds import fit_threshold
+
+#: Quantiles of the training pixel values tried as ADC thresholds when ``adc_threshold`` is None.
+DEFAULT_ADC_QUANTILES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995)
+
+
+class LitPixels(HitMethod):
+    """Number of pixels above an ADC threshold, compared with a fitted minimum count (Cheetah hit finder 1).
+
+    The score of a frame is the number of its pixels whose value exceeds ``adc_threshold``;
+    a frame is a hit when that count exceeds ``threshold_``, which ``fit`` chooses to
+    maximise balanced accuracy on the training frames. With ``adc_threshold=None`` the ADC
+    threshold is fitted too: each quantile in ``adc_quantiles`` of the training pixel
+    values is tried and the one whose best count threshold gives the highest training
+    balanced accuracy is kept (ties go to the lower ADC threshold). No randomness.
+
+    Parameters
+    ----------
+    adc_threshold : float or None
+        Fixed ADC threshold (detector units), or None to fit it.
+    adc_quantiles : tuple of float
+        Quantiles (0-1) of the training pixel values tried when fitting the ADC threshold.
+
+    Attributes
+    ----------
+    adc_threshold_ : float
+        The ADC threshold in use (the fixed one or the fitted one).
+    threshold_ : float
+        Lit-pixel count above which a frame is a hit.
+    train_balanced_accuracy_ : float
+        Balanced accuracy of the rule on the training frames.
+    """
+
+    name = "litpix"
+
+    def __init__(self, adc_threshold: float | None = None, adc_quantiles: tuple[float, ...] = DEFAULT_ADC_QUANTILES):
+        self.adc_threshold = adc_threshold
+        self.adc_quantiles = adc_quantiles
+
+    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
+        if self.adc_threshold is not None:
+            candidates = np.array([float(self.adc_threshold)])
+        else:
+            quantiles = np.asarray(self.adc_quantiles, dtype=np.float64)
+            if quantiles.ndim != 1 or quantiles.size == 0 or ((quantiles < 0) | (quantiles > 1)).any():
+                raise HitbenchError(
+                    f"litpix: adc_quantiles={self.adc_quantiles!r}; give one or more quantiles between 0 and 1"
+                )
+            candidates = np.unique(np.quantile(frames, quantiles))
+        best = (-1.0, 0.0, 0.0)  # (balanced accuracy, adc threshold, count threshold)
+        for adc in candidates:
+            count_threshold, balanced = fit_threshold(self._count(frames, adc), labels)
+            if balanced > best[0]:
+                best = (balanced, float(adc), count_threshold)
+        self.train_balanced_accuracy_, self.adc_threshold_, self.threshold_ = best
+
+    @staticmethod
+    def _count(frames: np.ndarray, adc: float) -> np.ndarray:
+        return np.count_nonzero(frames > adc, axis=(1, 2)).astype(np.float64)
+
+    def _score(self, frames: np.ndarray) -> np.ndarray:
+        return self._count(frames, self.adc_threshold_)
