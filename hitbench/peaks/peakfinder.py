@@ -1,0 +1,411 @@
+"""A peakfinder8-style Bragg-peak finder, vectorised with numpy and scipy.
+
+The algorithm is the one Cheetah, OM and CrystFEL call peakfinder8:
+
+1. Pixels are binned by their distance from the beam centre (1-pixel-wide radius bins, the
+   radius rounded to the nearest integer). For every bin the mean and standard deviation of
+   the good pixels below the bin's threshold are computed and the threshold is updated to
+   ``max(adc_threshold, mean + min_snr * sigma)``, ``n_iterations`` times. peakfinder8's first
+   pass takes every pixel; here it takes the pixels below ``adc_threshold``, because on a small
+   crop a radius bin has few pixels, and once spot pixels are more than ~1/min_snr**2 of a bin
+   the all-pixel sigma lifts the threshold above them for good. A bin whose pixels are all at
+   or above its threshold gets no threshold (1e9) and takes every pixel in the next pass.
+2. Pixels strictly above their bin's threshold are grouped into 8-connected peaks; a group
+   is kept when it has between ``min_pixel_count`` and ``max_pixel_count`` pixels.
+3. Around each group's rounded centroid the local background and sigma come from the
+   annulus ``local_bg_radius <= distance <= 2 * local_bg_radius`` (good pixels below their
+   threshold only); CrystFEL uses the full disc of radius ``2 * local_bg_radius``.
+4. The intensity is the sum of the group's pixels less the local background, the centroid is
+   weighted by those background-subtracted values, and the signal-to-noise ratio is
+   ``intensity / local_sigma`` (as in CrystFEL); groups below ``min_snr`` are dropped.
+5. Pixels outside ``min_res <= radius <= max_res`` are treated like masked pixels (as the
+   peakfinder8 mask does), so peaks outside the resolution range are never found.
+
+Speed comes from three observations. The per-bin sums of all pixels need one
+``np.bincount`` pass each; every threshold is at least ``adc_threshold``, so the pixels a
+rejection pass removes are always among the (few) pixels at or above ``adc_threshold``, and
+the iterations only revisit those. The 8-connected grouping likewise only involves those
+pixels, so it runs as a sparse graph problem (``scipy.sparse.csgraph``) instead of labelling
+the whole image. The radius bins, the mask and the annulus offsets depend only on the
+geometry and are computed once per frame shape and mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from hitbench.data.cxi import PeakTable
+from hitbench.errors import HitbenchError
+from hitbench.methods.base import check_frames
+
+_NO_THRESHOLD = 1e9  # the threshold of a radius bin without good pixels (peakfinder8's value)
+
+
+@dataclass
+class Peaks:
+    """The peaks found on one frame.
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray, shape (n_peaks,)
+        Centroids in pixel coordinates, 0-based (x = column, y = row).
+    intensity : numpy.ndarray, shape (n_peaks,)
+        Integrated intensity less the local background (detector units).
+    snr : numpy.ndarray, shape (n_peaks,)
+        Signal-to-noise ratio, ``intensity / local_sigma``.
+    npix : numpy.ndarray, shape (n_peaks,)
+        Number of pixels above threshold in the peak.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    intensity: np.ndarray
+    snr: np.ndarray
+    npix: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass
+class _Geometry:
+    """Per-geometry precomputation: radius bins, good pixels, annulus offsets."""
+
+    shape: tuple[int, int]
+    mask: np.ndarray | None  # the caller's mask, kept to recognise the same geometry again
+    bins: np.ndarray  # (H*W,) radius bin per pixel; bad pixels go to the extra bin n_bins
+    n_bins: int
+    good_count: np.ndarray  # (n_bins + 1,) good pixels per bin
+    ring_dy: np.ndarray
+    ring_dx: np.ndarray
+
+
+class PeakFinder8:
+    """peakfinder8-style Bragg-peak finder (see the module docstring for the algorithm).
+
+    Parameters
+    ----------
+    adc_threshold : float
+        Lowest pixel threshold (detector units): a pixel is only ever a peak pixel above it.
+        Put it above one photon on integrating detectors.
+    min_snr : float
+        Signal-to-noise ratio for both the radial pixel threshold (``mean + min_snr * sigma``)
+        and the accepted peaks (``intensity / local_sigma``).
+    min_pixel_count, max_pixel_count : int
+        Allowed number of above-threshold pixels in one peak.
+    local_bg_radius : int
+        Inner radius (pixels) of the local background annulus; its outer radius is twice this.
+    min_res, max_res : float
+        Allowed distance of a pixel from the beam centre, in pixels.
+    max_num_peaks : int
+        At most this many peaks are reported per frame (the first ones in row-major order of
+        their first pixel, as peakfinder8 scans).
+    n_iterations : int
+        Passes of the radial statistics with outlier rejection.
+    center : tuple of float, optional
+        Beam centre (x, y) in pixels; default the frame centre ``((W - 1) / 2, (H - 1) / 2)``.
+        Ignored when ``radius_map`` is given.
+    radius_map : numpy.ndarray, optional
+        Distance of every pixel from the beam centre (H, W), in pixels.
+    """
+
+    def __init__(
+        self,
+        adc_threshold: float = 25.0,
+        min_snr: float = 5.0,
+        min_pixel_count: int = 2,
+        max_pixel_count: int = 200,
+        local_bg_radius: int = 3,
+        min_res: float = 0.0,
+        max_res: float = np.inf,
+        max_num_peaks: int = 2048,
+        n_iterations: int = 5,
+        center: tuple[float, float] | None = None,
+        radius_map: np.ndarray | None = None,
+    ) -> None:
+        self.adc_threshold = adc_threshold
+        self.min_snr = min_snr
+        self.min_pixel_count = min_pixel_count
+        self.max_pixel_count = max_pixel_count
+        self.local_bg_radius = local_bg_radius
+        self.min_res = min_res
+        self.max_res = max_res
+        self.max_num_peaks = max_num_peaks
+        self.n_iterations = n_iterations
+        self.center = center
+        self.radius_map = radius_map
+
+    def get_params(self) -> dict[str, object]:
+        """Return the parameters (without ``radius_map``), e.g. to record them with results.
+
+        Returns
+        -------
+        dict
+            Parameter name -> value.
+        """
+        names = ("adc_threshold", "min_snr", "min_pixel_count", "max_pixel_count", "local_bg_radius", "min_res",
+                 "max_res", "max_num_peaks", "n_iterations", "center")
+        return {name: getattr(self, name) for name in names}
+
+    # ------------------------------------------------------------------ public API
+    def find(self, frame: np.ndarray, mask: np.ndarray | None = None) -> Peaks:
+        """Find the peaks of one frame.
+
+        Parameters
+        ----------
+        frame : numpy.ndarray, shape (H, W)
+            The frame, detector units.
+        mask : numpy.ndarray, shape (H, W), optional
+            True = good pixel.
+
+        Returns
+        -------
+        Peaks
+            Centroids, intensities, SNR and pixel counts.
+        """
+        frame = np.asarray(frame)
+        if frame.ndim != 2:
+            raise HitbenchError(f"frame has shape {frame.shape}, expected (height, width); use find_stack for stacks")
+        frames = check_frames(frame[None], where="frame")
+        geom = self._geometry(frames.shape[1:], mask)
+        return self._find_frame(frames[0].ravel(), geom)
+
+    def find_stack(self, frames: np.ndarray, mask: np.ndarray | None = None) -> PeakTable:
+        """Find the peaks of every frame of a stack.
+
+        Parameters
+        ----------
+        frames : numpy.ndarray, shape (n, H, W)
+            The frames, detector units.
+        mask : numpy.ndarray, shape (H, W), optional
+            True = good pixel.
+
+        Returns
+        -------
+        PeakTable
+            Peak counts and centroids/intensities padded with zeros to the largest count.
+        """
+        frames = check_frames(frames, where="frames")
+        geom = self._geometry(frames.shape[1:], mask)
+        found = [self._find_frame(frame.ravel(), geom) for frame in frames]
+        n_peaks = np.array([len(p) for p in found], dtype=np.int64)
+        width = max(1, int(n_peaks.max()))
+        table = {name: np.zeros((len(found), width), dtype=np.float32) for name in ("x", "y", "intensity")}
+        for i, peaks in enumerate(found):
+            for name, values in table.items():
+                values[i, : len(peaks)] = getattr(peaks, name)
+        return PeakTable(n_peaks=n_peaks, **table)
+
+    def count(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Count the peaks of every frame of a stack (no centroids are computed).
+
+        Parameters
+        ----------
+        frames : numpy.ndarray, shape (n, H, W)
+            The frames, detector units.
+        mask : numpy.ndarray, shape (H, W), optional
+            True = good pixel.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n,)
+            Number of peaks per frame (int64), the same as ``len(find(frame))``.
+        """
+        frames = check_frames(frames, where="frames")
+        geom = self._geometry(frames.shape[1:], mask)
+        return np.array([self._find_frame(frame.ravel(), geom, centroids=False) for frame in frames],
+                        dtype=np.int64)
+
+    # ------------------------------------------------------------------ geometry
+    def _check_params(self) -> None:
+        if not self.min_pixel_count >= 1:
+            raise HitbenchError(f"min_pixel_count={self.min_pixel_count}: give 1 or more")
+        if self.max_pixel_count < self.min_pixel_count:
+            raise HitbenchError(
+                f"max_pixel_count={self.max_pixel_count} is below min_pixel_count={self.min_pixel_count}; raise it"
+            )
+        if not self.local_bg_radius >= 1:
+            raise HitbenchError(f"local_bg_radius={self.local_bg_radius}: give 1 pixel or more")
+        if not self.max_num_peaks >= 1:
+            raise HitbenchError(f"max_num_peaks={self.max_num_peaks}: give 1 or more")
+        if not self.n_iterations >= 1:
+            raise HitbenchError(f"n_iterations={self.n_iterations}: give 1 or more")
+        if not self.min_snr > 0:
+            raise HitbenchError(f"min_snr={self.min_snr}: give a positive signal-to-noise ratio")
+
+    def _geometry(self, shape: tuple[int, int], mask: np.ndarray | None) -> _Geometry:
+        """Radius bins, good pixels and annulus offsets for this shape and mask (cached)."""
+        self._check_params()
+        shape = tuple(int(s) for s in shape)
+        key = (shape, self.center, id(self.radius_map), self.min_res, self.max_res, self.local_bg_radius)
+        cached = getattr(self, "_geometry_cache", None)
+        if cached is not None and cached[0] == key:
+            geom = cached[1]
+            if (geom.mask is None and mask is None) or (
+                geom.mask is not None and mask is not None and np.array_equal(geom.mask, mask)
+            ):
+                return geom
+        geom = self._build_geometry(shape, mask)
+        self._geometry_cache = (key, geom)
+        return geom
+
+    def _build_geometry(self, shape: tuple[int, int], mask: np.ndarray | None) -> _Geometry:
+        height, width = shape
+        if self.radius_map is not None:
+            radius = np.asarray(self.radius_map, dtype=np.float64)
+            if radius.shape != shape:
+                raise HitbenchError(
+                    f"radius_map has shape {radius.shape} but the frames are {shape}; give a matching map"
+                )
+        else:
+            cx, cy = self.center if self.center is not None else ((width - 1) / 2, (height - 1) / 2)
+            rows, cols = np.indices(shape)
+            radius = np.hypot(cols - cx, rows - cy)
+        good = (radius >= self.min_res) & (radius <= self.max_res)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != shape:
+                raise HitbenchError(f"mask has shape {mask.shape} but the frames are {shape}; give a matching mask")
+            good &= mask
+            mask = mask.copy()
+        bins = np.rint(radius).astype(np.intp).ravel()
+        n_bins = int(bins.max()) + 1
+        good = good.ravel()
+        bins[~good] = n_bins
+        good_count = np.bincount(bins, minlength=n_bins + 1).astype(np.float64)
+        outer = 2 * int(self.local_bg_radius)
+        dy, dx = np.mgrid[-outer : outer + 1, -outer : outer + 1]
+        dist = np.hypot(dy, dx)
+        ring = (dist >= self.local_bg_radius) & (dist <= outer)
+        return _Geometry(shape, mask, bins, n_bins, good_count, dy[ring], dx[ring])
+
+    # ------------------------------------------------------------------ one frame
+    def _radial_threshold(self, data: np.ndarray, geom: _Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Iterated per-radius background; returns (threshold, offset, bright pixel indices)."""
+        bins = geom.bins
+        length = geom.n_bins + 1
+        data64 = data.astype(np.float64)
+        sum1 = np.bincount(bins, data64, minlength=length)
+        sum2 = np.bincount(bins, data64 * data64, minlength=length)
+        # Every threshold is >= adc_threshold, so only these pixels can ever be rejected.
+        bright = np.flatnonzero(data >= self.adc_threshold)
+        bright = bright[bins[bright] < geom.n_bins]
+        b_bins = bins[bright]
+        b_data = data64[bright]
+        # peakfinder8 starts from no threshold; starting from adc_threshold instead keeps a bin
+        # whose few pixels are mostly spot pixels from locking at mean + min_snr * sigma above them.
+        threshold = np.full(length, float(self.adc_threshold))
+        for _ in range(self.n_iterations):
+            out = b_data >= threshold[b_bins]
+            o_bins, o_data = b_bins[out], b_data[out]
+            count = geom.good_count - np.bincount(o_bins, minlength=length)
+            s1 = sum1 - np.bincount(o_bins, o_data, minlength=length)
+            s2 = sum2 - np.bincount(o_bins, o_data * o_data, minlength=length)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                offset = s1 / count
+                sigma = np.sqrt(np.maximum(s2 / count - offset * offset, 0.0))
+            threshold = np.maximum(offset + self.min_snr * sigma, self.adc_threshold)
+            empty = count <= 0
+            threshold[empty] = _NO_THRESHOLD
+            offset[empty] = 0.0
+        return threshold, offset, bright
+
+    def _find_frame(self, data: np.ndarray, geom: _Geometry, centroids: bool = True) -> Peaks | int:
+        """Peaks of one flattened frame; with ``centroids=False`` only their number."""
+        threshold, offset, bright = self._radial_threshold(data, geom)
+        pix = bright[data[bright] > threshold[geom.bins[bright]]]
+        if pix.size == 0:
+            return 0 if not centroids else Peaks(*(np.zeros(0) for _ in range(4)), npix=np.zeros(0, dtype=np.int64))
+        labels, npix = _groups_8connected(pix, geom.shape[1])
+        keep = (npix >= self.min_pixel_count) & (npix <= self.max_pixel_count)
+        width = geom.shape[1]
+        # Centroid weighted by pixel - radial offset locates the background annulus.
+        value = data[pix].astype(np.float64)
+        row, col = np.divmod(pix, width)
+        n_groups = npix.shape[0]
+        weight = value - offset[geom.bins[pix]]
+        w_sum = np.abs(np.bincount(labels, weight, minlength=n_groups))[keep]
+        cx = np.rint(np.bincount(labels, weight * col, minlength=n_groups)[keep] / w_sum).astype(np.intp)
+        cy = np.rint(np.bincount(labels, weight * row, minlength=n_groups)[keep] / w_sum).astype(np.intp)
+        local_offset, local_sigma = self._local_background(data, geom, threshold, offset, cx, cy)
+        npix = npix[keep]
+        raw_sum = np.bincount(labels, value, minlength=n_groups)[keep]
+        intensity = raw_sum - npix * local_offset
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = intensity / local_sigma
+        accepted = (snr >= self.min_snr) & (intensity != 0)
+        if not centroids:
+            return min(int(np.count_nonzero(accepted)), int(self.max_num_peaks))
+        first = np.flatnonzero(accepted)[: self.max_num_peaks]
+        sum_col = np.bincount(labels, value * col, minlength=n_groups)[keep][first]
+        sum_row = np.bincount(labels, value * row, minlength=n_groups)[keep][first]
+        sum_col -= local_offset[first] * np.bincount(labels, col, minlength=n_groups)[keep][first]
+        sum_row -= local_offset[first] * np.bincount(labels, row, minlength=n_groups)[keep][first]
+        norm = np.abs(intensity[first])
+        return Peaks(
+            x=sum_col / norm,
+            y=sum_row / norm,
+            intensity=intensity[first],
+            snr=snr[first],
+            npix=npix[first],
+        )
+
+    def _local_background(
+        self,
+        data: np.ndarray,
+        geom: _Geometry,
+        threshold: np.ndarray,
+        offset: np.ndarray,
+        cx: np.ndarray,
+        cy: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and sigma of the good, below-threshold pixels of each peak's annulus."""
+        height, width = geom.shape
+        ry = cy[:, None] + geom.ring_dy[None, :]
+        rx = cx[:, None] + geom.ring_dx[None, :]
+        inside = (ry >= 0) & (ry < height) & (rx >= 0) & (rx < width)
+        flat = np.where(inside, ry * width + rx, 0)
+        values = data[flat].astype(np.float64)
+        ring_bins = geom.bins[flat]
+        use = inside & (ring_bins < geom.n_bins) & (values < threshold[ring_bins])
+        n = use.sum(axis=1)
+        s1 = np.where(use, values, 0.0).sum(axis=1)
+        s2 = np.where(use, values * values, 0.0).sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            local_offset = s1 / n
+            local_sigma = np.sqrt(np.maximum(s2 / n - local_offset * local_offset, 0.0))
+        # No background pixels: the radial offset and a token sigma, as peakfinder8 does.
+        empty = n == 0
+        local_offset[empty] = offset[geom.bins[cy * width + cx]][empty]
+        local_sigma[empty] = 0.01
+        return local_offset, local_sigma
+
+
+def _groups_8connected(pix: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label 8-connected groups among sorted flat pixel indices.
+
+    Returns the group of every pixel (groups numbered in row-major order of their first pixel)
+    and the size of every group.
+    """
+    n = pix.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64)
+    col = pix % width
+    src, dst = [], []
+    # Forward neighbours: right, down-left, down, down-right (the others are their mirrors).
+    for step, dcol in ((1, 1), (width - 1, -1), (width, 0), (width + 1, 1)):
+        target = pix + step
+        j = np.searchsorted(pix, target)
+        j_ok = np.minimum(j, n - 1)
+        linked = (pix[j_ok] == target) & (col + dcol >= 0) & (col + dcol < width)
+        src.append(np.flatnonzero(linked))
+        dst.append(j_ok[linked])
+    src = np.concatenate(src)
+    dst = np.concatenate(dst)
+    graph = coo_matrix((np.ones(src.shape[0], dtype=np.int8), (src, dst)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels, np.bincount(labels)

@@ -1,0 +1,208 @@
+"""Tests of the peakfinder8-style peak finder, the peak-count labels and the `label` command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hitbench.errors import HitbenchError
+from hitbench.peaks import PeakFinder8, peak_labels
+
+SHAPE = (96, 112)
+NOISE = 2.0  # readout-noise rms of the test frames, ADU
+# A 3x3 spot with an off-centre profile, so the centroid falls between pixels.
+SPOT = np.array([[60.0, 120.0, 80.0], [150.0, 400.0, 260.0], [70.0, 140.0, 90.0]])
+SPOTS_RC = [(20, 25), (30, 80), (60, 75), (70, 30), (80, 95)]  # centre pixel (row, col) of each planted spot
+
+
+def finder(**params: object) -> PeakFinder8:
+    return PeakFinder8(**{"adc_threshold": 20.0, "min_snr": 6.0, "min_pixel_count": 2, **params})
+
+
+def noise_frame(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, NOISE, SHAPE).astype(np.float32)
+
+
+def planted_frame(seed: int = 0, scales: tuple[float, ...] = (1.0, 1.5, 2.0, 0.8, 3.0)) -> tuple[np.ndarray, list]:
+    """Noise plus SPOT copies; returns the frame and the true (x, y, intensity) of each spot."""
+    frame = noise_frame(seed)
+    truth = []
+    rows, cols = np.mgrid[-1:2, -1:2]
+    for (r, c), scale in zip(SPOTS_RC, scales, strict=True):
+        if scale == 0:
+            continue
+        spot = SPOT * scale
+        frame[r - 1 : r + 2, c - 1 : c + 2] += spot
+        total = spot.sum()
+        truth.append((c + (spot * cols).sum() / total, r + (spot * rows).sum() / total, total))
+    return frame, truth
+
+
+def match(peaks, x: float, y: float, tol: float = 1.5) -> int | None:
+    d = np.hypot(peaks.x - x, peaks.y - y)
+    return int(np.argmin(d)) if d.size and d.min() < tol else None
+
+
+def test_planted_peaks_found_exactly():
+    frame, truth = planted_frame()
+    peaks = finder().find(frame)
+    assert len(peaks) == len(truth)
+    for x, y, intensity in truth:
+        i = match(peaks, x, y)
+        assert i is not None
+        assert abs(peaks.x[i] - x) < 0.1 and abs(peaks.y[i] - y) < 0.1
+        assert peaks.intensity[i] == pytest.approx(intensity, rel=0.03)
+        assert peaks.npix[i] == 9
+        assert peaks.snr[i] > 6.0
+
+
+def test_peaks_on_integrating_background_with_offset():
+    """A constant pedestal is removed by the local background: intensities stay right."""
+    frame, truth = planted_frame(seed=3)
+    peaks = finder(adc_threshold=70.0).find(frame + 50.0)
+    assert len(peaks) == len(truth)
+    for x, y, intensity in truth:
+        i = match(peaks, x, y)
+        assert peaks.intensity[i] == pytest.approx(intensity, rel=0.03)
+
+
+def test_masked_peak_rejected():
+    frame, truth = planted_frame()
+    mask = np.ones(SHAPE, dtype=bool)
+    r, c = SPOTS_RC[2]
+    mask[r - 1 : r + 2, c - 1 : c + 2] = False
+    peaks = finder().find(frame, mask=mask)
+    assert len(peaks) == len(truth) - 1
+    assert match(peaks, *truth[2][:2]) is None
+
+
+def test_out_of_resolution_peaks_rejected():
+    frame, truth = planted_frame()
+    cx, cy = (SHAPE[1] - 1) / 2, (SHAPE[0] - 1) / 2
+    radius = np.array([np.hypot(x - cx, y - cy) for x, y, _ in truth])
+    low, high = np.sort(radius)[[1, -2]]
+    peaks = finder(min_res=low - 2, max_res=high + 2).find(frame)
+    inside = (radius >= low - 2) & (radius <= high + 2)
+    assert inside.sum() == len(truth) - 2
+    assert len(peaks) == inside.sum()
+    for (x, y, _), keep in zip(truth, inside, strict=True):
+        assert (match(peaks, x, y) is not None) == keep
+
+
+def test_beam_centre_and_radius_map_are_equivalent():
+    frame, _ = planted_frame()
+    centre = (40.0, 60.0)
+    rows, cols = np.indices(SHAPE)
+    by_centre = finder(center=centre, max_res=45.0).find(frame)
+    by_map = finder(radius_map=np.hypot(cols - centre[0], rows - centre[1]), max_res=45.0).find(frame)
+    np.testing.assert_array_equal(by_centre.x, by_map.x)
+    assert 0 < len(by_centre) < len(SPOTS_RC)
+
+
+def test_flat_noise_frame_has_no_peaks():
+    frames = np.stack([noise_frame(seed) for seed in range(4)])
+    assert finder().count(frames).sum() <= 1
+
+
+def test_photon_sparse_background_has_no_peaks():
+    """Single-photon 'salt and pepper' on an integrating detector stays below an ADC threshold above one photon."""
+    rng = np.random.default_rng(1)
+    gain = 30.0
+    frames = (rng.poisson(0.05, (4, *SHAPE)) * gain + rng.normal(0.0, NOISE, (4, *SHAPE))).astype(np.float32)
+    assert finder(adc_threshold=1.5 * gain).count(frames).sum() <= 1
+
+
+def test_hot_pixel_follows_min_pixel_count():
+    frame = noise_frame()
+    frame[40, 40] = 5000.0  # one hot pixel
+    assert len(finder(min_pixel_count=2).find(frame)) == 0
+    peaks = finder(min_pixel_count=1).find(frame)
+    assert len(peaks) == 1
+    assert (peaks.x[0], peaks.y[0], peaks.npix[0]) == (pytest.approx(40.0, abs=0.01), pytest.approx(40.0, abs=0.01), 1)
+
+
+def test_large_blob_follows_max_pixel_count():
+    frame = noise_frame()
+    frame[8:14, 10:15] += 300.0  # 30 pixels
+    assert len(finder(max_pixel_count=29).find(frame)) == 0
+    assert finder(max_pixel_count=30).find(frame).npix.tolist() == [30]
+
+
+def test_diagonal_pixels_form_one_peak():
+    """Grouping is 8-connected: diagonal neighbours join, pixels two apart do not."""
+    frame = noise_frame()
+    frame[[10, 11, 12], [10, 11, 12]] += 300.0
+    frame[[10, 10], [30, 32]] += 300.0
+    peaks = finder(min_pixel_count=1).find(frame)
+    assert sorted(peaks.npix.tolist()) == [1, 1, 3]
+
+
+def test_max_num_peaks_keeps_first_in_scan_order():
+    frame, truth = planted_frame()
+    peaks = finder(max_num_peaks=2).find(frame)
+    assert len(peaks) == 2
+    np.testing.assert_allclose(peaks.y, [truth[0][1], truth[1][1]], atol=0.1)
+    assert finder(max_num_peaks=2).count(frame[None]).tolist() == [2]
+
+
+def test_stack_and_count_agree_with_find():
+    frames = np.stack(
+        [
+            planted_frame(seed, scales)[0]
+            for seed, scales in [(0, (1, 1, 1, 1, 1)), (1, (1, 0, 0, 2, 0)), (2, (0, 0, 0, 0, 0))]
+        ]
+    )
+    frames[2] = noise_frame(9)
+    pf = finder()
+    single = [pf.find(frame) for frame in frames]
+    table = pf.find_stack(frames)
+    counts = pf.count(frames)
+    assert counts.tolist() == [len(p) for p in single] == table.n_peaks.tolist() == [5, 2, 0]
+    for i, peaks in enumerate(single):
+        n = len(peaks)
+        np.testing.assert_allclose(table.x[i, :n], peaks.x, rtol=1e-6)
+        np.testing.assert_allclose(table.y[i, :n], peaks.y, rtol=1e-6)
+        np.testing.assert_allclose(table.intensity[i, :n], peaks.intensity, rtol=1e-6)
+        assert not table.x[i, n:].any()
+
+
+def test_all_good_mask_is_no_mask():
+    frame, _ = planted_frame()
+    pf = finder()
+    a = pf.find(frame)
+    b = pf.find(frame, mask=np.ones(SHAPE, dtype=bool))
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.intensity, b.intensity)
+
+
+@pytest.mark.parametrize(
+    ("params", "word"),
+    [
+        ({"min_pixel_count": 0}, "min_pixel_count"),
+        ({"max_pixel_count": 1, "min_pixel_count": 2}, "max_pixel_count"),
+        ({"local_bg_radius": 0}, "local_bg_radius"),
+        ({"min_snr": 0}, "min_snr"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(params, word):
+    with pytest.raises(HitbenchError, match=word):
+        finder(**params).find(noise_frame())
+
+
+def test_bad_shapes_are_reported():
+    with pytest.raises(HitbenchError, match="mask"):
+        finder().find(noise_frame(), mask=np.ones((3, 3), dtype=bool))
+    with pytest.raises(HitbenchError, match="frame"):
+        finder().find(np.zeros((2, 8, 8)))
+
+
+@pytest.mark.parametrize(("n_peaks", "label"), [(0, 0), (1, 0), (2, -1), (10, -1), (11, 1), (40, 1)])
+def test_labels_at_the_bounds(n_peaks, label):
+    assert peak_labels(np.array([n_peaks]), miss_below=2, hit_above=10).tolist() == [label]
+
+
+def test_labels_configurable_bounds():
+    counts = np.array([0, 3, 4, 5, 6])
+    assert peak_labels(counts, miss_below=4, hit_above=5).tolist() == [0, 0, -1, -1, 1]
+    with pytest.raises(HitbenchError, match="hit_above"):
+        peak_labels(counts, miss_below=5, hit_above=2)
