@@ -94,3 +94,31 @@ def info_command(path: Path) -> None:
     else:
         table.add_row("geometry", "not recorded")
     Console().print(table)
+
+
+@main.command("label")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--adc-threshold", type=float, help="Lowest peak-pixel value, ADU (default: PeakFinder8's).")
+@click.option("--min-snr", type=float, help="Signal-to-noise ratio of pixels and peaks.")
+@click.option("--min-pixel-count", type=int, help="Fewest pixels in a peak.")
+@click.option("--max-pixel-count", type=int, help="Most pixels in a peak.")
+@click.option("--local-bg-radius", type=int, help="Inner radius of the local background annulus, pixels.")
+@click.option("--min-res", type=float, help="Smallest pixel distance from the beam centre.")
+@click.option("--max-res", type=float, help="Largest pixel distance from the beam centre.")
+@click.option("--max-num-peaks", type=int, help="Most peaks kept per frame.")
+@click.option("--miss-below", type=int, default=2, show_default=True, help="Fewer peaks than this: miss (0).")
+@click.option("--hit-above", type=int, default=10, show_default=True, help="More peaks than this: hit (1).")
+@click.option("--chunk-size", type=int, default=256, show_default=True, help="Frames per chunk.")
+@click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers over chunks.")
+def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chunk_size: int, n_jobs: int,
+                  **finder_options: float | int | None) -> None:
+    """Find peaks (peakfinder8) in CXI runs and write them, peak counts and labels into each file."""
+    from hitbench.peaks import PeakFinder8
+    from hitbench.peaks.labels import label_run
+
+    finder = PeakFinder8(**{k: v for k, v in finder_options.items() if v is not None})
+    for path in paths:
+        labels = label_run(path, finder, miss_below=miss_below, hit_above=hit_above, chunk_size=chunk_size,
+                           n_jobs=n_jobs)
+        click.echo(f"{path}: {labels.size} frames, {int((labels == 1).sum())} hits, {int((labels == 0).sum())} "
+                   f"misses, {int((labels == -1).sum())} ambiguous")

@@ -206,3 +206,46 @@ def test_labels_configurable_bounds():
     assert peak_labels(counts, miss_below=4, hit_above=5).tolist() == [0, 0, -1, -1, 1]
     with pytest.raises(HitbenchError, match="hit_above"):
         peak_labels(counts, miss_below=5, hit_above=2)
+
+
+def test_label_command_writes_peaks_and_labels(tmp_path):
+    import json
+
+    import h5py
+    from click.testing import CliRunner
+
+    from hitbench.cli import main
+    from hitbench.data.cxi import DATA, CXIRun, write_cxi
+
+    many = np.stack([planted_frame(seed)[0] for seed in range(3)])
+    frames = np.concatenate([many, np.stack([noise_frame(seed) for seed in (5, 6)])])
+    mask = np.ones(SHAPE, dtype=bool)
+    mask[0, :] = False
+    path = write_cxi(tmp_path / "run.cxi", frames, mask=mask)
+    with h5py.File(path, "r") as h5:
+        before = h5[DATA][()].tobytes()
+
+    args = [str(path), "--adc-threshold", "20", "--min-snr", "6", "--miss-below", "2", "--hit-above", "4",
+            "--chunk-size", "2", "--n-jobs", "2"]
+    result = CliRunner().invoke(main, ["label", *args])
+    assert result.exit_code == 0, result.output
+
+    run = CXIRun(path)
+    expected = finder().find_stack(run.read(), mask=run.mask)
+    assert run.peaks.n_peaks.tolist() == expected.n_peaks.tolist() == [5, 5, 5, 0, 0]
+    np.testing.assert_allclose(run.peaks.x[:, :5], expected.x[:, :5], rtol=1e-6)
+    assert run.field("label").tolist() == [1, 1, 1, 0, 0]
+    assert run.field("n_peaks").tolist() == [5, 5, 5, 0, 0]
+    assert json.loads(run.attrs["peakfinder8"])["adc_threshold"] == 20.0
+    with h5py.File(path, "r") as h5:
+        assert h5[DATA][()].tobytes() == before
+
+
+def test_label_command_reports_a_missing_file(tmp_path):
+    from click.testing import CliRunner
+
+    from hitbench.cli import main
+
+    result = CliRunner().invoke(main, ["label", str(tmp_path / "absent.cxi")])
+    assert result.exit_code == 1
+    assert "absent.cxi" in result.output and "Traceback" not in result.output

@@ -1,10 +1,16 @@
-"""Hit/miss labels from peak counts, the rule of the reference study."""
+"""Hit/miss labels from peak counts (the rule of the reference study), and labelling a CXI run."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
+from pathlib import Path
 
+import numpy as np
+from joblib import Parallel, delayed
+
+from hitbench.data.cxi import CXIRun, PeakTable, update_cxi
 from hitbench.errors import HitbenchError
+from hitbench.peaks.peakfinder import PeakFinder8
 
 
 def peak_labels(counts: np.ndarray, miss_below: int = 2, hit_above: int = 10) -> np.ndarray:
@@ -32,4 +38,71 @@ def peak_labels(counts: np.ndarray, miss_below: int = 2, hit_above: int = 10) ->
     labels = np.full(counts.shape, -1, dtype=np.int8)
     labels[counts < miss_below] = 0
     labels[counts > hit_above] = 1
+    return labels
+
+
+def _find_chunk(path: str, start: int, stop: int, finder: PeakFinder8) -> PeakTable:
+    """Peaks of frames ``start:stop`` of a CXI file (a joblib worker: it opens the file itself)."""
+    run = CXIRun(path)
+    return finder.find_stack(run.read(start, stop), mask=run.mask)
+
+
+def label_run(
+    path: str | Path,
+    finder: PeakFinder8,
+    *,
+    miss_below: int = 2,
+    hit_above: int = 10,
+    chunk_size: int = 256,
+    n_jobs: int = 1,
+) -> np.ndarray:
+    """Find the peaks of a CXI run and write them, the peak counts and the labels into the file.
+
+    Peaks go to /entry_1/result_1 (nPeaks, peakXPosRaw, peakYPosRaw, peakTotalIntensity), the
+    fields ``n_peaks`` and ``label`` to /entry_1/hitbench, and the finder's parameters and the
+    label rule to attributes of /entry_1/hitbench (``peakfinder8``, ``label_rule``, JSON).
+    The frames are not rewritten; the update is staged so that an interruption leaves the
+    previous results.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CXI file.
+    finder : PeakFinder8
+        The configured peak finder.
+    miss_below, hit_above : int
+        The label rule (see :func:`peak_labels`).
+    chunk_size : int
+        Frames read and searched at a time.
+    n_jobs : int
+        joblib workers over chunks.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames,)
+        The labels written.
+    """
+    if chunk_size < 1:
+        raise HitbenchError(f"chunk_size={chunk_size}: give 1 frame or more")
+    run = CXIRun(path)
+    starts = range(0, run.n_frames, chunk_size)
+    tables = Parallel(n_jobs=n_jobs)(
+        delayed(_find_chunk)(str(run.path), start, start + chunk_size, finder) for start in starts
+    )
+    width = max(t.x.shape[1] for t in tables)
+    padded = {
+        name: np.concatenate([np.pad(getattr(t, name), ((0, 0), (0, width - t.x.shape[1]))) for t in tables])
+        for name in ("x", "y", "intensity")
+    }
+    n_peaks = np.concatenate([t.n_peaks for t in tables])
+    labels = peak_labels(n_peaks, miss_below=miss_below, hit_above=hit_above)
+    params = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in finder.get_params().items()}
+    rule = {"miss": f"n_peaks < {miss_below}", "hit": f"n_peaks > {hit_above}", "ambiguous": "otherwise"}
+    update_cxi(
+        run.path,
+        peaks=PeakTable(n_peaks=n_peaks, **padded),
+        fields={"n_peaks": n_peaks.astype(np.int32), "label": labels},
+        attrs={"peakfinder8": json.dumps(params), "label_rule": json.dumps(rule)},
+        max_peaks=max(int(finder.max_num_peaks), width),
+    )
     return labels
