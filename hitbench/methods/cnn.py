@@ -1,0 +1,584 @@
+"""The reference study's convolutional network (Table I) as a hitbench method.
+
+The network, for an input frame of H x W pixels (350 x 350 in the study)::
+
+    Conv2D 7x7, 4 filters            350 -> 344
+    Dropout
+    BatchNormalization over rows     axis=1, 344 rows -> 688 trainable parameters
+    ReLU
+    MaxPooling 5x5                   344 -> 68
+    Conv2D 7x7, 4 filters            68 -> 62
+    BatchNormalization over rows     62 rows -> 124 trainable parameters
+    ReLU
+    MaxPooling 5x5                   62 -> 12
+    Dropout
+    Flatten                          12 x 12 x 4 = 576
+    Dense 16
+    BatchNormalization
+    ReLU
+    Dropout
+    Dense 2, softmax                 (miss, hit)
+
+11,098 trainable parameters at 350 x 350. Training: categorical cross-entropy, SGD with
+momentum 0.9 and learning rate 0.002 decayed as ``lr / (1 + 1e-4 * step)`` (Keras 1's
+``decay``, :class:`keras.optimizers.schedules.InverseTimeDecay`), batch 100.
+
+Input normalisation (``normalisation``): negative values are clipped to 0 ADU, then
+``"log1p"`` takes ``log(1 + ADU)`` (compresses bright Bragg peaks against the photon-sparse
+background) or ``"linear"`` keeps ADU; finally the result is standardised with the mean and
+standard deviation of all pixels of the training set, stored in the fitted model
+(``input_mean_``, ``input_std_``).
+
+Inference runs in batches, either through Keras or through an ONNX Runtime graph built
+directly from the trained weights (batch normalisation folded into per-row scale and shift,
+the input standardisation folded into the first convolution). Both give the same scores to
+about 1e-6; ``backend="auto"`` uses ONNX Runtime (several times faster on a CPU, see
+docs/speed.md) unless TensorFlow sees a GPU that ONNX Runtime cannot use.
+
+TensorFlow is imported only when a model is built, trained or loaded, never at module import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from hitbench.errors import HitbenchError
+from hitbench.methods.base import HitMethod
+
+_STATE_ENTRY = "hitbench_state.json"
+_NORMALISATIONS = ("log1p", "linear")
+_BACKENDS = ("auto", "keras", "onnx")
+
+
+def _n_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def build_model(frame_shape: tuple[int, int], dropout: float = 0.25):
+    """The Table I network (uncompiled Keras model) for frames of ``frame_shape``.
+
+    Parameters
+    ----------
+    frame_shape : tuple of int
+        (height, width) of the input frames; at least 39 x 39 (two 7x7 convolutions and two
+        5x5 poolings must leave at least one pixel).
+    dropout : float
+        Rate of the three dropout layers.
+
+    Returns
+    -------
+    keras.Model
+        The network, input (H, W, 1), output softmax (miss, hit).
+    """
+    import keras
+    from keras import layers
+
+    height, width = (int(s) for s in frame_shape)
+    if min(height, width) < 39:
+        raise HitbenchError(
+            f"cnn: frames of {height}x{width} pixels are too small for the network; give frames of at least 39x39"
+        )
+    return keras.Sequential(
+        [
+            keras.Input(shape=(height, width, 1), name="frames"),
+            layers.Conv2D(4, 7, name="conv1"),
+            layers.Dropout(dropout, name="dropout1"),
+            layers.BatchNormalization(axis=1, name="bn_rows1"),
+            layers.ReLU(name="relu1"),
+            layers.MaxPooling2D(5, name="pool1"),
+            layers.Conv2D(4, 7, name="conv2"),
+            layers.BatchNormalization(axis=1, name="bn_rows2"),
+            layers.ReLU(name="relu2"),
+            layers.MaxPooling2D(5, name="pool2"),
+            layers.Dropout(dropout, name="dropout2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(16, name="dense1"),
+            layers.BatchNormalization(name="bn_dense1"),
+            layers.ReLU(name="relu3"),
+            layers.Dropout(dropout, name="dropout3"),
+            layers.Dense(2, activation="softmax", name="dense2"),
+        ],
+        name="reference_cnn",
+    )
+
+
+def _bn_scale_shift(layer) -> tuple[np.ndarray, np.ndarray]:
+    gamma, beta, mean, var = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
+    scale = gamma / np.sqrt(var + layer.epsilon)
+    return scale, beta - mean * scale
+
+
+def to_onnx(model, *, normalisation: str, input_mean: float, input_std: float) -> bytes:
+    """An ONNX graph equal to ``model`` at inference, taking raw frames (n, H, W).
+
+    The graph clips negative values, applies the normalisation (``log1p`` or ``linear``) and
+    the training-set standardisation (folded into the first convolution), runs the network
+    with batch normalisation folded into scale/shift, and returns P(hit), shape (n,).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model from :func:`build_model` (trained).
+    normalisation : {"log1p", "linear"}
+        The input transform the model was trained with.
+    input_mean, input_std : float
+        The training-set standardisation.
+
+    Returns
+    -------
+    bytes
+        The serialised ONNX model (opset 17).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    height, width = model.input_shape[1:3]
+    get = model.get_layer
+    inits: list = []
+
+    def const(name: str, value: np.ndarray, dtype: type = np.float32) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    k1, b1 = (np.asarray(w, dtype=np.float64) for w in get("conv1").get_weights())  # (7,7,1,4), (4,)
+    # standardised input (x - m) / s into the first convolution: w / s, b - m / s * sum(w)
+    b1 = b1 - input_mean / input_std * k1.sum(axis=(0, 1, 2))
+    k1 = k1 / input_std
+    k2, b2 = get("conv2").get_weights()
+    s1, t1 = _bn_scale_shift(get("bn_rows1"))
+    s2, t2 = _bn_scale_shift(get("bn_rows2"))
+    w3, b3 = (np.asarray(w, dtype=np.float64) for w in get("dense1").get_weights())
+    s3, t3 = _bn_scale_shift(get("bn_dense1"))
+    w4, b4 = get("dense2").get_weights()
+    pooled = get("pool2").output.shape[1:3]
+    # Keras flattens (h, w, c); ONNX flattens (c, h, w)
+    w3 = w3.reshape(*pooled, 4, 16).transpose(2, 0, 1, 3).reshape(-1, 16)
+
+    def row_bn_relu_pool(src: str, scale: np.ndarray, shift: np.ndarray, tag: str) -> list:
+        """Per-row batch norm, ReLU, 5x5 max pooling, reordered to touch the full-size tensor once.
+
+        Pool the columns first: within a row the affine map is monotonic, so the column max of
+        ``s * x + t`` is ``s * max(x) + t`` for ``s >= 0`` and ``s * min(x) + t`` for ``s < 0``,
+        i.e. ``max(s * max(x), s * min(x)) + t``; then pool the rows; ReLU commutes with max.
+        """
+        cols = {"kernel_shape": [1, 5], "strides": [1, 5]}
+        s, t = const(f"s{tag}", scale.reshape(1, 1, -1, 1)), const(f"t{tag}", shift.reshape(1, 1, -1, 1))
+        out = [
+            helper.make_node("MaxPool", [src], [f"cmax{tag}"], **cols),
+            helper.make_node("Mul", [f"cmax{tag}", s], [f"smax{tag}"]),
+        ]
+        scaled = f"smax{tag}"
+        if (scale < 0).any():
+            out += [
+                helper.make_node("Neg", [src], [f"neg{tag}"]),
+                helper.make_node("MaxPool", [f"neg{tag}"], [f"negmax{tag}"], **cols),
+                helper.make_node("Neg", [f"negmax{tag}"], [f"cmin{tag}"]),
+                helper.make_node("Mul", [f"cmin{tag}", s], [f"smin{tag}"]),
+                helper.make_node("Max", [f"smax{tag}", f"smin{tag}"], [f"sboth{tag}"]),
+            ]
+            scaled = f"sboth{tag}"
+        return out + [
+            helper.make_node("Add", [scaled, t], [f"a{tag}"]),
+            helper.make_node("MaxPool", [f"a{tag}"], [f"rmax{tag}"], kernel_shape=[5, 1], strides=[5, 1]),
+            helper.make_node("Relu", [f"rmax{tag}"], [f"p{tag}"]),
+        ]
+
+    nodes = [
+        helper.make_node("Unsqueeze", ["frames", const("axis1", [1], np.int64)], ["x0"]),
+        helper.make_node("Relu", ["x0"], ["clipped"]),
+    ]
+    if normalisation == "log1p":
+        nodes += [
+            helper.make_node("Add", ["clipped", const("one", np.ones(1))], ["plus1"]),
+            helper.make_node("Log", ["plus1"], ["scaled"]),
+        ]
+    else:
+        nodes.append(helper.make_node("Identity", ["clipped"], ["scaled"]))
+    nodes += [
+        helper.make_node(
+            "Conv", ["scaled", const("w1", k1.transpose(3, 2, 0, 1)), const("b1", b1)], ["c1"], kernel_shape=[7, 7]
+        ),
+    ]
+    nodes += row_bn_relu_pool("c1", s1, t1, "1")
+    nodes += [
+        helper.make_node(
+            "Conv", ["p1", const("w2", k2.transpose(3, 2, 0, 1)), const("b2", b2)], ["c2"], kernel_shape=[7, 7]
+        ),
+    ]
+    nodes += row_bn_relu_pool("c2", s2, t2, "2")
+    nodes += [
+        helper.make_node("Flatten", ["p2"], ["f"]),
+        helper.make_node("Gemm", ["f", const("w3", w3 * s3), const("b3", b3 * s3 + t3)], ["d1"]),
+        helper.make_node("Relu", ["d1"], ["r3"]),
+        helper.make_node("Gemm", ["r3", const("w4", w4), const("b4", b4)], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["proba"], axis=1),
+        helper.make_node("Gather", ["proba", const("hit", 1, np.int64)], ["p_hit"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "reference_cnn",
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["n", height, width])],
+        [helper.make_tensor_value_info("p_hit", TensorProto.FLOAT, ["n"])],
+        initializer=inits,
+    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="hitbench")
+    onnx.checker.check_model(onnx_model)
+    return onnx_model.SerializeToString()
+
+
+def onnx_session(onnx_bytes: bytes, *, threads: int | None = None):
+    """An ONNX Runtime session tuned for this machine (all cores, graph optimisation).
+
+    The level is ``ORT_ENABLE_EXTENDED``, not ``ORT_ENABLE_ALL``: the latter's NCHWc layout
+    pads the 4-filter convolutions to 8/16-channel blocks and measured slower here.
+
+    Parameters
+    ----------
+    onnx_bytes : bytes
+        A serialised model from :func:`to_onnx`.
+    threads : int, optional
+        Intra-op threads; default: the cores this process may use.
+
+    Returns
+    -------
+    onnxruntime.InferenceSession
+        CUDA provider first when ONNX Runtime has it, then the CPU.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.intra_op_num_threads = threads or _n_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return ort.InferenceSession(onnx_bytes, sess_options=options, providers=providers)
+
+
+class ReferenceCNN(HitMethod):
+    """The reference study's CNN (Table I, 11,098 parameters at 350x350) in Keras; ONNX Runtime for fast inference.
+
+    Parameters
+    ----------
+    epochs : int
+        Maximum training epochs.
+    batch_size : int
+        Training batch size (the study: 100).
+    learning_rate : float
+        Initial SGD learning rate.
+    decay : float
+        Inverse-time decay per step: ``lr / (1 + decay * step)``.
+    momentum : float
+        SGD momentum.
+    dropout : float
+        Rate of the three dropout layers.
+    validation_split : float
+        Fraction of the training frames held out (stratified) to monitor the validation loss
+        for early stopping; 0 trains on everything for ``epochs`` epochs.
+    patience : int
+        Early stopping: epochs without validation-loss improvement before stopping (the best
+        weights are restored). Ignored when ``validation_split`` is 0.
+    normalisation : {"log1p", "linear"}
+        Input transform after clipping negative ADU to 0, before per-training-set standardisation.
+    class_weight : {None, "balanced"}
+        Weight the loss by inverse class frequency (hits are often rare).
+    random_state : int
+        Seed of weights, dropout, shuffling and the validation split; training on the CPU is
+        repeatable (TensorFlow deterministic ops are switched on).
+    backend : {"auto", "keras", "onnx"}
+        Inference engine; "auto" picks ONNX Runtime unless only TensorFlow can use a GPU.
+    inference_batch_size : int
+        Frames per inference batch.
+    verbose : int
+        Keras training verbosity (0 silent).
+    """
+
+    name: ClassVar[str] = "cnn"
+
+    def __init__(
+        self,
+        epochs: int = 30,
+        batch_size: int = 100,
+        learning_rate: float = 0.002,
+        decay: float = 1e-4,
+        momentum: float = 0.9,
+        dropout: float = 0.25,
+        validation_split: float = 0.1,
+        patience: int = 5,
+        normalisation: str = "log1p",
+        class_weight: str | None = None,
+        random_state: int = 0,
+        backend: str = "auto",
+        inference_batch_size: int = 32,
+        verbose: int = 0,
+    ) -> None:
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.decay = decay
+        self.momentum = momentum
+        self.dropout = dropout
+        self.validation_split = validation_split
+        self.patience = patience
+        self.normalisation = normalisation
+        self.class_weight = class_weight
+        self.random_state = random_state
+        self.backend = backend
+        self.inference_batch_size = inference_batch_size
+        self.verbose = verbose
+
+    # -- input ---------------------------------------------------------------------------
+    def _transform(self, frames: np.ndarray) -> np.ndarray:
+        """Clip and normalise (before standardisation), float32."""
+        clipped = np.maximum(frames, 0.0, dtype=np.float32)
+        return np.log1p(clipped) if self.normalisation == "log1p" else clipped
+
+    def _keras_input(self, frames: np.ndarray) -> np.ndarray:
+        scaled = (self._transform(frames) - np.float32(self.input_mean_)) / np.float32(self.input_std_)
+        return scaled[..., np.newaxis]
+
+    def _check_params(self) -> None:
+        if self.normalisation not in _NORMALISATIONS:
+            raise HitbenchError(f"cnn: normalisation={self.normalisation!r}; use one of {', '.join(_NORMALISATIONS)}")
+        if self.backend not in _BACKENDS:
+            raise HitbenchError(f"cnn: backend={self.backend!r}; use one of {', '.join(_BACKENDS)}")
+        if self.class_weight not in (None, "balanced"):
+            raise HitbenchError(f"cnn: class_weight={self.class_weight!r}; use None or 'balanced'")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise HitbenchError(f"cnn: validation_split={self.validation_split}; give a fraction in [0, 1)")
+
+    # -- training ------------------------------------------------------------------------
+    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
+        self._check_params()
+        import keras
+        import tensorflow as tf
+        from sklearn.model_selection import train_test_split
+        from sklearn.utils.class_weight import compute_class_weight
+
+        keras.utils.set_random_seed(self.random_state)
+        tf.config.experimental.enable_op_determinism()
+
+        transformed = self._transform(frames)
+        self.input_mean_ = float(transformed.mean(dtype=np.float64))
+        self.input_std_ = float(transformed.std(dtype=np.float64)) or 1.0
+        x = ((transformed - np.float32(self.input_mean_)) / np.float32(self.input_std_))[..., np.newaxis]
+        del transformed
+        y = keras.utils.to_categorical(labels, 2)
+
+        validation_data, callbacks = None, []
+        if self.validation_split > 0:
+            n_val = max(2, round(self.validation_split * len(labels)))
+            if min(np.bincount(labels)) < 2 or n_val >= len(labels) - 1:
+                raise HitbenchError(
+                    f"cnn: {len(labels)} training frames are too few for validation_split={self.validation_split}; "
+                    "give more frames of each class or set validation_split=0"
+                )
+            x, x_val, y, y_val = train_test_split(
+                x, y, test_size=n_val, stratify=labels, random_state=self.random_state
+            )
+            validation_data = (x_val, y_val)
+            callbacks.append(
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
+            )
+        weights = None
+        if self.class_weight == "balanced":
+            weights = dict(enumerate(compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)))
+
+        model = build_model(frames.shape[1:], self.dropout)
+        schedule = keras.optimizers.schedules.InverseTimeDecay(self.learning_rate, 1, self.decay)
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=schedule, momentum=self.momentum),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        history = model.fit(
+            x,
+            y,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            validation_data=validation_data,
+            class_weight=weights,
+            callbacks=callbacks,
+            shuffle=True,
+            verbose=self.verbose,
+        )
+        self.model_ = model
+        self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        self.n_epochs_ = len(self.history_["loss"])
+        self.threshold_ = 0.5
+        self._onnx_session = None
+
+    # -- inference -----------------------------------------------------------------------
+    def _use_onnx(self) -> bool:
+        if self.backend != "auto":
+            return self.backend == "onnx"
+        import onnxruntime as ort
+        import tensorflow as tf
+
+        return "CUDAExecutionProvider" in ort.get_available_providers() or not tf.config.list_physical_devices("GPU")
+
+    def onnx_model(self) -> bytes:
+        """The fitted network as a serialised ONNX graph taking raw frames (n, H, W) to P(hit).
+
+        Returns
+        -------
+        bytes
+            See :func:`to_onnx`.
+        """
+        self._check_predict_input(np.zeros((1, *self.frame_shape_), dtype=np.float32))
+        return to_onnx(
+            self.model_, normalisation=self.normalisation, input_mean=self.input_mean_, input_std=self.input_std_
+        )
+
+    def score_keras(self, frames: np.ndarray) -> np.ndarray:
+        """P(hit) per frame through Keras, in batches of ``inference_batch_size``.
+
+        Parameters
+        ----------
+        frames : numpy.ndarray, shape (n, H, W)
+            Frames (validated float32).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n,)
+            P(hit), float32.
+        """
+        out = [
+            self.model_.predict_on_batch(self._keras_input(frames[i : i + self.inference_batch_size]))[:, 1]
+            for i in range(0, len(frames), self.inference_batch_size)
+        ]
+        return np.concatenate([np.asarray(o) for o in out])
+
+    def score_onnx(self, frames: np.ndarray) -> np.ndarray:
+        """P(hit) per frame through ONNX Runtime, in batches of ``inference_batch_size``.
+
+        Parameters
+        ----------
+        frames : numpy.ndarray, shape (n, H, W)
+            Frames (validated float32).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n,)
+            P(hit), float32.
+        """
+        if getattr(self, "_onnx_session", None) is None:
+            self._onnx_session = onnx_session(self.onnx_model())
+        run = self._onnx_session.run
+        out = [
+            run(None, {"frames": np.ascontiguousarray(frames[i : i + self.inference_batch_size])})[0]
+            for i in range(0, len(frames), self.inference_batch_size)
+        ]
+        return np.concatenate(out)
+
+    def _score(self, frames: np.ndarray) -> np.ndarray:
+        self._check_params()
+        return self.score_onnx(frames) if self._use_onnx() else self.score_keras(frames)
+
+    # -- persistence ---------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "params": self.get_params(),
+            "frame_shape_": [int(s) for s in self.frame_shape_],
+            "input_mean_": self.input_mean_,
+            "input_std_": self.input_std_,
+            "threshold_": self.threshold_,
+            "history_": self.history_,
+            "n_epochs_": self.n_epochs_,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fitted model to one ``.keras`` file (the Keras model plus hitbench's state).
+
+        Parameters
+        ----------
+        path : path-like
+            Destination; must end in ``.keras``. Written to a temporary name, then renamed.
+
+        Returns
+        -------
+        pathlib.Path
+            The written file.
+        """
+        self._check_predict_input(np.zeros((1, *self.frame_shape_), dtype=np.float32))
+        path = Path(path)
+        if path.suffix != ".keras":
+            raise HitbenchError(f"{path}: a cnn model file must end in .keras; rename the output")
+        fd, tmp = tempfile.mkstemp(suffix=".keras", prefix=f".{path.stem}.", dir=path.parent)
+        os.close(fd)
+        try:
+            self.model_.save(tmp)
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(_STATE_ENTRY, json.dumps(self._state()))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ReferenceCNN:
+        """Read a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : path-like
+            A ``.keras`` file from :meth:`save`.
+
+        Returns
+        -------
+        ReferenceCNN
+            The fitted method.
+        """
+        import keras
+
+        path = Path(path)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                state = json.loads(archive.read(_STATE_ENTRY))
+        except FileNotFoundError:
+            raise HitbenchError(f"{path}: no such model file; give the path written by save()") from None
+        except (zipfile.BadZipFile, KeyError):
+            raise HitbenchError(f"{path}: not a hitbench cnn model (.keras written by ReferenceCNN.save)") from None
+        method = cls(**state.pop("params"))
+        for key, value in state.items():
+            setattr(method, key, value)
+        method.frame_shape_ = tuple(state["frame_shape_"])
+        method.classes_ = np.array([0, 1])
+        method.model_ = keras.saving.load_model(path, compile=False)
+        method._onnx_session = None
+        return method
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_onnx_session", None)
+        model = state.pop("model_", None)
+        if model is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                file = Path(tmp) / "model.keras"
+                model.save(file)
+                state["model_"] = file.read_bytes()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        model = state.pop("model_", None)
+        super().__setstate__(state)
+        self._onnx_session = None
+        if model is not None:
+            import keras
+
+            with tempfile.TemporaryDirectory() as tmp:
+                file = Path(tmp) / "model.keras"
+                file.write_bytes(model)
+                self.model_ = keras.saving.load_model(file, compile=False)
