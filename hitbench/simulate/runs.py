@@ -1,0 +1,447 @@
+"""Simulated runs: per-run conditions, chunked frame generation, and CXI output.
+
+Seeding: with ``seed`` S, experiment-level randomness (structure factors, calibrated hot and dead pixels) uses
+``SeedSequence(S, spawn_key=(0,))``, a run's conditions ``SeedSequence(S, spawn_key=(1, run))`` and its frames,
+in chunks of :data:`CHUNK_FRAMES`, ``SeedSequence(S, spawn_key=(2, run, chunk))``; so frames do not depend on
+``n_jobs`` and the first frames of a run do not depend on how many frames are made.
+
+Ground truth per frame: ``hit`` (a crystal was in the beam), ``n_spots`` (reflections with partiality >= 1 %
+whose centre falls on a good pixel of the crop), ``n_spots_detectable`` (those whose expected photons S satisfy
+``S >= 5 max(σ, 1)``, with ``σ² = B + 9 (σ_read / g)²`` the background variance in photons over the 3x3 box
+around the spot: B the expected background photons there, σ_read the readout noise and g the gain), and the
+spot lists ``spot_x``, ``spot_y`` (pixels) and ``spot_photons`` (expected photons), brightest first, padded
+with NaN to the sample's ``max_spots``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from scipy.spatial.transform import Rotation
+
+from hitbench.data.cxi import CXIWriter, Geometry
+from hitbench.errors import HitbenchError
+from hitbench.simulate import physics
+from hitbench.simulate.presets import CONDITIONS, Experiment
+
+#: Frames generated per chunk (one seed per chunk).
+CHUNK_FRAMES = 32
+#: Readout noise of a chunk comes from windows at random offsets into this many frames' worth of Gaussian
+#: samples (exact Gaussian per pixel, independent of the photons; saves most of the normal sampling).
+NOISE_BANK_FRAMES = 4
+#: Keys of the truth dictionary that are per-frame scalars.
+TRUTH_SCALARS = ("hit", "n_spots", "n_spots_detectable", "flux", "jet_thickness", "crystal_size_um")
+#: Keys of the truth dictionary that are padded per-frame spot lists.
+TRUTH_SPOTS = ("spot_x", "spot_y", "spot_photons")
+
+
+@dataclass
+class SimulatedRun:
+    """A simulated run held in memory.
+
+    Attributes
+    ----------
+    frames : numpy.ndarray, shape (n, H, W), float32
+        Detector values (ADU; counts for counting detectors).
+    mask : numpy.ndarray, shape (H, W), bool
+        True = good pixel (gaps, beam stop, dead and calibrated hot pixels are False).
+    geometry : hitbench.data.cxi.Geometry
+        Detector geometry.
+    truth : dict of str to numpy.ndarray
+        Per-frame ground truth (see the module docstring).
+    conditions : dict
+        The run's drawn conditions and bookkeeping (run, experiment, seed, beam centre, ...).
+    """
+
+    frames: np.ndarray
+    mask: np.ndarray
+    geometry: Geometry
+    truth: dict
+    conditions: dict
+
+
+@dataclass
+class _RunModel:
+    """Everything needed to generate any chunk of a run (picklable, built once per run)."""
+
+    run: int
+    seed: int
+    n_frames: int
+    shape: tuple[int, int]
+    counting: bool
+    hit_fraction: float
+    flux: float
+    jet: float
+    gain: float
+    readout: float
+    saturation: float
+    common_mode: float
+    flux_jitter: float
+    jet_jitter: float
+    size_median_a: float
+    size_spread: float
+    jet_map: np.ndarray
+    air_map: np.ndarray
+    noise_map: np.ndarray
+    open_map: np.ndarray
+    mask: np.ndarray
+    gaps: np.ndarray
+    dead: np.ndarray
+    panels: list
+    hot_index: np.ndarray
+    hot_photons: np.ndarray
+    basis: np.ndarray
+    hkl: np.ndarray
+    hkl_weight: np.ndarray
+    centre: tuple[float, float]
+    wavelength: float
+    bandwidth: float
+    mosaicity: float
+    distance: float
+    pixel_size: float
+    spot_photons: float
+    reference_size_a: float
+    wilson_b: float
+    spot_sigma: float
+    max_spots: int
+
+
+def _panel_layout(exp: Experiment, shape: tuple[int, int]) -> tuple[np.ndarray, list]:
+    """Gap map (True = no pixel) and the (row slice, column slice) of each panel inside the crop."""
+    det = exp.detector
+    h, w = shape
+    slices = []
+    gap_axes = []
+    for axis, (size, n_px) in enumerate(zip(det.panel_shape, (h, w), strict=True)):
+        gap = det.panel_gap_px[axis]
+        origin = (n_px - 1) / 2 + det.panel_origin_px[1 - axis]
+        period = size + gap
+        coord = np.arange(n_px) - int(np.floor(origin))
+        pos = np.mod(coord, period)
+        in_gap = pos >= size
+        gap_axes.append(in_gap)
+        tile = np.floor_divide(coord, period)
+        spans = []
+        for t in np.unique(tile):
+            idx = np.flatnonzero((tile == t) & ~in_gap)
+            if idx.size:
+                spans.append(slice(int(idx[0]), int(idx[-1]) + 1))
+        slices.append(spans)
+    gaps = gap_axes[0][:, None] | gap_axes[1][None, :]
+    panels = [(rs, cs) for rs in slices[0] for cs in slices[1]]
+    return gaps, panels
+
+
+def _draw_conditions(exp: Experiment, run: int, seed: int) -> tuple[dict, tuple[float, float]]:
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, run)))
+    ranges = dict(exp.conditions)
+    ranges.update(exp.run_spec(run).conditions)
+    drawn = {}
+    for key in CONDITIONS:
+        low, high = ranges[key]
+        drawn[key] = int(rng.integers(low, high + 1)) if isinstance(low, int) else float(rng.uniform(low, high))
+    offset = rng.normal(0.0, exp.beam.beam_centre_jitter_px, size=2) if exp.beam.beam_centre_jitter_px else (0, 0)
+    return drawn, (float(offset[0]), float(offset[1]))
+
+
+def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tuple[int, int]) -> tuple[_RunModel, dict]:
+    det, beam, sample, bg = exp.detector, exp.beam, exp.sample, exp.background
+    spec = exp.run_spec(run)
+    drawn, offset = _draw_conditions(exp, run, seed)
+    h, w = shape
+    wavelength = 12398.419843320026 / beam.photon_energy_ev
+    nominal = ((w - 1) / 2 + beam.beam_centre_offset_px[0], (h - 1) / 2 + beam.beam_centre_offset_px[1])
+    centre = (nominal[0] + offset[0], nominal[1] + offset[1])
+
+    # Experiment-level: reflections and their intensities, calibrated hot and dead pixels.
+    exp_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+    basis = physics.reciprocal_basis(sample.cell)
+    reach = np.hypot(w, h) / 2 + abs(nominal[0] - (w - 1) / 2) + abs(nominal[1] - (h - 1) / 2) + 5
+    two_theta_max = np.arctan2(reach * det.pixel_size_m, det.distance_m)
+    hkl = physics.reflections(basis, wavelength / (2 * np.sin(two_theta_max / 2)))
+    hkl_weight = exp_rng.exponential(1.0, size=len(hkl))  # acentric Wilson statistics
+    gaps, panels = _panel_layout(exp, shape)
+    n_px = h * w
+    dead = np.zeros(n_px, dtype=bool)
+    dead[exp_rng.choice(n_px, size=int(round(det.dead_pixel_fraction * n_px)), replace=False)] = True
+    dead = dead.reshape(shape) & ~gaps
+    base_hot = exp_rng.choice(n_px, size=min(det.hot_pixels, n_px), replace=False)
+    base_hot_level = exp_rng.uniform(*det.hot_pixel_level, size=base_hot.size)
+
+    # Run-level: new hot pixels.
+    run_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, run, 1)))
+    new_hot = run_rng.choice(n_px, size=min(drawn["new_hot_pixels"], n_px), replace=False)
+    new_hot_level = run_rng.uniform(*det.hot_pixel_level, size=new_hot.size)
+
+    y, x = np.indices(shape)
+    radius = np.hypot(x - centre[0], y - centre[1])
+    beam_stop = radius <= det.beam_stop_radius_px
+    if det.beam_stop_arm_width_px > 0:
+        beam_stop |= (np.abs(y - centre[1]) <= det.beam_stop_arm_width_px / 2) & (x >= centre[0])
+    mask = ~(gaps | beam_stop | dead)
+    mask.ravel()[base_hot] = False
+    open_map = ~(gaps | beam_stop)
+    inv_d, solid = physics.pixel_resolution(shape, centre, det.pixel_size_m, det.distance_m, wavelength)
+    jet_map = physics.background_profile(
+        inv_d, solid, low_angle=bg.low_angle, low_angle_falloff=bg.low_angle_falloff, water_ring=bg.water_ring,
+        water_ring_d=bg.water_ring_d, water_ring_width=bg.water_ring_width) * open_map
+    air_map = bg.air * solid * open_map
+    gain = det.gain_adu_per_photon * drawn["gain"]
+    noise_map = np.full(shape, det.readout_noise_adu, dtype=np.float32)
+    for rs, cs in panels:
+        edge = np.zeros((rs.stop - rs.start, cs.stop - cs.start), dtype=bool)
+        edge[[0, -1], :] = edge[:, [0, -1]] = True
+        noise_map[rs, cs][edge] *= det.edge_noise_factor
+    hot_index = np.concatenate([base_hot, new_hot])
+    hot_photons = np.concatenate([base_hot_level, new_hot_level]) / gain
+    model = _RunModel(
+        run=run, seed=seed, n_frames=n_frames, shape=shape, counting=det.kind == "counting",
+        hit_fraction=spec.hit_fraction, flux=drawn["flux"], jet=drawn["background"], gain=gain,
+        readout=det.readout_noise_adu, saturation=det.saturation, common_mode=det.common_mode_adu,
+        flux_jitter=beam.flux_jitter, jet_jitter=bg.jet_jitter, size_median_a=drawn["crystal_size_um"] * 1e4,
+        size_spread=drawn["crystal_size_spread"], jet_map=jet_map.astype(np.float32),
+        air_map=air_map.astype(np.float32), noise_map=noise_map,
+        open_map=open_map, mask=mask, gaps=gaps, dead=dead, panels=panels, hot_index=hot_index,
+        hot_photons=hot_photons, basis=basis, hkl=hkl, hkl_weight=hkl_weight, centre=centre,
+        wavelength=wavelength, bandwidth=beam.bandwidth, mosaicity=np.radians(sample.mosaicity_deg),
+        distance=det.distance_m, pixel_size=det.pixel_size_m, spot_photons=sample.spot_photons,
+        reference_size_a=sample.reference_size_um * 1e4, wilson_b=sample.wilson_b, spot_sigma=sample.spot_sigma_px,
+        max_spots=sample.max_spots,
+    )
+    conditions = {
+        "experiment": exp.name, "run": run, "seed": seed, "n_frames": n_frames, "events": spec.events,
+        "hit_fraction": spec.hit_fraction, **drawn, "gain_adu_per_photon": gain,
+        "hot_pixels_masked": int(base_hot.size),
+        "beam_centre_x": centre[0], "beam_centre_y": centre[1], "photon_energy_ev": beam.photon_energy_ev,
+        "wavelength_angstrom": wavelength, "detector_kind": det.kind,
+        "truth_criterion": "n_spots_detectable: expected spot photons >= 5 max(sigma, 1), sigma^2 = background "
+                           "photons in the 3x3 box + 9 (readout noise / gain)^2",
+    }
+    return model, conditions
+
+
+def _frame_spots(m: _RunModel, orientation: np.ndarray, size: float, flux: float, bg_lam: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Spots of one hit: recorded x, y, photons (brightest first), detectable flags, and pixel contributions."""
+    spots = physics.predict_spots(
+        orientation, m.basis, m.hkl, wavelength=m.wavelength, bandwidth=m.bandwidth, mosaicity=m.mosaicity,
+        crystal_size=size, distance=m.distance, pixel_size=m.pixel_size, centre=m.centre)
+    h, w = m.shape
+    x, y = spots["x"], spots["y"]
+    col, row = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    inside[inside] = m.mask[row[inside], col[inside]]
+    photons = (m.spot_photons * flux * (size / m.reference_size_a) ** 3 * m.hkl_weight[spots["index"]]
+               * np.exp(-m.wilson_b * spots["inv_d"] ** 2 / 2) * spots["partiality"])
+    order = np.argsort(-photons[inside], kind="stable")
+    x, y, photons = x[inside][order], y[inside][order], photons[inside][order]
+    cols, rows, weights = physics.spot_stencil(x, y, m.spot_sigma)
+    valid = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
+    cols, rows = np.clip(cols, 0, w - 1), np.clip(rows, 0, h - 1)
+    valid &= m.open_map[rows, cols]
+    box_bg = np.where(valid, bg_lam[rows, cols], 0).sum(axis=1)
+    sigma = np.sqrt(box_bg + 9 * (m.readout / m.gain) ** 2)
+    detectable = photons >= physics.DETECTABLE_SIGMA * np.maximum(sigma, 1.0)
+    flat = (rows * w + cols)[valid]
+    contrib = (photons[:, None] * weights)[valid]
+    return x, y, photons, detectable, np.bincount(flat, contrib, minlength=h * w)
+
+
+def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
+    """Generate chunk ``index`` of a run: frames (n, H, W) float32 and per-frame truth."""
+    start = index * CHUNK_FRAMES
+    n = min(CHUNK_FRAMES, m.n_frames - start)
+    rng = np.random.default_rng(np.random.SeedSequence(m.seed, spawn_key=(2, m.run, index)))
+    h, w = m.shape
+    hit = rng.random(n) < m.hit_fraction
+    flux = m.flux * physics.gamma_jitter(rng, m.flux_jitter, n)
+    jet = m.jet * np.clip(1 + m.jet_jitter * rng.standard_normal(n), 0.1, None)
+    size = m.size_median_a * np.exp(m.size_spread * rng.standard_normal(n))
+    orientation = Rotation.random(n, random_state=rng).as_matrix()
+    lam = (flux * jet).astype(np.float32)[:, None, None] * m.jet_map[None]
+    lam += flux.astype(np.float32)[:, None, None] * m.air_map[None]
+    truth = {
+        "hit": hit.astype(np.int8), "n_spots": np.zeros(n, np.int32), "n_spots_detectable": np.zeros(n, np.int32),
+        "flux": flux.astype(np.float32), "jet_thickness": jet.astype(np.float32),
+        "crystal_size_um": np.where(hit, size / 1e4, np.nan).astype(np.float32),
+        **{key: np.full((n, m.max_spots), np.nan, np.float32) for key in TRUTH_SPOTS},
+    }
+    flat = lam.reshape(n, h * w)
+    for i in np.flatnonzero(hit):
+        x, y, photons, detectable, image = _frame_spots(m, orientation[i], size[i], flux[i], lam[i])
+        flat[i] += image
+        keep = min(len(x), m.max_spots)
+        truth["n_spots"][i] = len(x)
+        truth["n_spots_detectable"][i] = int(detectable.sum())
+        truth["spot_x"][i, :keep], truth["spot_y"][i, :keep] = x[:keep], y[:keep]
+        truth["spot_photons"][i, :keep] = photons[:keep]
+    flat[:, m.hot_index] += m.hot_photons
+    counts = physics.poisson(rng, lam)
+    if m.counting:
+        frames = np.minimum(counts, m.saturation).astype(np.float32)
+        frames[:, m.gaps] = -1.0
+        frames[:, m.dead] = -2.0
+        return frames, truth
+    frames = counts.astype(np.float32)
+    frames *= np.float32(m.gain)
+    bank = rng.standard_normal(NOISE_BANK_FRAMES * h * w, dtype=np.float32)
+    for i, start in enumerate(rng.integers(0, bank.size - h * w, size=n)):
+        frames[i] += bank[start:start + h * w].reshape(h, w) * m.noise_map
+    offsets = rng.normal(0.0, m.common_mode, size=(n, len(m.panels))).astype(np.float32)
+    for k, (rs, cs) in enumerate(m.panels):
+        frames[:, rs, cs] += offsets[:, k, None, None]
+    np.minimum(frames, np.float32(m.saturation), out=frames)
+    frames[:, m.gaps | m.dead] = 0.0
+    return frames, truth
+
+
+def _chunks(models: list[_RunModel], n_jobs: int) -> Iterator[tuple[int, tuple[np.ndarray, dict]]]:
+    """Chunks of several runs in order, generated in parallel with joblib: (position in ``models``, chunk)."""
+    tasks = [(k, i) for k, m in enumerate(models) for i in range(-(-m.n_frames // CHUNK_FRAMES))]
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_chunk)(models[k], i) for k, i in tasks)
+    for (k, _), result in zip(tasks, results, strict=True):
+        yield k, result
+
+
+def _geometry(exp: Experiment) -> Geometry:
+    det = exp.detector
+    return Geometry(distance=det.distance_m, x_pixel_size=det.pixel_size_m, y_pixel_size=det.pixel_size_m,
+                    photon_energy=exp.beam.photon_energy_ev)
+
+
+def simulate_run(exp: Experiment, run: int, n_frames: int | None = None, seed: int = 0,
+                 frame_shape: tuple[int, int] | None = None, n_jobs: int = 1) -> SimulatedRun:
+    """Simulate one run in memory.
+
+    Parameters
+    ----------
+    exp : Experiment
+        From :func:`hitbench.simulate.load_experiment`.
+    run : int
+        Run id (one of ``exp.runs``).
+    n_frames : int, optional
+        Frames to make; default the run's events times the experiment's scale.
+    seed : int
+        Seed; the same seed gives identical frames, truth and conditions.
+    frame_shape : tuple of int, optional
+        (H, W) of a crop around the beam other than the experiment's.
+    n_jobs : int
+        joblib workers (results do not depend on it).
+
+    Returns
+    -------
+    SimulatedRun
+    """
+    shape = _shape(exp, frame_shape)
+    n = exp.n_frames(run) if n_frames is None else int(n_frames)
+    if n < 1:
+        raise HitbenchError(f"n_frames must be at least 1, got {n_frames}")
+    model, conditions = _build_model(exp, run, n, int(seed), shape)
+    parts = [chunk for _, chunk in _chunks([model], n_jobs)]
+    truth = {key: np.concatenate([p[1][key] for p in parts]) for key in parts[0][1]}
+    return SimulatedRun(np.concatenate([p[0] for p in parts]), model.mask, _geometry(exp), truth, conditions)
+
+
+def _shape(exp: Experiment, frame_shape: tuple[int, int] | None) -> tuple[int, int]:
+    if frame_shape is None:
+        return exp.frame_shape
+    shape = tuple(int(s) for s in frame_shape)
+    if len(shape) != 2 or min(shape) < 8:
+        raise HitbenchError(f"frame_shape must be two sizes of at least 8 pixels, got {frame_shape}")
+    return shape
+
+
+def run_file_name(run: int) -> str:
+    """File name of a run's CXI file, e.g. ``run_0090.cxi``."""
+    return f"run_{run:04d}.cxi"
+
+
+def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | None = None, scale: float | None = None,
+                     seed: int = 0, n_jobs: int = 1, frame_shape: tuple[int, int] | None = None) -> list[Path]:
+    """Simulate runs of an experiment and write one CXI file per run, chunk by chunk.
+
+    Frames go to /entry_1/data_1/data, the truth (see the module docstring) to /entry_1/hitbench/<key>, and
+    the run's conditions (including ``run`` and ``experiment``) to the attributes of /entry_1/hitbench.
+
+    Parameters
+    ----------
+    exp : Experiment
+        The experiment.
+    out_dir : str or Path
+        Output folder (created if missing). Existing run files are never overwritten.
+    runs : list of int, optional
+        Runs to write (default all).
+    scale : float, optional
+        Fraction of each run's events to simulate (default the experiment's scale).
+    seed : int
+        Seed.
+    n_jobs : int
+        joblib workers; the files do not depend on it.
+    frame_shape : tuple of int, optional
+        Crop size other than the experiment's.
+
+    Returns
+    -------
+    list of Path
+        The written files, in run order.
+    """
+    runs = exp.runs if runs is None else list(runs)
+    for run in runs:
+        exp.run_spec(run)
+    if scale is not None and not scale > 0:
+        raise HitbenchError(f"scale must be positive, got {scale}")
+    out = Path(out_dir)
+    paths = [out / run_file_name(run) for run in runs]
+    for path in paths:
+        if path.exists():
+            raise HitbenchError(f"{path}: file exists; choose another --out folder or remove it first")
+    out.mkdir(parents=True, exist_ok=True)
+    shape = _shape(exp, frame_shape)
+    built = [_build_model(exp, run, exp.n_frames(run, scale), int(seed), shape) for run in runs]
+    models = [m for m, _ in built]
+    writers: dict[int, CXIWriter] = {}
+    done = [0] * len(models)
+    written: list[Path] = []
+    try:
+        for k, (frames, truth) in _chunks(models, n_jobs):
+            if k not in writers:
+                writers[k] = CXIWriter(paths[k], shape, mask=models[k].mask, geometry=_geometry(exp),
+                                       attrs=built[k][1], max_peaks=exp.sample.max_spots)
+            writers[k].append(frames, fields=truth)
+            done[k] += len(frames)
+            if done[k] == models[k].n_frames:
+                written.append(writers.pop(k).close())
+    finally:
+        for writer in writers.values():
+            writer.abort()
+    return written
+
+
+def parse_runs(text: str) -> list[int]:
+    """Parse a run list such as ``"90-93,98"`` into ``[90, 91, 92, 93, 98]``.
+
+    Parameters
+    ----------
+    text : str
+        Comma-separated run ids and inclusive ranges.
+
+    Returns
+    -------
+    list of int
+    """
+    runs: list[int] = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise HitbenchError(f"--runs: cannot read {part!r}; use ids and ranges like 90-93,98")
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+        if high < low:
+            raise HitbenchError(f"--runs: range {part.strip()!r} runs backwards")
+        runs.extend(range(low, high + 1))
+    return runs
