@@ -106,10 +106,13 @@ class Experiment:
         Experiment name.
     runs : dict of str to run
         The runs, in order.
+    train_runs : list of str
+        The runs a comparison trains on unless told otherwise (e.g. a preset's 90-93).
     """
 
     name: str
     runs: dict[str, Run] = field(default_factory=dict)
+    train_runs: list[str] = field(default_factory=list)
 
 
 def run_labels(run: Run, kind: str = "peaks") -> np.ndarray:

@@ -1,0 +1,220 @@
+"""``hitbench compare``: resolve the data, run the comparison, write results, tables and figures."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hitbench import __version__
+from hitbench.bench import report
+from hitbench.bench.data import events_table, simulated_experiment
+from hitbench.bench.protocols import parse_runs
+from hitbench.bench.runner import Comparison
+from hitbench.data.dataset import Experiment, open_experiment, run_labels
+from hitbench.errors import HitbenchError
+from hitbench.methods import registry
+
+#: The reference study's five methods, compared when --methods is not given.
+DEFAULT_METHODS = ("intensity", "litpix", "svm", "peaks", "cnn")
+DEFAULT_PRESET = "cxi-streptavidin"
+Progress = Callable[[str, int], Callable[[], None]]
+
+
+def parse_params(items: tuple[str, ...] | list[str], methods: list[str]) -> dict[str, dict]:
+    """Method parameters from ``method.name=value`` strings (values as Python literals, else strings).
+
+    Parameters
+    ----------
+    items : sequence of str
+        E.g. ``("cnn.epochs=5", "svm.n_components=20")``.
+    methods : list of str
+        The methods being compared (a parameter for another method is an error).
+
+    Returns
+    -------
+    dict of str to dict
+        Parameters per method.
+    """
+    params: dict[str, dict] = {}
+    for item in items:
+        target, sep, text = item.partition("=")
+        method, dot, name = target.strip().partition(".")
+        if not sep or not dot or not method or not name.isidentifier():
+            raise HitbenchError(f"--param {item!r}: expected METHOD.NAME=VALUE, e.g. cnn.epochs=5")
+        if method not in methods:
+            raise HitbenchError(f"--param {item!r}: method '{method}' is not among --methods ({', '.join(methods)})")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        params.setdefault(method, {})[name] = value
+    for method, values in params.items():
+        known = registry.get_class(method)().get_params()
+        for name in values:
+            if name not in known:
+                raise HitbenchError(f"--param {method}.{name}: no such parameter; {method} has {', '.join(known)}")
+    return params
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise HitbenchError(f"{folder}: output folder not writable ({exc.strerror}); pick another --out") from None
+
+
+@dataclass
+class CompareSettings:
+    """What ``hitbench compare`` was asked to do (its options)."""
+
+    methods: list[str]
+    out: Path
+    cache_dir: Path
+    data: Path | None = None
+    preset: str | None = None
+    scale: float | None = None
+    train_runs: str | None = None
+    test_runs: str | None = None
+    cross_experiment: list[str] = field(default_factory=list)
+    labels: str = "peaks"
+    params: dict[str, dict] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
+    holdout: float = 0.3
+    n_jobs: int = 1
+    save_models: bool = False
+
+
+def _experiment(source: str | Path, settings: CompareSettings, crop: int, progress: Progress | None) -> Experiment:
+    path = Path(source)
+    if path.exists():
+        return open_experiment(path, crop_size=crop)
+    from hitbench.simulate import preset_names
+
+    if str(source).endswith(".toml") or str(source) in preset_names():
+        return simulated_experiment(
+            str(source),
+            scale=settings.scale,
+            seed=settings.seeds[0],
+            cache_dir=settings.cache_dir,
+            n_jobs=settings.n_jobs,
+            progress=progress,
+        )
+    raise HitbenchError(f"data '{source}': neither a file/folder nor a preset; presets: {', '.join(preset_names())}")
+
+
+def _default_train_runs(experiment: Experiment) -> list[str]:
+    names = list(experiment.runs)
+    return experiment.train_runs or names[: max(1, round(0.4 * len(names)))]
+
+
+def _examples(experiment: Experiment, runs: list[str], label_kind: str, n: int = 3) -> dict[str, np.ndarray]:
+    name = runs[0]
+    run = experiment.runs[name]
+    labels = run_labels(run, label_kind)
+    picks = np.concatenate([np.flatnonzero(labels == 1)[:n], np.flatnonzero(labels == 0)[:n]])
+    frames = np.stack([run.read(i, i + 1)[0] for i in picks])
+    n_peaks = run.field("n_peaks")[picks] if "n_peaks" in getattr(run, "fields", []) else np.full(picks.size, -1)
+    return {
+        "frames": frames,
+        "labels": labels[picks],
+        "n_peaks": n_peaks,
+        "title": np.array(f"{experiment.name}, run {name}: hits (top) and misses (bottom)"),
+    }
+
+
+def run_compare(settings: CompareSettings, command: str, progress: Progress | None = None) -> dict:
+    """Run a comparison and write everything under ``settings.out``.
+
+    Parameters
+    ----------
+    settings : CompareSettings
+        The options.
+    command : str
+        The command line, recorded in meta.json.
+    progress : callable, optional
+        Progress-bar factory.
+
+    Returns
+    -------
+    dict
+        ``results`` (DataFrame), ``tables`` (dict of DataFrames), ``trained`` and ``predicted``
+        (how many models were trained and test runs scored, not taken from the cache).
+    """
+    for method in settings.methods:
+        registry.get_class(method)
+    if settings.labels not in ("peaks", "truth"):
+        raise HitbenchError(f"--labels {settings.labels}: use peaks (the peak-finder rule) or truth (simulator)")
+    if not 0 < settings.holdout < 1:
+        raise HitbenchError(f"--holdout {settings.holdout}: give a fraction between 0 and 1")
+    _check_writable(settings.out)
+    source = settings.data if settings.data is not None else (settings.preset or DEFAULT_PRESET)
+    experiment = _experiment(source, settings, 350, progress)
+    names = list(experiment.runs)
+    train_runs = parse_runs(settings.train_runs, names) if settings.train_runs else _default_train_runs(experiment)
+    test_runs = parse_runs(settings.test_runs, names, option="--test-runs")
+    shape = next(iter(experiment.runs.values())).frame_shape
+    others = [_experiment(other, settings, shape[0], progress) for other in settings.cross_experiment]
+    for other in others:
+        for name, run in other.runs.items():
+            if run.frame_shape != shape:
+                raise HitbenchError(
+                    f"--cross-experiment {other.name}: run {name} has {run.frame_shape[0]}x{run.frame_shape[1]} "
+                    f"frames but {experiment.name} has {shape[0]}x{shape[1]}; use experiments with the same crop"
+                )
+    comparison = Comparison(
+        methods=list(settings.methods),
+        params=settings.params,
+        experiment=experiment,
+        train_runs=train_runs,
+        test_runs=test_runs,
+        other_experiments=others,
+        label_kind=settings.labels,
+        seeds=tuple(settings.seeds),
+        holdout=settings.holdout,
+        cache_dir=settings.cache_dir,
+        n_jobs=settings.n_jobs,
+    )
+    results, scores = comparison.run(progress)
+    events = events_table([experiment, *others], settings.labels)
+    out = settings.out
+    report.write_results(out, results, scores, events)
+    report.atomic_write(
+        out / "examples.npz",
+        lambda tmp: np.savez_compressed(tmp.open("wb"), **_examples(experiment, test_runs, settings.labels)),
+    )
+    meta = {
+        "command": command,
+        "hitbench_version": __version__,
+        "data": str(source),
+        "train_runs": ",".join(train_runs),
+        "labels": settings.labels,
+        "seeds": list(settings.seeds),
+        "holdout": settings.holdout,
+        "methods": list(settings.methods),
+        "params": settings.params,
+    }
+    report.write_text(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    tables = report.write_tables(out, results)
+    report.write_figures(out, results, scores, events, out / "figures")
+    if settings.save_models:
+        _save_models(comparison, out / "models")
+    return {"results": results, "tables": tables, "trained": comparison.trained, "predicted": comparison.predicted}
+
+
+def _save_models(comparison: Comparison, folder: Path) -> None:
+    import shutil
+
+    for fit in comparison.fits:
+        report.atomic_write(
+            folder / f"{fit.method}-seed{fit.seed}.joblib", lambda tmp, p=fit.path: shutil.copyfile(p, tmp)
+        )

@@ -1,0 +1,134 @@
+"""The data a comparison runs on: a user's folder, or a simulated preset generated once and cached.
+
+Simulated experiments are written under ``<cache>/simulated/<name>-<hash>/`` where the hash
+covers the preset file's content, the scale, the seed and hitbench's version; a second
+comparison with the same settings reuses the files. A file lock serialises two comparisons
+that want the same experiment at once, and each run file appears only when complete, so an
+interrupted simulation resumes with the runs still missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import joblib
+import pandas as pd
+from filelock import FileLock
+
+from hitbench import __version__
+from hitbench.data.cxi import CXIRun
+from hitbench.data.dataset import Experiment, ImageRun, open_experiment, run_labels
+from hitbench.errors import HitbenchError
+
+
+def default_cache_dir() -> Path:
+    """``$HITBENCH_CACHE``, else ``~/.cache/hitbench``."""
+    return Path(os.environ.get("HITBENCH_CACHE", Path.home() / ".cache" / "hitbench"))
+
+
+def _label_missing(experiment: Experiment, n_jobs: int, advance: Callable[[], None] | None) -> None:
+    from hitbench.peaks import PeakFinder8
+    from hitbench.peaks.labels import label_run
+
+    for run in experiment.runs.values():
+        if isinstance(run, CXIRun) and "label" not in run.fields:
+            label_run(run.path, PeakFinder8(), n_jobs=n_jobs)
+        if advance is not None:
+            advance()
+
+
+def simulated_experiment(
+    preset: str,
+    *,
+    scale: float | None,
+    seed: int,
+    cache_dir: Path,
+    n_jobs: int = 1,
+    progress: Callable[[str, int], Callable[[], None]] | None = None,
+) -> Experiment:
+    """A preset's simulated runs, generated and peak-labelled on first use, then cached.
+
+    Parameters
+    ----------
+    preset : str
+        Preset name or experiment TOML file.
+    scale : float or None
+        Fraction of the preset's events (None: the preset's default).
+    seed : int
+        Simulation seed.
+    cache_dir : Path
+        The hitbench cache folder.
+    n_jobs : int
+        joblib workers for simulation and peak finding.
+    progress : callable, optional
+        ``progress(description, total)`` returning a per-step callback.
+
+    Returns
+    -------
+    Experiment
+        The runs, with the simulator's truth and the peak-finder labels.
+    """
+    from hitbench.simulate import load_experiment, write_experiment
+    from hitbench.simulate.runs import run_file_name
+
+    spec = load_experiment(preset)
+    key = joblib.hash((spec, scale, seed, __version__))[:12]
+    folder = Path(cache_dir) / "simulated" / f"{spec.name}-{key}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HitbenchError(f"{cache_dir}: cannot create the cache ({exc.strerror}); set HITBENCH_CACHE") from None
+    with FileLock(str(folder) + ".lock"):
+        missing = [run for run in spec.runs if not (folder / run_file_name(run)).exists()]
+        if missing:
+            advance = progress(f"simulating {spec.name}", 1) if progress else None
+            write_experiment(spec, folder, runs=missing, scale=scale, seed=seed, n_jobs=n_jobs)
+            if advance:
+                advance()
+        experiment = open_experiment(folder)
+        unlabelled = [run for run in experiment.runs.values() if "label" not in run.fields]
+        if unlabelled:
+            _label_missing(
+                experiment,
+                n_jobs,
+                progress(f"finding peaks in {spec.name}", len(experiment.runs)) if progress else None,
+            )
+            experiment = open_experiment(folder)
+    experiment.train_runs = [str(run) for run in getattr(spec, "train_runs", ())]
+    return experiment
+
+
+def events_table(experiments: list[Experiment], label_kind: str) -> pd.DataFrame:
+    """One row per event of every run: its label and, where the run has them, peak count and truth.
+
+    Parameters
+    ----------
+    experiments : list of Experiment
+        The experiments.
+    label_kind : {"peaks", "truth"}
+        The labels used.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns experiment, run, event, label, n_peaks, hit (truth); missing values as NaN.
+    """
+    parts = []
+    for experiment in experiments:
+        for name, run in experiment.runs.items():
+            part = {
+                "experiment": experiment.name,
+                "run": name,
+                "event": range(run.n_frames),
+                "label": run_labels(run, label_kind),
+            }
+            if isinstance(run, CXIRun):
+                for field in ("n_peaks", "hit"):
+                    if field in run.fields:
+                        part[field] = run.field(field)
+            elif isinstance(run, ImageRun):
+                part["hit"] = run.labels
+            parts.append(pd.DataFrame(part))
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,354 @@
+"""Run methods × protocols × seeds and collect one tidy table of results.
+
+Work is split into fit tasks (one per method and seed) and score tasks (one per trained
+model and test run), each run through joblib (``Parallel``/``delayed``), so the same code
+runs locally or, under ``joblib.parallel_config(backend="dask")``, on a Dask cluster.
+Tasks receive runs (file paths and frame indices), never open HDF5 handles.
+
+Trained models and their scores are cached on disk under ``cache_dir`` keyed by a hash of
+everything they depend on (method, parameters, seed, training files and frames, label kind,
+the method's source), so a repeated comparison trains and predicts nothing. Cache entries
+are written to a temporary name and renamed into place, so an interrupted run leaves none
+half-written and two runs sharing a cache both end with correct files.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from hitbench import __version__
+from hitbench.bench.metrics import hit_metrics
+from hitbench.bench.protocols import (
+    TestSet,
+    cross_experiment_test_sets,
+    cross_run_test_sets,
+    holdout_split,
+)
+from hitbench.data.cxi import CXIRun
+from hitbench.data.dataset import Experiment, ImageRun, Run, run_labels
+from hitbench.errors import HitbenchError
+from hitbench.methods import registry
+
+CHUNK_FRAMES = 128
+
+
+def run_identity(run: Run) -> tuple:
+    """What a run's content is known by in cache keys: its files, sizes and modification times.
+
+    Parameters
+    ----------
+    run : CXIRun or ImageRun
+        The run.
+
+    Returns
+    -------
+    tuple
+        Hashable identity.
+    """
+    files = [run.path] if isinstance(run, CXIRun) else run.files
+    stats = [(str(Path(f).resolve()), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    extra = run.labels.tobytes() if isinstance(run, ImageRun) else b""
+    return (tuple(stats), extra, run.frame_shape)
+
+
+def iter_frames(run: Run, frames: np.ndarray | None, chunk_frames: int = CHUNK_FRAMES) -> Iterator[np.ndarray]:
+    """The selected frames of a run, chunk by chunk (never the whole run at once).
+
+    Parameters
+    ----------
+    run : CXIRun or ImageRun
+        The run.
+    frames : numpy.ndarray or None
+        Sorted frame indices to read (None = all).
+    chunk_frames : int
+        Frames read per chunk.
+
+    Returns
+    -------
+    iterator of numpy.ndarray
+        Frame stacks (n, H, W), in index order.
+    """
+    for start in range(0, run.n_frames, chunk_frames):
+        stop = min(start + chunk_frames, run.n_frames)
+        if frames is None:
+            yield run.read(start, stop)
+            continue
+        inside = frames[(frames >= start) & (frames < stop)]
+        if inside.size:
+            yield run.read(start, stop)[inside - start]
+
+
+def _atomic_dump(value: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        joblib.dump(value, tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class FitTask:
+    """Train one method with one seed on the training frames of some runs."""
+
+    method: str
+    params: dict
+    seed: int
+    train: tuple[tuple[Run, np.ndarray], ...]
+    label_kind: str
+    path: Path
+
+
+def _method_estimator(method: str, params: dict, seed: int):
+    estimator = registry.get(method, **params)
+    if "random_state" in estimator.get_params() and "random_state" not in params:
+        estimator.set_params(random_state=seed)
+    return estimator
+
+
+def _fit(task: FitTask) -> dict:
+    frames, labels = [], []
+    for run, indices in task.train:
+        frames.extend(iter_frames(run, indices))
+        labels.append(run_labels(run, task.label_kind)[indices])
+    stack, y = np.concatenate(frames), np.concatenate(labels)
+    estimator = _method_estimator(task.method, task.params, task.seed)
+    start = time.perf_counter()
+    estimator.fit(stack, y)
+    record = {
+        "model": estimator,
+        "fit_seconds": time.perf_counter() - start,
+        "n_train": int(y.size),
+        "n_train_hits": int(y.sum()),
+    }
+    _atomic_dump(record, task.path)
+    return record
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    """Score one test run with one trained model."""
+
+    model_path: Path
+    test: TestSet
+    path: Path
+
+
+def _score(task: ScoreTask) -> dict:
+    model = joblib.load(task.model_path)["model"]
+    scores, seconds = [], 0.0
+    for frames in iter_frames(task.test.run, task.test.frames):
+        start = time.perf_counter()
+        scores.append(model.decision_function(frames))
+        seconds += time.perf_counter() - start
+    values = np.concatenate(scores)
+    record = {
+        "scores": values,
+        "predicted": (values > model.threshold_).astype(np.int8),
+        "predict_ms_per_frame": 1e3 * seconds / max(1, values.size),
+    }
+    _atomic_dump(record, task.path)
+    return record
+
+
+def _source_hash(method: str) -> str:
+    """Hash of the source of the modules a method's class is built from (cache invalidation)."""
+    cls = registry.get_class(method)
+    modules = sorted(
+        {
+            klass.__module__
+            for klass in cls.__mro__
+            if klass.__module__.split(".")[0] in ("hitbench", cls.__module__.split(".")[0])
+        }
+    )
+    return joblib.hash([inspect.getsource(sys.modules[name]) for name in modules])
+
+
+def _run_tasks(function: Callable, tasks: list, n_jobs: int, advance: Callable[[], None] | None) -> list[dict]:
+    if not tasks:
+        return []
+    results = []
+    parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator")
+    for result in parallel(joblib.delayed(function)(task) for task in tasks):
+        results.append(result)
+        if advance is not None:
+            advance()
+    return results
+
+
+@dataclass
+class Comparison:
+    """A comparison of methods on one experiment's runs (and optionally other experiments).
+
+    Parameters
+    ----------
+    methods : list of str
+        Registry names of the methods.
+    params : dict of str to dict
+        Parameters per method name.
+    experiment : Experiment
+        The experiment whose training runs the methods learn from.
+    train_runs, test_runs : list of str
+        Run names for training and for the cross-run tests.
+    other_experiments : list of Experiment
+        Experiments for the cross-experiment tests.
+    label_kind : {"peaks", "truth"}
+        Labels to train and score with.
+    seeds : list of int
+        One training (and hold-out split) per seed.
+    holdout : float
+        Fraction of each training run's labelled frames held out for its test row.
+    cache_dir : Path
+        Where trained models and scores are cached.
+    n_jobs : int
+        joblib workers.
+    """
+
+    methods: list[str]
+    params: dict[str, dict]
+    experiment: Experiment
+    train_runs: list[str]
+    test_runs: list[str]
+    other_experiments: list[Experiment]
+    label_kind: str = "peaks"
+    seeds: tuple[int, ...] = (0,)
+    holdout: float = 0.3
+    cache_dir: Path = Path(".hitbench-cache")
+    n_jobs: int = 1
+
+    def _labels(self, run: Run, experiment: str, name: str) -> np.ndarray:
+        try:
+            return run_labels(run, self.label_kind)
+        except HitbenchError as exc:
+            raise HitbenchError(f"run {name} of {experiment}: {exc}") from None
+
+    def run(
+        self, progress: Callable[[str, int], Callable[[], None]] | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Train, test and tabulate.
+
+        Parameters
+        ----------
+        progress : callable, optional
+            ``progress(description, total)`` returns a function to call once per finished
+            task (a rich progress bar in the CLI).
+
+        Returns
+        -------
+        (pandas.DataFrame, pandas.DataFrame)
+            The tidy results (one row per method × seed × test run) and the per-frame scores.
+        """
+        exp = self.experiment
+        fits: list[FitTask] = []
+        tests: dict[tuple[str, int], list[TestSet]] = {}
+        for seed in self.seeds:
+            train, held_out = [], {}
+            for name in self.train_runs:
+                labels = self._labels(exp.runs[name], exp.name, name)
+                train_idx, held_out[name] = holdout_split(labels, self.holdout, seed)
+                train.append((exp.runs[name], train_idx))
+            test_sets = cross_run_test_sets(exp, self.train_runs, self.test_runs, held_out)
+            test_sets += cross_experiment_test_sets(self.other_experiments)
+            train_key = [(run_identity(run), idx.tobytes()) for run, idx in train]
+            for method in self.methods:
+                params = self.params.get(method, {})
+                estimator = _method_estimator(method, params, seed)
+                key = joblib.hash(
+                    (
+                        method,
+                        estimator.get_params(),
+                        seed,
+                        train_key,
+                        self.label_kind,
+                        _source_hash(method),
+                        __version__,
+                    )
+                )
+                fits.append(
+                    FitTask(
+                        method,
+                        params,
+                        seed,
+                        tuple(train),
+                        self.label_kind,
+                        self.cache_dir / "models" / f"{method}-{key}.joblib",
+                    )
+                )
+                tests[(method, seed)] = test_sets
+        self.fits = fits
+        todo = [task for task in fits if not task.path.exists()]
+        _run_tasks(_fit, todo, self.n_jobs, progress("training", len(todo)) if progress and todo else None)
+        self.trained = len(todo)
+
+        scoring: list[tuple[FitTask, ScoreTask]] = []
+        for fit in fits:
+            for test in tests[(fit.method, fit.seed)]:
+                frames = None if test.frames is None else test.frames.tobytes()
+                key = joblib.hash((fit.path.stem, run_identity(test.run), frames))
+                scoring.append((fit, ScoreTask(fit.path, test, self.cache_dir / "scores" / f"{key}.joblib")))
+        todo = [task for _, task in scoring if not task.path.exists()]
+        _run_tasks(_score, todo, self.n_jobs, progress("predicting", len(todo)) if progress and todo else None)
+        self.predicted = len(todo)
+
+        rows, frame_rows = [], []
+        fit_records = {fit.path: joblib.load(fit.path) for fit in fits}
+        for fit, task in scoring:
+            rows.append(self._row(fit, fit_records[fit.path], task.test, joblib.load(task.path), frame_rows))
+        return pd.DataFrame(rows), pd.concat(frame_rows, ignore_index=True)
+
+    def _row(self, fit: FitTask, record: dict, test: TestSet, scored: dict, frame_rows: list) -> dict:
+        all_labels = self._labels(test.run, test.experiment, test.run_name)
+        events = np.arange(test.run.n_frames) if test.frames is None else test.frames
+        labels = all_labels[events]
+        keep = labels >= 0
+        metrics = hit_metrics(labels[keep], scored["predicted"][keep], scored["scores"][keep])
+        frame_rows.append(
+            pd.DataFrame(
+                {
+                    "method": fit.method,
+                    "seed": fit.seed,
+                    "experiment": test.experiment,
+                    "run": test.run_name,
+                    "event": events,
+                    "label": labels,
+                    "score": scored["scores"],
+                    "predicted": scored["predicted"],
+                }
+            )
+        )
+        return {
+            "method": fit.method,
+            "protocol": test.protocol,
+            "train_experiment": self.experiment.name,
+            "train_runs": ",".join(self.train_runs),
+            "test_experiment": test.experiment,
+            "test_run": test.run_name,
+            "train_run": test.is_train_run,
+            "labels": self.label_kind,
+            "events": int(events.size),
+            "ambiguous": int((~keep).sum()),
+            "scored": int(keep.sum()),
+            "hit_percent": 100.0 * float(labels[keep].mean()) if keep.any() else float("nan"),
+            **metrics,
+            "n_train": record["n_train"],
+            "fit_seconds": record["fit_seconds"],
+            "predict_ms_per_frame": scored["predict_ms_per_frame"],
+            "frames_per_second": 1e3 / scored["predict_ms_per_frame"]
+            if scored["predict_ms_per_frame"]
+            else float("inf"),
+            "seed": fit.seed,
+            "hitbench_version": __version__,
+        }
