@@ -122,3 +122,120 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
                            n_jobs=n_jobs)
         click.echo(f"{path}: {labels.size} frames, {int((labels == 1).sum())} hits, {int((labels == 0).sum())} "
                    f"misses, {int((labels == -1).sum())} ambiguous")
+
+
+@main.command("simulate")
+@click.option("--preset", help="Named experiment (e.g. cxi-streptavidin, tiny).")
+@click.option("--experiment", "experiment_file", type=click.Path(path_type=Path), help="Experiment TOML file.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--runs", "runs_text", help="Runs to write, e.g. 90-93,98 (default all).")
+@click.option("--scale", type=float, help="Fraction of each run's events to simulate (default the preset's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--n-jobs", type=int, default=1, show_default=True, help="Parallel workers (joblib).")
+def simulate_command(preset: str | None, experiment_file: Path | None, out_dir: Path, runs_text: str | None,
+                     scale: float | None, seed: int, n_jobs: int) -> None:
+    """Simulate an experiment's runs: one CXI file per run (existing files are never overwritten)."""
+    from hitbench.simulate import load_experiment, parse_runs, write_experiment
+
+    if (preset is None) == (experiment_file is None):
+        raise HitbenchError("simulate: give exactly one of --preset NAME or --experiment FILE")
+    exp = load_experiment(preset if preset is not None else experiment_file)
+    runs = parse_runs(runs_text) if runs_text else None
+    for path in write_experiment(exp, out_dir, runs=runs, scale=scale, seed=seed, n_jobs=n_jobs):
+        click.echo(str(path))
+
+
+def _progress_factory(progress: object):
+    """A ``progress(description, total)`` callback factory over a rich Progress."""
+
+    def factory(description: str, total: int):
+        task = progress.add_task(description, total=total)
+        return lambda: progress.advance(task)
+
+    return factory
+
+
+def _print_table(console: object, title: str, table: object) -> None:
+    from rich.table import Table
+
+    view = Table(title=title)
+    for column in table.columns:
+        view.add_column(str(column), justify="right")
+    for row in table.itertuples(index=False):
+        view.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(view)
+
+
+@main.command("compare")
+@click.option("--methods", default=",".join(("intensity", "litpix", "svm", "peaks", "cnn")), show_default=True,
+              help="Comma-separated method names (see `hitbench methods`).")
+@click.option("--data", type=click.Path(path_type=Path), help="Folder of CXI runs, or a labels CSV of image files.")
+@click.option("--preset", help="Simulated experiment (name or TOML file) when --data is not given "
+              "[default: cxi-streptavidin].")
+@click.option("--scale", type=float, help="Fraction of the preset's events to simulate [default: the preset's].")
+@click.option("--train-runs", help="Runs to train on, e.g. 90-93 [default: the preset's training runs].")
+@click.option("--test-runs", help="Runs to test on [default: all].")
+@click.option("--cross-experiment", multiple=True,
+              help="Also test on another experiment: a preset name, a folder of CXI runs or of images with "
+              "labels.csv (repeatable).")
+@click.option("--labels", type=click.Choice(["peaks", "truth"]), default="peaks", show_default=True,
+              help="peaks: the study's peak-count rule; truth: the simulator's crystal-in-beam truth.")
+@click.option("--param", "params", multiple=True, help="Method parameter METHOD.NAME=VALUE (repeatable).")
+@click.option("--holdout", type=float, default=0.3, show_default=True,
+              help="Fraction of each training run's frames held out to score it.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("hitbench-results"), show_default=True,
+              help="Folder for results, tables and figures.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache of simulated data and trained models "
+              "[default: $HITBENCH_CACHE or ~/.cache/hitbench].")
+@click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers.")
+@click.option("--seed", "seeds", default="0", show_default=True,
+              help="Seed of simulation, splits and training; several (0,1,2) repeat the training.")
+@click.option("--save-models", is_flag=True, help="Also copy the trained models to OUT/models/.")
+def compare_command(methods: str, data: Path | None, preset: str | None, scale: float | None, train_runs: str | None,
+                    test_runs: str | None, cross_experiment: tuple[str, ...], labels: str, params: tuple[str, ...],
+                    holdout: float, out: Path, cache_dir: Path | None, n_jobs: int, seeds: str,
+                    save_models: bool) -> None:
+    """Train and test hit finders across runs (and experiments); print and write Table II-style results."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hitbench.bench.compare import CompareSettings, parse_params, run_compare
+    from hitbench.bench.data import default_cache_dir
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(","))
+    except ValueError:
+        raise HitbenchError(f"--seed {seeds}: give an integer or a comma-separated list of integers") from None
+    if data is not None and preset is not None:
+        raise HitbenchError("--data and --preset: give one of them, not both")
+    settings = CompareSettings(
+        methods=names, out=out, cache_dir=cache_dir or default_cache_dir(), data=data, preset=preset, scale=scale,
+        train_runs=train_runs, test_runs=test_runs, cross_experiment=list(cross_experiment), labels=labels,
+        params=parse_params(params, names), seeds=seed_list, holdout=holdout, n_jobs=n_jobs,
+        save_models=save_models,
+    )
+    console = Console()
+    start = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        outcome = run_compare(settings, " ".join(["hitbench", *sys.argv[1:]]), _progress_factory(progress))
+    for stem, table in outcome["tables"].items():
+        title = f"Table II: {stem.removeprefix('table2_')}" if stem.startswith("table2_") else stem
+        _print_table(console, title, table)
+    console.print(f"trained {outcome['trained']} model(s), scored {outcome['predicted']} run(s) "
+                  f"(the rest from the cache) in {time.perf_counter() - start:.1f} s; results in {out}/")
+
+
+@main.command("report")
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--docs", type=click.Path(path_type=Path), default=Path("docs"), show_default=True,
+              help="mkdocs docs folder to write results.md and img/results/ into.")
+def report_command(results: Path, docs: Path) -> None:
+    """Regenerate the docs' results page and figures from a saved `hitbench compare` folder."""
+    from hitbench.bench.report import write_docs
+
+    page = write_docs(results, docs)
+    click.echo(f"wrote {page}")
