@@ -3,7 +3,7 @@
 Seeding: with ``seed`` S, experiment-level randomness (structure factors, calibrated hot and dead pixels) uses
 ``SeedSequence(S, spawn_key=(0,))``, a run's conditions ``SeedSequence(S, spawn_key=(1, run))`` and its frames,
 in chunks of :data:`CHUNK_FRAMES`, ``SeedSequence(S, spawn_key=(2, run, chunk))``; so frames do not depend on
-``n_jobs`` and the first frames of a run do not depend on how many frames are made.
+``n_jobs``.
 
 Ground truth per frame: ``hit`` (a crystal was in the beam), ``n_spots`` (reflections with partiality >= 1 %
 whose centre falls on a good pixel of the crop), ``n_spots_detectable`` (those whose expected photons S satisfy

@@ -1,0 +1,157 @@
+"""Physics and behaviour of the simulator (small frames, few frames)."""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib import resources
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hitbench.cli import main
+from hitbench.data.cxi import CXIRun
+from hitbench.errors import HitbenchError
+from hitbench.simulate import load_experiment, physics, preset_names, simulate_run
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_experiment("tiny")
+
+
+def test_presets_load():
+    assert {"cxi-streptavidin", "tiny", "i24-thaumatin", "swissfel-lysozyme"} <= set(preset_names())
+    exp = load_experiment("cxi-streptavidin")
+    assert exp.runs == [90, 91, 92, 93, 94, 95, 96, 98, 99, 100]
+    assert exp.frame_shape == (350, 350)
+    assert exp.run_spec(92).events == 14244 and exp.run_spec(92).hit_fraction == pytest.approx(0.079)
+
+
+def test_spot_position_follows_bragg_geometry():
+    """Reflection (1,0,0) of a cubic cell rotated onto the Ewald sphere lands at D tan(2θ) from the beam."""
+    a, wavelength, distance, pixel = 20.0, 1.0, 0.05, 100e-6
+    basis = physics.reciprocal_basis((a, a, a, 90.0, 90.0, 90.0))
+    theta = np.arcsin(wavelength / (2 * a))
+    c, s = np.cos(theta), np.sin(theta)
+    orientation = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])  # (1/a,0,0) -> (c/a, 0, -s/a)
+    spots = physics.predict_spots(
+        orientation, basis, np.array([[1, 0, 0], [0, 1, 0], [2, 0, 0]]), wavelength=wavelength, bandwidth=1e-4,
+        mosaicity=1e-4, crystal_size=1e5, distance=distance, pixel_size=pixel, centre=(50.0, 60.0))
+    assert list(spots["index"]) == [0]  # (0,1,0) and (2,0,0) are far from the sphere
+    expected_x = 50.0 + distance * np.tan(2 * theta) / pixel
+    assert spots["x"][0] == pytest.approx(expected_x, abs=1e-6)
+    assert spots["y"][0] == pytest.approx(60.0, abs=1e-9)
+    assert spots["partiality"][0] == pytest.approx(1.0, abs=1e-9)
+    assert spots["inv_d"][0] == pytest.approx(1 / a)
+
+
+def test_simulated_spots_lie_on_lattice_points(tiny):
+    """Back-projected spot positions of a simulated hit give near-Bragg scattering vectors (|s+k| = k)."""
+    sim = simulate_run(tiny, run=1, n_frames=8, seed=1)
+    frame = int(np.flatnonzero(sim.truth["hit"])[0])
+    n = sim.truth["n_spots"][frame]
+    x, y = sim.truth["spot_x"][frame, :n], sim.truth["spot_y"][frame, :n]
+    geom = sim.geometry
+    lam = geom.wavelength * 1e10
+    ray = np.stack([(x - sim.conditions["beam_centre_x"]) * geom.x_pixel_size,
+                    (y - sim.conditions["beam_centre_y"]) * geom.y_pixel_size,
+                    np.full(n, geom.distance)], axis=1)
+    s = ray / np.linalg.norm(ray, axis=1, keepdims=True) / lam - np.array([0, 0, 1 / lam])
+    d = 1 / np.linalg.norm(s, axis=1)
+    # d-spacings of a tetragonal cell: 1/d^2 = (h^2 + k^2)/a^2 + l^2/c^2 for some integers
+    a, c = 79.1, 37.9
+    idx = np.arange(0, 20)
+    h2k2 = idx[:, None, None] ** 2 + idx[None, :, None] ** 2
+    allowed = np.unique(np.sqrt(h2k2 / a**2 + idx[None, None, :] ** 2 / c**2))
+    nearest = np.abs(allowed[None, :] - 1 / d[:, None]).min(axis=1)
+    assert n > 5 and np.all(nearest < 2e-4)
+
+
+def test_background_scales_with_flux(tiny):
+    low = dataclasses.replace(tiny, conditions={**tiny.conditions, "flux": (0.5, 0.5)})
+    high = dataclasses.replace(tiny, conditions={**tiny.conditions, "flux": (2.0, 2.0)})
+    means = []
+    for exp in (low, high):
+        sim = simulate_run(exp, run=1, n_frames=64, seed=3)
+        miss = sim.truth["hit"] == 0
+        means.append(sim.frames[miss][:, sim.mask].mean() / sim.conditions["gain_adu_per_photon"])
+    assert means[1] / means[0] == pytest.approx(4.0, rel=0.15)
+
+
+def test_flat_field_variance_is_poisson_plus_readout():
+    rng = np.random.default_rng(0)
+    for lam in (0.05, 0.7, 3.0, 12.0):
+        counts = physics.poisson(rng, np.full(200_000, lam))
+        assert counts.mean() == pytest.approx(lam, rel=0.02)
+        assert counts.var() == pytest.approx(lam, rel=0.03)
+    # Through the full detector model: a miss frame pixel's variance = g^2 lam + sigma_read^2 (+ common mode).
+    exp = load_experiment("tiny")
+    exp = dataclasses.replace(exp, background=dataclasses.replace(exp.background, jet_jitter=0.0, low_angle=0.0),
+                              beam=dataclasses.replace(exp.beam, flux_jitter=0.0),
+                              detector=dataclasses.replace(exp.detector, common_mode_adu=0.0, edge_noise_factor=1.0))
+    exp = dataclasses.replace(exp, run_specs=tuple(dataclasses.replace(r, hit_fraction=0.0) for r in exp.run_specs))
+    sim = simulate_run(exp, run=1, n_frames=64, seed=0)
+    gain, read = sim.conditions["gain_adu_per_photon"], exp.detector.readout_noise_adu
+    centre_pixels = sim.frames[:, 40:56, 10:20][:, sim.mask[40:56, 10:20]]
+    lam = centre_pixels.mean() / gain
+    assert centre_pixels.var() == pytest.approx(gain**2 * lam + read**2, rel=0.1)
+
+
+def test_hot_pixels_persist_through_a_run(tiny):
+    sim = simulate_run(tiny, run=4, n_frames=64, seed=0)
+    hot = sim.frames.min(axis=0) > 100  # a hot pixel is >100 ADU above zero in every frame
+    first, second = sim.frames[:32].mean(axis=0) > 100, sim.frames[32:].mean(axis=0) > 100
+    assert sim.conditions["new_hot_pixels"] > 0
+    assert hot.sum() >= sim.conditions["new_hot_pixels"]
+    assert np.array_equal(first & hot, second & hot)
+    assert (sim.mask & hot).sum() == sim.conditions["new_hot_pixels"]  # new ones are not in the calibrated mask
+
+
+def test_misses_have_no_spots(tiny):
+    sim = simulate_run(tiny, run=2, n_frames=64, seed=5)
+    miss = sim.truth["hit"] == 0
+    assert miss.any() and (~miss).any()
+    assert np.all(sim.truth["n_spots"][miss] == 0)
+    assert np.all(np.isnan(sim.truth["spot_photons"][miss]))
+    assert np.all(sim.truth["n_spots"][~miss] > 0)
+    # Hits are brighter than misses at their spots: the recorded signal is there.
+    assert sim.frames[~miss][:, sim.mask].max(axis=1).mean() > sim.frames[miss][:, sim.mask].max(axis=1).mean()
+
+
+def test_seed_reproducible_and_independent_of_n_jobs(tiny):
+    a = simulate_run(tiny, run=1, n_frames=40, seed=7)
+    b = simulate_run(tiny, run=1, n_frames=40, seed=7, n_jobs=2)
+    c = simulate_run(tiny, run=1, n_frames=40, seed=8)
+    assert np.array_equal(a.frames, b.frames) and a.conditions == b.conditions
+    assert not np.array_equal(a.frames, c.frames)
+
+
+@pytest.mark.parametrize(("field", "value"), [("detector.gain_adu_per_photon", "-3.0"), ("sample.colour", "1"),
+                                              ("beam.bandwidth", '"wide"')])
+def test_bad_preset_field_names_it(tmp_path, field, value):
+    text = (resources.files("hitbench.simulate") / "presets" / "tiny.toml").read_text()
+    section, key = field.split(".")
+    text = text.replace(f"[{section}]\n", f"[{section}]\n{key} = {value}\n", 1)
+    text = "\n".join(line for line in text.splitlines() if not (line.startswith(f"{key} =") and value not in line))
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(HitbenchError, match=field.replace(".", r"\.")):
+        load_experiment(path)
+
+
+def test_cli_simulate_writes_cxi_and_refuses_overwrite(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["simulate", "--preset", "tiny", "--out", str(tmp_path), "--runs", "1,3-4",
+                                  "--scale", "0.2"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["run_0001.cxi", "run_0003.cxi", "run_0004.cxi"]
+    run = CXIRun(tmp_path / "run_0004.cxi")
+    assert run.n_frames == 24 and run.frame_shape == (96, 96)
+    assert run.attrs["run"] == 4 and run.attrs["experiment"] == "tiny"
+    expected = simulate_run(load_experiment("tiny"), run=4, n_frames=24, seed=0)
+    assert np.array_equal(run.read(apply_mask=False), expected.frames)
+    assert np.array_equal(run.field("n_spots_detectable"), expected.truth["n_spots_detectable"])
+    again = runner.invoke(main, ["simulate", "--preset", "tiny", "--out", str(tmp_path), "--runs", "4"])
+    assert again.exit_code == 1 and "exists" in again.output
