@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hitbench.errors import HitbenchError
 from hitbench.methods.base import HitMethod
-from hitbench.methods.thresholds import fit_threshold
-
-#: Quantiles of the training pixel values tried as ADC thresholds when ``adc_threshold`` is None.
-DEFAULT_ADC_QUANTILES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995)
+from hitbench.methods.thresholds import DEFAULT_ADC_QUANTILES, fit_adc_and_threshold, quantile_candidates
 
 
 class LitPixels(HitMethod):
@@ -46,21 +42,13 @@ class LitPixels(HitMethod):
         self.adc_quantiles = adc_quantiles
 
     def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
-        if self.adc_threshold is not None:
-            candidates = np.array([float(self.adc_threshold)])
+        if self.adc_threshold is None:
+            candidates = quantile_candidates(frames, self.adc_quantiles, where="litpix: adc_quantiles")
         else:
-            quantiles = np.asarray(self.adc_quantiles, dtype=np.float64)
-            if quantiles.ndim != 1 or quantiles.size == 0 or ((quantiles < 0) | (quantiles > 1)).any():
-                raise HitbenchError(
-                    f"litpix: adc_quantiles={self.adc_quantiles!r}; give one or more quantiles between 0 and 1"
-                )
-            candidates = np.unique(np.quantile(frames, quantiles))
-        best = (-1.0, 0.0, 0.0)  # (balanced accuracy, adc threshold, count threshold)
-        for adc in candidates:
-            count_threshold, balanced = fit_threshold(self._count(frames, adc), labels)
-            if balanced > best[0]:
-                best = (balanced, float(adc), count_threshold)
-        self.train_balanced_accuracy_, self.adc_threshold_, self.threshold_ = best
+            candidates = np.array([float(self.adc_threshold)])
+        self.adc_threshold_, self.threshold_, self.train_balanced_accuracy_ = fit_adc_and_threshold(
+            candidates, lambda adc: self._count(frames, adc), labels
+        )
 
     @staticmethod
     def _count(frames: np.ndarray, adc: float) -> np.ndarray:

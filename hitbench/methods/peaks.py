@@ -7,7 +7,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from hitbench.errors import HitbenchError
 from hitbench.methods.base import HitMethod
-from hitbench.methods.thresholds import fit_threshold
+from hitbench.methods.thresholds import DEFAULT_ADC_QUANTILES, fit_adc_and_threshold, quantile_candidates
 from hitbench.peaks import PeakFinder8
 
 
@@ -18,8 +18,11 @@ class PeakCount(HitMethod):
     with the peakfinder8 parameters below. As in OM, a frame is a hit when
     ``min_num_peaks_for_hit < n_peaks < max_num_peaks_for_hit``. With
     ``min_num_peaks_for_hit=None`` the minimum is fitted: the count threshold that maximises
-    balanced accuracy on the training frames. Bad pixels arrive as 0 and no mask is passed to
-    the peak finder: a run of zeros is never above its threshold. No randomness.
+    balanced accuracy on the training frames. With ``adc_threshold=None`` the peakfinder8 ADC
+    threshold is fitted as well, among the ``adc_quantiles`` of the training pixel values
+    (the one whose rule has the best training balanced accuracy; ties go to the lower one),
+    because a fixed number of ADU means a different number of photons on every detector.
+    Bad pixels arrive as 0 and no mask is passed to the peak finder. No randomness.
 
     Parameters
     ----------
@@ -28,16 +31,22 @@ class PeakCount(HitMethod):
     max_num_peaks_for_hit : int or None
         A hit needs fewer peaks than this (OM drops frames with too many, e.g. ice rings);
         None for no upper limit.
-    adc_threshold, min_snr, min_pixel_count, max_pixel_count, local_bg_radius, min_res, max_res, max_num_peaks, \
-n_iterations, center
-        peakfinder8 parameters, passed to :class:`hitbench.peaks.PeakFinder8` (see there).
+    adc_threshold : float or None
+        peakfinder8's ADC threshold (detector units), or None to fit it.
+    adc_quantiles : tuple of float
+        Quantiles (0-1) of the training pixel values tried when fitting the ADC threshold.
+    min_snr, min_pixel_count, max_pixel_count, local_bg_radius, min_res, max_res, max_num_peaks, n_iterations, center
+        The other peakfinder8 parameters, passed to :class:`hitbench.peaks.PeakFinder8` (see there).
 
     Attributes
     ----------
+    adc_threshold_ : float
+        The ADC threshold in use (the fixed one or the fitted one).
     threshold_ : float
         Peak count above which a frame is a hit (the fixed minimum, or the fitted cut).
-    min_num_peaks_for_hit_ : int
-        The minimum in use, as OM would write it (a hit has more peaks than this).
+    min_num_peaks_for_hit_ : int or None
+        The minimum in use, as OM would write it (a hit has more peaks than this); None when
+        no count separates the training frames.
     train_balanced_accuracy_ : float
         Balanced accuracy of the rule on the training frames.
     """
@@ -48,7 +57,8 @@ n_iterations, center
         self,
         min_num_peaks_for_hit: int | None = None,
         max_num_peaks_for_hit: int | None = None,
-        adc_threshold: float = 25.0,
+        adc_threshold: float | None = None,
+        adc_quantiles: tuple[float, ...] = DEFAULT_ADC_QUANTILES,
         min_snr: float = 5.0,
         min_pixel_count: int = 2,
         max_pixel_count: int = 200,
@@ -62,6 +72,7 @@ n_iterations, center
         self.min_num_peaks_for_hit = min_num_peaks_for_hit
         self.max_num_peaks_for_hit = max_num_peaks_for_hit
         self.adc_threshold = adc_threshold
+        self.adc_quantiles = adc_quantiles
         self.min_snr = min_snr
         self.min_pixel_count = min_pixel_count
         self.max_pixel_count = max_pixel_count
@@ -72,8 +83,13 @@ n_iterations, center
         self.n_iterations = n_iterations
         self.center = center
 
-    def peak_finder(self) -> PeakFinder8:
+    def peak_finder(self, adc_threshold: float | None = None) -> PeakFinder8:
         """The peak finder with this method's peakfinder8 parameters.
+
+        Parameters
+        ----------
+        adc_threshold : float, optional
+            ADC threshold to use; default the fitted one (``adc_threshold_``).
 
         Returns
         -------
@@ -81,7 +97,7 @@ n_iterations, center
             A new peak finder.
         """
         return PeakFinder8(
-            adc_threshold=self.adc_threshold,
+            adc_threshold=self.adc_threshold_ if adc_threshold is None else adc_threshold,
             min_snr=self.min_snr,
             min_pixel_count=self.min_pixel_count,
             max_pixel_count=self.max_pixel_count,
@@ -94,21 +110,29 @@ n_iterations, center
         )
 
     def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
-        counts = self._score(frames)
-        if self.min_num_peaks_for_hit is None:
-            self.threshold_, _ = fit_threshold(counts, labels)
-        elif int(self.min_num_peaks_for_hit) < 0:
-            raise HitbenchError(
-                f"peaks: min_num_peaks_for_hit={self.min_num_peaks_for_hit}; give 0 or more, or None to fit it"
-            )
+        fixed = self.min_num_peaks_for_hit
+        if fixed is not None and int(fixed) < 0:
+            raise HitbenchError(f"peaks: min_num_peaks_for_hit={fixed}; give 0 or more, or None to fit it")
+        if self.adc_threshold is None:
+            candidates = quantile_candidates(frames, self.adc_quantiles, where="peaks: adc_quantiles")
         else:
-            self.threshold_ = float(int(self.min_num_peaks_for_hit))
+            candidates = np.array([float(self.adc_threshold)])
+        self.adc_threshold_, self.threshold_, _ = fit_adc_and_threshold(
+            candidates,
+            lambda adc: self._count(frames, adc),
+            labels,
+            fixed_threshold=None if fixed is None else int(fixed),
+        )
+        counts = self._score(frames)
         # Counts are integers, so "count > threshold_" is "count > floor(threshold_)" (OM's strict rule).
         self.min_num_peaks_for_hit_ = int(np.floor(self.threshold_)) if np.isfinite(self.threshold_) else None
         self.train_balanced_accuracy_ = float(balanced_accuracy_score(labels, self._decide(counts)))
 
+    def _count(self, frames: np.ndarray, adc: float) -> np.ndarray:
+        return self.peak_finder(adc).count(frames).astype(np.float64)
+
     def _score(self, frames: np.ndarray) -> np.ndarray:
-        return self.peak_finder().count(frames).astype(np.float64)
+        return self._count(frames, self.adc_threshold_)
 
     def _decide(self, counts: np.ndarray) -> np.ndarray:
         hit = counts > self.threshold_

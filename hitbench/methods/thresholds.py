@@ -3,13 +3,22 @@
 The simple methods (``intensity``, ``litpix``, ``peaks``) reduce a frame to one number and
 call it a hit when the number is above a threshold. The threshold is chosen on the
 training frames to maximise balanced accuracy, the mean of sensitivity and specificity,
-so a rare class is not ignored.
+so a rare class is not ignored. ``litpix`` and ``peaks`` can also choose the ADC
+threshold that defines a lit pixel or a peak pixel, among quantiles of the training pixel
+values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
-from sklearn.metrics import roc_curve
+from sklearn.metrics import balanced_accuracy_score, roc_curve
+
+from hitbench.errors import HitbenchError
+
+#: Quantiles of the training pixel values tried as ADC thresholds when one is fitted.
+DEFAULT_ADC_QUANTILES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995)
 
 
 def fit_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -43,3 +52,70 @@ def fit_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]
     balanced = 0.5 * (tpr + 1.0 - fpr)
     best = int(np.argmax(balanced))
     return float(midpoints[best]), float(balanced[best])
+
+
+def quantile_candidates(frames: np.ndarray, quantiles: tuple[float, ...], *, where: str) -> np.ndarray:
+    """Candidate ADC thresholds: the given quantiles of all training pixel values.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray, shape (n_frames, height, width)
+        Training frames.
+    quantiles : tuple of float
+        Quantiles between 0 and 1.
+    where : str
+        Parameter name used in the error message (e.g. ``"litpix: adc_quantiles"``).
+
+    Returns
+    -------
+    numpy.ndarray
+        The distinct candidate thresholds, ascending.
+    """
+    q = np.asarray(quantiles, dtype=np.float64)
+    if q.ndim != 1 or q.size == 0 or not np.all((q >= 0) & (q <= 1)):
+        raise HitbenchError(f"{where}={quantiles!r}; give one or more quantiles between 0 and 1")
+    return np.unique(np.quantile(frames, q))
+
+
+def fit_adc_and_threshold(
+    candidates: np.ndarray,
+    count: Callable[[float], np.ndarray],
+    labels: np.ndarray,
+    fixed_threshold: float | None = None,
+) -> tuple[float, float, float]:
+    """Choose an ADC threshold and a count threshold together, for best balanced accuracy.
+
+    For each candidate ADC threshold the per-frame counts are computed and the best count
+    threshold is fitted with :func:`fit_threshold` (or ``fixed_threshold`` is used); the
+    candidate with the highest training balanced accuracy wins (ties: the first candidate).
+
+    Parameters
+    ----------
+    candidates : numpy.ndarray
+        ADC thresholds to try.
+    count : callable
+        ``count(adc)`` gives the per-frame counts (n_frames,) at that ADC threshold.
+    labels : numpy.ndarray, shape (n_frames,)
+        1 = hit, 0 = miss.
+    fixed_threshold : float, optional
+        Use this count threshold instead of fitting one.
+
+    Returns
+    -------
+    adc_threshold : float
+    threshold : float
+        Hit when ``count > threshold``.
+    balanced_accuracy : float
+        On the training frames.
+    """
+    best = (-1.0, 0.0, 0.0)  # (balanced accuracy, adc threshold, count threshold)
+    for adc in candidates:
+        counts = count(float(adc))
+        if fixed_threshold is None:
+            threshold, balanced = fit_threshold(counts, labels)
+        else:
+            threshold = float(fixed_threshold)
+            balanced = float(balanced_accuracy_score(labels, counts > threshold))
+        if balanced > best[0]:
+            best = (balanced, float(adc), threshold)
+    return best[1], best[2], best[0]

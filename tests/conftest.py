@@ -1,0 +1,49 @@
+"""Shared fixtures: a small simulated run split into training and held-out frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+#: Parameters that keep each method's fit fast in the test suite (only methods that need them).
+FAST_PARAMS: dict[str, dict[str, object]] = {"cnn": {"epochs": 3}}
+
+#: Frames simulated for the method tests; the first N_TRAIN train, the rest are held out.
+N_FRAMES = 160
+N_TRAIN = 100
+
+
+@dataclass(frozen=True)
+class FrameSet:
+    """Training and held-out frames of one simulated run."""
+
+    train_frames: np.ndarray
+    train_labels: np.ndarray
+    test_frames: np.ndarray
+    test_labels: np.ndarray
+    mask: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def frame_set() -> FrameSet:
+    """160 frames of the first run of the "tiny" experiment (seed 0): 100 to train on, 60 held out."""
+    from hitbench.simulate import load_experiment, simulate_run
+
+    experiment = load_experiment("tiny")
+    sim = simulate_run(experiment, run=experiment.runs[0], n_frames=N_FRAMES, seed=0)
+    labels = np.asarray(sim.truth["hit"]).astype(np.int64)
+    return FrameSet(
+        train_frames=sim.frames[:N_TRAIN],
+        train_labels=labels[:N_TRAIN],
+        test_frames=sim.frames[N_TRAIN:],
+        test_labels=labels[N_TRAIN:],
+        mask=np.asarray(sim.mask),
+    )
+
+
+@pytest.fixture(scope="session")
+def fast_params():
+    """A function giving the fast test parameters of a method by registry name."""
+    return lambda name: dict(FAST_PARAMS.get(name, {}))
