@@ -1,0 +1,92 @@
+"""What the generic module cannot check: the rules of the threshold methods and the SVM's pooling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hitbench.errors import HitbenchError
+from hitbench.methods.litpix import LitPixels
+from hitbench.methods.peaks import PeakCount
+from hitbench.methods.svm import PCASVM, max_pool
+from hitbench.methods.thresholds import fit_threshold
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "threshold", "balanced"),
+    [
+        ([1, 2, 3, 4], [0, 0, 1, 1], 2.5, 1.0),  # half-way between the neighbouring scores
+        ([0, 5, 3, 4, 5], [0, 1, 0, 1, 0], 3.5, 5 / 6),
+        ([1, 2, 3, 4], [1, 1, 0, 0], np.inf, 0.5),  # anti-correlated: no cut helps, call nothing a hit
+        ([7, 7, 7, 7], [0, 1, 0, 1], np.inf, 0.5),
+    ],
+)
+def test_fit_threshold(scores, labels, threshold, balanced):
+    got = fit_threshold(np.array(scores, float), np.array(labels))
+    assert got == (threshold, pytest.approx(balanced))
+
+
+def _frames_with_lit_pixels(counts, value=100.0):
+    frames = np.zeros((len(counts), 8, 8), np.float32)
+    for frame, count in zip(frames, counts, strict=True):
+        frame.flat[:count] = value
+    return frames
+
+
+def test_litpix_fixed_adc_threshold_is_kept():
+    frames = _frames_with_lit_pixels([0, 1, 5, 6])
+    method = LitPixels(adc_threshold=50.0).fit(frames, [0, 0, 1, 1])
+    assert method.adc_threshold_ == 50.0 and method.threshold_ == 3.0
+    np.testing.assert_array_equal(method.decision_function(frames), [0, 1, 5, 6])
+    assert LitPixels(adc_threshold=150.0).fit(frames, [0, 0, 1, 1]).train_balanced_accuracy_ == 0.5
+
+
+def test_litpix_refuses_bad_quantiles():
+    with pytest.raises(HitbenchError, match="adc_quantiles"):
+        LitPixels(adc_quantiles=(0.5, 2.0)).fit(_frames_with_lit_pixels([0, 6]), [0, 1])
+
+
+def _frames_with_spots(n_spots):
+    frames = np.zeros((len(n_spots), 64, 64), np.float32)
+    for frame, n in zip(frames, n_spots, strict=True):
+        for k in range(n):
+            row, col = divmod(k, 6)
+            frame[8 + 8 * row : 10 + 8 * row, 8 + 8 * col : 10 + 8 * col] = 500.0
+    return frames
+
+
+def test_peaks_fixed_minimum_follows_oms_strict_rule():
+    frames = _frames_with_spots([0, 2, 3, 4, 20])
+    method = PeakCount(min_num_peaks_for_hit=3, max_num_peaks_for_hit=10, adc_threshold=100.0)
+    method.fit(frames, [0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(method.decision_function(frames), [0, 2, 3, 4, 20])
+    # OM: min_num_peaks_for_hit < n_peaks < max_num_peaks_for_hit
+    np.testing.assert_array_equal(method.predict(frames), [0, 0, 0, 1, 0])
+    assert method.min_num_peaks_for_hit_ == 3
+
+
+def test_peaks_fitted_minimum():
+    frames = _frames_with_spots([0, 1, 6, 8])
+    method = PeakCount(adc_threshold=100.0).fit(frames, [0, 0, 1, 1])
+    assert method.threshold_ == 3.5 and method.min_num_peaks_for_hit_ == 3
+    np.testing.assert_array_equal(method.predict(frames), [0, 0, 1, 1])
+
+
+def test_max_pool_keeps_a_one_pixel_peak_wherever_it_falls():
+    for row, col in [(0, 0), (5, 6), (9, 9)]:
+        frame = np.zeros((1, 10, 10), np.float32)
+        frame[0, row, col] = 1000.0
+        pooled = max_pool(frame, 4)  # 10 is not a multiple of 4: edge blocks hold fewer pixels
+        assert pooled.shape == (1, 9)
+        assert pooled.max() == 1000.0 and np.count_nonzero(pooled) == 1
+
+
+def test_svm_caps_components_and_refuses_bad_sizes():
+    rng = np.random.default_rng(0)
+    frames = rng.poisson(1.0, (12, 16, 16)).astype(np.float32)
+    labels = np.arange(12) % 2
+    frames[labels == 1, 5, 5] += 50.0
+    method = PCASVM(block_size=2, n_components=50).fit(frames, labels)
+    assert method.pipeline_.named_steps["pca"].n_components_ == 11  # at most n_frames - 1
+    with pytest.raises(HitbenchError, match="block_size"):
+        PCASVM(block_size=0).fit(frames, labels)
