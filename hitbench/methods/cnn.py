@@ -561,7 +561,7 @@ class ReferenceCNN(HitMethod):
         return method
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__ itself
         state.pop("_onnx_session", None)
         model = state.pop("model_", None)
         if model is not None:

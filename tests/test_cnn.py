@@ -1,0 +1,153 @@
+"""Checks specific to the ``cnn`` method: Table I, the ONNX fast path, persistence, seeds.
+
+The generic method checks (accuracy, clone, errors) live in test_methods.py. These tests use
+small synthetic frames (64x64, bright planted pixels on hits) and 2 epochs: they check the
+network's shape, that both inference paths agree and that models round-trip, not accuracy.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import joblib
+import numpy as np
+import pytest
+
+from hitbench.errors import HitbenchError
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("onnxruntime")
+
+from hitbench.methods.cnn import ReferenceCNN, build_model  # noqa: E402
+
+FAST = {"epochs": 2, "batch_size": 20, "validation_split": 0.2, "random_state": 3}
+
+
+def synthetic_frames(n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson background (a few negative noise values) plus 8 bright pixels on every hit."""
+    rng = np.random.default_rng(seed)
+    frames = rng.poisson(0.4, (n, size, size)).astype(np.float32) - rng.random((n, size, size), np.float32) * 0.5
+    labels = np.arange(n) % 2
+    for i in np.flatnonzero(labels):
+        rows, cols = rng.integers(2, size - 2, (2, 8))
+        frames[i, rows, cols] += rng.uniform(20, 200, 8).astype(np.float32)
+    return frames, labels
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_frames(60), synthetic_frames(24, seed=1)[0]
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    (frames, labels), _ = data
+    return ReferenceCNN(**FAST).fit(frames, labels)
+
+
+def test_table_one_has_11098_trainable_parameters_at_350():
+    model = build_model((350, 350))
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 11_098
+    assert [(layer.__class__.__name__, tuple(layer.output.shape[1:])) for layer in model.layers] == [
+        ("Conv2D", (344, 344, 4)),
+        ("Dropout", (344, 344, 4)),
+        ("BatchNormalization", (344, 344, 4)),
+        ("ReLU", (344, 344, 4)),
+        ("MaxPooling2D", (68, 68, 4)),
+        ("Conv2D", (62, 62, 4)),
+        ("BatchNormalization", (62, 62, 4)),
+        ("ReLU", (62, 62, 4)),
+        ("MaxPooling2D", (12, 12, 4)),
+        ("Dropout", (12, 12, 4)),
+        ("Flatten", (576,)),
+        ("Dense", (16,)),
+        ("BatchNormalization", (16,)),
+        ("ReLU", (16,)),
+        ("Dropout", (16,)),
+        ("Dense", (2,)),
+    ]
+    # batch normalisation over image rows: one gamma and beta per row
+    assert model.get_layer("bn_rows1").count_params() == 4 * 344
+    assert [int(w.shape[0]) for w in model.get_layer("bn_rows1").trainable_weights] == [344, 344]
+
+
+def test_too_small_frames_are_refused():
+    with pytest.raises(HitbenchError, match="at least 39x39"):
+        build_model((32, 32))
+
+
+def test_onnx_scores_equal_keras(fitted, data):
+    _, test = data
+    keras_scores = fitted.score_keras(test)
+    assert np.abs(fitted.score_onnx(test) - keras_scores).max() < 1e-4
+    assert np.ptp(keras_scores) > 0  # the check compares real, varying scores
+
+
+def test_onnx_equal_with_negative_row_scales_and_linear_input(fitted, data):
+    """The ONNX graph's column-pool-first rewrite handles rows whose batch-norm scale is negative."""
+    _, test = data
+    model = pickle.loads(pickle.dumps(fitted))
+    model.set_params(normalisation="linear")
+    for name in ("bn_rows1", "bn_rows2"):
+        layer = model.model_.get_layer(name)
+        gamma, *rest = layer.get_weights()
+        gamma[::3] *= -1
+        layer.set_weights([gamma, *rest])
+    assert np.abs(model.score_onnx(test) - model.score_keras(test)).max() < 1e-4
+
+
+def test_backend_choice(fitted, data):
+    _, test = data
+    for backend, path in (("keras", fitted.score_keras), ("onnx", fitted.score_onnx)):
+        fitted.set_params(backend=backend)
+        np.testing.assert_array_equal(fitted.decision_function(test), path(test).astype(np.float64))
+    fitted.set_params(backend="auto")
+    with pytest.raises(HitbenchError, match="backend"):
+        fitted.set_params(backend="tensorrt").predict(test)
+    fitted.set_params(backend="auto")
+
+
+def test_save_and_load_keras_file(fitted, data, tmp_path):
+    _, test = data
+    path = fitted.save(tmp_path / "model.keras")
+    loaded = ReferenceCNN.load(path)
+    assert loaded.get_params() == fitted.get_params()
+    assert loaded.input_mean_ == fitted.input_mean_ and loaded.frame_shape_ == fitted.frame_shape_
+    np.testing.assert_array_equal(loaded.decision_function(test), fitted.decision_function(test))
+    np.testing.assert_array_equal(loaded.score_keras(test), fitted.score_keras(test))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]  # no temporary file left behind
+    with pytest.raises(HitbenchError, match=r"\.keras"):
+        fitted.save(tmp_path / "model.h5")
+    with pytest.raises(HitbenchError, match="no such model file"):
+        ReferenceCNN.load(tmp_path / "missing.keras")
+
+
+def test_joblib_round_trip(fitted, data, tmp_path):
+    _, test = data
+    joblib.dump(fitted, tmp_path / "model.joblib")
+    loaded = joblib.load(tmp_path / "model.joblib")
+    np.testing.assert_array_equal(loaded.predict(test), fitted.predict(test))
+    np.testing.assert_array_equal(loaded.score_keras(test), fitted.score_keras(test))
+    np.testing.assert_array_equal(loaded.score_onnx(test), fitted.score_onnx(test))
+
+
+def test_same_seed_same_predictions(fitted, data):
+    (frames, labels), test = data
+    again = ReferenceCNN(**FAST).fit(frames, labels)
+    assert again.history_ == fitted.history_
+    np.testing.assert_array_equal(again.score_keras(test), fitted.score_keras(test))
+
+
+def test_importing_the_module_does_not_import_tensorflow():
+    code = "import sys, hitbench.methods.cnn; sys.exit(int(any(m in sys.modules for m in ('tensorflow', 'keras'))))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_bad_parameters_give_one_line_errors(data):
+    (frames, labels), _ = data
+    with pytest.raises(HitbenchError, match="normalisation"):
+        ReferenceCNN(normalisation="sqrt").fit(frames, labels)
+    with pytest.raises(HitbenchError, match="validation_split"):
+        ReferenceCNN(validation_split=0.9, epochs=1).fit(frames[:6], labels[:6])
