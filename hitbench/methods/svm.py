@@ -55,7 +55,10 @@ class PCASVM(HitMethod):
     Parameters
     ----------
     block_size : int
-        Side of the max-pooling blocks, in pixels.
+        Side of the max-pooling blocks, in pixels. The default 16 did better than 4 or 8 on
+        simulated 96x96 and 350x350 frames: a coarse block maximum says "there is a bright
+        pixel in this region" whatever the spot's exact position, which varies from
+        crystal to crystal.
     n_components : int
         Number of principal components kept.
     C : float
@@ -79,7 +82,7 @@ class PCASVM(HitMethod):
 
     def __init__(
         self,
-        block_size: int = 4,
+        block_size: int = 16,
         n_components: int = 50,
         C: float = 1.0,
         kernel: str = "rbf",
