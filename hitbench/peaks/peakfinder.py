@@ -91,10 +91,12 @@ class PeakFinder8:
     ----------
     adc_threshold : float
         Lowest pixel threshold (detector units): a pixel is only ever a peak pixel above it.
-        Put it above one photon on integrating detectors.
+        Put it above one photon on integrating detectors; the default, 50 ADU, is ~1.8 photons
+        of the simulated CSPAD-like detector (28 ADU per photon, 4 ADU readout noise).
     min_snr : float
         Signal-to-noise ratio for both the radial pixel threshold (``mean + min_snr * sigma``)
-        and the accepted peaks (``intensity / local_sigma``).
+        and the accepted peaks (``intensity / local_sigma``). The default 7 (with the default
+        ``adc_threshold``) keeps pairs of two-photon background pixels out (see docs/peaks.md).
     min_pixel_count, max_pixel_count : int
         Allowed number of above-threshold pixels in one peak.
     local_bg_radius : int
@@ -115,8 +117,8 @@ class PeakFinder8:
 
     def __init__(
         self,
-        adc_threshold: float = 25.0,
-        min_snr: float = 5.0,
+        adc_threshold: float = 50.0,
+        min_snr: float = 7.0,
         min_pixel_count: int = 2,
         max_pixel_count: int = 200,
         local_bg_radius: int = 3,
