@@ -146,9 +146,10 @@ def simulate_command(preset: str | None, experiment_file: Path | None, out_dir: 
 
 
 def _progress_factory(progress: object):
-    """A ``progress(description, total)`` callback factory over a rich Progress."""
+    """A ``progress(description, total)`` callback factory over a rich Progress, shown from its first task."""
 
     def factory(description: str, total: int):
+        progress.start()
         task = progress.add_task(description, total=total)
         return lambda: progress.advance(task)
 
@@ -219,9 +220,13 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
     )
     console = Console()
     start = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console)
+    try:
         outcome = run_compare(settings, " ".join(["hitbench", *sys.argv[1:]]), _progress_factory(progress))
+    finally:
+        if progress.live.is_started:
+            progress.stop()
     for stem, table in outcome["tables"].items():
         title = f"Table II: {stem.removeprefix('table2_')}" if stem.startswith("table2_") else stem
         _print_table(console, title, table)

@@ -14,6 +14,7 @@ results; nothing is typed by hand.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -190,9 +191,9 @@ def write_results(folder: Path, results: pd.DataFrame, scores: pd.DataFrame, eve
         folder / "results.json",
         lambda tmp: tmp.write_text(results.to_json(orient="records", indent=1, double_precision=10)),
     )
-    gzip = {"method": "gzip", "mtime": 0}
-    atomic_write(folder / "scores.csv.gz", lambda tmp: scores.to_csv(tmp, index=False, compression=gzip))
-    atomic_write(folder / "events.csv.gz", lambda tmp: events.to_csv(tmp, index=False, compression=gzip))
+    for name, table in (("scores", scores), ("events", events)):
+        data = gzip.compress(table.to_csv(index=False).encode(), mtime=0)  # no name or time: same bytes each run
+        atomic_write(folder / f"{name}.csv.gz", lambda tmp, d=data: tmp.write_bytes(d))
 
 
 def write_tables(folder: Path, results: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -1,0 +1,121 @@
+"""End to end: `hitbench compare` on the tiny preset, its numbers checked against the confusion counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from hitbench.bench.metrics import hit_metrics
+from hitbench.bench.report import load_results
+from hitbench.cli import main
+
+ARGS = ["compare", "--preset", "tiny", "--methods", "intensity,litpix", "--train-runs", "1-2", "--seed", "3"]
+TIMING = ["fit_seconds", "predict_ms_per_frame", "frames_per_second"]
+
+
+def _compare(out: Path, cache: Path, *extra: str):
+    result = CliRunner().invoke(main, [*ARGS, "--out", str(out), "--cache-dir", str(cache), *extra])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    root = tmp_path_factory.mktemp("compare")
+    result = _compare(root / "out", root / "cache")
+    return root / "out", root / "cache", result.output
+
+
+def test_tables_agree_with_confusion_counts(first_run: tuple[Path, Path, str]) -> None:
+    out, _, output = first_run
+    results, scores, events = load_results(out)
+    assert set(results["method"]) == {"intensity", "litpix"}
+    assert set(results["test_run"]) == {"1", "2", "3", "4"}
+    assert "Table II: intensity" in output and "Table II: litpix" in output
+    for row in results.itertuples():
+        frames = scores[(scores["method"] == row.method) & (scores["run"] == row.test_run)]
+        assert len(frames) == row.events
+        kept = frames[frames["label"] >= 0]
+        assert row.ambiguous == (frames["label"] < 0).sum() and row.scored == len(kept)
+        expected = hit_metrics(kept["label"].to_numpy(), kept["predicted"].to_numpy(), kept["score"].to_numpy())
+        for key, value in expected.items():
+            assert getattr(row, key) == pytest.approx(value, nan_ok=True), key
+        assert row.tp + row.fn == (kept["label"] == 1).sum()
+        assert row.hit_percent == pytest.approx(100 * kept["label"].mean())
+        # a training run is scored on its held-out frames only; the others on every event
+        run_events = events[events["run"] == row.test_run]
+        assert row.events < len(run_events) if row.train_run else row.events == len(run_events)
+    table = pd.read_csv(out / "tables" / "table2_intensity.csv", dtype={"Run": str})
+    rows = results[results["method"] == "intensity"]
+    assert list(table["Run"]) == ["1*", "2*", "3", "4"]
+    np.testing.assert_allclose(table["Sen"], rows["tp"] / (rows["tp"] + rows["fn"]))
+    np.testing.assert_allclose(table["Spe"], rows["tn"] / (rows["tn"] + rows["fp"]))
+    np.testing.assert_allclose(table["Acc"], (rows["tp"] + rows["tn"]) / rows["scored"])
+    np.testing.assert_array_equal(table["# events"], rows["events"])
+    # the tiny preset's hits are bright: lit pixels separate them on the runs it did not train on
+    litpix = results[(results["method"] == "litpix") & ~results["train_run"]]
+    assert (litpix["balanced_accuracy"] > 0.8).all()
+    for name in ("confusion_matrices", "sensitivity_specificity", "roc", "example_frames", "peaks_per_event"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+
+
+def test_cached_rerun_trains_nothing_and_same_seed_same_tables(
+    first_run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    out, cache, _ = first_run
+    again = _compare(tmp_path / "again", cache)
+    assert "trained 0 model(s), scored 0 run(s)" in again.output
+    fresh = tmp_path / "fresh"
+    _compare(fresh, tmp_path / "cache", "--n-jobs", "2")
+    for name in ("table2_intensity.md", "table2_litpix.md", "summary.md", "summary.csv", "table2_litpix.csv"):
+        assert (out / "tables" / name).read_bytes() == (fresh / "tables" / name).read_bytes(), name
+        assert (out / "tables" / name).read_bytes() == (tmp_path / "again" / "tables" / name).read_bytes(), name
+    first = pd.read_csv(out / "results.csv").drop(columns=TIMING)
+    pd.testing.assert_frame_equal(first, pd.read_csv(fresh / "results.csv").drop(columns=TIMING))
+    assert (out / "scores.csv.gz").read_bytes() == (fresh / "scores.csv.gz").read_bytes()
+
+
+def test_report_writes_docs(first_run: tuple[Path, Path, str], tmp_path: Path) -> None:
+    out, _, _ = first_run
+    result = CliRunner().invoke(main, ["report", str(out), "--docs", str(tmp_path / "docs")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert "## Table II: litpix" in page and "![roc](img/results/roc.png)" in page
+    assert (out / "tables" / "summary.md").read_text().strip() in page
+    assert (tmp_path / "docs" / "img" / "results" / "roc.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--methods", "nosuch"], "unknown method 'nosuch'"),
+        (["--param", "intensity.nosuch=3"], "no such parameter"),
+        (["--param", "garbage"], "METHOD.NAME=VALUE"),
+        (["--train-runs", "7-9"], "selects no run"),
+        (["--preset", "nosuch-preset"], "nosuch-preset"),
+        (["--seed", "x"], "--seed"),
+    ],
+)
+def test_bad_options_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:
+    base = [
+        "compare",
+        "--preset",
+        "tiny",
+        "--methods",
+        "intensity",
+        "--out",
+        str(tmp_path / "o"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
+    if "--preset" in args:
+        base = base[:1] + base[3:]
+    result = CliRunner().invoke(main, base + args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("hitbench: error:"), result.stderr
+    assert fragment in result.stderr
