@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
@@ -9,6 +11,9 @@ from hitbench.errors import HitbenchError
 from hitbench.methods.base import HitMethod
 from hitbench.methods.thresholds import DEFAULT_ADC_QUANTILES, fit_adc_and_threshold, quantile_candidates
 from hitbench.peaks import PeakFinder8
+
+# The peakfinder8 parameters default to PeakFinder8's own defaults (one source of truth).
+_PF8_DEFAULTS = {name: p.default for name, p in inspect.signature(PeakFinder8).parameters.items()}
 
 
 class PeakCount(HitMethod):
@@ -36,7 +41,8 @@ class PeakCount(HitMethod):
     adc_quantiles : tuple of float
         Quantiles (0-1) of the training pixel values tried when fitting the ADC threshold.
     min_snr, min_pixel_count, max_pixel_count, local_bg_radius, min_res, max_res, max_num_peaks, n_iterations, center
-        The other peakfinder8 parameters, passed to :class:`hitbench.peaks.PeakFinder8` (see there).
+        The other peakfinder8 parameters, passed to :class:`hitbench.peaks.PeakFinder8` (see there
+        for their meaning; the defaults are PeakFinder8's).
 
     Attributes
     ----------
@@ -59,15 +65,15 @@ class PeakCount(HitMethod):
         max_num_peaks_for_hit: int | None = None,
         adc_threshold: float | None = None,
         adc_quantiles: tuple[float, ...] = DEFAULT_ADC_QUANTILES,
-        min_snr: float = 5.0,
-        min_pixel_count: int = 2,
-        max_pixel_count: int = 200,
-        local_bg_radius: int = 3,
-        min_res: float = 0.0,
-        max_res: float = np.inf,
-        max_num_peaks: int = 2048,
-        n_iterations: int = 5,
-        center: tuple[float, float] | None = None,
+        min_snr: float = _PF8_DEFAULTS["min_snr"],
+        min_pixel_count: int = _PF8_DEFAULTS["min_pixel_count"],
+        max_pixel_count: int = _PF8_DEFAULTS["max_pixel_count"],
+        local_bg_radius: int = _PF8_DEFAULTS["local_bg_radius"],
+        min_res: float = _PF8_DEFAULTS["min_res"],
+        max_res: float = _PF8_DEFAULTS["max_res"],
+        max_num_peaks: int = _PF8_DEFAULTS["max_num_peaks"],
+        n_iterations: int = _PF8_DEFAULTS["n_iterations"],
+        center: tuple[float, float] | None = _PF8_DEFAULTS["center"],
     ):
         self.min_num_peaks_for_hit = min_num_peaks_for_hit
         self.max_num_peaks_for_hit = max_num_peaks_for_hit
