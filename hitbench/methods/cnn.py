@@ -31,9 +31,10 @@ standard deviation of all pixels of the training set, stored in the fitted model
 
 Inference runs in batches, either through Keras or through an ONNX Runtime graph built
 directly from the trained weights (batch normalisation folded into per-row scale and shift,
-the input standardisation folded into the first convolution). Both give the same scores to
-about 1e-6; ``backend="auto"`` uses ONNX Runtime (several times faster on a CPU, see
-docs/speed.md) unless TensorFlow sees a GPU that ONNX Runtime cannot use.
+the input standardisation folded into the first convolution, the per-row scale applied after
+pooling the columns). Both give the same scores to about 1e-6; ``backend="auto"`` uses ONNX
+Runtime (faster than Keras on the 2-core development CPU, see docs/speed.md) unless TensorFlow
+sees a GPU that ONNX Runtime cannot use.
 
 TensorFlow is imported only when a model is built, trained or loaded, never at module import.
 """
@@ -261,6 +262,8 @@ def onnx_session(onnx_bytes: bytes, *, threads: int | None = None):
     options.intra_op_num_threads = threads or _n_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # idle threads sleep instead of spinning: no slower here, and kinder to a shared CPU
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     available = ort.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     return ort.InferenceSession(onnx_bytes, sess_options=options, providers=providers)
