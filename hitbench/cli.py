@@ -167,6 +167,14 @@ def _print_table(console: object, title: str, table: object) -> None:
     console.print(view)
 
 
+def _dask_options(command):
+    """The --scheduler/--dask-workers options (see :func:`hitbench.parallel.parallel_backend`)."""
+    command = click.option("--dask-workers", type=int, help="Run the joblib work on a local Dask cluster of N "
+                           "worker processes.")(command)
+    return click.option("--scheduler", help="Run the joblib work on the Dask cluster at this scheduler address "
+                        "(tcp://HOST:PORT); workers must see the same files.")(command)
+
+
 @main.command("compare")
 @click.option("--methods", default=",".join(("intensity", "litpix", "svm", "peaks", "cnn")), show_default=True,
               help="Comma-separated method names (see `hitbench methods`).")
@@ -192,10 +200,11 @@ def _print_table(console: object, title: str, table: object) -> None:
 @click.option("--seed", "seeds", default="0", show_default=True,
               help="Seed of simulation, splits and training; several (0,1,2) repeat the training.")
 @click.option("--save-models", is_flag=True, help="Also copy the trained models to OUT/models/.")
+@_dask_options
 def compare_command(methods: str, data: Path | None, preset: str | None, scale: float | None, train_runs: str | None,
                     test_runs: str | None, cross_experiment: tuple[str, ...], labels: str, params: tuple[str, ...],
                     holdout: float, out: Path, cache_dir: Path | None, n_jobs: int, seeds: str,
-                    save_models: bool) -> None:
+                    save_models: bool, scheduler: str | None, dask_workers: int | None) -> None:
     """Train and test hit finders across runs (and experiments); print and write Table II-style results."""
     import time
 
@@ -204,6 +213,7 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
 
     from hitbench.bench.compare import CompareSettings, parse_params, run_compare
     from hitbench.bench.data import default_cache_dir
+    from hitbench.parallel import parallel_backend
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     try:
@@ -223,7 +233,8 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console)
     try:
-        outcome = run_compare(settings, " ".join(["hitbench", *sys.argv[1:]]), _progress_factory(progress))
+        with parallel_backend(scheduler, dask_workers):
+            outcome = run_compare(settings, " ".join(["hitbench", *sys.argv[1:]]), _progress_factory(progress))
     finally:
         if progress.live.is_started:
             progress.stop()
@@ -244,3 +255,37 @@ def report_command(results: Path, docs: Path) -> None:
 
     page = write_docs(results, docs)
     click.echo(f"wrote {page}")
+
+
+@main.command("predict")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
+              help="Model file from `hitbench compare --save-models` (or a joblib-saved method).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--chunk-size", type=int, default=256, show_default=True, help="Frames per chunk.")
+@click.option("--hits-cxi", is_flag=True, help="Also write RUN.hits.cxi: the hit frames with their peaks and fields.")
+@click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers over chunks.")
+@_dask_options
+def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chunk_size: int, hits_cxi: bool,
+                    n_jobs: int, scheduler: str | None, dask_workers: int | None) -> None:
+    """Classify every frame of CXI runs; write RUN.hits.csv (event, score, label) per run into OUT."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hitbench.parallel import parallel_backend
+    from hitbench.predict import predict_runs
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=True)
+    try:
+        with parallel_backend(scheduler, dask_workers):
+            summaries = predict_runs(model_path, list(runs), out_dir, chunk_size=chunk_size, hits_cxi=hits_cxi,
+                                     n_jobs=n_jobs, progress=_progress_factory(progress))
+    finally:
+        if progress.live.is_started:
+            progress.stop()
+    for s in summaries:
+        rate = s.n_frames / s.seconds if s.seconds else float("inf")
+        outputs = ", ".join(str(p) for p in (s.hit_list, s.hits_cxi) if p is not None)
+        click.echo(f"{s.run}: {s.n_frames} frames, {s.n_hits} hits ({100 * s.n_hits / max(1, s.n_frames):.1f}%), "
+                   f"{rate:.0f} frames/s -> {outputs}")

@@ -1,0 +1,306 @@
+"""Classify every frame of CXI runs with a trained model, chunk by chunk: ``hitbench predict``.
+
+For each run the output folder receives ``<run>.hits.csv`` (event index, score, label 0/1 for
+every frame) and, when asked, ``<run>.hits.cxi``: only the hit frames, with their peaks from
+/entry_1/result_1 when the run has them and their hitbench fields, the data-reduction "veto" a
+facility keeps. Reading, inference and writing go chunk by chunk, so memory stays flat however
+long the run. Chunks are scored by joblib tasks that receive (path, start, stop) and open the
+file themselves, so under :func:`hitbench.parallel.parallel_backend` they run on a Dask cluster
+unchanged. Outputs are written to temporary names and renamed into place when complete, and
+existing outputs are never overwritten.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import joblib
+import numpy as np
+
+from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter, PeakTable
+from hitbench.errors import HitbenchError
+
+PEAK_DATASETS = ("nPeaks", "peakXPosRaw", "peakYPosRaw", "peakTotalIntensity")
+
+
+def load_model(path: str | Path) -> object:
+    """A trained hit finder from a file.
+
+    Parameters
+    ----------
+    path : str or Path
+        A joblib file holding a model record from ``hitbench compare --save-models`` (a dict with
+        key ``"model"``) or a bare fitted estimator; or a ``.keras`` file from ``ReferenceCNN.save``.
+
+    Returns
+    -------
+    object
+        The fitted estimator (has ``decision_function`` and ``threshold_``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HitbenchError(f"--model {path}: no such file; give a model saved by `hitbench compare --save-models`")
+    if path.suffix == ".keras":
+        from hitbench.methods.cnn import ReferenceCNN
+
+        return ReferenceCNN.load(path)
+    try:
+        loaded = joblib.load(path)
+    except Exception as exc:  # joblib/pickle raise many types for a file that is not theirs
+        raise HitbenchError(
+            f"--model {path}: not a joblib model file ({type(exc).__name__}); give a model saved by "
+            "`hitbench compare --save-models`"
+        ) from None
+    model = loaded["model"] if isinstance(loaded, dict) and "model" in loaded else loaded
+    if not (hasattr(model, "decision_function") and hasattr(model, "threshold_")):
+        raise HitbenchError(
+            f"--model {path}: holds a {type(model).__name__}, not a fitted hitbench method "
+            "(needs decision_function and threshold_)"
+        )
+    return model
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(path: str, stamp: tuple[int, int]) -> object:
+    return load_model(path)
+
+
+def _model_in_worker(path: Path) -> object:
+    """The model, loaded once per worker process (keyed by path, size and modification time)."""
+    if not path.is_file():
+        return load_model(path)  # raises the one-line error
+    stat = path.stat()
+    return _cached_model(str(path), (stat.st_size, stat.st_mtime_ns))
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What a worker returns for one chunk of a run."""
+
+    start: int
+    scores: np.ndarray
+    labels: np.ndarray
+    hit_frames: np.ndarray | None
+    hit_peaks: dict[str, np.ndarray] | None
+    hit_fields: dict[str, np.ndarray] | None
+
+
+def predict_chunk(model_path: Path, run_path: Path, start: int, stop: int, keep_hits: bool) -> ChunkResult:
+    """Score frames ``start:stop`` of a run; with ``keep_hits`` also return the hit frames, peaks and fields.
+
+    Parameters
+    ----------
+    model_path : Path
+        The model file (loaded once per worker process).
+    run_path : Path
+        The CXI run.
+    start, stop : int
+        Frame range.
+    keep_hits : bool
+        Return the hits' raw frames (as stored, mask not applied), peak rows and hitbench fields, plus
+        their event indices in the run as the field ``source_event``.
+
+    Returns
+    -------
+    ChunkResult
+        Scores and 0/1 labels of the chunk's frames, and the hits' data when asked.
+    """
+    model = _model_in_worker(model_path)
+    run = CXIRun(run_path)
+    raw = run.read(start, stop, apply_mask=False)
+    scores = np.asarray(model.decision_function(raw * run.mask), dtype=np.float64)
+    labels = (scores > model.threshold_).astype(np.int8)
+    if not keep_hits:
+        return ChunkResult(start, scores, labels, None, None, None)
+    hits = np.flatnonzero(labels)
+    with h5py.File(run_path, "r") as h5:
+        peaks = {k: h5[f"{RESULT}/{k}"][start:stop][hits] for k in PEAK_DATASETS} if run.has_peaks else None
+        fields = {k: h5[f"{HITBENCH}/{k}"][start:stop][hits] for k in _frame_fields(h5, run.n_frames)}
+    fields["source_event"] = (start + hits).astype(np.int64)
+    return ChunkResult(start, scores, labels, raw[hits], peaks, fields)
+
+
+def _frame_fields(h5: h5py.File, n_frames: int) -> list[str]:
+    """Names of the per-frame datasets under /entry_1/hitbench (first dimension = number of frames)."""
+    group = h5.get(HITBENCH)
+    if group is None:
+        return []
+    return sorted(k for k, v in group.items() if isinstance(v, h5py.Dataset) and v.ndim and v.shape[0] == n_frames)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Outcome of predicting one run."""
+
+    run: Path
+    n_frames: int
+    n_hits: int
+    seconds: float
+    hit_list: Path
+    hits_cxi: Path | None
+
+
+def output_paths(run_path: Path, out_dir: Path) -> tuple[Path, Path]:
+    """The hit list and hits-only CXI file written for a run.
+
+    Parameters
+    ----------
+    run_path : Path
+        The run's CXI file.
+    out_dir : Path
+        Output folder.
+
+    Returns
+    -------
+    (Path, Path)
+        ``<out>/<run>.hits.csv`` and ``<out>/<run>.hits.cxi``.
+    """
+    return out_dir / f"{run_path.stem}.hits.csv", out_dir / f"{run_path.stem}.hits.cxi"
+
+
+class _AtomicText:
+    """A text file written under a temporary name and renamed into place on clean exit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        self.handle = os.fdopen(fd, "w", newline="")
+
+    def __enter__(self) -> _AtomicText:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        self.handle.close()
+        if exc_type is None and not self.path.exists():
+            os.replace(self._tmp, self.path)
+            return
+        Path(self._tmp).unlink(missing_ok=True)
+        if exc_type is None:
+            raise HitbenchError(f"{self.path}: file appeared while writing; kept the existing one")
+
+
+def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool) -> list[CXIRun]:
+    shape = getattr(model, "frame_shape_", None)
+    opened, seen = [], {}
+    for path in runs:
+        run = CXIRun(path)
+        if shape is not None and tuple(run.frame_shape) != tuple(shape):
+            raise HitbenchError(
+                f"{path}: frames are {run.frame_shape[0]}x{run.frame_shape[1]} but the model was trained on "
+                f"{shape[0]}x{shape[1]}; give runs with the model's frame size (or crop them the same way)"
+            )
+        if path.stem in seen:
+            raise HitbenchError(f"{path}: same name as {seen[path.stem]}; outputs would collide, predict them apart")
+        seen[path.stem] = path
+        for output in output_paths(path, out_dir)[: 2 if hits_cxi else 1]:
+            if output.exists():
+                raise HitbenchError(f"{output}: already exists; remove it or choose another --out")
+        opened.append(run)
+    return opened
+
+
+def _chunks(run: CXIRun, chunk_size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, run.n_frames, chunk_size):
+        yield start, min(start + chunk_size, run.n_frames)
+
+
+def predict_runs(
+    model_path: str | Path,
+    runs: list[str | Path],
+    out_dir: str | Path,
+    *,
+    chunk_size: int = 256,
+    hits_cxi: bool = False,
+    n_jobs: int = 1,
+    progress: Callable[[str, int], Callable[[], None]] | None = None,
+) -> list[RunSummary]:
+    """Classify every frame of each run and write its hit list (and hits-only CXI file).
+
+    Parameters
+    ----------
+    model_path : str or Path
+        Model file (see :func:`load_model`).
+    runs : list of str or Path
+        CXI runs.
+    out_dir : str or Path
+        Output folder (created if missing); existing outputs are refused before any work starts.
+    chunk_size : int
+        Frames read, scored and written per chunk.
+    hits_cxi : bool
+        Also write ``<run>.hits.cxi`` with the hit frames, their peaks and hitbench fields.
+    n_jobs : int
+        joblib workers over chunks (under a Dask backend the chunks go to the cluster).
+    progress : callable, optional
+        ``progress(description, total)`` returns a function called once per finished chunk.
+
+    Returns
+    -------
+    list of RunSummary
+        One per run, in order.
+    """
+    if chunk_size < 1:
+        raise HitbenchError(f"--chunk-size {chunk_size}: give at least 1 frame")
+    model_path = Path(model_path).resolve()
+    model = _model_in_worker(model_path)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HitbenchError(f"{out_dir}: cannot create the output folder ({exc.strerror}); use another --out") from None
+    opened = _check_runs(model, [Path(r) for r in runs], out_dir, hits_cxi)
+    summaries = []
+    for run in opened:
+        start_time = time.perf_counter()
+        advance = progress(run.path.name, -(-run.n_frames // chunk_size)) if progress else None
+        hit_list, cxi_path = output_paths(run.path, out_dir)
+        n_hits = _predict_run(model_path, run, hit_list, cxi_path if hits_cxi else None, chunk_size, n_jobs, advance)
+        summaries.append(
+            RunSummary(run.path, run.n_frames, n_hits, time.perf_counter() - start_time, hit_list,
+                       cxi_path if hits_cxi else None)
+        )
+    return summaries
+
+
+def _hits_writer(run: CXIRun, path: Path) -> CXIWriter:
+    with h5py.File(run.path, "r") as h5:
+        max_peaks = h5[f"{RESULT}/peakXPosRaw"].shape[1] if run.has_peaks else 2048
+    attrs = {**run.attrs, "source_run_file": str(run.path)}
+    return CXIWriter(path, run.frame_shape, mask=run.mask, geometry=run.geometry, attrs=attrs, max_peaks=max_peaks,
+                     dtype=run.dtype)
+
+
+def _predict_run(model_path: Path, run: CXIRun, hit_list: Path, cxi_path: Path | None, chunk_size: int, n_jobs: int,
+                 advance: Callable[[], None] | None) -> int:
+    n_hits = 0
+    tasks = (
+        joblib.delayed(predict_chunk)(model_path, run.path, start, stop, cxi_path is not None)
+        for start, stop in _chunks(run, chunk_size)
+    )
+    with _AtomicText(hit_list) as text:
+        writer = _hits_writer(run, cxi_path) if cxi_path is not None else None
+        try:
+            text.handle.write("event,score,label\n")
+            for chunk in joblib.Parallel(n_jobs=n_jobs, return_as="generator")(tasks):
+                rows = zip(range(chunk.start, chunk.start + chunk.scores.size), chunk.scores.tolist(),
+                           chunk.labels.tolist(), strict=True)
+                text.handle.writelines(f"{e},{s!r},{v}\n" for e, s, v in rows)
+                n_hits += int(chunk.labels.sum())
+                if writer is not None and chunk.hit_frames.shape[0]:
+                    peaks = PeakTable(*(chunk.hit_peaks[k] for k in PEAK_DATASETS)) if chunk.hit_peaks else None
+                    writer.append(chunk.hit_frames, fields=chunk.hit_fields, peaks=peaks)
+                if advance is not None:
+                    advance()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        if writer is not None:
+            writer.close()
+    return n_hits

@@ -1,0 +1,159 @@
+"""`hitbench predict`: hit lists and hits-only CXI files, chunked, atomic, with one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from hitbench import predict
+from hitbench.cli import main
+from hitbench.data.cxi import CXIRun, write_cxi
+from hitbench.errors import HitbenchError
+from hitbench.methods import registry
+from hitbench.peaks import PeakFinder8
+from hitbench.peaks.labels import label_run
+from hitbench.simulate import load_experiment, simulate_run
+
+N_FRAMES = 90
+
+
+@pytest.fixture(scope="module")
+def run_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A labelled 90-frame run of the tiny preset (peaks in result_1) and a litpix model record trained on another."""
+    root = tmp_path_factory.mktemp("predict")
+    experiment = load_experiment("tiny")
+    train = simulate_run(experiment, run=experiment.runs[0], n_frames=60, seed=1)
+    model = registry.get("litpix").fit(train.frames, np.asarray(train.truth["hit"]).astype(int))
+    model_path = root / "litpix-seed1.joblib"
+    joblib.dump({"model": model, "fit_seconds": 0.0, "n_train": 60, "n_train_hits": 0}, model_path)
+    sim = simulate_run(experiment, run=experiment.runs[1], n_frames=N_FRAMES, seed=2)
+    run_path = write_cxi(root / "run_0002.cxi", sim.frames, mask=sim.mask, attrs={"run": 2},
+                         fields={"hit": np.asarray(sim.truth["hit"])})
+    label_run(run_path, PeakFinder8())
+    return run_path, model_path
+
+
+def _predict(*args: str):
+    return CliRunner().invoke(main, ["predict", *args])
+
+
+def test_hit_list_and_hits_cxi(run_and_model: tuple[Path, Path], tmp_path: Path) -> None:
+    run_path, model_path = run_and_model
+    result = _predict("--model", str(model_path), "--out", str(tmp_path), "--chunk-size", "16", "--hits-cxi",
+                      str(run_path))
+    assert result.exit_code == 0, result.output
+    model = joblib.load(model_path)["model"]
+    run = CXIRun(run_path)
+    expected = model.decision_function(run.read())
+    table = pd.read_csv(tmp_path / "run_0002.hits.csv")
+    assert list(table.columns) == ["event", "score", "label"]
+    np.testing.assert_array_equal(table["event"], np.arange(N_FRAMES))
+    np.testing.assert_array_equal(table["score"], expected)
+    np.testing.assert_array_equal(table["label"], model.predict(run.read()))
+    hits = np.flatnonzero(table["label"])
+    assert 0 < hits.size < N_FRAMES
+    assert f"{hits.size} hits" in result.output
+
+    out = CXIRun(tmp_path / "run_0002.hits.cxi")
+    assert out.n_frames == hits.size and out.attrs["run"] == 2
+    np.testing.assert_array_equal(out.mask, run.mask)
+    np.testing.assert_array_equal(out.read(apply_mask=False), run.read(apply_mask=False)[hits])
+    np.testing.assert_array_equal(out.field("source_event"), hits)
+    for name in ("hit", "label", "n_peaks"):
+        np.testing.assert_array_equal(out.field(name), run.field(name)[hits])
+    source, kept = run.peaks, out.peaks
+    np.testing.assert_array_equal(kept.n_peaks, source.n_peaks[hits])
+    for name in ("x", "y", "intensity"):
+        np.testing.assert_array_equal(getattr(kept, name), getattr(source, name)[hits])
+
+
+def test_chunking_and_jobs_do_not_change_outputs(run_and_model: tuple[Path, Path], tmp_path: Path) -> None:
+    run_path, model_path = run_and_model
+    outputs = []
+    for i, (chunk, jobs) in enumerate([(7, 1), (1000, 1), (16, 2)]):
+        predict.predict_runs(model_path, [run_path], tmp_path / str(i), chunk_size=chunk, n_jobs=jobs, hits_cxi=True)
+        with h5py.File(tmp_path / str(i) / "run_0002.hits.cxi") as h5:
+            frames = h5["/entry_1/data_1/data"][()]
+        outputs.append(((tmp_path / str(i) / "run_0002.hits.csv").read_bytes(), frames))
+    for csv, frames in outputs[1:]:
+        assert csv == outputs[0][0]
+        np.testing.assert_array_equal(frames, outputs[0][1])
+
+
+def test_bare_estimator_and_reads_in_chunks(
+    run_and_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_path, model_path = run_and_model
+    bare = tmp_path / "bare.joblib"
+    joblib.dump(joblib.load(model_path)["model"], bare)
+    calls = []
+    chunk = predict.predict_chunk
+    monkeypatch.setattr(predict, "predict_chunk", lambda *a: calls.append(a[1:4]) or chunk(*a))
+    predict.predict_runs(bare, [run_path], tmp_path / "out", chunk_size=40)
+    assert calls == [(run_path, 0, 40), (run_path, 40, 80), (run_path, 80, 90)]
+    assert len(pd.read_csv(tmp_path / "out" / "run_0002.hits.csv")) == N_FRAMES
+
+
+def test_interrupted_run_leaves_no_output(
+    run_and_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_path, model_path = run_and_model
+    chunk = predict.predict_chunk
+
+    def failing(model, run, start, stop, keep):
+        if start > 0:
+            raise KeyboardInterrupt
+        return chunk(model, run, start, stop, keep)
+
+    monkeypatch.setattr(predict, "predict_chunk", failing)
+    with pytest.raises(KeyboardInterrupt):
+        predict.predict_runs(model_path, [run_path], tmp_path, chunk_size=30, hits_cxi=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("hitbench: error:"), result.stderr
+    assert fragment in result.stderr
+
+
+def test_existing_output_refused(run_and_model: tuple[Path, Path], tmp_path: Path) -> None:
+    run_path, model_path = run_and_model
+    (tmp_path / "run_0002.hits.cxi").write_text("keep me")
+    result = _predict("--model", str(model_path), "--out", str(tmp_path), "--hits-cxi", str(run_path))
+    _one_line_error(result, "run_0002.hits.cxi: already exists")
+    assert (tmp_path / "run_0002.hits.cxi").read_text() == "keep me"
+    assert not (tmp_path / "run_0002.hits.csv").exists()
+
+
+def test_frame_size_mismatch(run_and_model: tuple[Path, Path], tmp_path: Path) -> None:
+    _, model_path = run_and_model
+    small = write_cxi(tmp_path / "small.cxi", np.zeros((4, 32, 40), np.float32))
+    result = _predict("--model", str(model_path), "--out", str(tmp_path / "o"), str(small))
+    _one_line_error(result, "frames are 32x40 but the model was trained on")
+
+
+@pytest.mark.parametrize(("content", "fragment"), [(None, "no such file"), (b"junk", "not a joblib model file"),
+                                                   ({"a": 1}, "not a fitted hitbench method")])
+def test_bad_model_file(run_and_model: tuple[Path, Path], tmp_path: Path, content: object, fragment: str) -> None:
+    run_path, _ = run_and_model
+    model = tmp_path / "model.joblib"
+    if isinstance(content, bytes):
+        model.write_bytes(content)
+    elif content is not None:
+        joblib.dump(content, model)
+    result = _predict("--model", str(model), "--out", str(tmp_path / "o"), str(run_path))
+    _one_line_error(result, fragment)
+
+
+def test_chunk_size_checked(run_and_model: tuple[Path, Path], tmp_path: Path) -> None:
+    run_path, model_path = run_and_model
+    with pytest.raises(HitbenchError, match="--chunk-size 0"):
+        predict.predict_runs(model_path, [run_path], tmp_path, chunk_size=0)
