@@ -29,7 +29,7 @@ from hitbench.simulate import load_experiment, simulate_run
 
 MATCH_PX = 1.5
 BRIGHT_PHOTONS = 20.0
-RUNS = {"cxi-streptavidin": [90, 92, 95, 98, 100], "tiny": [1, 4]}
+RUNS = {"cxi-streptavidin": [90, 92, 100], "tiny": [1, 4]}
 
 
 def run_metrics(finder: PeakFinder8, sim) -> dict:
