@@ -4,6 +4,9 @@ Every parallel step in hitbench goes through ``joblib.Parallel``. :func:`paralle
 place that turns ``--scheduler ADDRESS`` or ``--dask-workers N`` into joblib's ``dask`` backend; without
 either, joblib's local backend runs the work. Tasks receive file paths and frame ranges, never open
 HDF5 handles, so on a cluster every worker must see the same files at the same paths.
+
+Under the dask backend joblib sends the tasks to the cluster whatever ``n_jobs`` is, except when the
+cluster has a single worker thread in all: then joblib runs them one by one in this process.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def parallel_backend(scheduler: str | None = None, dask_workers: int | None = No
     with ExitStack() as stack:
         if dask_workers is not None:
             cluster = stack.enter_context(
-                LocalCluster(n_workers=dask_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+                LocalCluster(n_workers=dask_workers, threads_per_worker=1, processes=True, dashboard_address=":0")
             )
             client = stack.enter_context(Client(cluster))
         else:
