@@ -49,7 +49,10 @@ def methods_command() -> None:
     table.add_column("name", style="bold")
     table.add_column("description")
     for name in registry.names():
-        table.add_row(name, registry.describe(name))
+        try:
+            table.add_row(name, registry.describe(name))
+        except HitbenchError as exc:  # one broken plugin must not hide the others
+            table.add_row(name, f"[red]{exc}[/red]")
     Console().print(table)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from hitbench import __version__
+from hitbench.atomic import atomic_write
 from hitbench.bench import report
 from hitbench.bench.data import events_table, simulated_experiment
 from hitbench.bench.protocols import parse_runs
@@ -188,7 +189,7 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
     events = events_table([experiment, *others], settings.labels)
     out = settings.out
     report.write_results(out, results, scores, events)
-    report.atomic_write(
+    atomic_write(
         out / "examples.npz",
         lambda tmp: np.savez_compressed(tmp.open("wb"), **_examples(experiment, test_runs, settings.labels)),
     )
@@ -215,6 +216,6 @@ def _save_models(comparison: Comparison, folder: Path) -> None:
     import shutil
 
     for fit in comparison.fits:
-        report.atomic_write(
+        atomic_write(
             folder / f"{fit.method}-seed{fit.seed}.joblib", lambda tmp, p=fit.path: shutil.copyfile(p, tmp)
         )

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from hitbench.atomic import atomic_write
 from hitbench.errors import HitbenchError
 
 TABLE2_COLUMNS = {
@@ -36,26 +34,6 @@ TABLE2_COLUMNS = {
     "accuracy": "Acc",
     "balanced_accuracy": "BAcc",
 }
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a file through ``write(tmp_path)`` and rename it into place.
-
-    Parameters
-    ----------
-    path : Path
-        Final file.
-    write : callable
-        Writes the content to the temporary path it is given.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> None:

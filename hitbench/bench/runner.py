@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from hitbench import __version__
+from hitbench.atomic import atomic_write
 from hitbench.bench.metrics import hit_metrics
 from hitbench.bench.protocols import (
     TestSet,
@@ -89,17 +89,6 @@ def iter_frames(run: Run, frames: np.ndarray | None, chunk_frames: int = CHUNK_F
             yield run.read(start, stop)[inside - start]
 
 
-def _atomic_dump(value: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        joblib.dump(value, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 @dataclass(frozen=True)
 class FitTask:
     """Train one method with one seed on the training frames of some runs."""
@@ -134,7 +123,7 @@ def _fit(task: FitTask) -> dict:
         "n_train": int(y.size),
         "n_train_hits": int(y.sum()),
     }
-    _atomic_dump(record, task.path)
+    atomic_write(task.path, lambda tmp: joblib.dump(record, tmp))
     return record
 
 
@@ -157,10 +146,10 @@ def _score(task: ScoreTask) -> dict:
     values = np.concatenate(scores)
     record = {
         "scores": values,
-        "predicted": (values > model.threshold_).astype(np.int8),
+        "predicted": model.decide(values).astype(np.int8),
         "predict_ms_per_frame": 1e3 * seconds / max(1, values.size),
     }
-    _atomic_dump(record, task.path)
+    atomic_write(task.path, lambda tmp: joblib.dump(record, tmp))
     return record
 
 

@@ -19,7 +19,6 @@ Frames are read lazily in slices; a run of any size is never loaded whole.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from hitbench.atomic import temp_sibling
 from hitbench.errors import HitbenchError
 
 DATA = "/entry_1/data_1/data"
@@ -91,12 +91,6 @@ def _compression() -> dict:
     return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
 
 
-def _tmp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
 class CXIWriter:
     """Write a run to a CXI file chunk by chunk; the file appears only when complete.
 
@@ -137,7 +131,7 @@ class CXIWriter:
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.max_peaks = int(max_peaks)
         try:
-            self._tmp = _tmp_path(self.path)
+            self._tmp = temp_sibling(self.path)
         except OSError as exc:
             raise HitbenchError(
                 f"{self.path.parent}: cannot write there ({exc.strerror}); pick a writable --out"

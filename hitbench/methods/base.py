@@ -8,7 +8,7 @@ before a method sees them). Parameters live in ``__init__`` only; ``fit`` return
 means "more hit-like".
 
 Subclasses set ``name`` (the registry name) and implement ``_fit(X, y)`` and
-``_score(X)``; they may override ``_threshold_predict`` when their decision is not
+``_score(X)``; they may override ``decide(scores)`` when their decision is not
 ``score > threshold_``. Validation, the one-class check and the fitted check live here,
 in one place, so every method gives the same clear errors.
 """
@@ -152,7 +152,7 @@ class HitMethod(ClassifierMixin, BaseEstimator):
         return np.asarray(self._score(self._check_predict_input(X)), dtype=np.float64)
 
     def predict(self, X: object) -> np.ndarray:
-        """Hit (1) or miss (0) per frame.
+        """Hit (1) or miss (0) per frame: :meth:`decide` applied to :meth:`decision_function`.
 
         Parameters
         ----------
@@ -164,7 +164,26 @@ class HitMethod(ClassifierMixin, BaseEstimator):
         numpy.ndarray, shape (n_frames,)
             0/1 labels (int64).
         """
-        return (self.decision_function(X) > self.threshold_).astype(np.int64)
+        return self.decide(self.decision_function(X))
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """Hit (1) or miss (0) from hit scores already computed (``score > threshold_`` by default).
+
+        The harness scores a run once and derives the calls from the scores with this, so a
+        method whose rule is not a single threshold overrides it (and only it).
+
+        Parameters
+        ----------
+        scores : numpy.ndarray
+            Output of :meth:`decision_function`.
+
+        Returns
+        -------
+        numpy.ndarray
+            0/1 labels (int64).
+        """
+        check_is_fitted(self, "threshold_")
+        return (np.asarray(scores) > self.threshold_).astype(np.int64)
 
     # -- to implement -------------------------------------------------------------------
     def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:  # pragma: no cover - abstract

@@ -132,7 +132,7 @@ class PeakCount(HitMethod):
         counts = self._score(frames)
         # Counts are integers, so "count > threshold_" is "count > floor(threshold_)" (OM's strict rule).
         self.min_num_peaks_for_hit_ = int(np.floor(self.threshold_)) if np.isfinite(self.threshold_) else None
-        self.train_balanced_accuracy_ = float(balanced_accuracy_score(labels, self._decide(counts)))
+        self.train_balanced_accuracy_ = float(balanced_accuracy_score(labels, self.decide(counts)))
 
     def _count(self, frames: np.ndarray, adc: float) -> np.ndarray:
         return self.peak_finder(adc).count(frames).astype(np.float64)
@@ -140,23 +140,21 @@ class PeakCount(HitMethod):
     def _score(self, frames: np.ndarray) -> np.ndarray:
         return self._count(frames, self.adc_threshold_)
 
-    def _decide(self, counts: np.ndarray) -> np.ndarray:
-        hit = counts > self.threshold_
-        if self.max_num_peaks_for_hit is not None:
-            hit &= counts < self.max_num_peaks_for_hit
-        return hit
-
-    def predict(self, X: object) -> np.ndarray:
-        """Hit (1) or miss (0) per frame: ``min_num_peaks_for_hit < n_peaks < max_num_peaks_for_hit``.
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """Hit (1) or miss (0) from peak counts: ``min_num_peaks_for_hit < n_peaks < max_num_peaks_for_hit``.
 
         Parameters
         ----------
-        X : array-like, shape (n_frames, height, width)
-            Frames to classify.
+        scores : numpy.ndarray
+            Peak counts (:meth:`decision_function`).
 
         Returns
         -------
-        numpy.ndarray, shape (n_frames,)
+        numpy.ndarray
             0/1 labels (int64).
         """
-        return self._decide(self.decision_function(X)).astype(np.int64)
+        counts = np.asarray(scores)
+        hit = counts > self.threshold_
+        if self.max_num_peaks_for_hit is not None:
+            hit &= counts < self.max_num_peaks_for_hit
+        return hit.astype(np.int64)
