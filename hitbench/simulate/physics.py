@@ -243,7 +243,7 @@ def poisson(rng: np.random.Generator, lam: np.ndarray, dense_above: float = 4.0)
     lam = np.ascontiguousarray(lam, dtype=np.float32)
     flat = lam.reshape(-1)
     u = rng.random(flat.shape, dtype=np.float32)
-    p = np.exp(-flat)
+    p = np.exp(-flat.astype(np.float64))
     counts = np.zeros(flat.shape, dtype=np.int32)
     idx = np.flatnonzero(u > p)
     dense = flat[idx] > dense_above
@@ -254,7 +254,7 @@ def poisson(rng: np.random.Generator, lam: np.ndarray, dense_above: float = 4.0)
         todo = todo[draw == 0]
     idx = idx[~dense]
     ul, ll = u[idx].astype(np.float64), flat[idx].astype(np.float64)
-    pk = p[idx].astype(np.float64)
+    pk = p[idx]
     cdf = pk.copy()
     k = 0
     while idx.size:
@@ -262,6 +262,6 @@ def poisson(rng: np.random.Generator, lam: np.ndarray, dense_above: float = 4.0)
         counts[idx] += 1
         pk *= ll / k
         cdf += pk
-        more = ul > cdf
+        more = (ul > cdf) & (pk > 0)  # pk underflow: the tail beyond is below float64 resolution
         idx, ul, ll, pk, cdf = idx[more], ul[more], ll[more], pk[more], cdf[more]
     return counts.reshape(lam.shape)
