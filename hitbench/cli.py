@@ -138,12 +138,13 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
 def simulate_command(preset: str | None, experiment_file: Path | None, out_dir: Path, runs_text: str | None,
                      scale: float | None, seed: int, n_jobs: int) -> None:
     """Simulate an experiment's runs: one CXI file per run (existing files are never overwritten)."""
-    from hitbench.simulate import load_experiment, parse_runs, write_experiment
+    from hitbench.data.dataset import select_runs
+    from hitbench.simulate import load_experiment, write_experiment
 
     if (preset is None) == (experiment_file is None):
         raise HitbenchError("simulate: give exactly one of --preset NAME or --experiment FILE")
     exp = load_experiment(preset if preset is not None else experiment_file)
-    runs = parse_runs(runs_text) if runs_text else None
+    runs = [int(r) for r in select_runs(runs_text, [str(r) for r in exp.runs], option="--runs")] if runs_text else None
     for path in write_experiment(exp, out_dir, runs=runs, scale=scale, seed=seed, n_jobs=n_jobs):
         click.echo(str(path))
 

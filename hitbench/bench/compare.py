@@ -16,9 +16,8 @@ from hitbench import __version__
 from hitbench.atomic import atomic_write
 from hitbench.bench import report
 from hitbench.bench.data import events_table, simulated_experiment
-from hitbench.bench.protocols import parse_runs
 from hitbench.bench.runner import Comparison
-from hitbench.data.dataset import Experiment, open_experiment, run_labels
+from hitbench.data.dataset import Experiment, open_experiment, run_labels, select_runs
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
 
@@ -161,8 +160,8 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
     source = settings.data if settings.data is not None else (settings.preset or DEFAULT_PRESET)
     experiment = _experiment(source, settings, 350, progress)
     names = list(experiment.runs)
-    train_runs = parse_runs(settings.train_runs, names) if settings.train_runs else _default_train_runs(experiment)
-    test_runs = parse_runs(settings.test_runs, names, option="--test-runs")
+    train_runs = select_runs(settings.train_runs, names) if settings.train_runs else _default_train_runs(experiment)
+    test_runs = select_runs(settings.test_runs, names, option="--test-runs")
     shape = next(iter(experiment.runs.values())).frame_shape
     others = [_experiment(other, settings, shape[0], progress) for other in settings.cross_experiment]
     for other in others:

@@ -18,7 +18,6 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from hitbench.data.dataset import Experiment, Run
-from hitbench.errors import HitbenchError
 
 
 @dataclass(frozen=True)
@@ -47,42 +46,6 @@ class TestSet:
     run: Run
     frames: np.ndarray | None
     is_train_run: bool
-
-
-def parse_runs(text: str | None, available: list[str], *, option: str = "--train-runs") -> list[str]:
-    """Run names from a list such as ``"90-93,98"``.
-
-    Parameters
-    ----------
-    text : str or None
-        Comma-separated run names or numeric ranges ``a-b`` (inclusive); None = all runs.
-    available : list of str
-        The experiment's run names.
-    option : str
-        The option being parsed, for error messages.
-
-    Returns
-    -------
-    list of str
-        The selected run names, in the experiment's order.
-    """
-    if text is None:
-        return list(available)
-    wanted: set[str] = set()
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        if sep and lo.isdigit() and hi.isdigit():
-            span = [str(r) for r in range(int(lo), int(hi) + 1)]
-            wanted.update(r for r in span if r in available)
-        elif part in available:
-            wanted.add(part)
-        else:
-            raise HitbenchError(f"{option} {text}: no run '{part}'; runs are {', '.join(available)}")
-    if not wanted:
-        raise HitbenchError(f"{option} {text}: selects no run; runs are {', '.join(available)}")
-    return [r for r in available if r in wanted]
 
 
 def holdout_split(labels: np.ndarray, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -115,6 +115,44 @@ class Experiment:
     train_runs: list[str] = field(default_factory=list)
 
 
+def select_runs(text: str | None, available: list[str], *, option: str = "--train-runs") -> list[str]:
+    """Run names from a list such as ``"90-93,98"``.
+
+    Parameters
+    ----------
+    text : str or None
+        Comma-separated run names or numeric ranges ``a-b`` (inclusive); None = all runs.
+    available : list of str
+        The experiment's run names.
+    option : str
+        The option being parsed, for error messages.
+
+    Returns
+    -------
+    list of str
+        The selected run names, in the experiment's order.
+    """
+    if text is None:
+        return list(available)
+    wanted: set[str] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = (p.strip() for p in part.partition("-"))
+        if sep and lo.isdigit() and hi.isdigit():
+            if int(hi) < int(lo):
+                raise HitbenchError(f"{option} {text}: range '{part}' runs backwards")
+            span = [str(r) for r in range(int(lo), int(hi) + 1)]
+            wanted.update(r for r in span if r in available)
+        elif part in available:
+            wanted.add(part)
+        else:
+            raise HitbenchError(f"{option} {text}: no run '{part}'; runs are {', '.join(available)}")
+    if not wanted:
+        raise HitbenchError(f"{option} {text}: selects no run; runs are {', '.join(available)}")
+    return [r for r in available if r in wanted]
+
+
 def run_labels(run: Run, kind: str = "peaks") -> np.ndarray:
     """Labels of a run: 1 hit, 0 miss, -1 ambiguous.
 

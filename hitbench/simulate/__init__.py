@@ -8,13 +8,12 @@
 """
 
 from hitbench.simulate.presets import Experiment, load_experiment, preset_names
-from hitbench.simulate.runs import SimulatedRun, parse_runs, simulate_run, write_experiment
+from hitbench.simulate.runs import SimulatedRun, simulate_run, write_experiment
 
 __all__ = [
     "Experiment",
     "SimulatedRun",
     "load_experiment",
-    "parse_runs",
     "preset_names",
     "simulate_run",
     "write_experiment",

@@ -15,7 +15,6 @@ with NaN to the sample's ``max_spots``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -420,28 +419,3 @@ def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | Non
         for writer in writers.values():
             writer.abort()
     return written
-
-
-def parse_runs(text: str) -> list[int]:
-    """Parse a run list such as ``"90-93,98"`` into ``[90, 91, 92, 93, 98]``.
-
-    Parameters
-    ----------
-    text : str
-        Comma-separated run ids and inclusive ranges.
-
-    Returns
-    -------
-    list of int
-    """
-    runs: list[int] = []
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match:
-            raise HitbenchError(f"--runs: cannot read {part!r}; use ids and ranges like 90-93,98")
-        low = int(match.group(1))
-        high = int(match.group(2) or low)
-        if high < low:
-            raise HitbenchError(f"--runs: range {part.strip()!r} runs backwards")
-        runs.extend(range(low, high + 1))
-    return runs
