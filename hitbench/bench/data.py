@@ -96,7 +96,7 @@ def simulated_experiment(
                 progress(f"finding peaks in {spec.name}", len(experiment.runs)) if progress else None,
             )
             experiment = open_experiment(folder)
-    experiment.train_runs = [str(run) for run in getattr(spec, "train_runs", ())]
+    experiment.train_runs = [str(run) for run in spec.train_runs]
     return experiment
 
 

@@ -203,6 +203,7 @@ class Experiment:
     conditions: dict
     run_specs: tuple[RunSpec, ...]
     source: str = ""
+    train_runs: tuple[int, ...] = ()
 
     @property
     def runs(self) -> list[int]:
@@ -299,7 +300,7 @@ def _conditions(table: object, where: str) -> dict:
 
 
 def _experiment(doc: dict, source: str) -> Experiment:
-    top = {"name", "description", "scale", "frame_shape", "beam", "detector", "sample", "background",
+    top = {"name", "description", "scale", "frame_shape", "train_runs", "beam", "detector", "sample", "background",
            "conditions", "runs"}
     for key in doc:
         if key not in top:
@@ -347,10 +348,14 @@ def _experiment(doc: dict, source: str) -> Experiment:
     if len({s.id for s in specs}) != len(specs):
         raise HitbenchError(f"{source}: runs: run ids must be unique")
     scale = _number(f"{source}: scale", doc.get("scale", 1.0), positive=True)
+    train_runs = doc.get("train_runs", [])
+    if not isinstance(train_runs, list) or any(r not in {s.id for s in specs} for r in train_runs):
+        raise HitbenchError(f"{source}: train_runs must list ids of the experiment's runs, got {train_runs!r}")
     return Experiment(
         name=name, description=_value(f"{source}: description", "", doc.get("description", "")),
         scale=float(scale), frame_shape=tuple(int(s) for s in shape), beam=beam, detector=detector,
         sample=sample, background=background, conditions=conditions, run_specs=tuple(specs), source=source,
+        train_runs=tuple(train_runs),
     )
 
 
