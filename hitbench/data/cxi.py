@@ -327,36 +327,49 @@ class CXIRun:
         self.path = Path(path)
         self.data_path = data_path
         with _open(self.path) as h5:
-            if data_path not in h5 or not isinstance(h5[data_path], h5py.Dataset):
+            try:
+                self._read_metadata(h5)
+            except (KeyError, OSError, RuntimeError, ValueError) as exc:  # h5py's errors for damaged objects
                 raise HitbenchError(
-                    f"{self.path}: no frames at '{data_path}'; a CXI file keeps them at {DATA} "
-                    "(give the right data path)"
-                )
-            dset = h5[data_path]
-            if dset.ndim != 3:
+                    f"{self.path}: HDF5 metadata unreadable ({exc}); the file may be corrupt, copy it again"
+                ) from None
+
+    def _read_metadata(self, h5: h5py.File) -> None:
+        """Frame stack shape and dtype, mask, geometry, attributes and field names, checked."""
+        data_path = self.data_path
+        if data_path not in h5 or not isinstance(h5[data_path], h5py.Dataset):
+            raise HitbenchError(
+                f"{self.path}: no frames at '{data_path}'; a CXI file keeps them at {DATA} (give the right data path)"
+            )
+        dset = h5[data_path]
+        if dset.ndim != 3:
+            raise HitbenchError(
+                f"{self.path}:{data_path} has shape {dset.shape}; expected a frame stack (n_frames, height, width)"
+            )
+        if not _is_real(dset.dtype):
+            raise HitbenchError(
+                f"{self.path}:{data_path} has dtype {dset.dtype}; expected real-valued (integer or float) frames"
+            )
+        self.n_frames = int(dset.shape[0])
+        self.frame_shape: tuple[int, int] = (int(dset.shape[1]), int(dset.shape[2]))
+        self.dtype = dset.dtype
+        det = h5.get(DETECTOR)
+        if det is not None and "mask" in det:
+            raw = det["mask"][()]
+            if not _is_real(raw.dtype):
                 raise HitbenchError(
-                    f"{self.path}:{data_path} has shape {dset.shape}; expected a frame stack (n_frames, height, width)"
+                    f"{self.path}:{DETECTOR}/mask has dtype {raw.dtype}; expected numbers (0 = good pixel)"
                 )
-            if not (np.issubdtype(dset.dtype, np.number) or np.issubdtype(dset.dtype, np.bool_)):
-                raise HitbenchError(f"{self.path}:{data_path} has dtype {dset.dtype}; expected numeric frames")
-            self.n_frames = int(dset.shape[0])
-            self.frame_shape: tuple[int, int] = (int(dset.shape[1]), int(dset.shape[2]))
-            self.dtype = dset.dtype
-            det = h5.get(DETECTOR)
-            if det is not None and "mask" in det:
-                raw = det["mask"][()]
-                if raw.shape != self.frame_shape:
-                    raise HitbenchError(
-                        f"{self.path}:{DETECTOR}/mask has shape {raw.shape}, frames are {self.frame_shape}"
-                    )
-                self.mask = raw == 0
-            else:
-                self.mask = np.ones(self.frame_shape, dtype=bool)
-            self.geometry = _read_geometry(h5)
-            grp = h5.get(HITBENCH)
-            self.attrs = {k: _plain(v) for k, v in grp.attrs.items()} if grp is not None else {}
-            self.fields = sorted(k for k in grp if isinstance(grp[k], h5py.Dataset)) if grp is not None else []
-            self.has_peaks = f"{RESULT}/nPeaks" in h5
+            if raw.shape != self.frame_shape:
+                raise HitbenchError(f"{self.path}:{DETECTOR}/mask has shape {raw.shape}, frames are {self.frame_shape}")
+            self.mask = raw == 0
+        else:
+            self.mask = np.ones(self.frame_shape, dtype=bool)
+        self.geometry = _read_geometry(h5)
+        grp = h5.get(HITBENCH)
+        self.attrs = {k: _plain(v) for k, v in grp.attrs.items()} if grp is not None else {}
+        self.fields = sorted(k for k in grp if isinstance(grp[k], h5py.Dataset)) if grp is not None else []
+        self.has_peaks = f"{RESULT}/nPeaks" in h5
 
     def __len__(self) -> int:
         return self.n_frames
@@ -438,6 +451,11 @@ class CXIRun:
             )
 
 
+def _is_real(dtype: np.dtype) -> bool:
+    """Integers, floats or booleans (not strings, compounds or complex numbers)."""
+    return any(np.issubdtype(dtype, kind) for kind in (np.integer, np.floating, np.bool_))
+
+
 def _plain(value: object) -> object:
     if isinstance(value, bytes):
         return value.decode()
@@ -447,15 +465,19 @@ def _plain(value: object) -> object:
 
 
 def _read_geometry(h5: h5py.File) -> Geometry | None:
-    try:
-        det = h5[DETECTOR]
-        energy = h5[f"{SOURCE}/energy"]
-        ev = energy.attrs.get("photon_energy_eV", float(energy[()]) / EV_TO_J)
-        return Geometry(
-            float(det["distance"][()]), float(det["x_pixel_size"][()]), float(det["y_pixel_size"][()]), float(ev)
-        )
-    except KeyError:
+    keys = [f"{DETECTOR}/{name}" for name in ("distance", "x_pixel_size", "y_pixel_size")] + [f"{SOURCE}/energy"]
+    if not all(key in h5 for key in keys):
         return None
+    values = []
+    for key in keys:
+        item = h5[key]
+        value = np.asarray(item[()]) if isinstance(item, h5py.Dataset) else np.asarray(None)
+        if value.size != 1 or not _is_real(value.dtype):
+            raise HitbenchError(f"{h5.filename}:{key} is not a single number; fix or remove it")
+        values.append(float(value.reshape(())))
+    energy = h5[keys[-1]]
+    ev = float(energy.attrs.get("photon_energy_eV", values[-1] / EV_TO_J))
+    return Geometry(*values[:3], ev)
 
 
 def update_cxi(
