@@ -10,7 +10,7 @@ Measured in one run on simulated 350x350 frames of the default preset (cxi-strep
   (benchmarks/bench_methods.py), trained for ``--cnn-epochs`` epochs;
 - end to end: ``hitbench predict --hits-cxi`` with a litpix model on a ``--frames``-frame CXI run
   (and on a run a tenth as long, to show that memory does not grow with the run), in a subprocess:
-  frames/s and peak resident memory (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``).
+  frames/s and peak resident memory (the subprocess's VmHWM from /proc/self/status).
   The run is written to ``--workdir`` (default /tmp) from simulated frames repeated chunk by chunk.
 
 The JSON records the CPU count and load average: other processes share the 2 CPUs of the
@@ -93,8 +93,10 @@ def write_run(path: Path, sim, n_frames: int) -> None:
 
 def end_to_end(model: Path, run: Path, out: Path, chunk_size: int) -> dict:
     """`hitbench predict` in a fresh subprocess: wall time and that subprocess's peak RSS."""
-    command = [sys.executable, "-c", "import resource, sys; from hitbench.cli import main; sys.argv[0] = 'hitbench';"
-               "\ntry:\n main()\nfinally:\n print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)",
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec, so it would include this (large) process
+    command = [sys.executable, "-c", "import sys; from hitbench.cli import main; sys.argv[0] = 'hitbench';"
+               "\ntry:\n main()\nfinally:\n print('MAXRSS', [l.split()[1] for l in open('/proc/self/status') "
+               "if l.startswith('VmHWM')][0])",
                "predict", "--model", str(model), "--out", str(out), "--chunk-size", str(chunk_size), "--hits-cxi",
                str(run)]
     start = time.perf_counter()
