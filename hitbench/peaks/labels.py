@@ -44,7 +44,10 @@ def peak_labels(counts: np.ndarray, miss_below: int = 2, hit_above: int = 10) ->
 def _find_chunk(path: str, start: int, stop: int, finder: PeakFinder8) -> PeakTable:
     """Peaks of frames ``start:stop`` of a CXI file (a joblib worker: it opens the file itself)."""
     run = CXIRun(path)
-    return finder.find_stack(run.read(start, stop), mask=run.mask)
+    try:
+        return finder.find_stack(run.read(start, stop), mask=run.mask)
+    except HitbenchError as exc:
+        raise HitbenchError(f"{path} frames {start}-{min(stop, run.n_frames) - 1}: {exc}") from None
 
 
 def label_run(
@@ -85,6 +88,8 @@ def label_run(
     if chunk_size < 1:
         raise HitbenchError(f"chunk_size={chunk_size}: give 1 frame or more")
     run = CXIRun(path)
+    if run.n_frames == 0:
+        raise HitbenchError(f"{run.path}: no frames to label (the run is empty); leave it out")
     starts = range(0, run.n_frames, chunk_size)
     tables = Parallel(n_jobs=n_jobs)(
         delayed(_find_chunk)(str(run.path), start, start + chunk_size, finder) for start in starts
