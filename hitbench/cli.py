@@ -279,8 +279,9 @@ def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chu
     from hitbench.parallel import parallel_backend
     from hitbench.predict import predict_runs
 
+    console = Console(stderr=True)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=True)
+                        console=console, transient=True, disable=not console.is_terminal)
     try:
         with parallel_backend(scheduler, dask_workers):
             summaries = predict_runs(model_path, list(runs), out_dir, chunk_size=chunk_size, hits_cxi=hits_cxi,

@@ -115,7 +115,10 @@ def predict_chunk(model_path: Path, run_path: Path, start: int, stop: int, keep_
     model = _model_in_worker(model_path)
     run = CXIRun(run_path)
     raw = run.read(start, stop, apply_mask=False)
-    scores = np.asarray(model.decision_function(raw * run.mask), dtype=np.float64)
+    try:
+        scores = np.asarray(model.decision_function(raw * run.mask), dtype=np.float64)
+    except HitbenchError as exc:
+        raise HitbenchError(f"{run_path} frames {start}-{stop - 1}: {exc}") from None
     labels = (scores > model.threshold_).astype(np.int8)
     if not keep_hits:
         return ChunkResult(start, scores, labels, None, None, None)
@@ -191,6 +194,8 @@ def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool) 
     opened, seen = [], {}
     for path in runs:
         run = CXIRun(path)
+        if run.n_frames == 0:
+            raise HitbenchError(f"{path}: no frames to predict (the run is empty); leave it out")
         if shape is not None and tuple(run.frame_shape) != tuple(shape):
             raise HitbenchError(
                 f"{path}: frames are {run.frame_shape[0]}x{run.frame_shape[1]} but the model was trained on "
