@@ -59,7 +59,8 @@ def parse_params(items: tuple[str, ...] | list[str], methods: list[str]) -> dict
         known = registry.get_class(method)().get_params()
         for name in values:
             if name not in known:
-                raise HitbenchError(f"--param {method}.{name}: no such parameter; {method} has {', '.join(known)}")
+                listed = ", ".join(known) or "none"
+                raise HitbenchError(f"--param {method}.{name}: no such parameter; {method} has {listed}")
     return params
 
 

@@ -62,6 +62,11 @@ def run_identity(run: Run) -> tuple:
     return (tuple(stats), extra, run.frame_shape)
 
 
+def _run_file(run: Run) -> Path:
+    """The file (CXI) or folder (image files) a run is read from, for error messages."""
+    return run.path if isinstance(run, CXIRun) else Path(run.files[0]).parent
+
+
 def iter_frames(run: Run, frames: np.ndarray | None, chunk_frames: int = CHUNK_FRAMES) -> Iterator[np.ndarray]:
     """The selected frames of a run, chunk by chunk (never the whole run at once).
 
@@ -115,8 +120,14 @@ def _fit(task: FitTask) -> dict:
         labels.append(run_labels(run, task.label_kind)[indices])
     stack, y = np.concatenate(frames), np.concatenate(labels)
     estimator = _method_estimator(task.method, task.params, task.seed)
+    where = f"{task.method} trained on {', '.join(str(_run_file(run)) for run, _ in task.train)}"
     start = time.perf_counter()
-    estimator.fit(stack, y)
+    try:
+        estimator.fit(stack, y)
+    except HitbenchError as exc:
+        raise HitbenchError(f"{where}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a --param value of the wrong kind reaches the method only here
+        raise HitbenchError(f"{where}: fit failed with parameters {task.params} ({exc}); check --param") from None
     record = {
         "model": estimator,
         "fit_seconds": time.perf_counter() - start,
@@ -141,7 +152,10 @@ def _score(task: ScoreTask) -> dict:
     scores, seconds = [], 0.0
     for frames in iter_frames(task.test.run, task.test.frames):
         start = time.perf_counter()
-        scores.append(model.decision_function(frames))
+        try:
+            scores.append(model.decision_function(frames))
+        except HitbenchError as exc:
+            raise HitbenchError(f"{_run_file(task.test.run)}: {exc}") from None
         seconds += time.perf_counter() - start
     values = np.concatenate(scores)
     record = {

@@ -207,6 +207,13 @@ def read_labels_csv(path: Path, crop_size: int = 350) -> ImageRun:
     return ImageRun(files, np.array(labels), name=path.parent.name, crop_size=crop_size)
 
 
+def _cxi_run(path: Path) -> CXIRun:
+    run = CXIRun(path)
+    if run.n_frames == 0:
+        raise HitbenchError(f"{path}: no frames (the run is empty); move it out of the data folder")
+    return run
+
+
 def open_experiment(source: str | Path, crop_size: int = 350) -> Experiment:
     """Open an experiment from a folder of CXI files, a labels CSV or a folder holding labels.csv.
 
@@ -229,7 +236,7 @@ def open_experiment(source: str | Path, crop_size: int = 350) -> Experiment:
         run = read_labels_csv(source, crop_size)
         return Experiment(source.parent.name, {run.name: run})
     if source.is_file():
-        run = CXIRun(source)
+        run = _cxi_run(source)
         return Experiment(source.stem, {str(run.attrs.get("run", source.stem)): run})
     if (source / "labels.csv").is_file():
         run = read_labels_csv(source / "labels.csv", crop_size)
@@ -240,7 +247,7 @@ def open_experiment(source: str | Path, crop_size: int = 350) -> Experiment:
     runs: dict[str, Run] = {}
     name = source.name
     for path in cxi_files:
-        run = CXIRun(path)
+        run = _cxi_run(path)
         runs[str(run.attrs.get("run", path.stem))] = run
         name = str(run.attrs.get("experiment", name))
     return Experiment(name, runs)
