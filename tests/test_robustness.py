@@ -1,0 +1,221 @@
+"""Hardening: bad input to every command that reads data, interruption, concurrent runs, determinism.
+
+Every bad input must give ONE line on stderr ("hitbench: error: ..." naming the file or field), a non-zero
+exit and no traceback, and must leave every file already on disk byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from hitbench.cli import main
+from hitbench.data.cxi import CXIRun, write_cxi
+
+SHAPE = (96, 96)  # the tiny preset's frames, so a model trained on it accepts these files
+COMPARE = ["compare", "--preset", "tiny", "--methods", "intensity,litpix", "--train-runs", "1-2"]
+TIMING = ["fit_seconds", "predict_ms_per_frame", "frames_per_second"]
+
+
+def _hashes(*roots: Path) -> dict[Path, str]:
+    """SHA-256 of every file under ``roots`` (files or folders)."""
+    files = [p for r in roots for p in ([r] if r.is_file() else sorted(r.rglob("*"))) if p.is_file()]
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def _invoke(args: list[object]):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _fails_cleanly(args: list[object], *fragments: str, watch: tuple[Path, ...] = ()) -> str:
+    """Run the CLI; check one-line error naming ``fragments``, exit 1, no traceback, ``watch`` unchanged."""
+    before = _hashes(*watch)
+    result = _invoke(args)
+    after = _hashes(*watch)
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("hitbench: error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+    assert after == before, "files on disk changed"
+    return result.stderr
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny-preset comparison (cache, results folder, saved litpix model) and a folder of bad CXI files."""
+    root = tmp_path_factory.mktemp("robust")
+    result = _invoke([*COMPARE, "--out", root / "out", "--cache-dir", root / "cache", "--save-models"])
+    assert result.exit_code == 0, result.output
+    sim = next((root / "cache" / "simulated").glob("tiny-*/"))
+    return {
+        "root": root,
+        "cache": root / "cache",
+        "out": root / "out",
+        "sim": sim,
+        "model": root / "out" / "models" / "litpix-seed0.joblib",
+        "bad": _bad_files(root / "bad", sim / "run_0003.cxi"),
+    }
+
+
+def _labelled(path: Path, frames: np.ndarray) -> Path:
+    """A CXI file with both label classes, as `hitbench label` would leave it."""
+    labels = (np.arange(frames.shape[0]) % 2).astype(np.int8)
+    return write_cxi(path, frames, fields={"label": labels, "n_peaks": labels * 20, "hit": labels})
+
+
+def _h5(path: Path, **datasets: object) -> Path:
+    with h5py.File(path, "w") as h5:
+        for key, value in datasets.items():
+            h5[key.replace("__", "/")] = value
+    return path
+
+
+def _bad_files(folder: Path, good: Path) -> dict[str, Path]:
+    """Bad CXI inputs by name (all 96x96 where they have frames)."""
+    folder.mkdir()
+    data = good.read_bytes()
+    frames = np.random.default_rng(0).random((6, *SHAPE), dtype=np.float32) * 10
+    nan, inf = frames.copy(), frames.copy()
+    nan[1, 3, 3] = np.nan
+    inf[2, 5, 5] = -np.inf
+    flipped = bytearray(data)
+    for i in np.random.default_rng(0).integers(2048, len(data), 200):
+        flipped[i] ^= 0xFF
+    ones = np.ones((2, *SHAPE), np.float32)
+    det = "entry_1__instrument_1__detector_1__"
+    files = {
+        "missing": folder / "missing.cxi",
+        "empty": folder / "empty.cxi",
+        "text": folder / "text.cxi",
+        "truncated_half": folder / "truncated_half.cxi",
+        "truncated_head": folder / "truncated_head.cxi",
+        "corrupt": folder / "corrupt.cxi",
+    }
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("run 12, 3000 frames\n")
+    files["truncated_half"].write_bytes(data[: len(data) // 2])
+    files["truncated_head"].write_bytes(data[:4096])
+    files["corrupt"].write_bytes(bytes(flipped))
+    files["no_data_path"] = _h5(folder / "no_data_path.cxi", entry_1__other=np.zeros(3))
+    with h5py.File(folder / "group_at_data.cxi", "w") as h5:
+        h5.create_group("/entry_1/data_1/data")
+    files["group_at_data"] = folder / "group_at_data.cxi"
+    files["strings"] = _h5(folder / "strings.cxi", entry_1__data_1__data=np.full((2, *SHAPE), b"x", dtype="S1"))
+    files["complex"] = _h5(folder / "complex.cxi", entry_1__data_1__data=ones.astype(np.complex64))
+    files["2d"] = _h5(folder / "2d.cxi", entry_1__data_1__data=ones[0])
+    files["4d"] = _h5(folder / "4d.cxi", entry_1__data_1__data=ones[None])
+    files["mask_shape"] = _h5(folder / "mask_shape.cxi", entry_1__data_1__data=ones, **{det + "mask": np.zeros((4, 4))})
+    files["mask_strings"] = _h5(
+        folder / "mask_strings.cxi", entry_1__data_1__data=ones, **{det + "mask": np.full(SHAPE, b"x", dtype="S1")}
+    )
+    files["geometry_text"] = _h5(
+        folder / "geometry_text.cxi",
+        entry_1__data_1__data=ones,
+        entry_1__instrument_1__source_1__energy=1e-15,
+        **{det + "distance": np.array([b"far"]), det + "x_pixel_size": 1e-4, det + "y_pixel_size": 1e-4},
+    )
+    files["nan"] = _labelled(folder / "nan.cxi", nan)
+    files["inf"] = _labelled(folder / "inf.cxi", inf)
+    files["zero_frames"] = _labelled(folder / "zero_frames.cxi", np.zeros((0, *SHAPE), np.float32))
+    files["zeros"] = _labelled(folder / "zeros.cxi", np.zeros((4, *SHAPE), np.float32))
+    files["saturated"] = _labelled(folder / "saturated.cxi", np.full((4, *SHAPE), 65535, np.uint16))
+    return files
+
+
+# name -> words the error line must hold (besides the file name); None = the file must be read fine.
+UNREADABLE = {
+    "missing": ["no such file"],
+    "empty": ["not an HDF5 file"],
+    "text": ["not an HDF5 file"],
+    "truncated_half": ["truncated"],
+    "truncated_head": [],
+    "corrupt": ["corrupt"],
+    "no_data_path": ["/entry_1/data_1/data"],
+    "group_at_data": ["/entry_1/data_1/data"],
+    "strings": ["dtype"],
+    "complex": ["complex64"],
+    "2d": ["(n_frames, height, width)"],
+    "4d": ["(n_frames, height, width)"],
+    "mask_shape": ["mask", "shape"],
+    "mask_strings": ["mask", "dtype"],
+    "geometry_text": ["distance"],
+}
+BAD_FRAMES = {"nan": ["NaN or Inf"], "inf": ["NaN or Inf"], "zero_frames": ["no frames"]}
+
+
+@pytest.mark.parametrize("name", sorted(UNREADABLE))
+def test_info_unreadable_file(workspace: dict, name: str) -> None:
+    path = workspace["bad"][name]
+    _fails_cleanly(["info", path], path.name, *UNREADABLE[name], watch=(workspace["bad"]["empty"].parent,))
+
+
+@pytest.mark.parametrize("name", ["nan", "inf", "zero_frames", "zeros", "saturated"])
+def test_info_describes_odd_frames(workspace: dict, name: str) -> None:
+    result = _invoke(["info", workspace["bad"][name]])
+    assert result.exit_code == 0, result.output
+    assert "frames" in result.output and "96 x 96" in result.output
+
+
+@pytest.mark.parametrize("name", sorted({**UNREADABLE, **BAD_FRAMES}))
+def test_label_bad_file(workspace: dict, name: str) -> None:
+    path = workspace["bad"][name]
+    words = {**UNREADABLE, **BAD_FRAMES}[name]
+    _fails_cleanly(["label", path], path.name, *words, watch=(path.parent,))
+
+
+@pytest.mark.parametrize("name", ["zeros", "saturated"])
+def test_label_flat_frames(workspace: dict, tmp_path: Path, name: str) -> None:
+    path = shutil.copy(workspace["bad"][name], tmp_path / "run.cxi")
+    result = _invoke(["label", path])
+    assert result.exit_code == 0, result.output
+    # flat frames, dark or saturated, hold no Bragg peaks: every one is a miss
+    np.testing.assert_array_equal(CXIRun(path).field("label"), 0)
+
+
+@pytest.mark.parametrize("name", sorted({**UNREADABLE, **BAD_FRAMES}))
+def test_predict_bad_file(workspace: dict, tmp_path: Path, name: str) -> None:
+    path = workspace["bad"][name]
+    words = {**UNREADABLE, **BAD_FRAMES}[name]
+    out = tmp_path / "pred"
+    _fails_cleanly(
+        ["predict", path, "--model", workspace["model"], "--out", out, "--hits-cxi"],
+        path.name,
+        *words,
+        watch=(path.parent, workspace["model"]),
+    )
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["zeros", "saturated"])
+def test_predict_flat_frames(workspace: dict, tmp_path: Path, name: str) -> None:
+    result = _invoke(["predict", workspace["bad"][name], "--model", workspace["model"], "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    hits = pd.read_csv(tmp_path / f"{name}.hits.csv")
+    assert len(hits) == 4 and np.isfinite(hits["score"]).all()
+    assert set(hits["label"]) == ({0} if name == "zeros" else {1})
+
+
+@pytest.mark.parametrize("name", sorted({**UNREADABLE, **BAD_FRAMES}))
+@pytest.mark.parametrize("option", ["--data", "--cross-experiment"])
+def test_compare_bad_data(workspace: dict, tmp_path: Path, name: str, option: str) -> None:
+    path = workspace["bad"][name]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    if path.exists():
+        shutil.copy(path, folder / path.name)
+    args = ["compare", "--methods", "intensity,litpix", "--cache-dir", workspace["cache"], "--out", tmp_path / "out"]
+    if option == "--data":
+        args += ["--data", folder]
+    else:
+        args += ["--preset", "tiny", "--train-runs", "1-2", "--cross-experiment", folder]
+    words = {**UNREADABLE, **BAD_FRAMES}[name] if path.exists() else ["no *.cxi files"]
+    _fails_cleanly(args, *words, watch=(folder, workspace["cache"]))
+    assert not (tmp_path / "out" / "results.csv").exists()
