@@ -1,0 +1,47 @@
+"""What the robust methods (``cnn-robust``, ``svm-robust``, ``litpix-robust``) share.
+
+A robust method is an existing method that sees preprocessed frames instead of raw ADU:
+:func:`hitbench.preprocess.robust_pipeline` (background subtraction, each frame in units of
+its own noise, hot pixels found in the batch zeroed, compression), applied batch by batch
+at training and at prediction alike; optionally its training set is enlarged with drifted
+copies (:func:`hitbench.preprocess.augment`). Preprocessing learns nothing and needs no
+labels, so a model trained on one run calibrates itself on every other run or detector.
+
+A subclass lists ``background_block``, ``hot_fraction``, ``n_augment`` (and the parent's
+parameters) in its ``__init__``, and calls :meth:`RobustInput._robust_training` in ``_fit``
+and :meth:`RobustInput._robust_input` in ``_score``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hitbench.errors import HitbenchError
+from hitbench.preprocess import augment, robust_pipeline, transform_in_batches
+
+
+class RobustInput:
+    """Mixin: the preprocessing and augmentation of the robust methods."""
+
+    #: Compression applied by the preprocessing ("none" when the method compresses itself).
+    compress: str = "log1p"
+
+    def _robust_input(self, frames: np.ndarray) -> np.ndarray:
+        """Preprocessed frames (noise units, background and hot pixels removed, compressed)."""
+        if int(self.background_block) < 3 or not 0 < self.hot_fraction <= 1:
+            raise HitbenchError(
+                f"{self.name}: background_block={self.background_block}, hot_fraction={self.hot_fraction}; "
+                "give a block of at least 3 pixels and a fraction in (0, 1]"
+            )
+        pipeline = robust_pipeline(
+            block=int(self.background_block), hot_fraction=self.hot_fraction, compress=self.compress
+        )
+        return transform_in_batches(pipeline, frames)
+
+    def _robust_training(self, frames: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training frames with ``n_augment`` drifted copies each, preprocessed, and their labels."""
+        if int(self.n_augment) < 0:
+            raise HitbenchError(f"{self.name}: n_augment={self.n_augment}; give 0 or more copies per frame")
+        seed = self.random_state if self.random_state is not None else 0
+        frames, labels = augment(frames, labels, n_copies=int(self.n_augment), seed=int(seed))
+        return self._robust_input(frames), labels

@@ -1,0 +1,465 @@
+"""Preprocessing of frame stacks as scikit-learn transformers: (n, H, W) in, (n, H, W) out.
+
+Every step calibrates itself on the frames it transforms (each frame's own statistics, or
+the statistics of the batch being transformed), so it needs no labels and nothing learnt
+on another run or detector. That is what lets a method trained on one run survive a run
+whose background, pulse energy, gain or hot pixels drifted, or another detector.
+
+The steps, in the order :func:`robust_pipeline` chains them:
+
+1. :class:`BackgroundSubtraction` - subtract a smooth per-frame background (median of
+   blocks, interpolated); one-pixel Bragg peaks do not move a block median, so they stay.
+2. :class:`RobustScale` - divide each frame by its own local noise (trimmed standard
+   deviation of tiles, photon noise included), giving values in noise units whatever the
+   detector's gain, units or background level (or one global median/MAD per frame).
+3. :class:`HotPixelMask` - zero pixels that are bright in a large fraction of the frames
+   of the batch (hot pixels stay put, Bragg peaks move from crystal to crystal).
+4. :class:`Compress` - clip at 0 and compress bright peaks (``log1p``, ``sqrt`` or Anscombe).
+
+Bad pixels arrive as exactly 0 (the data layer's convention) and are kept at 0.
+All steps are stateless (``fit`` learns nothing), so a fitted pipeline is valid on any run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.pipeline import Pipeline
+
+from hitbench.errors import HitbenchError
+
+#: Consistency constant: 1.4826 x MAD estimates the standard deviation of Gaussian noise.
+MAD_TO_SIGMA = 1.4826
+
+_COMPRESS = ("log1p", "sqrt", "anscombe", "none")
+
+
+def _frames(X: object, where: str) -> np.ndarray:
+    frames = np.asarray(X, dtype=np.float32)
+    if frames.ndim != 3:
+        raise HitbenchError(f"{where}: frames have shape {frames.shape}, expected (n_frames, height, width)")
+    return frames
+
+
+class _StatelessTransformer(TransformerMixin, BaseEstimator):
+    """A transformer that learns nothing in ``fit`` (works on every frame stack as it comes)."""
+
+    def fit(self, X: object, y: object = None) -> _StatelessTransformer:
+        """Check the parameters; nothing is learnt.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames (only their shape is checked).
+        y : ignored
+            Present for scikit-learn's Pipeline.
+
+        Returns
+        -------
+        self
+        """
+        _frames(X, type(self).__name__)
+        self._check_params()
+        self.n_features_in_ = 1
+        return self
+
+    def _check_params(self) -> None:
+        """Raise a HitbenchError for a bad parameter (subclasses override)."""
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+
+class BackgroundSubtraction(_StatelessTransformer):
+    """Subtract a smooth per-frame background: the median of ``block`` x ``block`` tiles, interpolated.
+
+    Each frame is cut into square tiles; the median of each tile is the local background
+    (a Bragg peak covers a few pixels of a tile of ``block**2`` and does not move its
+    median, so one-pixel peaks keep their full height); the tile medians are interpolated
+    bilinearly back to full size and subtracted. Bad pixels (exactly 0) are replaced by the
+    frame's median before the tile medians are taken, so module gaps and the beam stop do
+    not drag the background down at their edges, and are 0 again in the output.
+
+    Parameters
+    ----------
+    block : int
+        Side of the tiles in pixels (edge tiles are padded by reflection). Smaller follows
+        the water ring and the low-angle fall-off more closely; larger is less disturbed by
+        crowded spots.
+    """
+
+    def __init__(self, block: int = 10):
+        self.block = block
+
+    def _check_params(self) -> None:
+        if int(self.block) < 3:
+            raise HitbenchError(f"BackgroundSubtraction: block={self.block}; give a tile side of at least 3 pixels")
+
+    def background(self, X: object) -> np.ndarray:
+        """The smooth background of each frame.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames, height, width)
+            Interpolated tile medians (float32).
+        """
+        self._check_params()
+        frames = _frames(X, "BackgroundSubtraction")
+        block = int(self.block)
+        tiles = _tiles(frames, block)
+        return _interpolate(tiles[..., tiles.shape[-1] // 2], frames.shape[1:], block)
+
+    def transform(self, X: object) -> np.ndarray:
+        """Frames minus their background; bad pixels (0) stay 0.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames, height, width)
+            Background-subtracted frames (float32).
+        """
+        frames = _frames(X, "BackgroundSubtraction")
+        return np.where(frames == 0, np.float32(0), frames - self.background(frames))
+
+
+def _tiles(frames: np.ndarray, block: int) -> np.ndarray:
+    """Sorted values of each ``block`` x ``block`` tile, shape (n, ny, nx, block**2); bad pixels (0) -> frame median."""
+    n, height, width = frames.shape
+    fill = np.median(frames, axis=(1, 2), keepdims=True)
+    filled = np.where(frames == 0, fill, frames)
+    pad_h, pad_w = -height % block, -width % block
+    if pad_h or pad_w:
+        filled = np.pad(filled, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
+    ny, nx = filled.shape[1] // block, filled.shape[2] // block
+    tiles = filled.reshape(n, ny, block, nx, block).transpose(0, 1, 3, 2, 4).reshape(n, ny, nx, block * block)
+    return np.sort(tiles, axis=-1)
+
+
+def _interpolate(tile_values: np.ndarray, shape: tuple[int, int], block: int) -> np.ndarray:
+    """Bilinear interpolation of per-tile values (n, ny, nx) back to full frames (n, H, W)."""
+    height, width = shape
+    # tile centres sit at block/2 + k*block; map each pixel to fractional tile coordinates
+    rows = (np.arange(height) + 0.5) / block - 0.5
+    cols = (np.arange(width) + 0.5) / block - 0.5
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    out = np.empty((len(tile_values), height, width), dtype=np.float32)
+    for i, values in enumerate(tile_values):
+        out[i] = ndimage.map_coordinates(values, grid, order=1, mode="nearest")
+    return out
+
+
+class RobustScale(_StatelessTransformer):
+    """Express each frame in units of its own noise, globally (median/MAD) or tile by tile.
+
+    ``block=None``: ``(x - median) / (1.4826 * MAD)`` over the frame's good (non-zero) pixels.
+    On an integrating detector whose background is photon-sparse (most pixels hold no
+    photon) the MAD measures the readout noise only, so a frame with three times the
+    background shows three times as many "bright" single-photon pixels.
+
+    ``block=B`` (the default): ``x / sigma`` where ``sigma`` is the standard deviation of
+    each B x B tile after dropping its 2% brightest and 2% faintest pixels (Bragg peaks do
+    not count), interpolated bilinearly. It includes the photon noise of the local
+    background, so single photons on a thick-jet frame and on a clean frame are worth
+    about as much, in any detector units. Use after :class:`BackgroundSubtraction`.
+    Tiles with no spread (an empty photon-counting region) get the median tile sigma;
+    a frame with no spread at all is divided by 1. Bad pixels (0) stay 0.
+
+    Parameters
+    ----------
+    block : int or None
+        Tile side in pixels, or None for one global median/MAD per frame.
+    """
+
+    def __init__(self, block: int | None = 10):
+        self.block = block
+
+    def _check_params(self) -> None:
+        if self.block is not None and int(self.block) < 3:
+            raise HitbenchError(f"RobustScale: block={self.block}; give a tile side of at least 3 pixels, or None")
+
+    def noise(self, X: object) -> np.ndarray:
+        """The noise (robust standard deviation) of each frame, or of each pixel's tile.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n_frames,) for ``block=None`` (1.4826 x MAD of the good pixels), else
+            (n_frames, height, width) (interpolated trimmed tile standard deviations).
+        """
+        self._check_params()
+        frames = _frames(X, "RobustScale")
+        if self.block is None:
+            out = np.ones(len(frames))
+            for i, frame in enumerate(frames):
+                good = frame[frame != 0]
+                mad = MAD_TO_SIGMA * np.median(np.abs(good - np.median(good))) if good.size else 0.0
+                out[i] = mad if mad > 0 else 1.0
+            return out
+        block = int(self.block)
+        tiles = _tiles(frames, block)
+        trim = max(1, tiles.shape[-1] // 50)
+        sigma = tiles[..., trim:-trim].std(axis=-1)
+        for s in sigma:
+            typical = np.median(s[s > 0]) if (s > 0).any() else 1.0
+            s[s <= 0] = typical
+        return _interpolate(sigma, frames.shape[1:], block)
+
+    def transform(self, X: object) -> np.ndarray:
+        """Frames in noise units; bad pixels (0) stay 0.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames, height, width)
+            Scaled frames (float32).
+        """
+        frames = _frames(X, "RobustScale")
+        noise = self.noise(frames)
+        if noise.ndim == 1:
+            good = frames != 0
+            centre = np.array([np.median(f[g]) if g.any() else 0.0 for f, g in zip(frames, good, strict=True)])
+            return np.where(good, (frames - centre[:, None, None]) / noise[:, None, None], 0).astype(np.float32)
+        return np.where(frames == 0, np.float32(0), frames / noise)
+
+
+class HotPixelMask(_StatelessTransformer):
+    """Zero the pixels that are bright in a large fraction of the frames being transformed.
+
+    A hot pixel sits at the same place in every frame of a run; a Bragg peak moves with
+    the crystal's orientation, so even in a run of hits one pixel holds a peak in few
+    frames. A pixel is hot when it exceeds ``threshold`` (in the frames' units; use after
+    :class:`RobustScale` for noise units) in at least ``min_fraction`` of the frames of
+    the batch. Nothing is learnt from other runs: new hot pixels of a drifted run are found
+    in that run's own frames. Batches of fewer than ``min_frames`` frames are returned
+    unchanged (too few to tell a hot pixel from a peak).
+
+    Parameters
+    ----------
+    threshold : float
+        Value above which a pixel counts as bright in a frame.
+    min_fraction : float
+        Fraction of the batch's frames (0-1) in which a hot pixel is bright.
+    min_frames : int
+        Smallest batch in which hot pixels are looked for.
+    """
+
+    def __init__(self, threshold: float = 5.0, min_fraction: float = 0.5, min_frames: int = 8):
+        self.threshold = threshold
+        self.min_fraction = min_fraction
+        self.min_frames = min_frames
+
+    def _check_params(self) -> None:
+        if not 0 < self.min_fraction <= 1:
+            raise HitbenchError(f"HotPixelMask: min_fraction={self.min_fraction}; give a fraction in (0, 1]")
+
+    def hot_pixels(self, X: object) -> np.ndarray:
+        """The hot pixels of a batch.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames.
+
+        Returns
+        -------
+        numpy.ndarray, shape (height, width)
+            True where a pixel is hot (all False for batches smaller than ``min_frames``).
+        """
+        self._check_params()
+        frames = _frames(X, "HotPixelMask")
+        if len(frames) < int(self.min_frames):
+            return np.zeros(frames.shape[1:], dtype=bool)
+        bright = np.count_nonzero(frames > self.threshold, axis=0)
+        return bright >= self.min_fraction * len(frames)
+
+    def transform(self, X: object) -> np.ndarray:
+        """Frames with the batch's hot pixels set to 0 (the bad-pixel value).
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames, height, width)
+            A float32 copy with hot pixels zeroed.
+        """
+        frames = _frames(X, "HotPixelMask")
+        return np.where(self.hot_pixels(frames), np.float32(0), frames)
+
+
+class Compress(_StatelessTransformer):
+    """Clip negative values to 0 and compress bright values.
+
+    ``log1p``: ``log(1 + x)``; ``sqrt``: ``sqrt(x)``; ``anscombe``: ``2 sqrt(x + 3/8)``,
+    which makes Poisson noise of unit variance when ``x`` counts photons; ``none``: clip only.
+    Bragg peaks span orders of magnitude; compressed, a few very bright spots no longer
+    outweigh many faint ones.
+
+    Parameters
+    ----------
+    function : {"log1p", "sqrt", "anscombe", "none"}
+        The compression.
+    clip : float or None
+        Upper limit applied before compressing (None: no limit).
+    """
+
+    def __init__(self, function: str = "log1p", clip: float | None = None):
+        self.function = function
+        self.clip = clip
+
+    def _check_params(self) -> None:
+        if self.function not in _COMPRESS:
+            raise HitbenchError(f"Compress: function={self.function!r}; use one of {', '.join(_COMPRESS)}")
+
+    def transform(self, X: object) -> np.ndarray:
+        """Clipped and compressed frames.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames, height, width)
+            float32.
+        """
+        self._check_params()
+        x = np.clip(_frames(X, "Compress"), 0, self.clip)
+        if self.function == "log1p":
+            return np.log1p(x)
+        if self.function == "sqrt":
+            return np.sqrt(x)
+        if self.function == "anscombe":
+            return 2.0 * np.sqrt(x + np.float32(3 / 8))
+        return x
+
+
+def robust_pipeline(
+    block: int = 10, hot_threshold: float = 5.0, hot_fraction: float = 0.5, compress: str = "log1p"
+) -> Pipeline:
+    """The default self-calibrating chain: background, noise units, hot pixels, compression.
+
+    Parameters
+    ----------
+    block : int
+        :class:`BackgroundSubtraction` tile side.
+    hot_threshold : float
+        :class:`HotPixelMask` threshold in noise units.
+    hot_fraction : float
+        :class:`HotPixelMask` fraction of frames.
+    compress : {"log1p", "sqrt", "anscombe", "none"}
+        :class:`Compress` function.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        Steps ``background``, ``scale``, ``hot``, ``compress`` (fitted: all are stateless).
+    """
+    return Pipeline(
+        [
+            ("background", BackgroundSubtraction(block=block)),
+            ("scale", RobustScale(block=block)),
+            ("hot", HotPixelMask(threshold=hot_threshold, min_fraction=hot_fraction)),
+            ("compress", Compress(function=compress)),
+        ]
+    )
+
+
+def transform_in_batches(pipeline: Pipeline, frames: np.ndarray, batch_frames: int = 128) -> np.ndarray:
+    """Apply a (stateless) preprocessing pipeline batch by batch, as a run is read chunk by chunk.
+
+    Batch statistics (:class:`HotPixelMask`) are then those of up to ``batch_frames``
+    consecutive frames, the same at training and at prediction, and memory stays bounded.
+
+    Parameters
+    ----------
+    pipeline : sklearn.pipeline.Pipeline
+        E.g. from :func:`robust_pipeline`.
+    frames : numpy.ndarray, shape (n_frames, height, width)
+        Frames.
+    batch_frames : int
+        Frames per batch.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames, height, width)
+        The transformed frames (float32).
+    """
+    frames = _frames(frames, "preprocess")
+    out = np.empty_like(frames)
+    for start in range(0, len(frames), batch_frames):
+        out[start : start + batch_frames] = pipeline.fit_transform(frames[start : start + batch_frames])
+    return out
+
+
+def augment(
+    frames: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_copies: int,
+    seed: int,
+    scale: tuple[float, float] = (0.5, 1.2),
+    extra_background: tuple[float, float] = (0.0, 3.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training frames plus copies with drifted intensity and background (labels kept).
+
+    Each copy of a frame is ``s * (frame + k * miss)`` where ``miss`` is a randomly chosen
+    training miss frame (real background, noise and photon statistics of the same
+    detector), ``k`` is drawn from ``extra_background`` and ``s`` (pulse energy times
+    detector gain) from ``scale``. This imitates a thicker jet, weaker pulses and a lower
+    gain, the drifts of a run whose conditions moved. Hot pixels are not added: the
+    :class:`HotPixelMask` finds them in each batch.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray, shape (n_frames, height, width)
+        Training frames.
+    labels : numpy.ndarray, shape (n_frames,)
+        1 hit, 0 miss (at least one miss).
+    n_copies : int
+        Drifted copies per frame (0 returns the input).
+    seed : int
+        Seed of the draws.
+    scale : (float, float)
+        Range of the multiplicative factor.
+    extra_background : (float, float)
+        Range of the number of miss frames' worth of background added.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The frames followed by their copies, and the labels repeated.
+    """
+    if n_copies <= 0:
+        return frames, labels
+    rng = np.random.default_rng(seed)
+    misses = np.flatnonzero(labels == 0)
+    out = [frames]
+    for _ in range(int(n_copies)):
+        s = rng.uniform(*scale, size=(len(frames), 1, 1)).astype(np.float32)
+        k = rng.uniform(*extra_background, size=(len(frames), 1, 1)).astype(np.float32)
+        background = frames[rng.choice(misses, size=len(frames))]
+        out.append(np.where(frames == 0, np.float32(0), s * (frames + k * background)))
+    return np.concatenate(out), np.tile(labels, int(n_copies) + 1)

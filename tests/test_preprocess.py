@@ -1,0 +1,132 @@
+"""Preprocessing steps: shapes, self-calibration, kept peaks, hot pixels, pipelines, augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
+
+from hitbench.errors import HitbenchError
+from hitbench.methods.litpix import LitPixels
+from hitbench.preprocess import (
+    BackgroundSubtraction,
+    Compress,
+    HotPixelMask,
+    RobustScale,
+    augment,
+    robust_pipeline,
+    transform_in_batches,
+)
+
+
+def _frames(n: int = 12, size: int = 60, level: float = 50.0, noise: float = 4.0, seed: int = 0) -> np.ndarray:
+    """Frames with a radial background gradient plus Gaussian noise, float32."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    ramp = level * (1.0 + np.hypot(yy - size / 2, xx - size / 2) / size)
+    return (ramp + rng.normal(0, noise, (n, size, size))).astype(np.float32)
+
+
+def test_background_subtraction_removes_the_gradient_and_keeps_a_one_pixel_peak():
+    frames = _frames()
+    frames[0, 30, 30] += 500.0
+    out = BackgroundSubtraction(block=10).fit_transform(frames)
+    assert out.shape == frames.shape and out.dtype == np.float32
+    assert abs(float(np.median(out))) < 1.0
+    assert out[0, 30, 30] > 480.0
+
+
+def test_bad_pixels_stay_zero_through_the_pipeline():
+    frames = _frames()
+    frames[:, :, 20:23] = 0.0  # a module gap
+    out = robust_pipeline(block=10).fit_transform(frames)
+    assert np.all(out[:, :, 20:23] == 0)
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("block", [None, 10])
+def test_robust_scale_gives_noise_units_whatever_the_gain(block):
+    frames = BackgroundSubtraction().fit_transform(_frames(noise=4.0))
+    scaled = RobustScale(block=block).fit_transform(frames)
+    scaled_gain = RobustScale(block=block).fit_transform(7.5 * frames)
+    np.testing.assert_allclose(scaled, scaled_gain, rtol=1e-4, atol=1e-4)
+    assert 0.8 < np.std(scaled) < 1.2
+
+
+def test_local_scale_counts_photon_noise_of_a_thicker_background():
+    # photon-sparse integrating detector: 28 ADU per photon, 4 ADU readout noise
+    rng = np.random.default_rng(1)
+    thin = 28.0 * rng.poisson(0.3, (8, 60, 60)) + rng.normal(0, 4, (8, 60, 60))
+    thick = 28.0 * rng.poisson(1.2, (8, 60, 60)) + rng.normal(0, 4, (8, 60, 60))
+    pipe = make_pipeline(BackgroundSubtraction(), RobustScale(block=10))
+    lit_thin = np.mean(pipe.fit_transform(thin.astype(np.float32)) > 5)
+    lit_thick = np.mean(pipe.fit_transform(thick.astype(np.float32)) > 5)
+    assert lit_thick < 0.01 and lit_thin < 0.01
+    assert RobustScale(block=None).noise(thin.astype(np.float32)).max() < 10  # the MAD sees only readout noise
+
+
+def test_hot_pixels_found_in_the_batch_are_zeroed_and_moving_peaks_kept():
+    frames = RobustScale(block=None).fit_transform(_frames(n=20))
+    frames[:, 5, 7] = 100.0  # hot in every frame
+    for i in range(20):
+        frames[i, 10 + i, 40] = 100.0  # a peak that moves
+    hot = HotPixelMask(threshold=5, min_fraction=0.5)
+    assert hot.hot_pixels(frames).sum() == 1
+    out = hot.fit_transform(frames)
+    assert np.all(out[:, 5, 7] == 0)
+    assert out[3, 13, 40] == 100.0
+    np.testing.assert_array_equal(hot.fit_transform(frames[:4]), frames[:4])  # too few frames to tell
+
+
+def test_compress_functions():
+    x = np.array([[[-3.0, 0.0, 3.0]]], dtype=np.float32)
+    np.testing.assert_allclose(Compress("log1p").fit_transform(x), np.log1p([[[0, 0, 3]]]))
+    np.testing.assert_allclose(Compress("sqrt").fit_transform(x), np.sqrt([[[0, 0, 3]]]))
+    np.testing.assert_allclose(Compress("anscombe").fit_transform(x), 2 * np.sqrt(np.array([[[0, 0, 3]]]) + 0.375))
+    np.testing.assert_allclose(Compress("none", clip=2.0).fit_transform(x), [[[0, 0, 2]]])
+
+
+@pytest.mark.parametrize(
+    "step, match",
+    [
+        (Compress("cube"), "function"),
+        (BackgroundSubtraction(block=1), "block"),
+        (RobustScale(block=2), "block"),
+        (HotPixelMask(min_fraction=0), "min_fraction"),
+    ],
+)
+def test_bad_parameters_are_refused(step, match):
+    with pytest.raises(HitbenchError, match=match):
+        step.fit_transform(_frames(n=2))
+
+
+def test_wrong_shape_is_refused():
+    with pytest.raises(HitbenchError, match="n_frames, height, width"):
+        robust_pipeline().fit_transform(np.zeros((10, 10), dtype=np.float32))
+
+
+def test_pipeline_composes_with_a_method_and_clones(frame_set):
+    model = make_pipeline(robust_pipeline(block=8), LitPixels())
+    model.fit(frame_set.train_frames, frame_set.train_labels)
+    assert np.mean(model.predict(frame_set.test_frames) == frame_set.test_labels) > 0.7
+    assert clone(model).get_params()["pipeline__background__block"] == 8
+
+
+def test_batches_match_one_pass_without_hot_pixels():
+    frames = _frames(n=10)
+    pipe = make_pipeline(BackgroundSubtraction(), RobustScale(), Compress())
+    np.testing.assert_allclose(transform_in_batches(pipe, frames, batch_frames=3), pipe.fit_transform(frames))
+
+
+def test_augment_is_seeded_and_keeps_labels():
+    frames = _frames(n=6)
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    a, ya = augment(frames, labels, n_copies=2, seed=3)
+    b, _ = augment(frames, labels, n_copies=2, seed=3)
+    assert a.shape == (18, *frames.shape[1:])
+    np.testing.assert_array_equal(ya, np.tile(labels, 3))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a[:6], frames)
+    assert not np.array_equal(a[6:12], frames)
+    assert augment(frames, labels, n_copies=0, seed=0)[0] is frames
