@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from hitbench.errors import HitbenchError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -41,8 +43,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         Writes the content to the temporary path it is given.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(path)
+    except OSError as exc:
+        raise HitbenchError(f"{path.parent}: cannot write there ({exc.strerror}); pick a writable folder") from None
     try:
         write(tmp)
         os.replace(tmp, path)
