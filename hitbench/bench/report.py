@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,27 @@ TABLE2_COLUMNS = {
     "accuracy": "Acc",
     "balanced_accuracy": "BAcc",
 }
+
+#: Columns of results.csv, scores.csv.gz and events.csv.gz that every row must fill.
+RESULT_COLUMNS = (
+    (
+        "method",
+        "protocol",
+        "test_experiment",
+        "test_run",
+        "train_run",
+        "events",
+        "ambiguous",
+        "scored",
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+        "seed",
+    ),
+    ("method", "seed", "experiment", "run", "event", "label", "score", "predicted"),
+    ("experiment", "run", "event", "label"),
+)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -149,8 +171,16 @@ def load_results(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
         results = pd.read_csv(needed[0], dtype={"test_run": str, "train_runs": str})
         scores = pd.read_csv(needed[1], dtype={"run": str})
         events = pd.read_csv(needed[2], dtype={"run": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         raise HitbenchError(f"{folder}: results files unreadable ({exc}); rerun `hitbench compare`") from None
+    for path, table, columns in zip(needed, (results, scores, events), RESULT_COLUMNS, strict=True):
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise HitbenchError(
+                f"{path}: no column(s) {', '.join(missing)}; give a folder written by `hitbench compare`"
+            )
+        if table[list(columns)].isna().any().any():
+            raise HitbenchError(f"{path}: rows with missing values (truncated?); rerun `hitbench compare`")
     return results, scores, events
 
 
@@ -349,7 +379,10 @@ def write_docs(folder: Path, docs: Path) -> Path:
     """
     results, scores, events = load_results(folder)
     meta_path = Path(folder) / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HitbenchError(f"{meta_path}: not valid JSON ({exc}); rerun `hitbench compare` or remove it") from None
     figures = write_figures(folder, results, scores, events, docs / "img" / "results")
     tables = {f"table2_{m}": table2(results, m) for m in dict.fromkeys(results["method"])}
     lines = [
