@@ -97,11 +97,11 @@ class CompareSettings:
 
 def _experiment(source: str | Path, settings: CompareSettings, crop: int, progress: Progress | None) -> Experiment:
     path = Path(source)
-    if path.exists():
-        return open_experiment(path, crop_size=crop)
     from hitbench.simulate import preset_names
 
-    if str(source).endswith(".toml") or str(source) in preset_names():
+    if path.exists() and path.suffix != ".toml":
+        return open_experiment(path, crop_size=crop)
+    if path.suffix == ".toml" or str(source) in preset_names():
         return simulated_experiment(
             str(source),
             scale=settings.scale,
