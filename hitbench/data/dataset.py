@@ -195,6 +195,8 @@ def read_labels_csv(path: Path, crop_size: int = 350) -> ImageRun:
             rows = list(csv.DictReader(handle))
     except OSError as exc:
         raise HitbenchError(f"{path}: cannot read ({exc.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise HitbenchError(f"{path}: not a text CSV ({exc}); give columns 'file,label', one row per frame") from None
     if not rows or not {"file", "label"} <= set(rows[0]):
         raise HitbenchError(f"{path}: expected a CSV with header columns 'file' and 'label' and one row per frame")
     files, labels = [], []
