@@ -11,6 +11,7 @@ Run conditions (``[conditions]`` and per-run overrides in ``[[runs]]``) are eith
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -232,6 +233,8 @@ def _number(where: str, value: object, *, integer: bool = False, positive: bool 
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
         raise HitbenchError(f"{where} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise HitbenchError(f"{where} must be a finite number, got {value!r}")
     if value < 0 or (positive and value == 0):
         raise HitbenchError(f"{where} must be {'positive' if positive else 'non-negative'}, got {value!r}")
     return value
@@ -386,7 +389,10 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
         if not path.is_file():
             raise HitbenchError(f"{text_name}: neither a preset ({', '.join(preset_names())}) nor an existing file")
         source = str(path)
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise HitbenchError(f"{source}: not a text file; give an experiment TOML file") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

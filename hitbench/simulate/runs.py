@@ -399,7 +399,10 @@ def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | Non
     for path in paths:
         if path.exists():
             raise HitbenchError(f"{path}: file exists; choose another --out folder or remove it first")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HitbenchError(f"{out}: cannot create the output folder ({exc.strerror}); pick another --out") from None
     shape = _shape(exp, frame_shape)
     built = [_build_model(exp, run, exp.n_frames(run, scale), int(seed), shape) for run in runs]
     models = [m for m, _ in built]
