@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from hitbench.cli import main
-from hitbench.data.cxi import CXIRun, write_cxi
+from hitbench.data.cxi import CXIRun, update_cxi, write_cxi
 
 SHAPE = (96, 96)  # the tiny preset's frames, so a model trained on it accepts these files
 COMPARE = ["compare", "--preset", "tiny", "--methods", "intensity,litpix", "--train-runs", "1-2"]
@@ -25,8 +25,9 @@ TIMING = ["fit_seconds", "predict_ms_per_frame", "frames_per_second"]
 
 
 def _hashes(*roots: Path) -> dict[Path, str]:
-    """SHA-256 of every file under ``roots`` (files or folders)."""
+    """SHA-256 of every file under ``roots`` (files or folders), lock files aside."""
     files = [p for r in roots for p in ([r] if r.is_file() else sorted(r.rglob("*"))) if p.is_file()]
+    files = [p for p in files if p.suffix != ".lock"]
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
@@ -219,3 +220,143 @@ def test_compare_bad_data(workspace: dict, tmp_path: Path, name: str, option: st
     words = {**UNREADABLE, **BAD_FRAMES}[name] if path.exists() else ["no *.cxi files"]
     _fails_cleanly(args, *words, watch=(folder, workspace["cache"]))
     assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def _write(path: Path, content: bytes | str) -> Path:
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+@pytest.fixture
+def afile(tmp_path: Path) -> Path:
+    """A regular file: any output path under it cannot be written, even as root (chmod does not stop root)."""
+    return _write(tmp_path / "afile", "x")
+
+
+def test_compare_one_class_training(workspace: dict, tmp_path: Path) -> None:
+    data = shutil.copytree(workspace["sim"], tmp_path / "misses")
+    for path in data.glob("*.cxi"):
+        update_cxi(path, fields={"label": np.zeros(CXIRun(path).n_frames, np.int8)})
+    args = ["compare", "--data", data, "--methods", "intensity", "--out", tmp_path / "o", "--cache-dir", tmp_path / "c"]
+    _fails_cleanly(args, "run_0001.cxi", "all misses", watch=(data,))
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--param", "garbage"], ["METHOD.NAME=VALUE"]),
+        (["--param", "intensity.=3"], ["METHOD.NAME=VALUE"]),
+        (["--param", "intensity.threshold"], ["METHOD.NAME=VALUE"]),
+        (["--param", "intensity.nosuch=1"], ["no such parameter", "has none"]),
+        (["--param", "svm.C=1"], ["not among --methods"]),
+        (["--param", "litpix.adc_threshold=abc"], ["litpix", "adc_threshold", "check --param"]),
+        (["--param", "litpix.adc_threshold=[1,"], ["litpix", "check --param"]),
+        (["--methods", "nosuch"], ["nosuch"]),
+        (["--cross-experiment", "nosuch-preset"], ["nosuch-preset"]),
+        (["--holdout", "1.5"], ["--holdout"]),
+        (["--scale", "-1"], ["scale"]),
+        (["--test-runs", "99"], ["--test-runs", "99"]),
+    ],
+)
+def test_compare_bad_options(workspace: dict, tmp_path: Path, extra: list[str], words: list[str]) -> None:
+    args = [*COMPARE, "--cache-dir", workspace["cache"], "--out", tmp_path / "o", *extra]
+    _fails_cleanly(args, *words, watch=(workspace["cache"],))
+
+
+def test_compare_bad_preset_files(workspace: dict, tmp_path: Path) -> None:
+    base = ["compare", "--methods", "intensity", "--cache-dir", workspace["cache"], "--out", tmp_path / "o"]
+    _fails_cleanly([*base, "--preset", "nosuch"], "nosuch", "presets:")
+    bad = _write(tmp_path / "bad.toml", "name = [\n")
+    _fails_cleanly([*base, "--preset", bad], "bad.toml", "not valid TOML")  # a TOML file, not read as data
+    _fails_cleanly([*base, "--preset", "tiny", "--cross-experiment", bad], "bad.toml", "not valid TOML")
+
+
+def test_compare_unwritable_out_and_cache(workspace: dict, afile: Path) -> None:
+    _fails_cleanly([*COMPARE, "--cache-dir", workspace["cache"], "--out", afile / "o"], "afile", "not writable")
+    _fails_cleanly([*COMPARE, "--cache-dir", afile / "c", "--out", afile.parent / "o"], "afile", "cache")
+
+
+def test_compare_bad_labels_csv(workspace: dict, tmp_path: Path) -> None:
+    base = ["compare", "--methods", "intensity", "--cache-dir", tmp_path / "c", "--out", tmp_path / "o", "--data"]
+    for content, words in [
+        (b"\xff\xfe\x00binary", ["not a text CSV"]),
+        (b"", ["header columns"]),
+        (b"a,b\n1,2\n", ["header columns"]),
+        (b"file,label\nx.cbf,maybe\n", ["label 'maybe'"]),
+        (b"file,label\nx.cbf,hit\n", ["x.cbf", "no such file"]),
+    ]:
+        csv = _write(tmp_path / "labels.csv", content)
+        _fails_cleanly([*base, csv], *words, watch=(csv,))
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        (None, ["neither a preset nor"]),
+        ("", ["name", "required"]),
+        ("name = [\n", ["not valid TOML"]),
+        (bytes(range(256)), ["not a text file"]),
+        ('frame_shape = ["a", 96]', ["frame_shape[0]"]),
+        ("frame_shape = [96, 96, 3]", ["frame_shape"]),
+        ("photon_energy_ev = nan", ["photon_energy_ev", "finite"]),
+        ('photon_energy_ev = "x"', ["photon_energy_ev"]),
+        ("events = 0", ["events"]),
+        ("hit_fraction = 1.5", ["hit_fraction"]),
+    ],
+)
+def test_simulate_bad_experiment(tmp_path: Path, toml: str | bytes | None, words: list[str]) -> None:
+    tiny = (Path(__file__).parents[1] / "hitbench" / "simulate" / "presets" / "tiny.toml").read_text()
+    path = tmp_path / "exp.toml"
+    if isinstance(toml, bytes) or toml in ("", "name = [\n"):
+        _write(path, toml)
+    elif toml is not None:
+        key = toml.split(" =")[0]
+        line = next(line for line in tiny.splitlines() if line.startswith(f"{key} ="))
+        _write(path, tiny.replace(line, toml, 1))
+    words = [w.replace("neither a preset nor", "neither a preset") for w in words]
+    _fails_cleanly(["simulate", "--experiment", path, "--out", tmp_path / "out"], "exp.toml", *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_simulate_bad_options(tmp_path: Path, afile: Path) -> None:
+    out = ["--out", tmp_path / "out"]
+    _fails_cleanly(["simulate", "--preset", "nosuch", *out], "nosuch")
+    _fails_cleanly(["simulate", *out], "exactly one of --preset")
+    _fails_cleanly(["simulate", "--preset", "tiny", "--runs", "x", *out], "--runs x")
+    _fails_cleanly(["simulate", "--preset", "tiny", "--runs", "99", *out], "--runs 99")
+    _fails_cleanly(["simulate", "--preset", "tiny", "--scale", "-1", *out], "scale")
+    _fails_cleanly(["simulate", "--preset", "tiny", "--runs", "1", "--scale", "0.05", "--out", afile / "s"], "afile")
+
+
+def test_report_bad_results(workspace: dict, tmp_path: Path, afile: Path) -> None:
+    docs = ["--docs", tmp_path / "docs"]
+    _fails_cleanly(["report", tmp_path / "nope", *docs], "results.csv", "missing")
+    good = workspace["out"]
+    for name, content, words in [
+        ("results.csv", b"", ["unreadable"]),
+        ("results.csv", (good / "results.csv").read_bytes()[:400], ["results.csv", "truncated"]),
+        ("results.csv", b"a,b\n1,2\n", ["results.csv", "no column(s) method"]),
+        ("scores.csv.gz", b"\x1f\x8b\x08garbage", ["unreadable"]),
+        ("scores.csv.gz", b"not gzip", ["unreadable"]),
+        ("meta.json", b"{bad json", ["meta.json", "not valid JSON"]),
+    ]:
+        folder = shutil.copytree(good, tmp_path / f"r-{name}-{len(content)}")
+        _write(folder / name, content)
+        _fails_cleanly(["report", folder, *docs], *words, watch=(folder,))
+    assert not (tmp_path / "docs").exists()
+    _fails_cleanly(["report", good, "--docs", afile / "docs"], "afile", "cannot write", watch=(good,))
+
+
+def test_predict_bad_model_and_out(workspace: dict, tmp_path: Path, afile: Path) -> None:
+    run = workspace["sim"] / "run_0003.cxi"
+    out = ["--out", tmp_path / "p"]
+    model = workspace["model"]
+    for content, words in [
+        (b"garbage", ["not a joblib model file"]),
+        (model.read_bytes()[:100], ["not a joblib model file"]),
+    ]:
+        path = _write(tmp_path / "m.joblib", content)
+        _fails_cleanly(["predict", run, "--model", path, *out], "m.joblib", *words, watch=(run,))
+    _fails_cleanly(["predict", run, "--model", tmp_path / "none.joblib", *out], "none.joblib", "no such file")
+    _fails_cleanly(["predict", run, "--model", model, "--out", afile / "p"], "afile", watch=(run,))
+    _fails_cleanly(["predict", run, "--model", model, "--chunk-size", "0", *out], "--chunk-size")
