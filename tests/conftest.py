@@ -10,6 +10,7 @@ import pytest
 #: Parameters that keep each method's fit fast in the test suite (only methods that need them).
 FAST_PARAMS: dict[str, dict[str, object]] = {
     "cnn": {"epochs": 10, "batch_size": 10, "validation_split": 0.0, "learning_rate": 0.01},
+    "cnn-robust": {"epochs": 10, "batch_size": 10, "validation_split": 0.0, "learning_rate": 0.01, "n_augment": 0},
 }
 
 #: Frames simulated for the method tests; the first N_TRAIN train, the rest are held out.

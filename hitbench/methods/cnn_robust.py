@@ -8,6 +8,7 @@ import numpy as np
 
 from hitbench.methods.cnn import ReferenceCNN
 from hitbench.methods.robust import RobustInput
+from hitbench.methods.thresholds import fit_threshold
 
 
 class RobustCNN(RobustInput, ReferenceCNN):
@@ -21,6 +22,9 @@ class RobustCNN(RobustInput, ReferenceCNN):
     (:func:`hitbench.preprocess.augment`: weaker or stronger signal, up to four times the
     background). A model trained on one run so sees every run, and other detectors, in
     the same units. The ONNX graph (:meth:`onnx_model`) takes preprocessed frames.
+    The decision threshold on P(hit) is the one with the best balanced accuracy on the
+    (augmented) training frames rather than 0.5, which a short or class-skewed training
+    leaves badly placed.
 
     Parameters
     ----------
@@ -80,7 +84,9 @@ class RobustCNN(RobustInput, ReferenceCNN):
         self.n_augment = n_augment
 
     def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
-        super()._fit(*self._robust_training(frames, labels))
+        inputs, targets = self._robust_training(frames, labels)
+        super()._fit(inputs, targets)
+        self.threshold_ = fit_threshold(super()._score(inputs), targets)[0]
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
         return super()._score(self._robust_input(frames))
