@@ -6,7 +6,9 @@ as one line on stderr and exits with status 1, never with a traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -35,6 +37,13 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="hitbench")
 def main() -> None:
     """hitbench: hit finding for serial crystallography, compared across runs and experiments."""
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a batch system's stop) unwinds like Ctrl-C, so partial outputs are discarded on the way out."""
+    raise KeyboardInterrupt
 
 
 @main.command("methods")
