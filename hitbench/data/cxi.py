@@ -136,8 +136,18 @@ class CXIWriter:
             raise HitbenchError(
                 f"{self.path.parent}: cannot write there ({exc.strerror}); pick a writable --out"
             ) from None
-        self._h5 = h5py.File(self._tmp, "w")
         self._n = 0
+        self._h5 = None
+        try:
+            self._h5 = h5py.File(self._tmp, "w")
+            self._start(mask, geometry, attrs, dtype)
+        except BaseException:  # a bad mask, a full disk or Ctrl-C while starting: leave no temporary file
+            self.abort()
+            raise
+
+    def _start(
+        self, mask: np.ndarray | None, geometry: Geometry | None, attrs: Mapping[str, object] | None, dtype: object
+    ) -> None:
         h5 = self._h5
         h5.create_dataset(
             DATA,
@@ -233,7 +243,8 @@ class CXIWriter:
 
     def abort(self) -> None:
         """Discard the partial file."""
-        self._h5.close()
+        if self._h5 is not None:
+            self._h5.close()
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> CXIWriter:
