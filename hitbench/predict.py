@@ -289,8 +289,9 @@ def _predict_run(model_path: Path, run: CXIRun, hit_list: Path, cxi_path: Path |
         for start, stop in _chunks(run, chunk_size)
     )
     with _AtomicText(hit_list) as text:
-        writer = _hits_writer(run, cxi_path) if cxi_path is not None else None
+        writer = None
         try:
+            writer = _hits_writer(run, cxi_path) if cxi_path is not None else None
             text.handle.write("event,score,label\n")
             for chunk in joblib.Parallel(n_jobs=n_jobs, return_as="generator")(tasks):
                 rows = zip(range(chunk.start, chunk.start + chunk.scores.size), chunk.scores.tolist(),
