@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -21,7 +26,7 @@ from hitbench.data.cxi import CXIRun, update_cxi, write_cxi
 
 SHAPE = (96, 96)  # the tiny preset's frames, so a model trained on it accepts these files
 COMPARE = ["compare", "--preset", "tiny", "--methods", "intensity,litpix", "--train-runs", "1-2"]
-TIMING = ["fit_seconds", "predict_ms_per_frame", "frames_per_second"]
+HITBENCH = str(Path(sys.executable).with_name("hitbench"))  # the installed entry point
 
 
 def _hashes(*roots: Path) -> dict[Path, str]:
@@ -360,3 +365,88 @@ def test_predict_bad_model_and_out(workspace: dict, tmp_path: Path, afile: Path)
     _fails_cleanly(["predict", run, "--model", tmp_path / "none.joblib", *out], "none.joblib", "no such file")
     _fails_cleanly(["predict", run, "--model", model, "--out", afile / "p"], "afile", watch=(run,))
     _fails_cleanly(["predict", run, "--model", model, "--chunk-size", "0", *out], "--chunk-size")
+
+
+def _hitbench(*args: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        [HITBENCH, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen, timeout: float = 120) -> bool:
+    """Poll until ``condition()`` holds (True) or the process ends first (False)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    raise AssertionError("no sign of work in time")
+
+
+def _no_partial_files(*roots: Path) -> None:
+    leftovers = [p for r in roots for p in r.rglob("*") if p.name.endswith(".part") or ".hitbench_staging" in p.name]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_compare_resumes_from_cache(workspace: dict, tmp_path: Path, sig: signal.Signals) -> None:
+    cache = shutil.copytree(workspace["cache"], tmp_path / "cache", ignore=shutil.ignore_patterns("models", "scores"))
+    out = tmp_path / "out"
+    proc = _hitbench(*COMPARE, "--cache-dir", cache, "--out", out)
+    if _wait_for(lambda: any((cache / "models").glob("*.joblib")), proc):
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    _no_partial_files(cache, tmp_path)
+    if proc.returncode != 0:  # interrupted before the end: one line, no results at their final names
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines()[-1].startswith("hitbench: interrupted"), err
+        assert "Traceback" not in err
+        assert not (out / "results.csv").exists() and not (out / "tables").exists()
+    again = subprocess.run(
+        [HITBENCH, *map(str, COMPARE), "--cache-dir", cache, "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
+    trained = int(again.stdout.split("trained ")[1].split()[0])
+    assert trained < 2  # at least the first model came from the cache
+    assert (out / "tables" / "table2_litpix.md").read_bytes() == (
+        workspace["out"] / "tables" / "table2_litpix.md"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_predict_leaves_no_output(workspace: dict, tmp_path: Path, sig: signal.Signals) -> None:
+    run = workspace["sim"] / "run_0004.cxi"
+    out = tmp_path / "pred"
+    args = ["predict", run, "--model", workspace["model"], "--out", out, "--hits-cxi", "--chunk-size", "1"]
+    proc = _hitbench(*args)
+    if _wait_for(lambda: out.is_dir() and any(out.iterdir()), proc):
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode != 0:
+        assert proc.returncode == 130 and "Traceback" not in err, err
+        assert list(out.iterdir()) == []
+    _no_partial_files(out)
+    shutil.rmtree(out)
+    assert subprocess.run([HITBENCH, *map(str, args)], capture_output=True).returncode == 0
+    assert len(pd.read_csv(out / "run_0004.hits.csv")) == CXIRun(run).n_frames
+
+
+def test_two_compares_share_a_cache(workspace: dict, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    procs = [_hitbench(*COMPARE, "--cache-dir", cache, "--out", tmp_path / f"out{i}") for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    _no_partial_files(cache)
+    for i in range(2):
+        for name in ("table2_intensity.md", "table2_litpix.md", "summary.md"):
+            expected = (workspace["out"] / "tables" / name).read_bytes()
+            assert (tmp_path / f"out{i}" / "tables" / name).read_bytes() == expected, name
