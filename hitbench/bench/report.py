@@ -70,6 +70,17 @@ def _run_label(row: pd.Series) -> str:
     return f"{name}*" if row["train_run"] else name
 
 
+def with_run_labels(results: pd.DataFrame) -> pd.DataFrame:
+    """A copy of the results whose ``test_run`` is the name shown in tables.
+
+    Training runs are marked ``90*`` (scored on their held-out frames); runs of other
+    experiments read ``experiment/run``.
+    """
+    rows = results.copy()
+    rows["test_run"] = rows.apply(_run_label, axis=1) if len(rows) else rows["test_run"]
+    return rows
+
+
 def table2(results: pd.DataFrame, method: str) -> pd.DataFrame:
     """The reference study's Table II for one method (mean over seeds where there are several).
 
@@ -86,10 +97,8 @@ def table2(results: pd.DataFrame, method: str) -> pd.DataFrame:
         Columns Run, # events, ambiguous, % hit, Sen, Spe, Acc, BAcc; training runs marked
         with ``*`` (scored on their held-out frames), other experiments' runs as ``experiment/run``.
     """
-    rows = results[results["method"] == method].copy()
-    rows["test_run"] = rows.apply(_run_label, axis=1)
-    order = list(dict.fromkeys(rows["test_run"]))
-    table = rows.groupby("test_run", sort=False)[list(TABLE2_COLUMNS)[1:]].mean().reindex(order).reset_index()
+    rows = with_run_labels(results[results["method"] == method])
+    table = rows.groupby("test_run", sort=False)[list(TABLE2_COLUMNS)[1:]].mean().reset_index()
     table[["events", "ambiguous"]] = table[["events", "ambiguous"]].round().astype(int)
     return table.rename(columns=TABLE2_COLUMNS)
 
@@ -107,8 +116,7 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     pandas.DataFrame
         One row per test run plus a last row with the mean over runs; one column per method.
     """
-    rows = results.copy()
-    rows["test_run"] = rows.apply(_run_label, axis=1)
+    rows = with_run_labels(results)
     table = rows.pivot_table(index="test_run", columns="method", values="balanced_accuracy", aggfunc="mean", sort=False)
     table = table.reindex(index=list(dict.fromkeys(rows["test_run"])), columns=list(dict.fromkeys(rows["method"])))
     table.loc["mean"] = table.mean(axis=0)
@@ -286,12 +294,13 @@ def write_figures(
     fig.tight_layout()
     save(fig, "confusion_matrices.png")
 
-    cross = results[results["protocol"] == "cross-run"].copy()
+    cross = with_run_labels(results[results["protocol"] == "cross-run"])
     if not cross.empty:
-        cross["run"] = cross.apply(_run_label, axis=1)
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
         for method in methods:
-            rows = cross[cross["method"] == method].groupby("run", sort=False)[["sensitivity", "specificity"]].mean()
+            rows = (
+                cross[cross["method"] == method].groupby("test_run", sort=False)[["sensitivity", "specificity"]].mean()
+            )
             for ax, column in zip(axes, ("sensitivity", "specificity"), strict=True):
                 ax.plot(rows.index, rows[column], marker="o", label=method)
                 ax.set_title(f"{column} per run (* = training run, held-out frames)")
