@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hitbench.errors import HitbenchError
@@ -32,6 +33,37 @@ def temp_sibling(path: Path) -> Path:
     return Path(name)
 
 
+@contextmanager
+def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
+    """A temporary path to write ``path`` through; renamed into place when the block ends cleanly.
+
+    Parameters
+    ----------
+    path : Path
+        Final file (its folder is created if missing).
+    overwrite : bool
+        Replace a file that exists at the end; if False, keep it and raise HitbenchError.
+
+    Returns
+    -------
+    iterator of Path
+        The temporary file to write; removed if the block fails or is interrupted.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(path)
+    except OSError as exc:
+        raise HitbenchError(f"{path.parent}: cannot write there ({exc.strerror}); pick a writable folder") from None
+    try:
+        yield tmp
+        if not overwrite and path.exists():
+            raise HitbenchError(f"{path}: file appeared while writing; kept the existing one")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write a file through ``write(tmp_path)`` and rename it into place; on failure nothing is left.
 
@@ -42,14 +74,5 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     write : callable
         Writes the content to the temporary path it is given.
     """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(path)
-    except OSError as exc:
-        raise HitbenchError(f"{path.parent}: cannot write there ({exc.strerror}); pick a writable folder") from None
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

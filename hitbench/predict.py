@@ -13,8 +13,6 @@ existing outputs are never overwritten.
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ import h5py
 import joblib
 import numpy as np
 
+from hitbench.atomic import atomic_path
 from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter, PeakTable
 from hitbench.errors import HitbenchError
 
@@ -168,27 +167,6 @@ def output_paths(run_path: Path, out_dir: Path) -> tuple[Path, Path]:
     return out_dir / f"{run_path.stem}.hits.csv", out_dir / f"{run_path.stem}.hits.cxi"
 
 
-class _AtomicText:
-    """A text file written under a temporary name and renamed into place on clean exit."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        self.handle = os.fdopen(fd, "w", newline="")
-
-    def __enter__(self) -> _AtomicText:
-        return self
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
-        self.handle.close()
-        if exc_type is None and not self.path.exists():
-            os.replace(self._tmp, self.path)
-            return
-        Path(self._tmp).unlink(missing_ok=True)
-        if exc_type is None:
-            raise HitbenchError(f"{self.path}: file appeared while writing; kept the existing one")
-
-
 def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool) -> list[CXIRun]:
     shape = getattr(model, "frame_shape_", None)
     opened, seen = [], {}
@@ -288,15 +266,15 @@ def _predict_run(model_path: Path, run: CXIRun, hit_list: Path, cxi_path: Path |
         joblib.delayed(predict_chunk)(model_path, run.path, start, stop, cxi_path is not None)
         for start, stop in _chunks(run, chunk_size)
     )
-    with _AtomicText(hit_list) as text:
+    with atomic_path(hit_list, overwrite=False) as tmp, open(tmp, "w", newline="") as text:
         writer = None
         try:
             writer = _hits_writer(run, cxi_path) if cxi_path is not None else None
-            text.handle.write("event,score,label\n")
+            text.write("event,score,label\n")
             for chunk in joblib.Parallel(n_jobs=n_jobs, return_as="generator")(tasks):
                 rows = zip(range(chunk.start, chunk.start + chunk.scores.size), chunk.scores.tolist(),
                            chunk.labels.tolist(), strict=True)
-                text.handle.writelines(f"{e},{s!r},{v}\n" for e, s, v in rows)
+                text.writelines(f"{e},{s!r},{v}\n" for e, s, v in rows)
                 n_hits += int(chunk.labels.sum())
                 if writer is not None and chunk.hit_frames.shape[0]:
                     peaks = PeakTable(*(chunk.hit_peaks[k] for k in PEAK_DATASETS)) if chunk.hit_peaks else None
