@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import joblib
 import numpy as np
@@ -168,16 +169,23 @@ def _score(task: ScoreTask) -> dict:
 
 
 def _source_hash(method: str) -> str:
-    """Hash of the source of the modules a method's class is built from (cache invalidation)."""
+    """Hash of the source a method is built from (cache invalidation).
+
+    Covers the modules of its class hierarchy and, transitively, the modules of its own
+    package that they import at module level (e.g. ``hitbench.preprocess`` for robust methods).
+    """
     cls = registry.get_class(method)
-    modules = sorted(
-        {
-            klass.__module__
-            for klass in cls.__mro__
-            if klass.__module__.split(".")[0] in ("hitbench", cls.__module__.split(".")[0])
-        }
-    )
-    return joblib.hash([inspect.getsource(sys.modules[name]) for name in modules])
+    roots = {"hitbench", cls.__module__.split(".")[0]}
+    seen: set[str] = set()
+    todo = [klass.__module__ for klass in cls.__mro__]
+    while todo:
+        name = todo.pop()
+        if name in seen or name.split(".")[0] not in roots or name not in sys.modules:
+            continue
+        seen.add(name)
+        for value in vars(sys.modules[name]).values():
+            todo.append(value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None) or "")
+    return joblib.hash([inspect.getsource(sys.modules[name]) for name in sorted(seen)])
 
 
 def _run_tasks(function: Callable, tasks: list, n_jobs: int, advance: Callable[[], None] | None) -> list[dict]:
