@@ -272,12 +272,20 @@ def onnx_session(onnx_bytes: bytes, *, threads: int | None = None):
 class ReferenceCNN(HitMethod):
     """The reference study's CNN (Table I, 11,098 parameters at 350x350) in Keras; ONNX Runtime for fast inference.
 
+    The network, loss and optimiser are the study's (cross-entropy; SGD, learning rate 0.002,
+    inverse-time decay 1e-4, momentum 0.9). Two training defaults differ, because the study had
+    tens of thousands of training frames and hitbench's built-in dataset has about 500: with
+    batches of 100 that is 5 updates per epoch, and within 30-40 epochs the network stays in the
+    all-miss solution (measured: balanced accuracy 0.50 on every run). The defaults are therefore
+    batches of 20 and loss weights balanced between hits and misses; ``batch_size=100,
+    class_weight=None`` gives the study's exact setting.
+
     Parameters
     ----------
     epochs : int
         Maximum training epochs.
     batch_size : int
-        Training batch size (the study: 100).
+        Training batch size (the study: 100; see above for the default 20).
     learning_rate : float
         Initial SGD learning rate.
     decay : float
@@ -294,8 +302,8 @@ class ReferenceCNN(HitMethod):
         weights are restored). Ignored when ``validation_split`` is 0.
     normalisation : {"log1p", "linear"}
         Input transform after clipping negative ADU to 0, before per-training-set standardisation.
-    class_weight : {None, "balanced"}
-        Weight the loss by inverse class frequency (hits are often rare).
+    class_weight : {"balanced", None}
+        Weight the loss by inverse class frequency (hits are often rare; the study: None).
     random_state : int
         Seed of weights, dropout, shuffling and the validation split; training on the CPU is
         repeatable (TensorFlow deterministic ops are switched on).
@@ -311,16 +319,16 @@ class ReferenceCNN(HitMethod):
 
     def __init__(
         self,
-        epochs: int = 30,
-        batch_size: int = 100,
+        epochs: int = 40,
+        batch_size: int = 20,
         learning_rate: float = 0.002,
         decay: float = 1e-4,
         momentum: float = 0.9,
         dropout: float = 0.25,
         validation_split: float = 0.1,
-        patience: int = 5,
+        patience: int = 10,
         normalisation: str = "log1p",
-        class_weight: str | None = None,
+        class_weight: str | None = "balanced",
         random_state: int = 0,
         backend: str = "auto",
         inference_batch_size: int = 32,
