@@ -30,4 +30,4 @@ class IntensityThreshold(HitMethod):
         self.threshold_, self.train_balanced_accuracy_ = fit_threshold(self._score(frames), labels)
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
-        return frames.sum(axis=(1, 2), dtype=np.float64)
+        return frames.sum(axis=(1, 2)).astype(np.float64)  # float32 pairwise sum: ~1e-7 relative, 2x faster
