@@ -29,7 +29,8 @@ class RobustCNN(RobustInput, ReferenceCNN):
     Parameters
     ----------
     epochs, batch_size, learning_rate, decay, momentum, dropout, validation_split, patience, normalisation
-        As :class:`~hitbench.methods.cnn.ReferenceCNN`.
+        As :class:`~hitbench.methods.cnn.ReferenceCNN`; 20 epochs over the original plus one drifted
+        copy of each frame make as many updates as ``cnn``'s 40 epochs.
     class_weight, random_state, backend, inference_batch_size, verbose
         As :class:`~hitbench.methods.cnn.ReferenceCNN` (``class_weight`` defaults to "balanced").
     background_block : int
@@ -45,14 +46,14 @@ class RobustCNN(RobustInput, ReferenceCNN):
 
     def __init__(
         self,
-        epochs: int = 30,
-        batch_size: int = 100,
+        epochs: int = 20,
+        batch_size: int = 20,
         learning_rate: float = 0.002,
         decay: float = 1e-4,
         momentum: float = 0.9,
         dropout: float = 0.25,
-        validation_split: float = 0.1,
-        patience: int = 5,
+        validation_split: float = 0.0,
+        patience: int = 10,
         normalisation: str = "log1p",
         class_weight: str | None = "balanced",
         random_state: int = 0,
