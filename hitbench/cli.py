@@ -6,7 +6,6 @@ as one line on stderr and exits with status 1, never with a traceback.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -18,10 +17,6 @@ from hitbench import __version__
 from hitbench.errors import HitbenchError
 
 HDF5_SUFFIXES = (".cxi", ".h5", ".hdf5", ".nxs")
-
-# TensorFlow's C++ start-up log (oneDNN notes, "no CUDA driver" on CPU machines) is not for the
-# terminal of a command-line user; set TF_CPP_MIN_LOG_LEVEL yourself to see it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 class _Group(click.Group):
