@@ -29,8 +29,7 @@ class RobustCNN(RobustInput, ReferenceCNN):
     Parameters
     ----------
     epochs, batch_size, learning_rate, decay, momentum, dropout, validation_split, patience, normalisation
-        As :class:`~hitbench.methods.cnn.ReferenceCNN`; 20 epochs over the original plus one drifted
-        copy of each frame make as many updates as ``cnn``'s 40 epochs.
+        As :class:`~hitbench.methods.cnn.ReferenceCNN` (the same defaults).
     class_weight, random_state, backend, inference_batch_size, verbose
         As :class:`~hitbench.methods.cnn.ReferenceCNN` (``class_weight`` defaults to "balanced").
     background_block : int
@@ -38,7 +37,9 @@ class RobustCNN(RobustInput, ReferenceCNN):
     hot_fraction : float
         Fraction of a batch's frames in which a hot pixel is bright.
     n_augment : int
-        Drifted copies of each training frame.
+        Drifted copies of each training frame. Default 0: measured on the default preset (runs
+        90-93, 10 epochs), one copy kept the network at chance (balanced accuracy ~0.5) while none
+        gave 0.994 on run 94 and 0.903 on drifted run 99.
     """
 
     name: ClassVar[str] = "cnn-robust"
@@ -46,7 +47,7 @@ class RobustCNN(RobustInput, ReferenceCNN):
 
     def __init__(
         self,
-        epochs: int = 20,
+        epochs: int = 40,
         batch_size: int = 20,
         learning_rate: float = 0.002,
         decay: float = 1e-4,
@@ -62,7 +63,7 @@ class RobustCNN(RobustInput, ReferenceCNN):
         verbose: int = 0,
         background_block: int = 10,
         hot_fraction: float = 0.5,
-        n_augment: int = 1,
+        n_augment: int = 0,
     ) -> None:
         super().__init__(
             epochs=epochs,
