@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hitbench.data.cxi import CXIRun, CXIWriter, Geometry, PeakTable, update_cxi, write_cxi
-from hitbench.data.dataset import open_experiment, run_labels
+from hitbench.data.dataset import iter_frames, open_experiment, run_labels
 from hitbench.data.formats import crop, read_image
 from hitbench.errors import HitbenchError
 
@@ -90,7 +90,7 @@ def test_lazy_slices_do_not_load_the_run(tmp_path: Path) -> None:
     assert run.n_frames == 400  # 26 MB of frames on disk
     tracemalloc.start()
     part = run.read(100, 103)
-    chunks = sum(frames.shape[0] for _, frames in run.iter_chunks(20))
+    chunks = sum(frames.shape[0] for frames in iter_frames(run, None, 20))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert part.shape == (3, 128, 128) and chunks == 400

@@ -18,7 +18,7 @@ import inspect
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -37,11 +37,9 @@ from hitbench.bench.protocols import (
     holdout_split,
 )
 from hitbench.data.cxi import CXIRun
-from hitbench.data.dataset import Experiment, ImageRun, Run, run_labels
+from hitbench.data.dataset import Experiment, ImageRun, Run, iter_frames, run_labels
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
-
-CHUNK_FRAMES = 128
 
 
 def run_identity(run: Run) -> tuple:
@@ -66,33 +64,6 @@ def run_identity(run: Run) -> tuple:
 def _run_file(run: Run) -> Path:
     """The file (CXI) or folder (image files) a run is read from, for error messages."""
     return run.path if isinstance(run, CXIRun) else Path(run.files[0]).parent
-
-
-def iter_frames(run: Run, frames: np.ndarray | None, chunk_frames: int = CHUNK_FRAMES) -> Iterator[np.ndarray]:
-    """The selected frames of a run, chunk by chunk (never the whole run at once).
-
-    Parameters
-    ----------
-    run : CXIRun or ImageRun
-        The run.
-    frames : numpy.ndarray or None
-        Sorted frame indices to read (None = all).
-    chunk_frames : int
-        Frames read per chunk.
-
-    Returns
-    -------
-    iterator of numpy.ndarray
-        Frame stacks (n, H, W), in index order.
-    """
-    for start in range(0, run.n_frames, chunk_frames):
-        stop = min(start + chunk_frames, run.n_frames)
-        if frames is None:
-            yield run.read(start, stop)
-            continue
-        inside = frames[(frames >= start) & (frames < stop)]
-        if inside.size:
-            yield run.read(start, stop)[inside - start]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ Frames are read lazily in slices; a run of any size is never loaded whole.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -411,22 +411,6 @@ class CXIRun:
         if apply_mask:
             frames *= self.mask
         return frames
-
-    def iter_chunks(self, chunk_size: int = 256) -> Iterator[tuple[int, np.ndarray]]:
-        """Iterate over the run in chunks.
-
-        Parameters
-        ----------
-        chunk_size : int
-            Frames per chunk.
-
-        Returns
-        -------
-        iterator of (int, numpy.ndarray)
-            Start index and frames of each chunk.
-        """
-        for start in range(0, self.n_frames, chunk_size):
-            yield start, self.read(start, start + chunk_size)
 
     def field(self, name: str) -> np.ndarray:
         """A per-frame hitbench field (e.g. ``label``, ``hit``).

@@ -24,6 +24,8 @@ from hitbench.data.cxi import CXIRun, Geometry
 from hitbench.data.formats import crop, read_image
 from hitbench.errors import HitbenchError
 
+#: Frames read at a time when a run is streamed.
+CHUNK_FRAMES = 128
 LABEL_KINDS = {"peaks": "label", "truth": "hit"}
 CSV_LABELS = {"hit": 1, "miss": 0, "ambiguous": -1}
 
@@ -87,11 +89,6 @@ class ImageRun:
         stop = self.n_frames if stop is None else min(stop, self.n_frames)
         return np.stack([self._frame(i)[0] for i in range(start, stop)]).astype(np.float32)
 
-    def iter_chunks(self, chunk_size: int = 64) -> Iterator[tuple[int, np.ndarray]]:
-        """Iterate over the run in chunks of frames (start index, frames)."""
-        for start in range(0, self.n_frames, chunk_size):
-            yield start, self.read(start, start + chunk_size)
-
 
 Run = CXIRun | ImageRun
 
@@ -151,6 +148,33 @@ def select_runs(text: str | None, available: list[str], *, option: str = "--trai
     if not wanted:
         raise HitbenchError(f"{option} {text}: selects no run; runs are {', '.join(available)}")
     return [r for r in available if r in wanted]
+
+
+def iter_frames(run: Run, frames: np.ndarray | None, chunk_frames: int = CHUNK_FRAMES) -> Iterator[np.ndarray]:
+    """The selected frames of a run, chunk by chunk (never the whole run at once).
+
+    Parameters
+    ----------
+    run : CXIRun or ImageRun
+        The run.
+    frames : numpy.ndarray or None
+        Sorted frame indices to read (None = all).
+    chunk_frames : int
+        Frames read per chunk.
+
+    Returns
+    -------
+    iterator of numpy.ndarray
+        Frame stacks (n, H, W), in index order.
+    """
+    for start in range(0, run.n_frames, chunk_frames):
+        stop = min(start + chunk_frames, run.n_frames)
+        if frames is None:
+            yield run.read(start, stop)
+            continue
+        inside = frames[(frames >= start) & (frames < stop)]
+        if inside.size:
+            yield run.read(start, stop)[inside - start]
 
 
 def run_labels(run: Run, kind: str = "peaks") -> np.ndarray:
