@@ -7,14 +7,17 @@ whose background, pulse energy, gain or hot pixels drifted, or another detector.
 
 The steps, in the order :func:`robust_pipeline` chains them:
 
-1. :class:`BackgroundSubtraction` - subtract a smooth per-frame background (median of
+1. :class:`PhotonConversion` - divide by the detector's ADU per photon, estimated from the
+   batch's own photon transfer curve (tile variance against tile mean: slope = ADU per
+   photon), so that ADU, keV and counts all become photons.
+2. :class:`BackgroundSubtraction` - subtract a smooth per-frame background (median of
    blocks, interpolated); one-pixel Bragg peaks do not move a block median, so they stay.
-2. :class:`RobustScale` - divide each frame by its own local noise (trimmed standard
-   deviation of tiles, photon noise included), giving values in noise units whatever the
-   detector's gain, units or background level (or one global median/MAD per frame).
-3. :class:`HotPixelMask` - zero pixels that are bright in a large fraction of the frames
+3. :class:`RobustScale` - divide each frame by its own local noise (trimmed standard
+   deviation of tiles, photon noise included, never less than one photon), giving values in
+   noise units whatever the detector's gain, units or background level.
+4. :class:`HotPixelMask` - zero pixels that are bright in a large fraction of the frames
    of the batch (hot pixels stay put, Bragg peaks move from crystal to crystal).
-4. :class:`Compress` - clip at 0 and compress bright peaks (``log1p``, ``sqrt`` or Anscombe).
+5. :class:`Compress` - clip at 0 and compress bright peaks (``log1p``, ``sqrt`` or Anscombe).
 
 Bad pixels arrive as exactly 0 (the data layer's convention) and are kept at 0.
 All steps are stateless (``fit`` learns nothing), so a fitted pipeline is valid on any run.
@@ -69,6 +72,99 @@ class _StatelessTransformer(TransformerMixin, BaseEstimator):
 
     def __sklearn_is_fitted__(self) -> bool:
         return True
+
+
+class PhotonConversion(_StatelessTransformer):
+    """Convert frames to photons: divide by the ADU per photon, given or estimated from the frames.
+
+    Photons are the one unit in which a Bragg spot and the background of any detector
+    compare: an integrating detector reports ADU (tens per photon) or keV (the photon
+    energy per photon), a photon-counting one reports counts (one per photon). The
+    estimate uses the photon transfer curve of the batch: for each ``block`` x ``block``
+    tile position the mean of the tile over the batch's frames and the median of its
+    variance (a Bragg spot moves from frame to frame, so the median ignores it); across
+    tile positions (background falling off with angle, the water ring) the variance grows
+    as ``adu_per_photon x mean + readout noise**2`` (Poisson statistics of the photons),
+    and a Theil-Sen fit's slope is the ADU per photon. Frames must be dark-subtracted
+    (no photon reads 0), as Cheetah, psana and photon-counting detectors give them.
+    When no slope can be fitted (too few good tiles, flat frames) the frames are returned
+    unchanged.
+
+    Parameters
+    ----------
+    adu_per_photon : float or None
+        The detector's ADU (or keV, or counts) per photon, as CrystFEL's ``adu_per_photon``;
+        None estimates it from each batch.
+    block : int
+        Tile side for the estimate, pixels.
+    """
+
+    def __init__(self, adu_per_photon: float | None = None, block: int = 10):
+        self.adu_per_photon = adu_per_photon
+        self.block = block
+
+    def _check_params(self) -> None:
+        if int(self.block) < 3:
+            raise HitbenchError(f"PhotonConversion: block={self.block}; give a tile side of at least 3 pixels")
+        if self.adu_per_photon is not None and not float(self.adu_per_photon) > 0:
+            raise HitbenchError(
+                f"PhotonConversion: adu_per_photon={self.adu_per_photon}; give a positive number or None (estimate)"
+            )
+
+    def estimate(self, X: object) -> float:
+        """The ADU per photon of a batch of frames (1.0 when it cannot be fitted).
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Dark-subtracted frames of one detector, bad pixels 0.
+
+        Returns
+        -------
+        float
+            Slope of tile variance against tile mean, or ``adu_per_photon`` when given.
+        """
+        self._check_params()
+        if self.adu_per_photon is not None:
+            return float(self.adu_per_photon)
+        from sklearn.linear_model import TheilSenRegressor
+
+        frames = _frames(X, "PhotonConversion")
+        block = int(self.block)
+        n, height, width = frames.shape
+        h, w = height - height % block, width - width % block
+        if h == 0 or w == 0:
+            return 1.0
+        tiles = frames[:, :h, :w].reshape(n, h // block, block, w // block, block).transpose(0, 1, 3, 2, 4)
+        tiles = tiles.reshape(n, -1, block * block).astype(np.float64)
+        good = tiles != 0
+        count = good.sum(axis=-1)
+        mean = np.where(good, tiles, 0).sum(axis=-1) / np.maximum(count, 1)
+        variance = np.where(good, (tiles - mean[..., None]) ** 2, 0).sum(axis=-1) / np.maximum(count - 1, 1)
+        usable = (count >= 0.9 * block * block).all(axis=0)
+        if usable.sum() < 10:
+            return 1.0
+        x, y = mean.mean(axis=0)[usable], np.median(variance, axis=0)[usable]
+        if np.ptp(x) <= 0:
+            return 1.0
+        slope = float(TheilSenRegressor(random_state=0).fit(x[:, None], y).coef_[0])
+        return slope if np.isfinite(slope) and slope > 0 else 1.0
+
+    def transform(self, X: object) -> np.ndarray:
+        """Frames in photons; bad pixels (0) stay 0.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames, height, width)
+            Frames divided by the ADU per photon (float32).
+        """
+        frames = _frames(X, "PhotonConversion")
+        return frames / np.float32(self.estimate(frames))
 
 
 class BackgroundSubtraction(_StatelessTransformer):
@@ -174,18 +270,28 @@ class RobustScale(_StatelessTransformer):
     Tiles with no spread (an empty photon-counting region) get the median tile sigma;
     a frame with no spread at all is divided by 1. Bad pixels (0) stay 0.
 
+    ``floor`` adds a noise floor in quadrature, ``sqrt(sigma**2 + floor**2)``: on photons
+    (after :class:`PhotonConversion`) ``floor=1`` keeps a lone background photon at about
+    one noise unit where the photon-sparse background's spread is only the readout noise,
+    which would otherwise make it look as significant as a Bragg peak.
+
     Parameters
     ----------
     block : int or None
         Tile side in pixels, or None for one global median/MAD per frame.
+    floor : float
+        Smallest noise, in the frames' units (0: none).
     """
 
-    def __init__(self, block: int | None = 10):
+    def __init__(self, block: int | None = 10, floor: float = 0.0):
         self.block = block
+        self.floor = floor
 
     def _check_params(self) -> None:
         if self.block is not None and int(self.block) < 3:
             raise HitbenchError(f"RobustScale: block={self.block}; give a tile side of at least 3 pixels, or None")
+        if not float(self.floor) >= 0:
+            raise HitbenchError(f"RobustScale: floor={self.floor}; give a noise floor of 0 or more")
 
     def noise(self, X: object) -> np.ndarray:
         """The noise (robust standard deviation) of each frame, or of each pixel's tile.
@@ -209,7 +315,7 @@ class RobustScale(_StatelessTransformer):
                 good = frame[frame != 0]
                 mad = MAD_TO_SIGMA * np.median(np.abs(good - np.median(good))) if good.size else 0.0
                 out[i] = mad if mad > 0 else 1.0
-            return out
+            return np.hypot(out, float(self.floor)) if self.floor else out
         block = int(self.block)
         tiles = _tiles(frames, block)
         trim = max(1, tiles.shape[-1] // 50)
@@ -217,7 +323,8 @@ class RobustScale(_StatelessTransformer):
         for s in sigma:
             typical = np.median(s[s > 0]) if (s > 0).any() else 1.0
             s[s <= 0] = typical
-        return _interpolate(sigma, frames.shape[1:], block)
+        noise = _interpolate(sigma, frames.shape[1:], block)
+        return np.hypot(noise, np.float32(self.floor)) if self.floor else noise
 
     def transform(self, X: object) -> np.ndarray:
         """Frames in noise units; bad pixels (0) stay 0.
@@ -357,30 +464,38 @@ class Compress(_StatelessTransformer):
 
 
 def robust_pipeline(
-    block: int = 10, hot_threshold: float = 5.0, hot_fraction: float = 0.5, compress: str = "log1p"
+    block: int = 10,
+    hot_threshold: float = 5.0,
+    hot_fraction: float = 0.5,
+    compress: str = "log1p",
+    adu_per_photon: float | None = None,
 ) -> Pipeline:
-    """The default self-calibrating chain: background, noise units, hot pixels, compression.
+    """The default self-calibrating chain: photons, background, noise units, hot pixels, compression.
 
     Parameters
     ----------
     block : int
-        :class:`BackgroundSubtraction` tile side.
+        :class:`PhotonConversion`, :class:`BackgroundSubtraction` and :class:`RobustScale` tile side.
     hot_threshold : float
         :class:`HotPixelMask` threshold in noise units.
     hot_fraction : float
         :class:`HotPixelMask` fraction of frames.
     compress : {"log1p", "sqrt", "anscombe", "none"}
         :class:`Compress` function.
+    adu_per_photon : float or None
+        :class:`PhotonConversion` gain (None: estimated from each batch).
 
     Returns
     -------
     sklearn.pipeline.Pipeline
-        Steps ``background``, ``scale``, ``hot``, ``compress`` (fitted: all are stateless).
+        Steps ``photons``, ``background``, ``scale`` (noise floor one photon), ``hot``,
+        ``compress`` (fitted: all are stateless).
     """
     return Pipeline(
         [
+            ("photons", PhotonConversion(adu_per_photon=adu_per_photon, block=block)),
             ("background", BackgroundSubtraction(block=block)),
-            ("scale", RobustScale(block=block)),
+            ("scale", RobustScale(block=block, floor=1.0)),
             ("hot", HotPixelMask(threshold=hot_threshold, min_fraction=hot_fraction)),
             ("compress", Compress(function=compress)),
         ]

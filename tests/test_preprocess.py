@@ -13,6 +13,7 @@ from hitbench.preprocess import (
     BackgroundSubtraction,
     Compress,
     HotPixelMask,
+    PhotonConversion,
     RobustScale,
     augment,
     robust_pipeline,
@@ -26,6 +27,56 @@ def _frames(n: int = 12, size: int = 60, level: float = 50.0, noise: float = 4.0
     yy, xx = np.mgrid[:size, :size]
     ramp = level * (1.0 + np.hypot(yy - size / 2, xx - size / 2) / size)
     return (ramp + rng.normal(0, noise, (n, size, size))).astype(np.float32)
+
+
+def _photons(n: int = 16, size: int = 60, seed: int = 0) -> np.ndarray:
+    """Poisson photons on a background falling from 3 to 0.05 photons per pixel across the frame."""
+    rng = np.random.default_rng(seed)
+    profile = np.geomspace(3.0, 0.05, size)[None, :] * np.ones((size, 1))
+    return rng.poisson(profile, (n, size, size)).astype(np.float32)
+
+
+def _detector(photons: np.ndarray, adu_per_photon: float, readout: float, seed: int = 1) -> np.ndarray:
+    """Photons as a detector reports them: ADU per photon plus Gaussian readout noise (no exact zeros)."""
+    rng = np.random.default_rng(seed)
+    frames = adu_per_photon * photons + rng.normal(0, readout, photons.shape)
+    return np.where(frames == 0, np.float32(1e-3), frames).astype(np.float32)
+
+
+# a photon-counting detector (counts), an integrating one in keV (Jungfrau-like), one in ADU (CSPAD-like)
+DETECTORS = [(1.0, 0.0), (12.4, 0.25), (28.0, 4.0)]
+
+
+@pytest.mark.parametrize("adu_per_photon, readout", DETECTORS)
+def test_photon_conversion_estimates_the_adu_per_photon(adu_per_photon, readout):
+    frames = _detector(_photons(), adu_per_photon, readout)
+    estimate = PhotonConversion().estimate(frames)
+    assert estimate == pytest.approx(adu_per_photon, rel=0.15)
+    converted = PhotonConversion().fit_transform(frames)
+    np.testing.assert_allclose(converted, frames / np.float32(estimate), rtol=1e-6)
+
+
+def test_photon_conversion_with_a_given_gain_and_without_a_slope():
+    frames = _detector(_photons(), 28.0, 4.0)
+    np.testing.assert_allclose(PhotonConversion(adu_per_photon=7.0).fit_transform(frames), frames / 7.0, rtol=1e-6)
+    assert PhotonConversion().estimate(np.full((3, 40, 40), 5.0, dtype=np.float32)) == 1.0  # flat: no photons seen
+    assert PhotonConversion().estimate(np.ones((2, 5, 5), dtype=np.float32)) == 1.0  # too few tiles
+
+
+def test_pipeline_puts_every_detector_on_one_scale():
+    """A lone background photon stays below 3 noise units and a 40-photon spot far above, on every detector."""
+    photons = _photons(n=16)
+    frame, column = np.arange(16), 42 + np.arange(16)
+    photons[frame, 30, column] += 40.0  # a one-pixel Bragg peak moving through the photon-sparse part
+    outputs = [
+        transform_in_batches(robust_pipeline(compress="none"), _detector(photons, *detector), batch_frames=16)
+        for detector in DETECTORS
+    ]
+    for out in outputs:
+        sparse = np.delete(out[:, :, 40:], 30, axis=1)  # the sparse part without the peak's row
+        assert np.percentile(sparse, 99.9) < 3.0
+        assert np.all(out[frame, 30, column] > 8.0)
+    np.testing.assert_allclose(outputs[1][frame, 30, column], outputs[2][frame, 30, column], rtol=0.3)
 
 
 def test_background_subtraction_removes_the_gradient_and_keeps_a_one_pixel_peak():
@@ -93,6 +144,9 @@ def test_compress_functions():
         (Compress("cube"), "function"),
         (BackgroundSubtraction(block=1), "block"),
         (RobustScale(block=2), "block"),
+        (RobustScale(floor=-1.0), "floor"),
+        (PhotonConversion(block=2), "block"),
+        (PhotonConversion(adu_per_photon=0.0), "adu_per_photon"),
         (HotPixelMask(min_fraction=0), "min_fraction"),
     ],
 )
