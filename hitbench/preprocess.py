@@ -17,7 +17,7 @@ The steps, in the order :func:`robust_pipeline` chains them:
    noise units whatever the detector's gain, units or background level.
 4. :class:`HotPixelMask` - zero pixels that are bright in a large fraction of the frames
    of the batch (hot pixels stay put, Bragg peaks move from crystal to crystal).
-5. :class:`Compress` - clip at 0 and compress bright peaks (``log1p``, ``sqrt`` or Anscombe).
+5. :class:`Compress` - lower by a noise gate, clip at 0 and compress bright peaks (``log1p``, ``sqrt`` or Anscombe).
 
 Bad pixels arrive as exactly 0 (the data layer's convention) and are kept at 0.
 All steps are stateless (``fit`` learns nothing), so a fitted pipeline is valid on any run.
@@ -26,7 +26,7 @@ All steps are stateless (``fit`` learns nothing), so a fitted pipeline is valid 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, stats
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
@@ -85,7 +85,8 @@ class PhotonConversion(_StatelessTransformer):
     variance (a Bragg spot moves from frame to frame, so the median ignores it); across
     tile positions (background falling off with angle, the water ring) the variance grows
     as ``adu_per_photon x mean + readout noise**2`` (Poisson statistics of the photons),
-    and a Theil-Sen fit's slope is the ADU per photon. Frames must be dark-subtracted
+    and the Theil-Sen slope (median of pairwise slopes, :func:`scipy.stats.theilslopes`)
+    is the ADU per photon. Frames must be dark-subtracted
     (no photon reads 0), as Cheetah, psana and photon-counting detectors give them.
     When no slope can be fitted (too few good tiles, flat frames) the frames are returned
     unchanged.
@@ -127,8 +128,6 @@ class PhotonConversion(_StatelessTransformer):
         self._check_params()
         if self.adu_per_photon is not None:
             return float(self.adu_per_photon)
-        from sklearn.linear_model import TheilSenRegressor
-
         frames = _frames(X, "PhotonConversion")
         block = int(self.block)
         n, height, width = frames.shape
@@ -147,7 +146,7 @@ class PhotonConversion(_StatelessTransformer):
         x, y = mean.mean(axis=0)[usable], np.median(variance, axis=0)[usable]
         if np.ptp(x) <= 0:
             return 1.0
-        slope = float(TheilSenRegressor(random_state=0).fit(x[:, None], y).coef_[0])
+        slope = float(stats.theilslopes(y, x).slope)
         return slope if np.isfinite(slope) and slope > 0 else 1.0
 
     def transform(self, X: object) -> np.ndarray:
@@ -416,12 +415,15 @@ class HotPixelMask(_StatelessTransformer):
 
 
 class Compress(_StatelessTransformer):
-    """Clip negative values to 0 and compress bright values.
+    """Lower by a noise gate, clip negative values to 0 and compress bright values.
 
-    ``log1p``: ``log(1 + x)``; ``sqrt``: ``sqrt(x)``; ``anscombe``: ``2 sqrt(x + 3/8)``,
-    which makes Poisson noise of unit variance when ``x`` counts photons; ``none``: clip only.
-    Bragg peaks span orders of magnitude; compressed, a few very bright spots no longer
-    outweigh many faint ones.
+    ``gate`` is subtracted first (soft thresholding): on frames in noise units
+    (:class:`RobustScale`) ``gate=3`` leaves the background of every detector at 0 and
+    keeps what stands more than three noise units above it, Bragg peaks, so that a
+    photon-sparse and a photon-dense background look alike. Then ``log1p``: ``log(1 + x)``;
+    ``sqrt``: ``sqrt(x)``; ``anscombe``: ``2 sqrt(x + 3/8)``, which makes Poisson noise of
+    unit variance when ``x`` counts photons; ``none``: clip only. Bragg peaks span orders of
+    magnitude; compressed, a few very bright spots no longer outweigh many faint ones.
 
     Parameters
     ----------
@@ -429,18 +431,23 @@ class Compress(_StatelessTransformer):
         The compression.
     clip : float or None
         Upper limit applied before compressing (None: no limit).
+    gate : float
+        Subtracted before clipping at 0 (0: none).
     """
 
-    def __init__(self, function: str = "log1p", clip: float | None = None):
+    def __init__(self, function: str = "log1p", clip: float | None = None, gate: float = 0.0):
         self.function = function
         self.clip = clip
+        self.gate = gate
 
     def _check_params(self) -> None:
         if self.function not in _COMPRESS:
             raise HitbenchError(f"Compress: function={self.function!r}; use one of {', '.join(_COMPRESS)}")
+        if not float(self.gate) >= 0:
+            raise HitbenchError(f"Compress: gate={self.gate}; give a noise gate of 0 or more")
 
     def transform(self, X: object) -> np.ndarray:
-        """Clipped and compressed frames.
+        """Gated, clipped and compressed frames.
 
         Parameters
         ----------
@@ -453,7 +460,8 @@ class Compress(_StatelessTransformer):
             float32.
         """
         self._check_params()
-        x = np.clip(_frames(X, "Compress"), 0, self.clip)
+        frames = _frames(X, "Compress")
+        x = np.clip(frames - np.float32(self.gate) if self.gate else frames, 0, self.clip)
         if self.function == "log1p":
             return np.log1p(x)
         if self.function == "sqrt":
@@ -469,6 +477,7 @@ def robust_pipeline(
     hot_fraction: float = 0.5,
     compress: str = "log1p",
     adu_per_photon: float | None = None,
+    gate: float = 0.0,
 ) -> Pipeline:
     """The default self-calibrating chain: photons, background, noise units, hot pixels, compression.
 
@@ -484,6 +493,8 @@ def robust_pipeline(
         :class:`Compress` function.
     adu_per_photon : float or None
         :class:`PhotonConversion` gain (None: estimated from each batch).
+    gate : float
+        :class:`Compress` noise gate, in noise units.
 
     Returns
     -------
@@ -497,7 +508,7 @@ def robust_pipeline(
             ("background", BackgroundSubtraction(block=block)),
             ("scale", RobustScale(block=block, floor=1.0)),
             ("hot", HotPixelMask(threshold=hot_threshold, min_fraction=hot_fraction)),
-            ("compress", Compress(function=compress)),
+            ("compress", Compress(function=compress, gate=gate)),
         ]
     )
 
@@ -536,31 +547,36 @@ def augment(
     n_copies: int,
     seed: int,
     scale: tuple[float, float] = (0.5, 1.2),
-    extra_background: tuple[float, float] = (0.0, 3.0),
+    extra_photons: tuple[float, float] = (0.0, 10.0),
+    adu_per_photon: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Training frames plus copies with drifted intensity and background (labels kept).
+    """Training frames plus copies with drifted signal and a denser photon background (labels kept).
 
-    Each copy of a frame is ``s * (frame + k * miss)`` where ``miss`` is a randomly chosen
-    training miss frame (real background, noise and photon statistics of the same
-    detector), ``k`` is drawn from ``extra_background`` and ``s`` (pulse energy times
-    detector gain) from ``scale``. This imitates a thicker jet, weaker pulses and a lower
-    gain, the drifts of a run whose conditions moved. Hot pixels are not added: the
-    :class:`HotPixelMask` finds them in each batch.
+    Each copy of a frame is ``s * frame + adu_per_photon * Poisson(lam)``: ``s`` (pulse
+    energy times detector gain) is drawn from ``scale`` and ``lam`` (extra background
+    photons per pixel, one value per copy) from ``extra_photons``. Added photons are
+    Poisson, as a thicker jet, a solvent ring or another detector's denser background
+    makes them, so a method trained on a photon-sparse detector also sees frames whose
+    background is several photons per pixel. The ADU per photon is estimated from the
+    training frames (:class:`PhotonConversion`) unless given. Bad pixels (0) stay 0; hot
+    pixels are not added (:class:`HotPixelMask` finds them in each batch).
 
     Parameters
     ----------
     frames : numpy.ndarray, shape (n_frames, height, width)
         Training frames.
     labels : numpy.ndarray, shape (n_frames,)
-        1 hit, 0 miss (at least one miss).
+        1 hit, 0 miss.
     n_copies : int
         Drifted copies per frame (0 returns the input).
     seed : int
         Seed of the draws.
     scale : (float, float)
         Range of the multiplicative factor.
-    extra_background : (float, float)
-        Range of the number of miss frames' worth of background added.
+    extra_photons : (float, float)
+        Range of the added background, photons per pixel.
+    adu_per_photon : float or None
+        The detector's ADU per photon (None: estimated from the first 128 frames).
 
     Returns
     -------
@@ -570,11 +586,12 @@ def augment(
     if n_copies <= 0:
         return frames, labels
     rng = np.random.default_rng(seed)
-    misses = np.flatnonzero(labels == 0)
+    gain = np.float32(PhotonConversion(adu_per_photon=adu_per_photon).estimate(frames[:128]))
+    bad = frames == 0
     out = [frames]
     for _ in range(int(n_copies)):
         s = rng.uniform(*scale, size=(len(frames), 1, 1)).astype(np.float32)
-        k = rng.uniform(*extra_background, size=(len(frames), 1, 1)).astype(np.float32)
-        background = frames[rng.choice(misses, size=len(frames))]
-        out.append(np.where(frames == 0, np.float32(0), s * (frames + k * background)))
+        lam = rng.uniform(*extra_photons, size=(len(frames), 1, 1))
+        photons = rng.poisson(np.broadcast_to(lam, frames.shape)).astype(np.float32)
+        out.append(np.where(bad, np.float32(0), s * frames + gain * photons))
     return np.concatenate(out), np.tile(labels, int(n_copies) + 1)

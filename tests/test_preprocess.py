@@ -184,3 +184,12 @@ def test_augment_is_seeded_and_keeps_labels():
     np.testing.assert_array_equal(a[:6], frames)
     assert not np.array_equal(a[6:12], frames)
     assert augment(frames, labels, n_copies=0, seed=0)[0] is frames
+
+
+def test_augment_adds_poisson_photons_in_the_detectors_units():
+    frames = _detector(_photons(n=8), 28.0, 4.0)
+    labels = np.array([0, 1] * 4)
+    out, _ = augment(frames, labels, n_copies=1, seed=0, scale=(1.0, 1.0), extra_photons=(5.0, 5.0))
+    added = (out[8:] - frames) / 28.0  # photons added to each copy
+    assert 4.0 < added.mean() < 6.0  # five photons per pixel, within the gain estimate's error
+    assert 0.7 < added.var() / added.mean() < 1.3  # Poisson: variance = mean

@@ -25,6 +25,8 @@ class RobustInput:
 
     #: Compression applied by the preprocessing ("none" when the method compresses itself).
     compress: str = "log1p"
+    #: Noise gate of the compression, in noise units (a subclass may make it a parameter).
+    noise_gate: float = 0.0
 
     def _robust_input(self, frames: np.ndarray) -> np.ndarray:
         """Preprocessed frames (noise units, background and hot pixels removed, compressed)."""
@@ -34,7 +36,10 @@ class RobustInput:
                 "give a block of at least 3 pixels and a fraction in (0, 1]"
             )
         pipeline = robust_pipeline(
-            block=int(self.background_block), hot_fraction=self.hot_fraction, compress=self.compress
+            block=int(self.background_block),
+            hot_fraction=self.hot_fraction,
+            compress=self.compress,
+            gate=float(self.noise_gate),
         )
         return transform_in_batches(pipeline, frames)
 
