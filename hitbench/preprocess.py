@@ -263,9 +263,10 @@ class RobustScale(_StatelessTransformer):
 
     ``block=B`` (the default): ``x / sigma`` where ``sigma`` is the standard deviation of
     each B x B tile after dropping its 2% brightest and 2% faintest pixels (Bragg peaks do
-    not count), interpolated bilinearly. It includes the photon noise of the local
-    background, so single photons on a thick-jet frame and on a clean frame are worth
-    about as much, in any detector units. Use after :class:`BackgroundSubtraction`.
+    not count), times 1.12 (so that Gaussian noise gets its sigma despite the trimming),
+    interpolated bilinearly. It includes the photon noise of the local background, so
+    single photons on a thick-jet frame and on a clean frame are worth about as much, in
+    any detector units. Use after :class:`BackgroundSubtraction`.
     Tiles with no spread (an empty photon-counting region) get the median tile sigma;
     a frame with no spread at all is divided by 1. Bad pixels (0) stay 0.
 
@@ -318,7 +319,7 @@ class RobustScale(_StatelessTransformer):
         block = int(self.block)
         tiles = _tiles(frames, block)
         trim = max(1, tiles.shape[-1] // 50)
-        sigma = tiles[..., trim:-trim].std(axis=-1)
+        sigma = tiles[..., trim:-trim].std(axis=-1) / _trimmed_std_fraction(trim / tiles.shape[-1])
         for s in sigma:
             typical = np.median(s[s > 0]) if (s > 0).any() else 1.0
             s[s <= 0] = typical
@@ -345,6 +346,12 @@ class RobustScale(_StatelessTransformer):
             centre = np.array([np.median(f[g]) if g.any() else 0.0 for f, g in zip(frames, good, strict=True)])
             return np.where(good, (frames - centre[:, None, None]) / noise[:, None, None], 0).astype(np.float32)
         return np.where(frames == 0, np.float32(0), frames / noise)
+
+
+def _trimmed_std_fraction(fraction: float) -> float:
+    """Standard deviation of a normal distribution cut at its ``fraction`` and ``1 - fraction`` quantiles, in sigmas."""
+    z = stats.norm.ppf(1.0 - fraction)
+    return float(np.sqrt(1.0 - 2.0 * z * stats.norm.pdf(z) / (1.0 - 2.0 * fraction)))
 
 
 class HotPixelMask(_StatelessTransformer):

@@ -1,10 +1,10 @@
 """What the robust methods (``cnn-robust``, ``svm-robust``, ``litpix-robust``) share.
 
 A robust method is an existing method that sees preprocessed frames instead of raw ADU:
-:func:`hitbench.preprocess.robust_pipeline` (background subtraction, each frame in units of
-its own noise, hot pixels found in the batch zeroed, compression), applied batch by batch
-at training and at prediction alike; optionally its training set is enlarged with drifted
-copies (:func:`hitbench.preprocess.augment`). Preprocessing learns nothing and needs no
+:func:`hitbench.preprocess.robust_pipeline` (photons, background subtraction, each frame in
+units of its own noise, hot pixels found in the batch zeroed, noise gate, compression),
+applied batch by batch at training and at prediction alike; optionally its training set is
+enlarged with drifted copies (:func:`hitbench.preprocess.augment`). Preprocessing learns nothing and needs no
 labels, so a model trained on one run calibrates itself on every other run or detector.
 
 A subclass lists ``background_block``, ``hot_fraction``, ``n_augment`` (and the parent's

@@ -9,11 +9,12 @@ from hitbench.methods.svm import PCASVM
 
 
 class RobustSVM(RobustInput, PCASVM):
-    """The svm pipeline on self-calibrated frames (background removed, noise units, hot pixels masked), drift-augmented.
+    """The svm pipeline on self-calibrated frames (photons, background removed, noise units), drift-augmented.
 
-    Frames go through :func:`hitbench.preprocess.robust_pipeline` (background subtracted,
-    in noise units, batch hot pixels zeroed, ``log1p``) before max pooling, scaling, PCA and
-    the SVM; the training set holds ``n_augment`` drifted copies of each frame.
+    Frames go through :func:`hitbench.preprocess.robust_pipeline` (in photons, background
+    subtracted, in noise units, batch hot pixels zeroed, ``log1p``) before max pooling,
+    scaling, PCA and the SVM; the training set holds ``n_augment`` copies of each frame with
+    drifted signal and added Poisson background.
 
     Parameters
     ----------
