@@ -79,6 +79,15 @@ def test_background_scales_with_flux(tiny):
     assert means[1] / means[0] == pytest.approx(4.0, rel=0.15)
 
 
+def test_stale_dark_offsets_every_pixel_and_leaves_the_noise(tiny):
+    stale = dataclasses.replace(tiny, conditions={**tiny.conditions, "dark_offset_adu": (12.0, 12.0)})
+    fresh, offset = (simulate_run(exp, run=1, n_frames=16, seed=3) for exp in (tiny, stale))
+    assert offset.conditions["dark_offset_adu"] == 12.0 and fresh.conditions["dark_offset_adu"] == 0.0
+    difference = (offset.frames - fresh.frames)[:, fresh.mask]
+    assert difference.mean() == pytest.approx(12.0, abs=0.01)  # the same photons and noise, 12 ADU higher
+    assert np.mean(np.abs(difference - 12.0) < 0.01) > 0.99  # all but saturated pixels
+
+
 def test_flat_field_variance_is_poisson_plus_readout():
     rng = np.random.default_rng(0)
     for lam in (0.05, 0.7, 3.0, 12.0):

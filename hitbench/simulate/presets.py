@@ -28,6 +28,7 @@ CONDITIONS = {
     "crystal_size_um": "median crystal size, micrometres (log-normal across hits)",
     "crystal_size_spread": "log-normal sigma of the crystal size across hits",
     "new_hot_pixels": "hot pixels that appear in this run (unmasked, persist through the run)",
+    "dark_offset_adu": "stale dark (pedestal) calibration: ADU every pixel of an integrating detector reads too high",
 }
 _INTEGER_CONDITIONS = {"new_hot_pixels"}
 
@@ -328,7 +329,7 @@ def _experiment(doc: dict, source: str) -> Experiment:
         raise HitbenchError(f"{source}: sample.cell must hold positive lengths and angles, got {list(sample.cell)}")
     background = _section(Background, doc.get("background", {}), f"{source}: background")
     conditions = {"flux": (1.0, 1.0), "background": (1.0, 1.0), "gain": (1.0, 1.0), "crystal_size_um": (1.0, 1.0),
-                  "crystal_size_spread": (0.5, 0.5), "new_hot_pixels": (0, 0)}
+                  "crystal_size_spread": (0.5, 0.5), "new_hot_pixels": (0, 0), "dark_offset_adu": (0.0, 0.0)}
     conditions.update(_conditions(doc.get("conditions", {}), f"{source}: conditions"))
     runs_doc = doc["runs"]
     if not isinstance(runs_doc, list) or not runs_doc:

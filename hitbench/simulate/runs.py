@@ -80,6 +80,7 @@ class _RunModel:
     readout: float
     saturation: float
     common_mode: float
+    dark_offset: float
     flux_jitter: float
     jet_jitter: float
     size_median_a: float
@@ -202,7 +203,8 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
         run=run, seed=seed, n_frames=n_frames, shape=shape, counting=det.kind == "counting",
         hit_fraction=spec.hit_fraction, flux=drawn["flux"], jet=drawn["background"], gain=gain,
         readout=det.readout_noise_adu, saturation=det.saturation, common_mode=det.common_mode_adu,
-        flux_jitter=beam.flux_jitter, jet_jitter=bg.jet_jitter, size_median_a=drawn["crystal_size_um"] * 1e4,
+        dark_offset=drawn["dark_offset_adu"], flux_jitter=beam.flux_jitter, jet_jitter=bg.jet_jitter,
+        size_median_a=drawn["crystal_size_um"] * 1e4,
         size_spread=drawn["crystal_size_spread"], jet_map=jet_map.astype(np.float32),
         air_map=air_map.astype(np.float32), noise_map=noise_map,
         open_map=open_map, mask=mask, gaps=gaps, dead=dead, panels=panels, hot_index=hot_index,
@@ -291,7 +293,7 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
     bank = rng.standard_normal(NOISE_BANK_FRAMES * h * w, dtype=np.float32)
     for i, start in enumerate(rng.integers(0, bank.size - h * w, size=n)):
         frames[i] += bank[start:start + h * w].reshape(h, w) * m.noise_map
-    offsets = rng.normal(0.0, m.common_mode, size=(n, len(m.panels))).astype(np.float32)
+    offsets = rng.normal(m.dark_offset, m.common_mode, size=(n, len(m.panels))).astype(np.float32)
     for k, (rs, cs) in enumerate(m.panels):
         frames[:, rs, cs] += offsets[:, k, None, None]
     np.minimum(frames, np.float32(m.saturation), out=frames)
