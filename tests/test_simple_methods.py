@@ -41,6 +41,12 @@ def test_litpix_fixed_adc_threshold_is_kept():
     assert LitPixels(adc_threshold=150.0).fit(frames, [0, 0, 1, 1]).train_balanced_accuracy_ == 0.5
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_litpix_refuses_a_non_finite_adc_threshold(value):
+    with pytest.raises(HitbenchError, match="adc_threshold=.*finite"):
+        LitPixels(adc_threshold=value).fit(_frames_with_lit_pixels([0, 1, 5, 6]), [0, 0, 1, 1])
+
+
 def test_litpix_refuses_bad_quantiles():
     with pytest.raises(HitbenchError, match="adc_quantiles"):
         LitPixels(adc_quantiles=(0.5, 2.0)).fit(_frames_with_lit_pixels([0, 6]), [0, 1])

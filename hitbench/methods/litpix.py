@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hitbench.errors import HitbenchError
 from hitbench.methods.base import HitMethod
 from hitbench.methods.thresholds import DEFAULT_ADC_QUANTILES, fit_adc_and_threshold, quantile_candidates
 
@@ -46,6 +47,10 @@ class LitPixels(HitMethod):
             candidates = quantile_candidates(frames, self.adc_quantiles, where="litpix: adc_quantiles")
         else:
             candidates = np.array([float(self.adc_threshold)])
+            if not np.isfinite(candidates[0]):
+                raise HitbenchError(
+                    f"{self.name}: adc_threshold={self.adc_threshold}; give a finite ADC value, or None to fit one"
+                )
         self.adc_threshold_, self.threshold_, self.train_balanced_accuracy_ = fit_adc_and_threshold(
             candidates, lambda adc: self._count(frames, adc), labels
         )
