@@ -26,7 +26,7 @@ All steps are stateless (``fit`` learns nothing), so a fitted pipeline is valid 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import stats
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
@@ -135,11 +135,13 @@ class PhotonConversion(_StatelessTransformer):
         if h == 0 or w == 0:
             return 1.0
         tiles = frames[:, :h, :w].reshape(n, h // block, block, w // block, block).transpose(0, 1, 3, 2, 4)
-        tiles = tiles.reshape(n, -1, block * block).astype(np.float64)
-        good = tiles != 0
-        count = good.sum(axis=-1)
-        mean = np.where(good, tiles, 0).sum(axis=-1) / np.maximum(count, 1)
-        variance = np.where(good, (tiles - mean[..., None]) ** 2, 0).sum(axis=-1) / np.maximum(count - 1, 1)
+        tiles = tiles.reshape(n, -1, block * block)
+        # bad pixels are 0, so they add nothing to the sums; count the good ones
+        count = np.count_nonzero(tiles, axis=-1)
+        total = tiles.sum(axis=-1, dtype=np.float64)
+        squares = np.einsum("ijk,ijk->ij", tiles, tiles, dtype=np.float64)
+        mean = total / np.maximum(count, 1)
+        variance = np.maximum(squares - total * mean, 0.0) / np.maximum(count - 1, 1)
         usable = (count >= 0.9 * block * block).all(axis=0)
         if usable.sum() < 10:
             return 1.0
@@ -241,16 +243,28 @@ def _tiles(frames: np.ndarray, block: int) -> np.ndarray:
 
 
 def _interpolate(tile_values: np.ndarray, shape: tuple[int, int], block: int) -> np.ndarray:
-    """Bilinear interpolation of per-tile values (n, ny, nx) back to full frames (n, H, W)."""
+    """Bilinear interpolation of per-tile values (n, ny, nx) back to full frames (n, H, W).
+
+    Tile centres sit at ``block/2 + k*block``; beyond the outer centres values are held
+    (as ``scipy.ndimage.map_coordinates(order=1, mode="nearest")``). Bilinear interpolation
+    on a grid is separable: ``rows @ values @ cols.T`` with two sparse weight matrices.
+    """
     height, width = shape
-    # tile centres sit at block/2 + k*block; map each pixel to fractional tile coordinates
-    rows = (np.arange(height) + 0.5) / block - 0.5
-    cols = (np.arange(width) + 0.5) / block - 0.5
-    grid = np.meshgrid(rows, cols, indexing="ij")
-    out = np.empty((len(tile_values), height, width), dtype=np.float32)
-    for i, values in enumerate(tile_values):
-        out[i] = ndimage.map_coordinates(values, grid, order=1, mode="nearest")
-    return out
+    rows = _linear_weights(height, tile_values.shape[1], block)
+    cols = _linear_weights(width, tile_values.shape[2], block)
+    return np.matmul(np.matmul(rows, tile_values.astype(np.float32)), cols.T)
+
+
+def _linear_weights(size: int, n_tiles: int, block: int) -> np.ndarray:
+    """(size, n_tiles) weights of linear interpolation from tile centres to pixels, ends held."""
+    position = np.clip((np.arange(size) + 0.5) / block - 0.5, 0, n_tiles - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, n_tiles - 1)
+    fraction = (position - low).astype(np.float32)
+    weights = np.zeros((size, n_tiles), dtype=np.float32)
+    np.add.at(weights, (np.arange(size), low), 1 - fraction)
+    np.add.at(weights, (np.arange(size), high), fraction)
+    return weights
 
 
 class RobustScale(_StatelessTransformer):

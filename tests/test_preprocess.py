@@ -79,6 +79,20 @@ def test_pipeline_puts_every_detector_on_one_scale():
     np.testing.assert_allclose(outputs[1][frame, 30, column], outputs[2][frame, 30, column], rtol=0.3)
 
 
+@pytest.mark.parametrize("shape, block", [((60, 60), 10), ((37, 53), 8)])
+def test_interpolation_is_bilinear_between_tile_centres(shape, block):
+    from scipy import ndimage
+
+    from hitbench.preprocess import _interpolate
+
+    values = np.random.default_rng(0).normal(size=(3, -(-shape[0] // block), -(-shape[1] // block)))
+    rows = (np.arange(shape[0]) + 0.5) / block - 0.5
+    cols = (np.arange(shape[1]) + 0.5) / block - 0.5
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    expected = [ndimage.map_coordinates(v, grid, order=1, mode="nearest") for v in values]
+    np.testing.assert_allclose(_interpolate(values, shape, block), expected, atol=1e-5)
+
+
 def test_background_subtraction_removes_the_gradient_and_keeps_a_one_pixel_peak():
     frames = _frames()
     frames[0, 30, 30] += 500.0
