@@ -105,8 +105,7 @@ class PhotonConversion(_StatelessTransformer):
         self.block = block
 
     def _check_params(self) -> None:
-        if int(self.block) < 3:
-            raise HitbenchError(f"PhotonConversion: block={self.block}; give a tile side of at least 3 pixels")
+        _check_block("PhotonConversion", self.block)
         if self.adu_per_photon is not None and not float(self.adu_per_photon) > 0:
             raise HitbenchError(
                 f"PhotonConversion: adu_per_photon={self.adu_per_photon}; give a positive number or None (estimate)"
@@ -134,8 +133,7 @@ class PhotonConversion(_StatelessTransformer):
         h, w = height - height % block, width - width % block
         if h == 0 or w == 0:
             return 1.0
-        tiles = frames[:, :h, :w].reshape(n, h // block, block, w // block, block).transpose(0, 1, 3, 2, 4)
-        tiles = tiles.reshape(n, -1, block * block)
+        tiles = _blocks(frames[:, :h, :w], block).reshape(n, -1, block * block)
         # bad pixels are 0, so they add nothing to the sums; count the good ones
         count = np.count_nonzero(tiles, axis=-1)
         total = tiles.sum(axis=-1, dtype=np.float64)
@@ -190,8 +188,7 @@ class BackgroundSubtraction(_StatelessTransformer):
         self.block = block
 
     def _check_params(self) -> None:
-        if int(self.block) < 3:
-            raise HitbenchError(f"BackgroundSubtraction: block={self.block}; give a tile side of at least 3 pixels")
+        _check_block("BackgroundSubtraction", self.block)
 
     def background(self, X: object) -> np.ndarray:
         """The smooth background of each frame.
@@ -237,9 +234,20 @@ def _tiles(frames: np.ndarray, block: int) -> np.ndarray:
     pad_h, pad_w = -height % block, -width % block
     if pad_h or pad_w:
         filled = np.pad(filled, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
-    ny, nx = filled.shape[1] // block, filled.shape[2] // block
-    tiles = filled.reshape(n, ny, block, nx, block).transpose(0, 1, 3, 2, 4).reshape(n, ny, nx, block * block)
-    return np.sort(tiles, axis=-1)
+    return np.sort(_blocks(filled, block), axis=-1)
+
+
+def _blocks(frames: np.ndarray, block: int) -> np.ndarray:
+    """The ``block`` x ``block`` tiles of frames whose sides are multiples of ``block``: (n, ny, nx, block**2)."""
+    n, height, width = frames.shape
+    ny, nx = height // block, width // block
+    return frames.reshape(n, ny, block, nx, block).transpose(0, 1, 3, 2, 4).reshape(n, ny, nx, block * block)
+
+
+def _check_block(where: str, block: object, alternative: str = "") -> None:
+    """Refuse a tile side under 3 pixels (a median or spread of fewer pixels means nothing)."""
+    if int(block) < 3:
+        raise HitbenchError(f"{where}: block={block}; give a tile side of at least 3 pixels{alternative}")
 
 
 def _interpolate(tile_values: np.ndarray, shape: tuple[int, int], block: int) -> np.ndarray:
@@ -302,8 +310,8 @@ class RobustScale(_StatelessTransformer):
         self.floor = floor
 
     def _check_params(self) -> None:
-        if self.block is not None and int(self.block) < 3:
-            raise HitbenchError(f"RobustScale: block={self.block}; give a tile side of at least 3 pixels, or None")
+        if self.block is not None:
+            _check_block("RobustScale", self.block, alternative=", or None")
         if not float(self.floor) >= 0:
             raise HitbenchError(f"RobustScale: floor={self.floor}; give a noise floor of 0 or more")
 
