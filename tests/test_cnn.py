@@ -20,7 +20,7 @@ from hitbench.errors import HitbenchError
 pytest.importorskip("tensorflow")
 pytest.importorskip("onnxruntime")
 
-from hitbench.methods.cnn import ReferenceCNN, build_model  # noqa: E402
+from hitbench.methods.cnn import ReferenceCNN, _flipped_batches, build_model  # noqa: E402
 
 FAST = {"epochs": 2, "batch_size": 20, "validation_split": 0.2, "random_state": 3}
 
@@ -138,6 +138,42 @@ def test_same_seed_same_predictions(fitted, data):
     again = ReferenceCNN(**FAST).fit(frames, labels)
     assert again.history_ == fitted.history_
     np.testing.assert_array_equal(again.score_keras(test), fitted.score_keras(test))
+
+
+def test_flipped_batches_show_every_frame_once_per_epoch_in_one_of_four_orientations():
+    rng = np.random.default_rng(0)
+    x = rng.random((23, 9, 9, 1), dtype=np.float32)
+    original = x.copy()
+    y = np.eye(2, dtype=np.float32)[np.arange(23) % 2]
+    weights = np.linspace(1, 2, 23, dtype=np.float32)
+    batches = _flipped_batches(x, y, weights, 5, seed=1)
+    orientations = [lambda f: f, lambda f: f[:, ::-1], lambda f: f[::-1], lambda f: f[::-1, ::-1]]
+    used = set()
+    for _ in range(3):
+        seen = []
+        assert len(batches) == 5
+        for i in range(len(batches)):
+            frames, labels, w = batches[i]
+            assert len(frames) == (3 if i == 4 else 5)
+            for frame, label, weight in zip(frames, labels, w):
+                source = int(np.flatnonzero(weights == weight)[0])  # weights are distinct: they name the frame
+                np.testing.assert_array_equal(label, y[source])
+                matches = [k for k, flip in enumerate(orientations) if np.array_equal(frame, flip(x[source]))]
+                assert len(matches) == 1
+                used.add(matches[0])
+                seen.append(source)
+        assert sorted(seen) == list(range(23))
+        batches.on_epoch_end()
+    assert used == {0, 1, 2, 3}
+    np.testing.assert_array_equal(x, original)  # the training frames themselves are never flipped
+
+
+def test_flip_augment_trains_repeatably(data):
+    (frames, labels), test = data
+    params = {**FAST, "validation_split": 0.0, "flip_augment": True}
+    first, second = ReferenceCNN(**params).fit(frames, labels), ReferenceCNN(**params).fit(frames, labels)
+    assert first.history_ == second.history_
+    np.testing.assert_array_equal(first.score_onnx(test), second.score_onnx(test))
 
 
 def test_importing_the_module_does_not_import_tensorflow():

@@ -269,6 +269,57 @@ def onnx_session(onnx_bytes: bytes, *, threads: int | None = None):
     return ort.InferenceSession(onnx_bytes, sess_options=options, providers=providers)
 
 
+def _flipped_batches(x: np.ndarray, y: np.ndarray, weights: np.ndarray, batch_size: int, seed: int):
+    """Training batches in a new random order each epoch, each frame randomly flipped.
+
+    A frame is left as it is, flipped left-right, flipped up-down or rotated by 180 degrees
+    (one of the four, uniformly): the Bragg peaks of a hit stay peaks and their number (the
+    label) is unchanged, so the network sees four orientations of every training frame.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (n, H, W, 1)
+        Standardised training frames.
+    y : numpy.ndarray, shape (n, 2)
+        One-hot labels.
+    weights : numpy.ndarray, shape (n,)
+        Per-frame loss weights.
+    batch_size : int
+        Frames per batch.
+    seed : int
+        Seed of the order and the flips.
+
+    Returns
+    -------
+    keras.utils.PyDataset
+        Batches ``(frames, labels, weights)``.
+    """
+    import keras
+
+    class FlippedBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.on_epoch_end()
+
+        def __len__(self) -> int:
+            return -(-len(x) // batch_size)
+
+        def on_epoch_end(self) -> None:
+            self.order = self.rng.permutation(len(x))
+            self.flips = self.rng.integers(0, 4, len(x))
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            picked = self.order[index * batch_size : (index + 1) * batch_size]
+            frames = x[picked]
+            flips = self.flips[picked]
+            frames[flips & 1 == 1] = frames[flips & 1 == 1, :, ::-1]
+            frames[flips & 2 == 2] = frames[flips & 2 == 2, ::-1]
+            return frames, y[picked], weights[picked]
+
+    return FlippedBatches()
+
+
 class ReferenceCNN(HitMethod):
     """The reference study's CNN (Table I, 11,098 parameters at 350x350) in Keras; ONNX Runtime for fast inference.
 
@@ -306,6 +357,9 @@ class ReferenceCNN(HitMethod):
         Input transform after clipping negative ADU to 0, before per-training-set standardisation.
     class_weight : {"balanced", None}
         Weight the loss by inverse class frequency (hits are often rare; the study: None).
+    flip_augment : bool
+        Flip each training frame at random (left-right, up-down, both or neither) anew every
+        epoch; the study: False.
     random_state : int
         Seed of weights, dropout, shuffling and the validation split; training on the CPU is
         repeatable (TensorFlow deterministic ops are switched on).
@@ -331,6 +385,7 @@ class ReferenceCNN(HitMethod):
         patience: int = 10,
         normalisation: str = "log1p",
         class_weight: str | None = "balanced",
+        flip_augment: bool = False,
         random_state: int = 0,
         backend: str = "auto",
         inference_batch_size: int = 32,
@@ -346,6 +401,7 @@ class ReferenceCNN(HitMethod):
         self.patience = patience
         self.normalisation = normalisation
         self.class_weight = class_weight
+        self.flip_augment = flip_augment
         self.random_state = random_state
         self.backend = backend
         self.inference_batch_size = inference_batch_size
@@ -415,15 +471,16 @@ class ReferenceCNN(HitMethod):
             loss="categorical_crossentropy",
             metrics=["accuracy"],
         )
+        if self.flip_augment:  # PyDataset batches carry the class weights as sample weights
+            sample_weight = np.array([weights[c] for c in (0, 1)] if weights else [1.0, 1.0], np.float32)
+            data = {"x": _flipped_batches(x, y, sample_weight[y.argmax(axis=1)], self.batch_size, self.random_state)}
+        else:
+            data = {"x": x, "y": y, "batch_size": self.batch_size, "class_weight": weights, "shuffle": True}
         history = model.fit(
-            x,
-            y,
-            batch_size=self.batch_size,
+            **data,
             epochs=self.epochs,
             validation_data=validation_data,
-            class_weight=weights,
             callbacks=callbacks,
-            shuffle=True,
             verbose=self.verbose,
         )
         self.model_ = model

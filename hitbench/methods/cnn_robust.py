@@ -34,7 +34,9 @@ class RobustCNN(RobustInput, ReferenceCNN):
     training frames (which the network separates perfectly, so the cut sits just above the
     highest-scoring training miss, P ~ 0.06) gave 0.98-1.00 on runs 90-100 but called two of
     the four real misses hits (16/18); P > 0.5 on the same network: 0.935-1.00 on runs 90-100,
-    0.97-1.00 on the other presets, 18/18 real frames.
+    0.97-1.00 on the other presets, 18/18 real frames. Random flips of the training frames
+    (``flip_augment``, 40 epochs, full runs): 0.957-1.00 on runs 94-100 against 0.945-0.962
+    without, 0.965-1.00 on the other presets, 18/18 real frames (docs/robustness/findings.md).
 
     Parameters
     ----------
@@ -42,8 +44,9 @@ class RobustCNN(RobustInput, ReferenceCNN):
         As :class:`~hitbench.methods.cnn.ReferenceCNN` (the same defaults, so that the two
         differ only in their input; 20 epochs: 0.935-1.00 on runs 90-100 of the default
         preset, 40: 0.938-1.00, real misses at P(hit) <= 0.07 and <= 0.03).
-    class_weight, random_state, backend, inference_batch_size, verbose
-        As :class:`~hitbench.methods.cnn.ReferenceCNN` (``class_weight`` defaults to "balanced").
+    class_weight, flip_augment, random_state, backend, inference_batch_size, verbose
+        As :class:`~hitbench.methods.cnn.ReferenceCNN` (``class_weight`` defaults to "balanced";
+        ``flip_augment`` defaults to True here, False for ``cnn``).
     background_block : int
         Tile side of the photon, background and noise estimates, pixels.
     hot_fraction : float
@@ -70,6 +73,7 @@ class RobustCNN(RobustInput, ReferenceCNN):
         patience: int = 10,
         normalisation: str = "log1p",
         class_weight: str | None = "balanced",
+        flip_augment: bool = True,
         random_state: int = 0,
         backend: str = "auto",
         inference_batch_size: int = 32,
@@ -90,6 +94,7 @@ class RobustCNN(RobustInput, ReferenceCNN):
             patience=patience,
             normalisation=normalisation,
             class_weight=class_weight,
+            flip_augment=flip_augment,
             random_state=random_state,
             backend=backend,
             inference_batch_size=inference_batch_size,
