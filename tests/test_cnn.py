@@ -155,7 +155,7 @@ def test_flipped_batches_show_every_frame_once_per_epoch_in_one_of_four_orientat
         for i in range(len(batches)):
             frames, labels, w = batches[i]
             assert len(frames) == (3 if i == 4 else 5)
-            for frame, label, weight in zip(frames, labels, w):
+            for frame, label, weight in zip(frames, labels, w, strict=True):
                 source = int(np.flatnonzero(weights == weight)[0])  # weights are distinct: they name the frame
                 np.testing.assert_array_equal(label, y[source])
                 matches = [k for k, flip in enumerate(orientations) if np.array_equal(frame, flip(x[source]))]
