@@ -145,22 +145,26 @@ def test_flipped_batches_show_every_frame_once_per_epoch_in_one_of_four_orientat
     x = rng.random((23, 9, 9, 1), dtype=np.float32)
     original = x.copy()
     y = np.eye(2, dtype=np.float32)[np.arange(23) % 2]
-    weights = np.linspace(1, 2, 23, dtype=np.float32)
-    batches = _flipped_batches(x, y, weights, 5, seed=1)
+    batches = _flipped_batches(x, y, 5, seed=1)
     orientations = [lambda f: f, lambda f: f[:, ::-1], lambda f: f[::-1], lambda f: f[::-1, ::-1]]
     used = set()
     for _ in range(3):
         seen = []
         assert len(batches) == 5
         for i in range(len(batches)):
-            frames, labels, w = batches[i]
+            frames, labels = batches[i]
             assert len(frames) == (3 if i == 4 else 5)
-            for frame, label, weight in zip(frames, labels, w, strict=True):
-                source = int(np.flatnonzero(weights == weight)[0])  # weights are distinct: they name the frame
+            for frame, label in zip(frames, labels, strict=True):
+                matches = [
+                    (source, k)
+                    for source in range(len(x))
+                    for k, flip in enumerate(orientations)
+                    if np.array_equal(frame, flip(x[source]))
+                ]
+                assert len(matches) == 1  # random frames: one source frame in one orientation
+                source, orientation = matches[0]
                 np.testing.assert_array_equal(label, y[source])
-                matches = [k for k, flip in enumerate(orientations) if np.array_equal(frame, flip(x[source]))]
-                assert len(matches) == 1
-                used.add(matches[0])
+                used.add(orientation)
                 seen.append(source)
         assert sorted(seen) == list(range(23))
         batches.on_epoch_end()

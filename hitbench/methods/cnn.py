@@ -269,7 +269,7 @@ def onnx_session(onnx_bytes: bytes, *, threads: int | None = None):
     return ort.InferenceSession(onnx_bytes, sess_options=options, providers=providers)
 
 
-def _flipped_batches(x: np.ndarray, y: np.ndarray, weights: np.ndarray, batch_size: int, seed: int):
+def _flipped_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
     """Training batches in a new random order each epoch, each frame randomly flipped.
 
     A frame is left as it is, flipped left-right, flipped up-down or rotated by 180 degrees
@@ -282,8 +282,6 @@ def _flipped_batches(x: np.ndarray, y: np.ndarray, weights: np.ndarray, batch_si
         Standardised training frames.
     y : numpy.ndarray, shape (n, 2)
         One-hot labels.
-    weights : numpy.ndarray, shape (n,)
-        Per-frame loss weights.
     batch_size : int
         Frames per batch.
     seed : int
@@ -292,7 +290,7 @@ def _flipped_batches(x: np.ndarray, y: np.ndarray, weights: np.ndarray, batch_si
     Returns
     -------
     keras.utils.PyDataset
-        Batches ``(frames, labels, weights)``.
+        Batches ``(frames, labels)``.
     """
     import keras
 
@@ -309,13 +307,13 @@ def _flipped_batches(x: np.ndarray, y: np.ndarray, weights: np.ndarray, batch_si
             self.order = self.rng.permutation(len(x))
             self.flips = self.rng.integers(0, 4, len(x))
 
-        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
             picked = self.order[index * batch_size : (index + 1) * batch_size]
             frames = x[picked]
             flips = self.flips[picked]
             frames[flips & 1 == 1] = frames[flips & 1 == 1, :, ::-1]
             frames[flips & 2 == 2] = frames[flips & 2 == 2, ::-1]
-            return frames, y[picked], weights[picked]
+            return frames, y[picked]
 
     return FlippedBatches()
 
@@ -471,14 +469,14 @@ class ReferenceCNN(HitMethod):
             loss="categorical_crossentropy",
             metrics=["accuracy"],
         )
-        if self.flip_augment:  # PyDataset batches carry the class weights as sample weights
-            sample_weight = np.array([weights[c] for c in (0, 1)] if weights else [1.0, 1.0], np.float32)
-            data = {"x": _flipped_batches(x, y, sample_weight[y.argmax(axis=1)], self.batch_size, self.random_state)}
+        if self.flip_augment:
+            data = {"x": _flipped_batches(x, y, self.batch_size, self.random_state)}
         else:
-            data = {"x": x, "y": y, "batch_size": self.batch_size, "class_weight": weights, "shuffle": True}
+            data = {"x": x, "y": y, "batch_size": self.batch_size, "shuffle": True}
         history = model.fit(
             **data,
             epochs=self.epochs,
+            class_weight=weights,
             validation_data=validation_data,
             callbacks=callbacks,
             verbose=self.verbose,
