@@ -7,6 +7,7 @@ network's shape, that both inference paths agree and that models round-trip, not
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -191,3 +192,11 @@ def test_bad_parameters_give_one_line_errors(data):
         ReferenceCNN(normalisation="sqrt").fit(frames, labels)
     with pytest.raises(HitbenchError, match="validation_split"):
         ReferenceCNN(validation_split=0.9, epochs=1).fit(frames[:6], labels[:6])
+
+
+def test_tensorflow_start_up_lines_kept_off_the_terminal():
+    """Building a network prints none of TensorFlow's C++ start-up log lines (oneDNN, CUDA) on stderr."""
+    code = "from hitbench.methods.cnn import build_model; build_model((64, 64), 0.1)"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower(), result.stderr

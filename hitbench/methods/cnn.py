@@ -36,16 +36,19 @@ pooling the columns). Both give the same scores to about 1e-6; ``backend="auto"`
 Runtime (faster than Keras on the 2-core development CPU, see docs/speed.md) unless TensorFlow
 sees a GPU that ONNX Runtime cannot use.
 
-TensorFlow is imported only when a model is built, trained or loaded, never at module import.
+TensorFlow is imported only when a model is built, trained or loaded, never at module import,
+and then with its C++ start-up lines kept off the terminal (:func:`_keras`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -56,6 +59,38 @@ from hitbench.methods.base import HitMethod
 _STATE_ENTRY = "hitbench_state.json"
 _NORMALISATIONS = ("log1p", "linear")
 _BACKENDS = ("auto", "keras", "onnx")
+
+
+def _keras() -> ModuleType:
+    """Keras on TensorFlow, imported (the first time) with TensorFlow's C++ start-up lines kept quiet.
+
+    TensorFlow 2.21 prints them through absl whatever ``TF_CPP_MIN_LOG_LEVEL`` says (the
+    oneDNN notice, "Could not find cuda drivers", a failed ``cuInit`` on a machine without a
+    GPU), so standard error (file descriptor 2) points at the null device while TensorFlow
+    loads and looks for its devices. Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see them. Python
+    errors raised by the import still reach the caller.
+
+    Returns
+    -------
+    module
+        ``keras``.
+    """
+    if "keras" not in sys.modules and os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0":
+        sys.stderr.flush()
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+            import keras  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
+    import keras
+
+    return keras
 
 
 def _n_cores() -> int:
@@ -81,7 +116,7 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25):
     keras.Model
         The network, input (H, W, 1), output softmax (miss, hit).
     """
-    import keras
+    keras = _keras()
     from keras import layers
 
     height, width = (int(s) for s in frame_shape)
@@ -292,7 +327,7 @@ def _flipped_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
     keras.utils.PyDataset
         Batches ``(frames, labels)``.
     """
-    import keras
+    keras = _keras()
 
     class FlippedBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
@@ -428,7 +463,7 @@ class ReferenceCNN(HitMethod):
     # -- training ------------------------------------------------------------------------
     def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
         self._check_params()
-        import keras
+        keras = _keras()
         import tensorflow as tf
         from sklearn.model_selection import train_test_split
         from sklearn.utils.class_weight import compute_class_weight
@@ -492,6 +527,8 @@ class ReferenceCNN(HitMethod):
         if self.backend != "auto":
             return self.backend == "onnx"
         import onnxruntime as ort
+
+        _keras()
         import tensorflow as tf
 
         return "CUDAExecutionProvider" in ort.get_available_providers() or not tf.config.list_physical_devices("GPU")
@@ -609,7 +646,7 @@ class ReferenceCNN(HitMethod):
         ReferenceCNN
             The fitted method.
         """
-        import keras
+        keras = _keras()
 
         path = Path(path)
         try:
@@ -644,7 +681,7 @@ class ReferenceCNN(HitMethod):
         super().__setstate__(state)
         self._onnx_session = None
         if model is not None:
-            import keras
+            keras = _keras()
 
             with tempfile.TemporaryDirectory() as tmp:
                 file = Path(tmp) / "model.keras"
