@@ -36,17 +36,20 @@ pooling the columns). Both give the same scores to about 1e-6; ``backend="auto"`
 Runtime (faster than Keras on the 2-core development CPU, see docs/speed.md) unless TensorFlow
 sees a GPU that ONNX Runtime cannot use.
 
-TensorFlow is imported only when a model is built, trained or loaded, never at module import,
-and then with its C++ start-up lines kept off the terminal (:func:`_keras`).
+TensorFlow is imported only when a model is built, trained or loaded, never at module import;
+its C++ log lines are kept off the terminal while it loads and trains (:func:`_tensorflow_log_filtered`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -61,33 +64,60 @@ _NORMALISATIONS = ("log1p", "linear")
 _BACKENDS = ("auto", "keras", "onnx")
 
 
-def _keras() -> ModuleType:
-    """Keras on TensorFlow, imported (the first time) with TensorFlow's C++ start-up lines kept quiet.
+#: TensorFlow's C++ log lines (absl format "I0000 00:00:1795657557.412880   26168 file.cc:52] ...")
+#: and the two plain lines its start-up prints with them.
+_TENSORFLOW_LOG_LINE = re.compile(
+    r"[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]"
+    r"|WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|To enable the following instructions: .* rebuild TensorFlow"
+)
 
-    TensorFlow 2.21 prints them through absl whatever ``TF_CPP_MIN_LOG_LEVEL`` says (the
-    oneDNN notice, "Could not find cuda drivers", a failed ``cuInit`` on a machine without a
-    GPU), so standard error (file descriptor 2) points at the null device while TensorFlow
-    loads and looks for its devices. Set ``TF_CPP_MIN_LOG_LEVEL=0`` to see them. Python
-    errors raised by the import still reach the caller.
+
+@contextlib.contextmanager
+def _tensorflow_log_filtered() -> Iterator[None]:
+    """Keep TensorFlow's C++ log lines off standard error while the block runs.
+
+    TensorFlow 2.21 prints them through absl whatever ``TF_CPP_MIN_LOG_LEVEL`` says: at
+    import (the oneDNN notice, "Could not find cuda drivers", a failed ``cuInit`` on a machine
+    without a GPU) and when training starts (tf.data notices). Standard error (file descriptor
+    2) goes to a temporary file while the block runs; afterwards every other line (Python
+    warnings, messages of other libraries) is written back to it. ``TF_CPP_MIN_LOG_LEVEL=0``
+    leaves standard error alone.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            lines = log.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not _TENSORFLOW_LOG_LINE.match(line)))
+
+
+def _keras() -> ModuleType:
+    """Keras on TensorFlow, imported (the first time) through :func:`_tensorflow_log_filtered`.
+
+    TensorFlow also looks for its devices there, so that the CUDA lines stay quiet too.
 
     Returns
     -------
     module
         ``keras``.
     """
-    if "keras" not in sys.modules and os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0":
-        sys.stderr.flush()
-        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(null, 2)
+    if "keras" not in sys.modules:
+        with _tensorflow_log_filtered():
             import tensorflow as tf
 
             tf.config.list_physical_devices()
             import keras  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(null)
     import keras
 
     return keras
@@ -508,14 +538,15 @@ class ReferenceCNN(HitMethod):
             data = {"x": _flipped_batches(x, y, self.batch_size, self.random_state)}
         else:
             data = {"x": x, "y": y, "batch_size": self.batch_size, "shuffle": True}
-        history = model.fit(
-            **data,
-            epochs=self.epochs,
-            class_weight=weights,
-            validation_data=validation_data,
-            callbacks=callbacks,
-            verbose=self.verbose,
-        )
+        with _tensorflow_log_filtered():
+            history = model.fit(
+                **data,
+                epochs=self.epochs,
+                class_weight=weights,
+                validation_data=validation_data,
+                callbacks=callbacks,
+                verbose=self.verbose,
+            )
         self.model_ = model
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         self.n_epochs_ = len(self.history_["loss"])
