@@ -211,7 +211,8 @@ def _dask_options(command):
               "[default: $HITBENCH_CACHE or ~/.cache/hitbench].")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers.")
 @click.option("--seed", "seeds", default="0", show_default=True,
-              help="Seed of simulation, splits and training; several (0,1,2) repeat the training.")
+              help="Seed of simulation, splits and training; several (0,1,2) repeat the training "
+              "and add tables/seeds.md (the spread over seeds).")
 @click.option("--save-models", is_flag=True, help="Also copy the trained models to OUT/models/.")
 @_dask_options
 def compare_command(methods: str, data: Path | None, preset: str | None, scale: float | None, train_runs: str | None,

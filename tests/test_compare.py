@@ -79,6 +79,24 @@ def test_cached_rerun_trains_nothing_and_same_seed_same_tables(
     assert (out / "scores.csv.gz").read_bytes() == (fresh / "scores.csv.gz").read_bytes()
 
 
+def test_several_seeds_give_their_spread(first_run: tuple[Path, Path, str], tmp_path: Path) -> None:
+    _, cache, _ = first_run
+    out = tmp_path / "seeds"
+    _compare(out, cache, "--seed", "3,4")
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(results["seed"].unique()) == [3, 4]
+    spread = pd.read_csv(out / "tables" / "seeds.csv")
+    assert list(spread.columns[:4]) == ["Run", "intensity mean", "intensity min", "intensity max"]
+    for method in ("intensity", "litpix"):
+        rows = results[(results["method"] == method) & (results["test_run"].astype(str) == "4")]
+        row = spread[spread["Run"].astype(str) == "4"].iloc[0]
+        assert row[f"{method} min"] == pytest.approx(rows["balanced_accuracy"].min())
+        assert row[f"{method} max"] == pytest.approx(rows["balanced_accuracy"].max())
+        assert row[f"{method} mean"] == pytest.approx(rows["balanced_accuracy"].mean())
+    assert (out / "tables" / "seeds.md").exists()
+    assert not (first_run[0] / "tables" / "seeds.md").exists()  # one seed: no spread table
+
+
 def test_report_writes_docs(first_run: tuple[Path, Path, str], tmp_path: Path) -> None:
     out, _, _ = first_run
     result = CliRunner().invoke(main, ["report", str(out), "--docs", str(tmp_path / "docs")])

@@ -124,6 +124,33 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     return table.rename_axis("Run").reset_index()
 
 
+def seed_spread(results: pd.DataFrame) -> pd.DataFrame:
+    """Balanced accuracy of every method on every test run across seeds: mean, lowest and highest.
+
+    Each seed trains anew and draws its own held-out frames of the training runs, so the
+    spread shows how much a figure of one training depends on chance.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        The tidy results (several seeds).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per test run; for each method the columns ``<method> mean``, ``<method> min``
+        and ``<method> max``.
+    """
+    rows = with_run_labels(results)
+    order = list(dict.fromkeys(rows["test_run"]))
+    stats = rows.groupby(["test_run", "method"], sort=False)["balanced_accuracy"].agg(["mean", "min", "max"])
+    table = stats.unstack("method").reindex(order)
+    methods = list(dict.fromkeys(rows["method"]))
+    table = table.reindex(columns=[(stat, m) for m in methods for stat in ("mean", "min", "max")])
+    table.columns = [f"{m} {stat}" for stat, m in table.columns]
+    return table.rename_axis("Run").reset_index()
+
+
 def speed(results: pd.DataFrame) -> pd.DataFrame:
     """Training and prediction speed per method (prediction averaged over test runs, frame-weighted).
 
@@ -213,7 +240,9 @@ def write_results(folder: Path, results: pd.DataFrame, scores: pd.DataFrame, eve
 
 
 def write_tables(folder: Path, results: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Write Table II per method, the summary and the speed table as Markdown and CSV.
+    """Write Table II per method, the summary, the spread over seeds (several seeds) and the speed table.
+
+    Each as Markdown and CSV.
 
     Parameters
     ----------
@@ -229,6 +258,8 @@ def write_tables(folder: Path, results: pd.DataFrame) -> dict[str, pd.DataFrame]
     """
     tables = {f"table2_{m}": table2(results, m) for m in dict.fromkeys(results["method"])}
     tables["summary"] = summary(results)
+    if results["seed"].nunique() > 1:
+        tables["seeds"] = seed_spread(results)
     tables["speed"] = speed(results)
     for stem, table in tables.items():
         write_text(folder / "tables" / f"{stem}.md", markdown(table))
