@@ -17,7 +17,9 @@ The steps, in the order :func:`robust_pipeline` chains them:
    noise units whatever the detector's gain, units or background level.
 4. :class:`HotPixelMask` - zero pixels that are bright in a large fraction of the frames
    of the batch (hot pixels stay put, Bragg peaks move from crystal to crystal).
-5. :class:`Compress` - lower by a noise gate, clip at 0 and compress bright peaks (``log1p``, ``sqrt`` or Anscombe).
+5. :class:`Compress` - lower by a noise gate, clip at 0 and compress bright peaks (``log1p``, ``sqrt`` or Anscombe);
+   or :class:`SpotPixels` - the binary map of pixels above a threshold that have a neighbour
+   above it too (spots, not single noisy or hot pixels).
 
 Bad pixels arrive as exactly 0 (the data layer's convention) and are kept at 0.
 All steps are stateless (``fit`` learns nothing), so a fitted pipeline is valid on any run.
@@ -26,7 +28,7 @@ All steps are stateless (``fit`` learns nothing), so a fitted pipeline is valid 
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import ndimage, stats
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
@@ -500,6 +502,58 @@ class Compress(_StatelessTransformer):
         return x
 
 
+class SpotPixels(_StatelessTransformer):
+    """Binary map of the pixels of spots: above a threshold, with a neighbour above it too.
+
+    On frames in noise units (:class:`RobustScale`) a pixel is lit when it stands more than
+    ``threshold`` noise units above the background, and it is kept when at least
+    ``min_neighbours`` of its eight neighbours are lit as well. A Bragg peak that
+    peakfinder8 counts spans at least ``min_pixel_count=2`` pixels above its threshold, while
+    the Poisson tail of a photon-counting detector's background, hot pixels and cosmic-ray
+    hits light single pixels: the map keeps the first and drops the others. Kept pixels
+    are 1 and all others 0, so that a faint peak weighs as much as a bright one and a
+    network trained on the map counts spots rather than weighing their brightness.
+
+    Parameters
+    ----------
+    threshold : float
+        Noise units a pixel must stand above the background to be lit.
+    min_neighbours : int
+        Lit neighbours (of 8) a lit pixel needs to be kept (0 keeps every lit pixel).
+    """
+
+    def __init__(self, threshold: float = 5.0, min_neighbours: int = 1):
+        self.threshold = threshold
+        self.min_neighbours = min_neighbours
+
+    def _check_params(self) -> None:
+        if not float(self.threshold) >= 0 or int(self.min_neighbours) not in range(9):
+            raise HitbenchError(
+                f"SpotPixels: threshold={self.threshold}, min_neighbours={self.min_neighbours}; "
+                "give a threshold of 0 or more and 0-8 neighbours"
+            )
+
+    def transform(self, X: object) -> np.ndarray:
+        """The spot-pixel map.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames in noise units.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames, height, width)
+            float32, 1 on kept pixels, 0 elsewhere.
+        """
+        self._check_params()
+        lit = (_frames(X, "SpotPixels") > np.float32(self.threshold)).astype(np.float32)
+        if not int(self.min_neighbours):
+            return lit
+        neighbours = ndimage.uniform_filter(lit, size=(1, 3, 3), mode="constant") * np.float32(9) - lit
+        return lit * (neighbours > np.float32(int(self.min_neighbours) - 0.5))
+
+
 def robust_pipeline(
     block: int = 10,
     hot_threshold: float = 5.0,
@@ -507,6 +561,7 @@ def robust_pipeline(
     compress: str = "log1p",
     adu_per_photon: float | None = None,
     gate: float = 0.0,
+    spots: bool = False,
 ) -> Pipeline:
     """The default self-calibrating chain: photons, background, noise units, hot pixels, compression.
 
@@ -523,21 +578,25 @@ def robust_pipeline(
     adu_per_photon : float or None
         :class:`PhotonConversion` gain (None: estimated from each batch).
     gate : float
-        :class:`Compress` noise gate, in noise units.
+        :class:`Compress` noise gate, in noise units (with ``spots``: the :class:`SpotPixels`
+        threshold).
+    spots : bool
+        End with :class:`SpotPixels` (the binary map of spot pixels) instead of :class:`Compress`.
 
     Returns
     -------
     sklearn.pipeline.Pipeline
         Steps ``photons``, ``background``, ``scale`` (noise floor one photon), ``hot``,
-        ``compress`` (fitted: all are stateless).
+        ``compress`` or ``spots`` (fitted: all are stateless).
     """
+    last = ("spots", SpotPixels(threshold=gate)) if spots else ("compress", Compress(function=compress, gate=gate))
     return Pipeline(
         [
             ("photons", PhotonConversion(adu_per_photon=adu_per_photon, block=block)),
             ("background", BackgroundSubtraction(block=block)),
             ("scale", RobustScale(block=block, floor=1.0)),
             ("hot", HotPixelMask(threshold=hot_threshold, min_fraction=hot_fraction)),
-            ("compress", Compress(function=compress, gate=gate)),
+            last,
         ]
     )
 

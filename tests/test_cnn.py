@@ -206,3 +206,29 @@ def test_tensorflow_log_lines_kept_off_the_terminal():
     assert "still shown" in result.stderr
     assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower(), result.stderr
     assert "] " not in result.stderr, result.stderr
+
+
+def _spot_frames(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """CSPAD-like photon frames (28 ADU per photon); every hit has ten two-pixel spots."""
+    rng = np.random.default_rng(seed)
+    frames = rng.poisson(2, (n, 64, 64)).astype(np.float32) * 28
+    labels = np.arange(n) % 2
+    for i in np.flatnonzero(labels):
+        rows, cols = rng.integers(5, 59, (2, 10))
+        frames[i, rows, cols] += 3000
+        frames[i, rows + 1, cols] += 2000
+    return frames, labels
+
+
+def test_cnn_robust_fits_its_cut_between_the_training_classes():
+    from hitbench.methods.cnn_robust import RobustCNN
+
+    frames, labels = _spot_frames()
+    fitted = RobustCNN(epochs=10, batch_size=10, random_state=0, decision_threshold="fitted").fit(frames, labels)
+    scores = fitted.decision_function(frames)
+    assert scores[labels == 0].max() < fitted.threshold_ < scores[labels == 1].min()
+    np.testing.assert_array_equal(fitted.predict(frames), labels)
+    fixed = RobustCNN(epochs=1, batch_size=10, decision_threshold=0.3).fit(frames, labels)
+    assert fixed.threshold_ == 0.3
+    with pytest.raises(HitbenchError, match="decision_threshold"):
+        RobustCNN(epochs=1, decision_threshold=1.5).fit(frames, labels)

@@ -15,6 +15,7 @@ from hitbench.preprocess import (
     HotPixelMask,
     PhotonConversion,
     RobustScale,
+    SpotPixels,
     augment,
     robust_pipeline,
     transform_in_batches,
@@ -152,10 +153,35 @@ def test_compress_functions():
     np.testing.assert_allclose(Compress("none", clip=2.0).fit_transform(x), [[[0, 0, 2]]])
 
 
+def test_spot_pixels_keep_spots_and_drop_single_pixels():
+    x = np.zeros((2, 12, 12), dtype=np.float32)
+    x[0, 3, 3], x[0, 4, 4] = 6.0, 40.0  # a faint and a bright pixel of one spot (diagonal neighbours)
+    x[0, 9, 9] = 50.0  # a lone bright pixel: noise tail, hot pixel or cosmic ray
+    x[1, 6, 6], x[1, 6, 7] = 4.0, 8.0  # one of the pair below the threshold
+    spots = SpotPixels(threshold=5.0).fit_transform(x)
+    expected = np.zeros_like(x)
+    expected[0, 3, 3] = expected[0, 4, 4] = 1.0
+    np.testing.assert_array_equal(spots, expected)
+    np.testing.assert_array_equal(SpotPixels(threshold=5.0, min_neighbours=0).fit_transform(x), x > 5.0)
+
+
+def test_spot_pixel_pipeline_leaves_misses_empty_on_every_detector():
+    for adu_per_photon, readout in DETECTORS:
+        photons = _photons(n=8)
+        for i in range(4):  # a two-pixel spot on each of the first four frames, each elsewhere (not hot)
+            photons[i, 20 + 5 * i : 22 + 5 * i, 30] += 60
+        spots = robust_pipeline(spots=True, gate=5.0).fit_transform(_detector(photons, adu_per_photon, readout))
+        for i in range(4):
+            assert spots[i, 20 + 5 * i : 22 + 5 * i, 30].min() == 1.0, adu_per_photon
+        assert spots[4:].sum() <= 2, adu_per_photon  # at most a stray pair of the Poisson tail
+
+
 @pytest.mark.parametrize(
     "step, match",
     [
         (Compress("cube"), "function"),
+        (SpotPixels(threshold=-1.0), "threshold"),
+        (SpotPixels(min_neighbours=9), "neighbours"),
         (BackgroundSubtraction(block=1), "block"),
         (RobustScale(block=2), "block"),
         (RobustScale(floor=-1.0), "floor"),

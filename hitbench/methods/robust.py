@@ -2,7 +2,8 @@
 
 A robust method is an existing method that sees preprocessed frames instead of raw ADU:
 :func:`hitbench.preprocess.robust_pipeline` (photons, background subtraction, each frame in
-units of its own noise, hot pixels found in the batch zeroed, noise gate, compression),
+units of its own noise, hot pixels found in the batch zeroed, noise gate, compression or the
+binary map of spot pixels),
 applied batch by batch at training and at prediction alike; optionally its training set is
 enlarged with drifted copies (:func:`hitbench.preprocess.augment`). Preprocessing learns nothing and needs no
 labels, so a model trained on one run calibrates itself on every other run or detector.
@@ -27,6 +28,8 @@ class RobustInput:
     compress: str = "log1p"
     #: Noise gate of the compression, in noise units (a subclass may make it a parameter).
     noise_gate: float = 0.0
+    #: End with the binary spot-pixel map (threshold ``noise_gate``) instead of the compression.
+    spot_pixels: bool = False
 
     def _robust_input(self, frames: np.ndarray) -> np.ndarray:
         """Preprocessed frames (noise units, background and hot pixels removed, compressed)."""
@@ -40,6 +43,7 @@ class RobustInput:
             hot_fraction=self.hot_fraction,
             compress=self.compress,
             gate=float(self.noise_gate),
+            spots=bool(self.spot_pixels),
         )
         return transform_in_batches(pipeline, frames)
 
