@@ -32,7 +32,7 @@ class RobustCNN(RobustInput, ReferenceCNN):
     How the settings were chosen (default preset, train runs 90-93, 40 epochs, flips; each
     variant scored on every test run, the other presets and the real frames, so these are
     not held-out figures; docs/robustness/findings.md): gated noise-unit values (gate 5)
-    instead of the spot map missed faint hits (11-15 peaks; 0.900-0.977 on runs 90*-100),
+    instead of the spot map missed faint hits (11-15 peaks; 0.900 and 0.938 on runs 92* and 91*),
     because a weak peak's pixels hardly rise above a gate of 5; lit pixels without the
     neighbour rule kept them (0.978-1.000) but counted the Poisson tail of the Pilatus-like
     i24-thaumatin background (0.82-0.93 there); spot pixels above 5 noise units gave
