@@ -127,9 +127,10 @@ class RobustCNN(RobustInput, ReferenceCNN):
                 f"cnn-robust: decision_threshold={self.decision_threshold!r}; give 'fitted' or a P(hit) between 0 and 1"
             )
         inputs, labels = self._robust_training(frames, labels)
-        super()._fit(inputs, labels)
-        self.threshold_ = float(self.decision_threshold) if fixed else 0.5
-        if not fixed:  # the best cut on the training frames, half-way across its gap in log-odds
+        super()._fit(inputs, labels)  # decides P(hit) > 0.5
+        if fixed:
+            self.threshold_ = float(self.decision_threshold)
+        else:  # the best cut on the training frames, half-way across its gap in log-odds
             odds = special.logit(np.clip(super()._score(inputs).astype(np.float64), 1e-7, 1 - 1e-7))
             cut, balanced_accuracy = fit_threshold(odds, labels)
             if balanced_accuracy > 0.5:  # else no cut beats chance there: keep P(hit) > 0.5
