@@ -2,7 +2,7 @@
 
 Layout (see DESIGN.md)::
 
-    /entry_1/data_1/data                         (n, H, W) frames, one frame per chunk, compressed
+    /entry_1/data_1/data                         (n, H, W) frames, one frame per chunk
     /entry_1/result_1/nPeaks                     (n,)             peak count per frame
     /entry_1/result_1/peakXPosRaw, peakYPosRaw   (n, max_peaks)   peak centroids, pixels (0-based)
     /entry_1/result_1/peakTotalIntensity         (n, max_peaks)   integrated intensity, ADU
@@ -13,7 +13,9 @@ Layout (see DESIGN.md)::
     /entry_1/hitbench/<field>                    hitbench's per-frame fields (label, simulated truth, ...)
     /entry_1/hitbench attributes                 run attributes (run number, experiment, conditions)
 
-Frames are read lazily in slices; a run of any size is never loaded whole.
+Every dataset is written with one compression (:mod:`hitbench.data.compression`; by default deflate + shuffle,
+which any libhdf5 reads). Reading registers hdf5plugin's filters, so files compressed with Blosc, bitshuffle
+or LZ4 (Eiger data) open too. Frames are read lazily in slices; a run of any size is never loaded whole.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from pathlib import Path
 from types import TracebackType
 
 import h5py
-import hdf5plugin
 import numpy as np
 
 from hitbench.atomic import temp_sibling
+from hitbench.data.compression import dataset_filters
 from hitbench.errors import HitbenchError
 
 DATA = "/entry_1/data_1/data"
@@ -87,8 +89,9 @@ class PeakTable:
         return int(self.n_peaks.shape[0])
 
 
-def _compression() -> dict:
-    return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+def _plugin_filters() -> None:
+    """Register hdf5plugin's filters (Blosc, bitshuffle, LZ4, ...) so that others' compressed files read."""
+    import hdf5plugin  # noqa: F401  (importing registers the filters with libhdf5)
 
 
 class CXIWriter:
@@ -109,7 +112,9 @@ class CXIWriter:
     max_peaks : int
         Width of the peak arrays when peaks are appended.
     dtype : numpy dtype
-        On-disk dtype of the frames.
+        On-disk dtype of the frames (integer frames stay integer).
+    compression : str
+        Filters of every dataset, one of :data:`hitbench.data.compression.COMPRESSIONS`.
     """
 
     def __init__(
@@ -122,8 +127,10 @@ class CXIWriter:
         attrs: Mapping[str, object] | None = None,
         max_peaks: int = 2048,
         dtype: np.dtype | type = np.float32,
+        compression: str = "gzip",
     ) -> None:
         self.path = Path(path)
+        self._filters = dataset_filters(compression)
         if self.path.exists():
             raise HitbenchError(f"{self.path}: file exists; choose another output path or remove it first")
         if not self.path.parent.is_dir():
@@ -155,14 +162,14 @@ class CXIWriter:
             maxshape=(None, *self.frame_shape),
             dtype=dtype,
             chunks=(1, *self.frame_shape),
-            **_compression(),
+            **self._filters,
         )
         det = h5.require_group(DETECTOR)
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
             if mask.shape != self.frame_shape:
                 raise HitbenchError(f"mask: shape {mask.shape} differs from the frames' {self.frame_shape}")
-            det.create_dataset("mask", data=(~mask).astype(np.uint16), **_compression())
+            det.create_dataset("mask", data=(~mask).astype(np.uint16), **self._filters)
         if geometry is not None:
             det["distance"] = geometry.distance
             det["x_pixel_size"] = geometry.x_pixel_size
@@ -188,6 +195,7 @@ class CXIWriter:
                 maxshape=(None, *values.shape[1:]),
                 dtype=values.dtype,
                 chunks=True,
+                **self._filters,
             )
         dset = self._h5[full]
         dset.resize(self._n + values.shape[0], axis=0)
@@ -283,6 +291,7 @@ def write_cxi(
     fields: Mapping[str, np.ndarray] | None = None,
     peaks: PeakTable | None = None,
     max_peaks: int = 2048,
+    compression: str = "gzip",
 ) -> Path:
     """Write a whole frame stack to a new CXI file (see :class:`CXIWriter`).
 
@@ -292,7 +301,7 @@ def write_cxi(
         Output file (must not exist).
     frames : numpy.ndarray, shape (n, H, W)
         The frames.
-    mask, geometry, attrs, fields, peaks, max_peaks
+    mask, geometry, attrs, fields, peaks, max_peaks, compression
         As for :class:`CXIWriter` and :meth:`CXIWriter.append`.
 
     Returns
@@ -304,13 +313,15 @@ def write_cxi(
     if frames.ndim != 3:
         raise HitbenchError(f"{path}: frames have shape {frames.shape}, expected (n, H, W)")
     with CXIWriter(
-        path, frames.shape[1:], mask=mask, geometry=geometry, attrs=attrs, max_peaks=max_peaks, dtype=frames.dtype
+        path, frames.shape[1:], mask=mask, geometry=geometry, attrs=attrs, max_peaks=max_peaks, dtype=frames.dtype,
+        compression=compression,
     ) as writer:
         writer.append(frames, fields=fields, peaks=peaks)
     return Path(path)
 
 
 def _open(path: Path, mode: str = "r") -> h5py.File:
+    _plugin_filters()
     if not path.exists():
         raise HitbenchError(f"{path}: no such file; check the path")
     if path.is_dir():
@@ -401,6 +412,7 @@ class CXIRun:
             The frames.
         """
         stop = self.n_frames if stop is None else min(stop, self.n_frames)
+        _plugin_filters()  # also in a worker process that received this reader pickled
         try:
             with h5py.File(self.path, "r") as h5:
                 frames = h5[self.data_path][start:stop].astype(np.float32, copy=False)
@@ -482,6 +494,7 @@ def update_cxi(
     fields: Mapping[str, np.ndarray] | None = None,
     attrs: Mapping[str, object] | None = None,
     max_peaks: int = 2048,
+    compression: str = "gzip",
 ) -> None:
     """Add or replace peaks and per-frame fields of an existing CXI file, frames untouched.
 
@@ -501,8 +514,11 @@ def update_cxi(
         Attributes added to /entry_1/hitbench.
     max_peaks : int
         Width of the peak arrays.
+    compression : str
+        Filters of the new datasets, one of :data:`hitbench.data.compression.COMPRESSIONS`.
     """
     path = Path(path)
+    filters = dataset_filters(compression)
     with _open(path, "r+") as h5:
         n = h5[DATA].shape[0] if DATA in h5 else None
         staged: dict[str, np.ndarray] = {}
@@ -516,7 +532,7 @@ def update_cxi(
         if stage in h5:
             del h5[stage]
         for i, values in enumerate(staged.values()):
-            h5.create_dataset(f"{stage}/{i}", data=values, **_compression())
+            h5.create_dataset(f"{stage}/{i}", data=values, **filters)
         h5.flush()
         for i, key in enumerate(staged):
             group, _, _ = key.rpartition("/")

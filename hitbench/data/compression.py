@@ -1,0 +1,47 @@
+"""The HDF5 compression of every dataset hitbench writes (the ``--compression`` choices).
+
+- ``gzip`` (default): deflate after byte shuffle, filters built into every libhdf5, so plain h5py, CrystFEL,
+  ``h5dump`` and ``h5repack`` read the files without plugins (the filters Cheetah writes).
+- ``none``: no filter.
+- ``lz4``: Blosc with LZ4 after byte shuffle (hitbench's earlier format); readers need hdf5plugin or the Blosc
+  HDF5 plugin.
+- ``bitshuffle``: bitshuffle with LZ4 (the filter of Dectris Eiger files); readers need hdf5plugin or the
+  bitshuffle HDF5 plugin.
+
+Filters are lossless and keep the dataset's type: integer frames stay integer.
+"""
+
+from __future__ import annotations
+
+from hitbench.errors import HitbenchError
+
+#: The choices, the portable default first.
+COMPRESSIONS = ("gzip", "none", "lz4", "bitshuffle")
+#: Deflate level of ``gzip`` (levels 1-9; see benchmarks/bench_hdf5.py for the measured trade-off).
+GZIP_LEVEL = 4
+
+
+def dataset_filters(compression: str) -> dict[str, object]:
+    """Keyword arguments of :meth:`h5py.Group.create_dataset` for a compression choice.
+
+    Parameters
+    ----------
+    compression : str
+        One of :data:`COMPRESSIONS`.
+
+    Returns
+    -------
+    dict
+        ``compression``, ``compression_opts`` and ``shuffle`` as h5py takes them (empty for ``none``).
+    """
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": GZIP_LEVEL, "shuffle": True}
+    if compression == "none":
+        return {}
+    if compression in ("lz4", "bitshuffle"):
+        import hdf5plugin  # only these two need it; importing registers the filters with libhdf5
+
+        if compression == "lz4":
+            return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+    raise HitbenchError(f"compression '{compression}': choose one of {', '.join(COMPRESSIONS)}")
