@@ -219,7 +219,7 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
         "hit_fraction": spec.hit_fraction, **drawn, "gain_adu_per_photon": gain,
         "hot_pixels_masked": int(base_hot.size),
         "beam_centre_x": centre[0], "beam_centre_y": centre[1], "photon_energy_ev": beam.photon_energy_ev,
-        "wavelength_angstrom": wavelength, "detector_kind": det.kind,
+        "wavelength_angstrom": wavelength, "detector_kind": det.kind, "unit_cell": np.asarray(sample.cell, float),
         "truth_criterion": "n_spots_detectable: expected spot photons >= 5 max(sigma, 1), sigma^2 = background "
                            "photons in the 3x3 box + 9 (readout noise / gain)^2",
     }
@@ -363,7 +363,8 @@ def run_file_name(run: int) -> str:
 
 
 def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | None = None, scale: float | None = None,
-                     seed: int = 0, n_jobs: int = 1, frame_shape: tuple[int, int] | None = None) -> list[Path]:
+                     seed: int = 0, n_jobs: int = 1, frame_shape: tuple[int, int] | None = None,
+                     compression: str = "gzip") -> list[Path]:
     """Simulate runs of an experiment and write one CXI file per run, chunk by chunk.
 
     Frames go to /entry_1/data_1/data, the truth (see the module docstring) to /entry_1/hitbench/<key>, and
@@ -385,6 +386,8 @@ def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | Non
         joblib workers; the files do not depend on it.
     frame_shape : tuple of int, optional
         Crop size other than the experiment's.
+    compression : str
+        HDF5 compression of the files (see :mod:`hitbench.data.compression`).
 
     Returns
     -------
@@ -415,7 +418,7 @@ def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | Non
         for k, (frames, truth) in _chunks(models, n_jobs):
             if k not in writers:
                 writers[k] = CXIWriter(paths[k], shape, mask=models[k].mask, geometry=_geometry(exp),
-                                       attrs=built[k][1], max_peaks=exp.sample.max_spots)
+                                       attrs=built[k][1], max_peaks=exp.sample.max_spots, compression=compression)
             writers[k].append(frames, fields=truth)
             done[k] += len(frames)
             if done[k] == models[k].n_frames:
