@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from hitbench import __version__
+from hitbench.data.compression import COMPRESSIONS
 from hitbench.errors import HitbenchError
 
 HDF5_SUFFIXES = (".cxi", ".h5", ".hdf5", ".nxs")
@@ -108,6 +109,21 @@ def info_command(path: Path) -> None:
     Console().print(table)
 
 
+def _compression_option(command):
+    """The --compression option of the commands that write HDF5 (see :mod:`hitbench.data.compression`)."""
+    return click.option("--compression", type=click.Choice(COMPRESSIONS), default=COMPRESSIONS[0], show_default=True,
+                        help="HDF5 compression of what is written: gzip (deflate + shuffle, which any HDF5 reader, "
+                        "CrystFEL included, reads), none, or lz4 (Blosc) / bitshuffle, whose readers need "
+                        "hdf5plugin.")(command)
+
+
+def _echo_crystfel(written: list[Path] | tuple[Path, ...], notes: list[str] | tuple[str, ...]) -> None:
+    if written:
+        click.echo(f"  for CrystFEL: {', '.join(str(p) for p in written)}")
+    for note in notes:
+        click.echo(f"  {note}")
+
+
 @main.command("label")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--adc-threshold", type=float, help="Lowest peak-pixel value, ADU (default: PeakFinder8's).")
@@ -122,18 +138,32 @@ def info_command(path: Path) -> None:
 @click.option("--hit-above", type=int, default=10, show_default=True, help="More peaks than this: hit (1).")
 @click.option("--chunk-size", type=int, default=256, show_default=True, help="Frames per chunk.")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers over chunks.")
+@click.option("--crystfel-out", type=click.Path(path_type=Path),
+              help="Also write, into this folder, RUN.lst (the frames labelled hit), RUN.geom and RUN.cell for "
+              "CrystFEL's indexamajig.")
+@_compression_option
 def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chunk_size: int, n_jobs: int,
-                  **finder_options: float | int | None) -> None:
+                  crystfel_out: Path | None, compression: str, **finder_options: float | int | None) -> None:
     """Find peaks (peakfinder8) in CXI runs and write them, peak counts and labels into each file."""
+    import numpy as np
+
+    from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
+    from hitbench.data.cxi import CXIRun
     from hitbench.peaks import PeakFinder8
     from hitbench.peaks.labels import label_run
 
+    handoffs = {path: handoff_paths(crystfel_out, path.stem, path.stem) for path in paths} if crystfel_out else {}
+    if len(handoffs) != len({files[0] for files in handoffs.values()}):
+        raise HitbenchError("--crystfel-out: two runs share a file name, their CrystFEL files would collide")
+    refuse_existing(file for files in handoffs.values() for file in files)
     finder = PeakFinder8(**{k: v for k, v in finder_options.items() if v is not None})
     for path in paths:
         labels = label_run(path, finder, miss_below=miss_below, hit_above=hit_above, chunk_size=chunk_size,
-                           n_jobs=n_jobs)
+                           n_jobs=n_jobs, compression=compression)
         click.echo(f"{path}: {labels.size} frames, {int((labels == 1).sum())} hits, {int((labels == 0).sum())} "
                    f"misses, {int((labels == -1).sum())} ambiguous")
+        if path in handoffs:
+            _echo_crystfel(*write_handoff(CXIRun(path), np.flatnonzero(labels == 1), handoffs[path]))
 
 
 @main.command("simulate")
@@ -144,8 +174,9 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
 @click.option("--scale", type=float, help="Fraction of each run's events to simulate (default the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="Parallel workers (joblib).")
+@_compression_option
 def simulate_command(preset: str | None, experiment_file: Path | None, out_dir: Path, runs_text: str | None,
-                     scale: float | None, seed: int, n_jobs: int) -> None:
+                     scale: float | None, seed: int, n_jobs: int, compression: str) -> None:
     """Simulate an experiment's runs: one CXI file per run (existing files are never overwritten)."""
     from hitbench.data.dataset import select_runs
     from hitbench.simulate import load_experiment, write_experiment
@@ -154,7 +185,8 @@ def simulate_command(preset: str | None, experiment_file: Path | None, out_dir: 
         raise HitbenchError("simulate: give exactly one of --preset NAME or --experiment FILE")
     exp = load_experiment(preset if preset is not None else experiment_file)
     runs = [int(r) for r in select_runs(runs_text, [str(r) for r in exp.runs], option="--runs")] if runs_text else None
-    for path in write_experiment(exp, out_dir, runs=runs, scale=scale, seed=seed, n_jobs=n_jobs):
+    for path in write_experiment(exp, out_dir, runs=runs, scale=scale, seed=seed, n_jobs=n_jobs,
+                                 compression=compression):
         click.echo(str(path))
 
 
@@ -277,11 +309,13 @@ def report_command(results: Path, docs: Path) -> None:
               help="Model file from `hitbench compare --save-models` (or a joblib-saved method).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--chunk-size", type=int, default=256, show_default=True, help="Frames per chunk.")
-@click.option("--hits-cxi", is_flag=True, help="Also write RUN.hits.cxi: the hit frames with their peaks and fields.")
+@click.option("--hits-cxi", is_flag=True, help="Also write RUN.hits.cxi (the hit frames with their peaks and "
+              "fields) and, for CrystFEL's indexamajig, RUN.hits.lst, RUN.geom and RUN.cell.")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers over chunks.")
+@_compression_option
 @_dask_options
 def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chunk_size: int, hits_cxi: bool,
-                    n_jobs: int, scheduler: str | None, dask_workers: int | None) -> None:
+                    n_jobs: int, compression: str, scheduler: str | None, dask_workers: int | None) -> None:
     """Classify every frame of CXI runs; write RUN.hits.csv (event, score, label) per run into OUT."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -295,7 +329,7 @@ def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chu
     try:
         with parallel_backend(scheduler, dask_workers):
             summaries = predict_runs(model_path, list(runs), out_dir, chunk_size=chunk_size, hits_cxi=hits_cxi,
-                                     n_jobs=n_jobs, progress=_progress_factory(progress))
+                                     n_jobs=n_jobs, progress=_progress_factory(progress), compression=compression)
     finally:
         if progress.live.is_started:
             progress.stop()
@@ -304,3 +338,4 @@ def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chu
         outputs = ", ".join(str(p) for p in (s.hit_list, s.hits_cxi) if p is not None)
         click.echo(f"{s.run}: {s.n_frames} frames, {s.n_hits} hits ({100 * s.n_hits / max(1, s.n_frames):.1f}%), "
                    f"{rate:.0f} frames/s -> {outputs}")
+        _echo_crystfel(s.crystfel, s.notes)

@@ -3,11 +3,13 @@
 For each run the output folder receives ``<run>.hits.csv`` (event index, score, label 0/1 for
 every frame) and, when asked, ``<run>.hits.cxi``: only the hit frames, with their peaks from
 /entry_1/result_1 when the run has them and their hitbench fields, the data-reduction "veto" a
-facility keeps. Reading, inference and writing go chunk by chunk, so memory stays flat however
-long the run. Chunks are scored by joblib tasks that receive (path, start, stop) and open the
-file themselves, so under :func:`hitbench.parallel.parallel_backend` they run on a Dask cluster
-unchanged. Outputs are written to temporary names and renamed into place when complete, and
-existing outputs are never overwritten.
+facility keeps; beside it what CrystFEL's ``indexamajig`` reads (:mod:`hitbench.data.crystfel`):
+``<run>.hits.lst`` listing its frames, ``<run>.geom`` and, for simulated runs, ``<run>.cell``.
+Reading, inference and writing go chunk by chunk, so memory stays flat however long the run.
+Chunks are scored by joblib tasks that receive (path, start, stop) and open the file themselves,
+so under :func:`hitbench.parallel.parallel_backend` they run on a Dask cluster unchanged.
+Outputs are written to temporary names and renamed into place when complete, and existing
+outputs are never overwritten.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import joblib
 import numpy as np
 
 from hitbench.atomic import atomic_path
+from hitbench.data.compression import dataset_filters
+from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
 from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter, PeakTable
 from hitbench.errors import HitbenchError
 
@@ -147,6 +151,8 @@ class RunSummary:
     seconds: float
     hit_list: Path
     hits_cxi: Path | None
+    crystfel: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def output_paths(run_path: Path, out_dir: Path) -> tuple[Path, Path]:
@@ -167,6 +173,24 @@ def output_paths(run_path: Path, out_dir: Path) -> tuple[Path, Path]:
     return out_dir / f"{run_path.stem}.hits.csv", out_dir / f"{run_path.stem}.hits.cxi"
 
 
+def crystfel_paths(run_path: Path, out_dir: Path) -> tuple[Path, Path, Path]:
+    """The CrystFEL files written beside a run's hits-only CXI file.
+
+    Parameters
+    ----------
+    run_path : Path
+        The run's CXI file.
+    out_dir : Path
+        Output folder.
+
+    Returns
+    -------
+    (Path, Path, Path)
+        ``<out>/<run>.hits.lst``, ``<out>/<run>.geom`` and ``<out>/<run>.cell``.
+    """
+    return handoff_paths(out_dir, f"{run_path.stem}.hits", run_path.stem)
+
+
 def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool) -> list[CXIRun]:
     shape = getattr(model, "frame_shape_", None)
     opened, seen = [], {}
@@ -182,9 +206,8 @@ def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool) 
         if path.stem in seen:
             raise HitbenchError(f"{path}: same name as {seen[path.stem]}; outputs would collide, predict them apart")
         seen[path.stem] = path
-        for output in output_paths(path, out_dir)[: 2 if hits_cxi else 1]:
-            if output.exists():
-                raise HitbenchError(f"{output}: already exists; remove it or choose another --out")
+        hit_list, cxi_path = output_paths(path, out_dir)
+        refuse_existing([hit_list, cxi_path, *crystfel_paths(path, out_dir)] if hits_cxi else [hit_list])
         opened.append(run)
     return opened
 
@@ -203,6 +226,7 @@ def predict_runs(
     hits_cxi: bool = False,
     n_jobs: int = 1,
     progress: Callable[[str, int], Callable[[], None]] | None = None,
+    compression: str = "gzip",
 ) -> list[RunSummary]:
     """Classify every frame of each run and write its hit list (and hits-only CXI file).
 
@@ -217,11 +241,15 @@ def predict_runs(
     chunk_size : int
         Frames read, scored and written per chunk.
     hits_cxi : bool
-        Also write ``<run>.hits.cxi`` with the hit frames, their peaks and hitbench fields.
+        Also write ``<run>.hits.cxi`` with the hit frames, their peaks and hitbench fields, and the CrystFEL
+        files ``<run>.hits.lst``, ``<run>.geom`` and ``<run>.cell`` (the last two when the run records what they
+        need; see :func:`hitbench.data.crystfel.write_handoff`).
     n_jobs : int
         joblib workers over chunks (under a Dask backend the chunks go to the cluster).
     progress : callable, optional
         ``progress(description, total)`` returns a function called once per finished chunk.
+    compression : str
+        HDF5 compression of ``<run>.hits.cxi`` (see :mod:`hitbench.data.compression`).
 
     Returns
     -------
@@ -230,6 +258,7 @@ def predict_runs(
     """
     if chunk_size < 1:
         raise HitbenchError(f"--chunk-size {chunk_size}: give at least 1 frame")
+    dataset_filters(compression)  # an unknown choice fails before any work
     model_path = Path(model_path).resolve()
     model = _model_in_worker(model_path)
     out_dir = Path(out_dir)
@@ -243,24 +272,28 @@ def predict_runs(
         start_time = time.perf_counter()
         advance = progress(run.path.name, -(-run.n_frames // chunk_size)) if progress else None
         hit_list, cxi_path = output_paths(run.path, out_dir)
-        n_hits = _predict_run(model_path, run, hit_list, cxi_path if hits_cxi else None, chunk_size, n_jobs, advance)
+        n_hits = _predict_run(model_path, run, hit_list, cxi_path if hits_cxi else None, chunk_size, n_jobs, advance,
+                              compression)
+        crystfel, notes = [], []
+        if hits_cxi:
+            crystfel, notes = write_handoff(CXIRun(cxi_path), range(n_hits), crystfel_paths(run.path, out_dir))
         summaries.append(
             RunSummary(run.path, run.n_frames, n_hits, time.perf_counter() - start_time, hit_list,
-                       cxi_path if hits_cxi else None)
+                       cxi_path if hits_cxi else None, tuple(crystfel), tuple(notes))
         )
     return summaries
 
 
-def _hits_writer(run: CXIRun, path: Path) -> CXIWriter:
+def _hits_writer(run: CXIRun, path: Path, compression: str) -> CXIWriter:
     with h5py.File(run.path, "r") as h5:
         max_peaks = h5[f"{RESULT}/peakXPosRaw"].shape[1] if run.has_peaks else 2048
     attrs = {**run.attrs, "source_run_file": str(run.path)}
     return CXIWriter(path, run.frame_shape, mask=run.mask, geometry=run.geometry, attrs=attrs, max_peaks=max_peaks,
-                     dtype=run.dtype)
+                     dtype=run.dtype, compression=compression)
 
 
 def _predict_run(model_path: Path, run: CXIRun, hit_list: Path, cxi_path: Path | None, chunk_size: int, n_jobs: int,
-                 advance: Callable[[], None] | None) -> int:
+                 advance: Callable[[], None] | None, compression: str) -> int:
     n_hits = 0
     tasks = (
         joblib.delayed(predict_chunk)(model_path, run.path, start, stop, cxi_path is not None)
@@ -269,7 +302,7 @@ def _predict_run(model_path: Path, run: CXIRun, hit_list: Path, cxi_path: Path |
     with atomic_path(hit_list, overwrite=False) as tmp, open(tmp, "w", newline="") as text:
         writer = None
         try:
-            writer = _hits_writer(run, cxi_path) if cxi_path is not None else None
+            writer = _hits_writer(run, cxi_path, compression) if cxi_path is not None else None
             text.write("event,score,label\n")
             for chunk in joblib.Parallel(n_jobs=n_jobs, return_as="generator")(tasks):
                 rows = zip(range(chunk.start, chunk.start + chunk.scores.size), chunk.scores.tolist(),

@@ -376,7 +376,8 @@ class CXIRun:
         self.frame_shape: tuple[int, int] = (int(dset.shape[1]), int(dset.shape[2]))
         self.dtype = dset.dtype
         det = h5.get(DETECTOR)
-        if det is not None and "mask" in det:
+        self.has_mask = det is not None and "mask" in det
+        if self.has_mask:
             raw = det["mask"][()]
             if not _is_real(raw.dtype):
                 raise HitbenchError(

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
+from hitbench.data.compression import dataset_filters
 from hitbench.data.cxi import CXIRun, PeakTable, update_cxi
 from hitbench.errors import HitbenchError
 from hitbench.peaks.peakfinder import PeakFinder8
@@ -58,6 +59,7 @@ def label_run(
     hit_above: int = 10,
     chunk_size: int = 256,
     n_jobs: int = 1,
+    compression: str = "gzip",
 ) -> np.ndarray:
     """Find the peaks of a CXI run and write them, the peak counts and the labels into the file.
 
@@ -79,6 +81,8 @@ def label_run(
         Frames read and searched at a time.
     n_jobs : int
         joblib workers over chunks.
+    compression : str
+        HDF5 compression of the datasets added to the file (see :mod:`hitbench.data.compression`).
 
     Returns
     -------
@@ -87,6 +91,7 @@ def label_run(
     """
     if chunk_size < 1:
         raise HitbenchError(f"chunk_size={chunk_size}: give 1 frame or more")
+    dataset_filters(compression)  # an unknown choice fails before the search
     run = CXIRun(path)
     if run.n_frames == 0:
         raise HitbenchError(f"{run.path}: no frames to label (the run is empty); leave it out")
@@ -109,5 +114,6 @@ def label_run(
         fields={"n_peaks": n_peaks.astype(np.int32), "label": labels},
         attrs={"peakfinder8": json.dumps(params), "label_rule": json.dumps(rule)},
         max_peaks=max(int(finder.max_num_peaks), width),
+        compression=compression,
     )
     return labels
