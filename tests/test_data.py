@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from hitbench.data.compression import GZIP_LEVEL
 from hitbench.data.cxi import CXIRun, CXIWriter, Geometry, PeakTable, update_cxi, write_cxi
 from hitbench.data.dataset import iter_frames, open_experiment, run_labels
 from hitbench.data.formats import crop, read_image
@@ -156,3 +157,39 @@ def test_compressed_and_plain_images(tmp_path: Path) -> None:
     run = open_experiment(tmp_path / "labels.csv").runs[tmp_path.name]
     assert run.read().shape == (2, 350, 350)
     np.testing.assert_array_equal(run_labels(run, "truth"), [0, 1])
+
+
+@pytest.mark.parametrize(("compression", "filters"), [
+    ("gzip", {h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE}),
+    ("none", set()),
+    ("lz4", {32001}),  # Blosc (registered HDF5 filter id)
+    ("bitshuffle", {32008}),
+])
+def test_compression_choices_keep_types_and_values(tmp_path: Path, compression: str, filters: set[int]) -> None:
+    ex = _example()
+    frames = np.random.default_rng(1).poisson(30.0, (12, 24, 30)).astype(np.int32)
+    path = write_cxi(tmp_path / "run.cxi", frames, mask=ex["mask"], fields=ex["fields"], peaks=ex["peaks"],
+                     max_peaks=8, compression=compression)
+    update_cxi(path, fields={"label": np.ones(12, np.int8)}, compression=compression)
+    with h5py.File(path) as h5:
+        datasets = []
+        h5.visititems(lambda name, item: datasets.append(item) if isinstance(item, h5py.Dataset) else None)
+        arrays = [d for d in datasets if d.ndim]  # all but the scalar geometry
+        assert {d.name for d in arrays} >= {"/entry_1/data_1/data", "/entry_1/instrument_1/detector_1/mask",
+                                             "/entry_1/result_1/nPeaks", "/entry_1/hitbench/label"}
+        for dset in arrays:
+            plist = dset.id.get_create_plist()
+            assert {plist.get_filter(i)[0] for i in range(plist.get_nfilters())} == filters, dset.name
+            assert dset.compression_opts == (GZIP_LEVEL if compression == "gzip" else None)
+        assert h5["/entry_1/data_1/data"].dtype == np.int32
+        assert h5["/entry_1/hitbench/label"].dtype == np.int8
+    run = CXIRun(path)
+    assert run.dtype == np.int32
+    np.testing.assert_array_equal(run.read(apply_mask=False), frames)
+    np.testing.assert_array_equal(run.field("n_spots"), ex["fields"]["n_spots"])
+
+
+def test_unknown_compression_refused_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(HitbenchError, match="compression 'zstd': choose one of gzip, none, lz4, bitshuffle"):
+        write_cxi(tmp_path / "run.cxi", np.zeros((2, 8, 8)), compression="zstd")
+    assert list(tmp_path.iterdir()) == []
