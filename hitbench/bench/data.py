@@ -19,7 +19,7 @@ from filelock import FileLock
 
 from hitbench import __version__
 from hitbench.data.cxi import CXIRun
-from hitbench.data.dataset import Experiment, ImageRun, open_experiment, run_labels
+from hitbench.data.dataset import Experiment, ImageRun, label_sources, open_experiment, run_labels
 from hitbench.errors import HitbenchError
 
 
@@ -101,19 +101,21 @@ def simulated_experiment(
 
 
 def events_table(experiments: list[Experiment], label_kind: str) -> pd.DataFrame:
-    """One row per event of every run: its label and, where the run has them, peak count and truth.
+    """One row per event of every run: its label and, where the run has them, peak count, truth and other labels.
 
     Parameters
     ----------
     experiments : list of Experiment
         The experiments.
     label_kind : {"peaks", "truth"}
-        The labels used.
+        The labels used for training.
 
     Returns
     -------
     pandas.DataFrame
-        Columns experiment, run, event, label, n_peaks, hit (truth); missing values as NaN.
+        Columns experiment, run, event, label (``label_kind``), ``label_<kind>`` for every label
+        kind the run can be scored against (:func:`hitbench.data.dataset.label_sources`), n_peaks,
+        hit (truth); missing values as NaN.
     """
     parts = []
     for experiment in experiments:
@@ -124,6 +126,7 @@ def events_table(experiments: list[Experiment], label_kind: str) -> pd.DataFrame
                 "event": range(run.n_frames),
                 "label": run_labels(run, label_kind),
             }
+            part |= {f"label_{kind}": run_labels(run, kind) for kind in label_sources(run, label_kind)}
             if isinstance(run, CXIRun):
                 for field in ("n_peaks", "hit"):
                     if field in run.fields:

@@ -7,8 +7,9 @@
   each cropped around its beam centre (from the header; else the frame centre).
 
 Label kinds: ``"peaks"`` = the peak-finder rule written by ``hitbench label`` (field
-``label``), ``"truth"`` = the simulator's crystal-in-beam truth (field ``hit``). Image runs
-carry the CSV's labels for both.
+``label``), ``"truth"`` = the simulator's crystal-in-beam truth (field ``hit``), ``"detectable"``
+= that truth restricted to crystals that can be seen (fields ``hit`` and ``n_spots_detectable``,
+see :func:`run_labels`). Image runs carry the CSV's labels for every kind.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ from hitbench.errors import HitbenchError
 
 #: Frames read at a time when a run is streamed.
 CHUNK_FRAMES = 128
-LABEL_KINDS = {"peaks": "label", "truth": "hit"}
+#: Label kinds and the per-frame fields of a CXI run each is made from.
+LABEL_KINDS = {"peaks": ("label",), "truth": ("hit",), "detectable": ("hit", "n_spots_detectable")}
+#: Fewest spots the simulator counts as detectable for a crystal to be seen at all (the study's rule
+#: calls a frame with fewer than 2 peaks a miss: one spot cannot be told from a stray bright pixel).
+MIN_DETECTABLE_SPOTS = 2
 CSV_LABELS = {"hit": 1, "miss": 0, "ambiguous": -1}
 
 
@@ -178,14 +183,19 @@ def iter_frames(run: Run, frames: np.ndarray | None, chunk_frames: int = CHUNK_F
 
 
 def run_labels(run: Run, kind: str = "peaks") -> np.ndarray:
-    """Labels of a run: 1 hit, 0 miss, -1 ambiguous.
+    """Labels of a run: 1 hit, 0 miss, -1 ambiguous (left out of training and scoring).
+
+    ``"detectable"`` labels a frame without a crystal a miss, a crystal with at least
+    :data:`MIN_DETECTABLE_SPOTS` detectable spots (expected photons >= 5 sigma of the background,
+    see the simulator) a hit, and a crystal with fewer -1: it is in the beam, but no image of
+    it could show it, so neither call is held against a method.
 
     Parameters
     ----------
     run : CXIRun or ImageRun
         The run.
-    kind : {"peaks", "truth"}
-        The peak-finder rule or the simulator's truth.
+    kind : {"peaks", "truth", "detectable"}
+        The peak-finder rule, the simulator's truth, or the truth of crystals that can be seen.
 
     Returns
     -------
@@ -196,7 +206,30 @@ def run_labels(run: Run, kind: str = "peaks") -> np.ndarray:
         raise HitbenchError(f"labels '{kind}': unknown kind; use one of {', '.join(LABEL_KINDS)}")
     if isinstance(run, ImageRun):
         return run.labels
-    return run.field(LABEL_KINDS[kind]).astype(np.int8)
+    if kind == "detectable":
+        seen = run.field("n_spots_detectable") >= MIN_DETECTABLE_SPOTS
+        return np.where(run.field("hit") == 0, 0, np.where(seen, 1, -1)).astype(np.int8)
+    return run.field(LABEL_KINDS[kind][0]).astype(np.int8)
+
+
+def label_sources(run: Run, kind: str) -> list[str]:
+    """The label kinds a run can be scored against: ``kind`` and every other kind it has its own fields for.
+
+    Parameters
+    ----------
+    run : CXIRun or ImageRun
+        The run.
+    kind : str
+        The kind a comparison trains with (an image run's CSV labels stand in for it alone).
+
+    Returns
+    -------
+    list of str
+        Label kinds in :data:`LABEL_KINDS` order.
+    """
+    if isinstance(run, ImageRun):
+        return [kind]
+    return [k for k, fields in LABEL_KINDS.items() if k == kind or set(fields) <= set(run.fields)]
 
 
 def read_labels_csv(path: Path, crop_size: int = 350) -> ImageRun:
