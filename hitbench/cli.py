@@ -202,13 +202,17 @@ def _progress_factory(progress: object):
 
 
 def _print_table(console: object, title: str, table: object) -> None:
+    """Print a results table as the Markdown files show it (intervals in brackets, undefined values as —)."""
     from rich.table import Table
 
+    from hitbench.bench.report import display
+
+    shown = display(table)
     view = Table(title=title)
-    for column in table.columns:
+    for column in shown.columns:
         view.add_column(str(column), justify="right")
-    for row in table.itertuples(index=False):
-        view.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    for row in shown.itertuples(index=False):
+        view.add_row(*row)
     console.print(view)
 
 
@@ -259,6 +263,7 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
 
     from hitbench.bench.compare import CompareSettings, parse_params, run_compare
     from hitbench.bench.data import default_cache_dir
+    from hitbench.bench.report import ALPHA, table_title
     from hitbench.parallel import parallel_backend
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
@@ -285,8 +290,12 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
         if progress.live.is_started:
             progress.stop()
     for stem, table in outcome["tables"].items():
-        title = f"Table II: {stem.removeprefix('table2_')}" if stem.startswith("table2_") else stem
-        _print_table(console, title, table)
+        if stem == "pairs":  # one row per test: too long for the terminal
+            found = int((table["better"] != "none").sum())
+            console.print(f"{len(table)} paired tests (McNemar, Holm), {found} significant at {ALPHA:.0%}: "
+                          f"{out}/tables/pairs.md")
+            continue
+        _print_table(console, table_title(stem, outcome["results"]), table)
     console.print(f"trained {outcome['trained']} model(s), scored {outcome['predicted']} run(s) "
                   f"(the rest from the cache) in {time.perf_counter() - start:.1f} s; results in {out}/")
 

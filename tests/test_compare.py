@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from hitbench.bench.metrics import hit_metrics
+from hitbench.bench.metrics import RATES, hit_metrics, wilson_interval
 from hitbench.bench.report import load_results
 from hitbench.cli import main
 
@@ -35,26 +35,37 @@ def test_tables_agree_with_confusion_counts(first_run: tuple[Path, Path, str]) -
     results, scores, events = load_results(out)
     assert set(results["method"]) == {"intensity", "litpix"}
     assert set(results["test_run"]) == {"1", "2", "3", "4"}
+    assert list(dict.fromkeys(results["scored_against"])) == ["peaks", "truth", "detectable"]
+    assert (results["labels"] == "peaks").all() and not results["labeller"].any()
     assert "Table II: intensity" in output and "Table II: litpix" in output
     for row in results.itertuples():
         frames = scores[(scores["method"] == row.method) & (scores["run"] == row.test_run)]
         assert len(frames) == row.events
-        kept = frames[frames["label"] >= 0]
-        assert row.ambiguous == (frames["label"] < 0).sum() and row.scored == len(kept)
-        expected = hit_metrics(kept["label"].to_numpy(), kept["predicted"].to_numpy(), kept["score"].to_numpy())
+        frames = frames.merge(events[events["run"] == row.test_run], on=["experiment", "run", "event"])
+        labels = frames[f"label_{row.scored_against}"]
+        kept = frames[labels >= 0]
+        assert row.ambiguous == (labels < 0).sum() and row.scored == len(kept)
+        truth = kept[f"label_{row.scored_against}"].to_numpy()
+        expected = hit_metrics(truth, kept["predicted"].to_numpy(), kept["score"].to_numpy())
         for key, value in expected.items():
             assert getattr(row, key) == pytest.approx(value, nan_ok=True), key
-        assert row.tp + row.fn == (kept["label"] == 1).sum()
-        assert row.hit_percent == pytest.approx(100 * kept["label"].mean())
+        assert row.tp + row.fn == (truth == 1).sum()
+        assert row.hit_percent == pytest.approx(100 * truth.mean())
+        for rate in RATES:
+            low, value, high = getattr(row, f"{rate}_lo"), getattr(row, rate), getattr(row, f"{rate}_hi")
+            assert np.isnan(low) == np.isnan(value) and (np.isnan(value) or low <= value <= high), rate
+        assert (row.sensitivity_lo, row.sensitivity_hi) == pytest.approx(wilson_interval(row.tp, row.tp + row.fn))
         # a training run is scored on its held-out frames only; the others on every event
         run_events = events[events["run"] == row.test_run]
         assert row.events < len(run_events) if row.train_run else row.events == len(run_events)
     table = pd.read_csv(out / "tables" / "table2_intensity.csv", dtype={"Run": str})
-    rows = results[results["method"] == "intensity"]
+    table = table[table["scored against"] == "peaks"]
+    rows = results[(results["method"] == "intensity") & (results["scored_against"] == "peaks")]
     assert list(table["Run"]) == ["1*", "2*", "3", "4"]
     np.testing.assert_allclose(table["Sen"], rows["tp"] / (rows["tp"] + rows["fn"]))
     np.testing.assert_allclose(table["Spe"], rows["tn"] / (rows["tn"] + rows["fp"]))
     np.testing.assert_allclose(table["Acc"], (rows["tp"] + rows["tn"]) / rows["scored"])
+    np.testing.assert_allclose(table[["BAcc_lo", "BAcc_hi"]], rows[["balanced_accuracy_lo", "balanced_accuracy_hi"]])
     np.testing.assert_array_equal(table["# events"], rows["events"])
     # the tiny preset's hits are bright: lit pixels separate them on the runs it did not train on
     litpix = results[(results["method"] == "litpix") & ~results["train_run"]]
@@ -85,14 +96,22 @@ def test_several_seeds_give_their_spread(first_run: tuple[Path, Path, str], tmp_
     _compare(out, cache, "--seed", "3,4")
     results = pd.read_csv(out / "results.csv")
     assert sorted(results["seed"].unique()) == [3, 4]
-    spread = pd.read_csv(out / "tables" / "seeds.csv")
-    assert list(spread.columns[:4]) == ["Run", "intensity mean", "intensity min", "intensity max"]
+    spread = pd.read_csv(out / "tables" / "seeds.csv", dtype={"Run": str})
+    assert list(spread.columns[:5]) == ["Run", "scored against", "intensity mean", "intensity min", "intensity max"]
     for method in ("intensity", "litpix"):
         rows = results[(results["method"] == method) & (results["test_run"].astype(str) == "4")]
-        row = spread[spread["Run"].astype(str) == "4"].iloc[0]
+        rows = rows[rows["scored_against"] == "truth"]
+        row = spread[(spread["Run"] == "4") & (spread["scored against"] == "truth")].iloc[0]
         assert row[f"{method} min"] == pytest.approx(rows["balanced_accuracy"].min())
         assert row[f"{method} max"] == pytest.approx(rows["balanced_accuracy"].max())
         assert row[f"{method} mean"] == pytest.approx(rows["balanced_accuracy"].mean())
+    # Table II of several seeds: the mean, bounds from the lowest to the highest bound of any seed
+    table = pd.read_csv(out / "tables" / "table2_litpix.csv", dtype={"Run": str})
+    row = table[(table["Run"] == "4") & (table["scored against"] == "detectable")].iloc[0]
+    rows = results[(results["method"] == "litpix") & (results["test_run"].astype(str) == "4")]
+    rows = rows[rows["scored_against"] == "detectable"]
+    assert len(rows) == 2 and row["BAcc"] == pytest.approx(rows["balanced_accuracy"].mean())
+    assert (row["BAcc_lo"], row["BAcc_hi"]) == (rows["balanced_accuracy_lo"].min(), rows["balanced_accuracy_hi"].max())
     assert (out / "tables" / "seeds.md").exists()
     assert not (first_run[0] / "tables" / "seeds.md").exists()  # one seed: no spread table
 

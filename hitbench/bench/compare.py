@@ -205,7 +205,7 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
         "params": settings.params,
     }
     report.write_text(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    tables = report.write_tables(out, results)
+    tables = report.write_tables(out, results, scores, events)
     report.write_figures(out, results, scores, events, out / "figures")
     if settings.save_models:
         _save_models(comparison, out / "models")

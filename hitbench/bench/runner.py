@@ -15,9 +15,11 @@ half-written and two runs sharing a cache both end with correct files.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ import pandas as pd
 
 from hitbench import __version__
 from hitbench.atomic import atomic_write
-from hitbench.bench.metrics import hit_metrics
+from hitbench.bench.metrics import RATES, hit_metrics, metric_intervals
 from hitbench.bench.protocols import (
     TestSet,
     cross_experiment_test_sets,
@@ -37,9 +39,10 @@ from hitbench.bench.protocols import (
     holdout_split,
 )
 from hitbench.data.cxi import CXIRun
-from hitbench.data.dataset import Experiment, ImageRun, Run, iter_frames, run_labels
+from hitbench.data.dataset import Experiment, ImageRun, Run, iter_frames, label_sources, run_labels
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
+from hitbench.methods.peaks import PeakCount
 
 
 def run_identity(run: Run) -> tuple:
@@ -211,9 +214,9 @@ class Comparison:
     cache_dir: Path = Path(".hitbench-cache")
     n_jobs: int = 1
 
-    def _labels(self, run: Run, experiment: str, name: str) -> np.ndarray:
+    def _labels(self, run: Run, experiment: str, name: str, kind: str | None = None) -> np.ndarray:
         try:
-            return run_labels(run, self.label_kind)
+            return run_labels(run, kind or self.label_kind)
         except HitbenchError as exc:
             raise HitbenchError(f"run {name} of {experiment}: {exc}") from None
 
@@ -287,16 +290,45 @@ class Comparison:
 
         rows, frame_rows = [], []
         fit_records = {fit.path: joblib.load(fit.path) for fit in fits}
+        labellers = {method: self._is_labeller(method) for method in self.methods}
         for fit, task in scoring:
-            rows.append(self._row(fit, fit_records[fit.path], task.test, joblib.load(task.path), frame_rows))
+            scored = joblib.load(task.path)
+            rows += self._rows(fit, fit_records[fit.path], task.test, scored, labellers[fit.method], frame_rows)
         return pd.DataFrame(rows), pd.concat(frame_rows, ignore_index=True)
 
-    def _row(self, fit: FitTask, record: dict, test: TestSet, scored: dict, frame_rows: list) -> dict:
-        all_labels = self._labels(test.run, test.experiment, test.run_name)
+    def _is_labeller(self, method: str) -> bool:
+        """Whether a method reproduces the peak labels it trains on by construction.
+
+        That is ``peaks`` with the peakfinder8 settings the training runs were labelled with
+        (recorded by ``hitbench label``; the ADC threshold may be left to the fit) and its count
+        cut fitted to those labels: the fitted cut falls between the rule's miss and hit counts,
+        so it calls every non-ambiguous frame as the rule does.
+        """
+        if self.label_kind != "peaks" or registry.get_class(method) is not PeakCount:
+            return False
+        settings = _method_estimator(method, self.params.get(method, {}), 0).get_params()
+        if settings["min_num_peaks_for_hit"] is not None or settings["max_num_peaks_for_hit"] is not None:
+            return False
+        for name in self.train_runs:
+            recorded = json.loads(str(self.experiment.runs[name].attrs.get("peakfinder8", "null")))
+            if not isinstance(recorded, dict):
+                return False
+            for key, value in recorded.items():
+                if key == "adc_threshold" and settings[key] is None:
+                    continue
+                mine = settings.get(key, float("nan"))
+                if isinstance(mine, float) and np.isinf(mine):
+                    mine = None  # label_run records an infinite setting as null
+                if (list(mine) if isinstance(mine, tuple) else mine) != value:
+                    return False
+        return True
+
+    def _rows(
+        self, fit: FitTask, record: dict, test: TestSet, scored: dict, labeller: bool, frame_rows: list
+    ) -> list[dict]:
+        """The results rows of one trained model on one test run: one per label kind the run can be scored against."""
         events = np.arange(test.run.n_frames) if test.frames is None else test.frames
-        labels = all_labels[events]
-        keep = labels >= 0
-        metrics = hit_metrics(labels[keep], scored["predicted"][keep], scored["scores"][keep])
+        training_labels = self._labels(test.run, test.experiment, test.run_name)[events]
         frame_rows.append(
             pd.DataFrame(
                 {
@@ -305,14 +337,15 @@ class Comparison:
                     "experiment": test.experiment,
                     "run": test.run_name,
                     "event": events,
-                    "label": labels,
+                    "label": training_labels,
                     "score": scored["scores"],
                     "predicted": scored["predicted"],
                 }
             )
         )
-        return {
+        common = {
             "method": fit.method,
+            "labeller": labeller,
             "protocol": test.protocol,
             "train_experiment": self.experiment.name,
             "train_runs": ",".join(self.train_runs),
@@ -320,11 +353,8 @@ class Comparison:
             "test_run": test.run_name,
             "train_run": test.is_train_run,
             "labels": self.label_kind,
-            "events": int(events.size),
-            "ambiguous": int((~keep).sum()),
-            "scored": int(keep.sum()),
-            "hit_percent": 100.0 * float(labels[keep].mean()) if keep.any() else float("nan"),
-            **metrics,
+        }
+        timing = {
             "n_train": record["n_train"],
             "fit_seconds": record["fit_seconds"],
             "predict_ms_per_frame": scored["predict_ms_per_frame"],
@@ -334,3 +364,26 @@ class Comparison:
             "seed": fit.seed,
             "hitbench_version": __version__,
         }
+        rows = []
+        for kind in label_sources(test.run, self.label_kind):
+            labels = self._labels(test.run, test.experiment, test.run_name, kind)[events]
+            keep = labels >= 0
+            calls = (labels[keep], scored["predicted"][keep], scored["scores"][keep])
+            # the bootstrap's seed: the comparison's seed and what the row is (crc32: the same in every process)
+            row_key = zlib.crc32(f"{fit.method}/{test.experiment}/{test.run_name}/{kind}".encode())
+            rng = np.random.default_rng([fit.seed, row_key])
+            metrics = hit_metrics(*calls) | metric_intervals(*calls, rng)
+            rows.append(
+                common
+                | {
+                    "scored_against": kind,
+                    "events": int(events.size),
+                    "ambiguous": int((~keep).sum()),
+                    "scored": int(keep.sum()),
+                    "hit_percent": 100.0 * float(labels[keep].mean()) if keep.any() else float("nan"),
+                    **{key: metrics[key] for key in ("tp", "fp", "tn", "fn")},
+                    **{key: metrics[key] for rate in RATES for key in (rate, f"{rate}_lo", f"{rate}_hi")},
+                }
+                | timing
+            )
+        return rows
