@@ -111,6 +111,7 @@ def test_several_seeds_give_their_spread(first_run: tuple[Path, Path, str], tmp_
     rows = results[(results["method"] == "litpix") & (results["test_run"].astype(str) == "4")]
     rows = rows[rows["scored_against"] == "detectable"]
     assert len(rows) == 2 and row["BAcc"] == pytest.approx(rows["balanced_accuracy"].mean())
+    assert rows["balanced_accuracy_lo"].nunique() == 2  # each seed draws its own bootstrap resamples
     assert (row["BAcc_lo"], row["BAcc_hi"]) == (rows["balanced_accuracy_lo"].min(), rows["balanced_accuracy_hi"].max())
     assert (out / "tables" / "seeds.md").exists()
     assert not (first_run[0] / "tables" / "seeds.md").exists()  # one seed: no spread table
