@@ -170,29 +170,32 @@ class Chunk:
     event: int
     num_peaks: int
     indexed_by: str
+    peaks: np.ndarray  # (n, 2) fs, ss of the peaks used, CrystFEL pixels (origin at the first pixel's corner)
     predicted: np.ndarray  # (n, 2) fs, ss of the reflections predicted on the crystals, CrystFEL pixels
 
 
+def _table(body: str, start: str, end: str, columns: tuple[int, int]) -> np.ndarray:
+    rows = [line.split() for block in re.findall(rf"{start}\n[^\n]*\n(.*?){end}", body, re.S)
+            for line in block.splitlines()]
+    return np.array([(float(r[columns[0]]), float(r[columns[1]])) for r in rows]).reshape(-1, 2)
+
+
 def _stream(text: str) -> list[Chunk]:
-    chunks = []
-    for body in text.split("----- Begin chunk -----")[1:]:
-        rows = [line.split() for block in re.findall(r"Reflections measured after indexing\n[^\n]*\n(.*?)End of "
-                                                     r"reflections", body, re.S) for line in block.splitlines()]
-        chunks.append(Chunk(
-            filename=re.search(r"^Image filename: (.*)$", body, re.M).group(1),
-            event=int(re.search(r"^Event: //(\d+)$", body, re.M).group(1)),
-            num_peaks=int(re.search(r"^num_peaks = (\d+)$", body, re.M).group(1)),
-            indexed_by=re.search(r"^indexed_by = (\S+)$", body, re.M).group(1),
-            predicted=np.array([(float(r[7]), float(r[8])) for r in rows]).reshape(-1, 2),
-        ))
-    return chunks
+    return [Chunk(
+        filename=re.search(r"^Image filename: (.*)$", body, re.M).group(1),
+        event=int(re.search(r"^Event: //(\d+)$", body, re.M).group(1)),
+        num_peaks=int(re.search(r"^num_peaks = (\d+)$", body, re.M).group(1)),
+        indexed_by=re.search(r"^indexed_by = (\S+)$", body, re.M).group(1),
+        peaks=_table(body, "Peaks from peak search", "End of peak list", (0, 1)),
+        predicted=_table(body, "Reflections measured after indexing", "End of reflections", (7, 8)),
+    ) for body in text.split("----- Begin chunk -----")[1:]]
 
 
-def _index(lst: Path, geom: Path, cell: Path, cwd: Path) -> list[Chunk]:
+def _index(lst: Path, geom: Path, cwd: Path, *options: str) -> list[Chunk]:
     stream = cwd / f"{lst.stem}.stream"
-    result = subprocess.run(
-        [INDEXAMAJIG, "-i", str(lst), "-g", str(geom), "-p", str(cell), "-o", str(stream), "-j", "1",
-         "--peaks=cxi", "--no-revalidate", "--indexing=asdf"], cwd=cwd, capture_output=True, text=True, timeout=300)
+    stream.unlink(missing_ok=True)
+    result = subprocess.run([INDEXAMAJIG, "-i", str(lst), "-g", str(geom), "-o", str(stream), "-j", "1", *options],
+                            cwd=cwd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     n_listed = len(lst.read_text().splitlines())
     assert f"Final: {n_listed} images processed" in result.stderr, result.stderr[-2000:]
@@ -227,15 +230,21 @@ def test_indexamajig_indexes_the_hits(tmp_path: Path) -> None:
     piped = _pipeline(tmp_path, "cxi-streptavidin", 90, 0.005)
     run = CXIRun(piped.run)
     all_frames = write_list(tmp_path / "all.lst", piped.run, range(run.n_frames))
+    asdf = ["--peaks=cxi", "--no-revalidate", "--indexing=asdf", "-p"]
     geom, cell = piped.label_out / "run_0090.geom", piped.label_out / "run_0090.cell"
-    indexed, distances = _check_indexing(_index(all_frames, geom, cell, tmp_path), run)
+    indexed, distances = _check_indexing(_index(all_frames, geom, tmp_path, *asdf, str(cell)), run)
     assert indexed >= 1
     hits = CXIRun(piped.predict_out / "run_0090.hits.cxi")
     assert hits.n_frames >= 1
-    indexed_hits, _ = _check_indexing(
-        _index(piped.predict_out / "run_0090.hits.lst", piped.predict_out / "run_0090.geom",
-               piped.predict_out / "run_0090.cell", tmp_path), hits)
+    out = piped.predict_out
+    chunks = _index(out / "run_0090.hits.lst", out / "run_0090.geom", tmp_path, *asdf, str(out / "run_0090.cell"))
+    indexed_hits, _ = _check_indexing(chunks, hits)
     assert indexed_hits >= 1
+    # CrystFEL applies the geometry's mask: its own peakfinder8, even at one pixel per peak, finds none on bad pixels
+    own = _index(all_frames, geom, tmp_path, "--peaks=peakfinder8", "--threshold=100", "--min-snr=5",
+                 "--min-pix-count=1", "--indexing=none")
+    found = np.concatenate([c.peaks for c in own]).astype(int)  # fs, ss from the pixel corner: the pixel's index
+    assert len(found) > 100 and run.mask[found[:, 1], found[:, 0]].all()
     print(f"indexamajig asdf: {indexed}/{run.n_frames} frames indexed ({int(run.field('hit').sum())} true hits), "
           f"{indexed_hits}/{hits.n_frames} of predict's hits; predicted spots to true: "
           f"rms {np.sqrt(np.mean(np.square(distances))):.3f} px, max {max(distances):.3f} px (n={len(distances)})")
