@@ -248,3 +248,10 @@ def test_indexamajig_indexes_the_hits(tmp_path: Path) -> None:
     print(f"indexamajig asdf: {indexed}/{run.n_frames} frames indexed ({int(run.field('hit').sum())} true hits), "
           f"{indexed_hits}/{hits.n_frames} of predict's hits; predicted spots to true: "
           f"rms {np.sqrt(np.mean(np.square(distances))):.3f} px, max {max(distances):.3f} px (n={len(distances)})")
+
+
+def test_label_refuses_existing_crystfel_files_before_touching_the_run(tiny: Pipeline) -> None:
+    before = tiny.run.read_bytes()
+    result = CliRunner().invoke(main, ["label", str(tiny.run), "--crystfel-out", str(tiny.label_out)])
+    assert result.exit_code == 1 and "run_0001.lst: already exists" in result.output
+    assert tiny.run.read_bytes() == before

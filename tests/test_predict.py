@@ -157,3 +157,20 @@ def test_chunk_size_checked(run_and_model: tuple[Path, Path], tmp_path: Path) ->
     run_path, model_path = run_and_model
     with pytest.raises(HitbenchError, match="--chunk-size 0"):
         predict.predict_runs(model_path, [run_path], tmp_path, chunk_size=0)
+
+
+def test_crystfel_list_and_what_the_geometry_lacks(run_and_model: tuple[Path, Path], tmp_path: Path) -> None:
+    """The fixture run records no beam centre or gain: list file written, no .geom, the reason printed."""
+    run_path, model_path = run_and_model
+    result = _predict("--model", str(model_path), "--out", str(tmp_path), "--hits-cxi", "--compression", "none",
+                      str(run_path))
+    assert result.exit_code == 0, result.output
+    hits = tmp_path / "run_0002.hits.cxi"
+    n_hits = CXIRun(hits).n_frames
+    assert (tmp_path / "run_0002.hits.lst").read_text() == "".join(f"{hits.resolve()} //{i}\n" for i in range(n_hits))
+    assert "no run_0002.geom: the run lacks distance, pixel size and photon energy" in result.output
+    assert "; attribute beam_centre_x of /entry_1/hitbench; " in result.output
+    assert "no run_0002.cell: the run records no unit_cell" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run_0002.hits.csv", "run_0002.hits.cxi", "run_0002.hits.lst"]
+    with h5py.File(hits) as h5:
+        assert h5["/entry_1/data_1/data"].compression is None and h5["/entry_1/result_1/nPeaks"].compression is None
