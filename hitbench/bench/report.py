@@ -812,10 +812,10 @@ def _reading_notes(results: pd.DataFrame) -> list[str]:
         notes += [
             f"- {', '.join(f'`{name}`' for name in labellers)} made the labels: it runs peakfinder8 with the "
             "settings the runs were labelled with and fits its peak-count cut to the peak labels. The rule calls "
-            "fewer than 2 peaks a miss, more than 10 a hit and leaves the frames in between out, so any cut from "
-            "2 to 10 calls every scored frame as its label does: its 1.000 against the peak labels holds by "
-            "construction and says nothing about finding crystals. Its rows against the truth show what the "
-            "labels themselves are worth.",
+            "fewer than 2 peaks a miss, more than 10 a hit and leaves the frames in between out, so with the "
+            "labeller's peak counts any cut from 2 to 10 calls every scored frame as its label does: its 1.000 "
+            "against the peak labels holds by construction and says nothing about finding crystals. Its rows "
+            "against the truth show what the labels themselves are worth.",
         ]
     if results["method"].nunique() > 1:
         notes += [

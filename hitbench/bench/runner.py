@@ -301,8 +301,8 @@ class Comparison:
 
         That is ``peaks`` with the peakfinder8 settings the training runs were labelled with
         (recorded by ``hitbench label``; the ADC threshold may be left to the fit) and its count
-        cut fitted to those labels: the fitted cut falls between the rule's miss and hit counts,
-        so it calls every non-ambiguous frame as the rule does.
+        cut fitted to those labels: with the labeller's counts the fitted cut falls between the rule's
+        miss and hit counts, so it calls every non-ambiguous frame as the rule does.
         """
         if self.label_kind != "peaks" or registry.get_class(method) is not PeakCount:
             return False
