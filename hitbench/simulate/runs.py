@@ -219,7 +219,7 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
         "hit_fraction": spec.hit_fraction, **drawn, "gain_adu_per_photon": gain,
         "hot_pixels_masked": int(base_hot.size),
         "beam_centre_x": centre[0], "beam_centre_y": centre[1], "photon_energy_ev": beam.photon_energy_ev,
-        "wavelength_angstrom": wavelength, "detector_kind": det.kind, "unit_cell": np.asarray(sample.cell, float),
+        "wavelength_angstrom": wavelength, "detector_kind": det.kind, "unit_cell": tuple(sample.cell),
         "truth_criterion": "n_spots_detectable: expected spot photons >= 5 max(sigma, 1), sigma^2 = background "
                            "photons in the 3x3 box + 9 (readout noise / gain)^2",
     }
