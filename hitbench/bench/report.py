@@ -484,7 +484,8 @@ def load_results(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
         missing = [c for c in columns if c not in table.columns]
         if missing:
             raise HitbenchError(
-                f"{path}: no column(s) {', '.join(missing)}; give a folder written by `hitbench compare`"
+                f"{path}: no column(s) {', '.join(missing)}; give a folder written by `hitbench compare` "
+                "(truncated or from an older version? rerun it)"
             )
         if table[list(columns)].isna().any().any():
             raise HitbenchError(f"{path}: rows with missing values (truncated?); rerun `hitbench compare`")
