@@ -2,14 +2,18 @@
 
 Everything here reads a results folder written by ``hitbench compare``:
 
-- ``results.csv`` / ``results.json``: one row per method × seed × test run (the tidy table),
-- ``scores.csv.gz``: one row per method × seed × scored event (score, call, label),
-- ``events.csv.gz``: one row per event of every run (label, peak count where known),
+- ``results.csv`` / ``results.json``: one row per method × seed × test run × label kind scored against
+  (the tidy table; rates with their 95 % bounds in ``<rate>_lo``/``<rate>_hi``),
+- ``scores.csv.gz``: one row per method × seed × scored event (score, call, training label),
+- ``events.csv.gz``: one row per event of every run (labels of every kind, peak count where known),
 - ``examples.npz``: a few hit and miss frames for the example figure,
 
-and derives the reference study's Table II per method, a methods × runs summary
-(balanced accuracy), a speed table and the figures. ``hitbench report`` reruns this on saved
-results; nothing is typed by hand.
+and derives the reference study's Table II per method, a methods × runs summary (balanced
+accuracy, with the significantly best method per run), McNemar's tests between every two methods,
+the peak labels against the simulator's truth, a speed table and the figures. Markdown and the
+terminal show a rate with its interval as ``0.953 (0.921-0.975)`` and an undefined one as ``—``;
+CSV keeps the bounds as columns and NaN. ``hitbench report`` reruns this on saved results;
+nothing is typed by hand.
 """
 
 from __future__ import annotations
