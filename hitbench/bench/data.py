@@ -71,10 +71,10 @@ def simulated_experiment(
         The runs, with the simulator's truth and the peak-finder labels.
     """
     from hitbench.simulate import load_experiment, write_experiment
-    from hitbench.simulate.runs import run_file_name
+    from hitbench.simulate.runs import FILE_FORMAT, run_file_name
 
     spec = load_experiment(preset)
-    key = joblib.hash((spec, scale, seed, __version__))[:12]
+    key = joblib.hash((spec, scale, seed, __version__, FILE_FORMAT))[:12]
     folder = Path(cache_dir) / "simulated" / f"{spec.name}-{key}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
