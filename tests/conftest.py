@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-#: Parameters that keep each method's fit fast in the test suite (only methods that need them).
+#: Parameters that keep each method's fit fast in the test suite (only methods that need them). The cnn
+#: sees linear ADU here: in its 100 updates the batch-normalisation moving averages have not settled, and
+#: with log1p inputs the held-out calls were one class for 2 of the seeds 0-2 (linear: 0.958 for each).
 FAST_PARAMS: dict[str, dict[str, object]] = {
-    "cnn": {"epochs": 10, "batch_size": 10, "validation_split": 0.0, "learning_rate": 0.01},
+    "cnn": {"epochs": 10, "batch_size": 10, "validation_split": 0.0, "learning_rate": 0.01, "normalisation": "linear"},
     "cnn-robust": {"epochs": 10, "batch_size": 10, "validation_split": 0.0, "learning_rate": 0.01, "n_augment": 0},
 }
 

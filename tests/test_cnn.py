@@ -21,7 +21,8 @@ from hitbench.errors import HitbenchError
 pytest.importorskip("tensorflow")
 pytest.importorskip("onnxruntime")
 
-from hitbench.methods.cnn import ReferenceCNN, _flipped_batches, build_model  # noqa: E402
+from hitbench.frames import ArrayFrames  # noqa: E402
+from hitbench.methods.cnn import ReferenceCNN, build_model, training_batches  # noqa: E402
 
 FAST = {"epochs": 2, "batch_size": 20, "validation_split": 0.2, "random_state": 3}
 
@@ -143,10 +144,13 @@ def test_same_seed_same_predictions(fitted, data):
 
 def test_flipped_batches_show_every_frame_once_per_epoch_in_one_of_four_orientations():
     rng = np.random.default_rng(0)
-    x = rng.random((23, 9, 9, 1), dtype=np.float32)
-    original = x.copy()
+    stored = ArrayFrames(rng.random((23, 9, 9), dtype=np.float32))
+    original = stored.frames.copy()
+    x = original[..., np.newaxis]
     y = np.eye(2, dtype=np.float32)[np.arange(23) % 2]
-    batches = _flipped_batches(x, y, 5, seed=1)
+    batches = training_batches(
+        stored, np.arange(23), y, 5, standardise=lambda f: f[..., np.newaxis], seed=1, flip=True
+    )
     orientations = [lambda f: f, lambda f: f[:, ::-1], lambda f: f[::-1], lambda f: f[::-1, ::-1]]
     used = set()
     for _ in range(3):
@@ -170,7 +174,7 @@ def test_flipped_batches_show_every_frame_once_per_epoch_in_one_of_four_orientat
         assert sorted(seen) == list(range(23))
         batches.on_epoch_end()
     assert used == {0, 1, 2, 3}
-    np.testing.assert_array_equal(x, original)  # the training frames themselves are never flipped
+    np.testing.assert_array_equal(stored.frames, original)  # the training frames themselves are never flipped
 
 
 def test_flip_augment_trains_repeatably(data):

@@ -109,7 +109,7 @@ def test_wrong_number_of_dimensions_is_refused(make, fitted, frame_set):
 
 
 def test_nan_frames_are_refused(make, fitted, frame_set):
-    frames = frame_set.train_frames.copy()
+    frames = frame_set.train_frames.astype(np.float32)
     frames[3, 5, 7] = np.nan
     with pytest.raises(HitbenchError, match="NaN"):
         make().fit(frames, frame_set.train_labels)

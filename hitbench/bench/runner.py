@@ -39,7 +39,7 @@ from hitbench.bench.protocols import (
     holdout_split,
 )
 from hitbench.data.cxi import CXIRun
-from hitbench.data.dataset import Experiment, ImageRun, Run, iter_frames, label_sources, run_labels
+from hitbench.data.dataset import Experiment, ImageRun, Run, RunFrames, iter_frames, label_sources, run_labels
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
 from hitbench.methods.peaks import PeakCount
@@ -89,16 +89,13 @@ def _method_estimator(method: str, params: dict, seed: int):
 
 
 def _fit(task: FitTask) -> dict:
-    frames, labels = [], []
-    for run, indices in task.train:
-        frames.extend(iter_frames(run, indices))
-        labels.append(run_labels(run, task.label_kind)[indices])
-    stack, y = np.concatenate(frames), np.concatenate(labels)
+    frames = RunFrames(task.train)  # read chunk by chunk or batch by batch: never the whole training set
+    y = np.concatenate([run_labels(run, task.label_kind)[indices] for run, indices in task.train])
     estimator = _method_estimator(task.method, task.params, task.seed)
     where = f"{task.method} trained on {', '.join(str(_run_file(run)) for run, _ in task.train)}"
     start = time.perf_counter()
     try:
-        estimator.fit(stack, y)
+        estimator.fit(frames, y)
     except HitbenchError as exc:
         raise HitbenchError(f"{where}: {exc}") from None
     except (TypeError, ValueError) as exc:  # a --param value of the wrong kind reaches the method only here

@@ -413,14 +413,35 @@ class CXIRun:
             The frames.
         """
         stop = self.n_frames if stop is None else min(stop, self.n_frames)
+        return self._read(slice(start, stop), f"frames {start}-{stop}", apply_mask)
+
+    def read_at(self, indices: np.ndarray) -> np.ndarray:
+        """The frames at ``indices`` (increasing, distinct) as float32, bad pixels set to 0.
+
+        One HDF5 read for all of them (each frame is its own chunk, so only those are decompressed).
+
+        Parameters
+        ----------
+        indices : numpy.ndarray
+            Frame indices, strictly increasing.
+
+        Returns
+        -------
+        numpy.ndarray, shape (len(indices), H, W)
+            The frames.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size == 0:
+            return np.zeros((0, *self.frame_shape), dtype=np.float32)
+        return self._read(indices, f"frames {indices[0]}-{indices[-1]}", True)
+
+    def _read(self, selection: slice | np.ndarray, what: str, apply_mask: bool) -> np.ndarray:
         _plugin_filters()  # also in a worker process that received this reader pickled
         try:
             with h5py.File(self.path, "r") as h5:
-                frames = h5[self.data_path][start:stop].astype(np.float32, copy=False)
+                frames = h5[self.data_path][selection].astype(np.float32, copy=False)
         except (OSError, KeyError) as exc:
-            raise HitbenchError(
-                f"{self.path}: frames {start}-{stop} unreadable ({exc}); the file may be corrupt"
-            ) from None
+            raise HitbenchError(f"{self.path}: {what} unreadable ({exc}); the file may be corrupt") from None
         if apply_mask:
             frames *= self.mask
         return frames
@@ -465,8 +486,12 @@ def _is_real(dtype: np.dtype) -> bool:
 
 
 def _plain(value: object) -> object:
+    """An HDF5 attribute as a plain Python value; text that is not UTF-8 (a damaged file) is a ValueError."""
     if isinstance(value, bytes):
-        return value.decode()
+        return value.decode()  # UnicodeDecodeError is a ValueError
+    if isinstance(value, str):
+        value.encode()  # h5py keeps undecodable bytes as surrogates: UnicodeEncodeError, a ValueError
+        return value
     if isinstance(value, np.generic):
         return value.item()
     return value

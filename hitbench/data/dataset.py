@@ -24,6 +24,7 @@ import numpy as np
 from hitbench.data.cxi import CXIRun, Geometry
 from hitbench.data.formats import crop, read_image
 from hitbench.errors import HitbenchError
+from hitbench.frames import FrameSource, check_frames
 
 #: Frames read at a time when a run is streamed.
 CHUNK_FRAMES = 128
@@ -92,7 +93,24 @@ class ImageRun:
             The frames.
         """
         stop = self.n_frames if stop is None else min(stop, self.n_frames)
-        return np.stack([self._frame(i)[0] for i in range(start, stop)]).astype(np.float32)
+        return self.read_at(np.arange(start, stop))
+
+    def read_at(self, indices: np.ndarray) -> np.ndarray:
+        """Cropped frames at ``indices`` (float32, bad pixels 0).
+
+        Parameters
+        ----------
+        indices : numpy.ndarray
+            Frame indices.
+
+        Returns
+        -------
+        numpy.ndarray, shape (len(indices), crop_size, crop_size)
+            The frames.
+        """
+        if len(indices) == 0:
+            return np.zeros((0, *self.frame_shape), dtype=np.float32)
+        return np.stack([self._frame(int(i))[0] for i in indices]).astype(np.float32)
 
 
 Run = CXIRun | ImageRun
@@ -180,6 +198,50 @@ def iter_frames(run: Run, frames: np.ndarray | None, chunk_frames: int = CHUNK_F
         inside = frames[(frames >= start) & (frames < stop)]
         if inside.size:
             yield run.read(start, stop)[inside - start]
+
+
+class RunFrames(FrameSource):
+    """Selected frames of several runs as one frame source, read lazily from the run files.
+
+    The training set of a comparison: chunks are read in order with :func:`iter_frames`, shuffled
+    batches with :meth:`take` (one read per run per batch). Nothing is held beyond what is asked for.
+
+    Parameters
+    ----------
+    parts : sequence of (run, numpy.ndarray)
+        Each run with the sorted indices of its frames to use; positions run through the parts in order.
+    """
+
+    def __init__(self, parts: list[tuple[Run, np.ndarray]] | tuple[tuple[Run, np.ndarray], ...]) -> None:
+        self.parts = [(run, np.asarray(indices, dtype=np.int64)) for run, indices in parts]
+        shapes = {tuple(run.frame_shape) for run, _ in self.parts}
+        if len(shapes) != 1:
+            raise HitbenchError(f"training runs have frames of different shapes {sorted(shapes)}; crop them alike")
+        self.frame_shape = shapes.pop()
+        self._starts = np.cumsum([0] + [len(indices) for _, indices in self.parts])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _where(self, run: Run) -> str:
+        return str(getattr(run, "path", None) or Path(run.files[0]).parent)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for run, indices in self.parts:
+            for chunk in iter_frames(run, indices):
+                yield check_frames(chunk, where=self._where(run))
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        out = np.empty((positions.size, *self.frame_shape), dtype=np.float32)
+        part = np.searchsorted(self._starts, positions, side="right") - 1
+        for k in np.unique(part):
+            run, indices = self.parts[k]
+            chosen = np.flatnonzero(part == k)
+            local = indices[positions[chosen] - self._starts[k]]
+            order = np.argsort(local)
+            out[chosen[order]] = check_frames(run.read_at(local[order]), where=self._where(run))
+        return out
 
 
 def run_labels(run: Run, kind: str = "peaks") -> np.ndarray:

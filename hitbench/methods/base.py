@@ -7,8 +7,13 @@ before a method sees them). Parameters live in ``__init__`` only; ``fit`` return
 ``self``; ``predict`` gives 0/1; ``decision_function`` gives a hit score where higher
 means "more hit-like".
 
-Subclasses set ``name`` (the registry name) and implement ``_fit(X, y)`` and
-``_score(X)``; they may override ``decide(scores)`` when their decision is not
+``fit`` also takes a :class:`hitbench.frames.FrameSource`, frames read chunk by chunk from
+the run files, so a training set of any size trains without being held in memory.
+
+Subclasses set ``name`` (the registry name) and implement ``_fit(frames, labels)``, where
+``frames`` is always a :class:`~hitbench.frames.FrameSource` (reduce it chunk by chunk with
+``frames.map``, or read shuffled batches with ``frames.take``), and ``_score(X)`` on an
+array; they may override ``decide(scores)`` when their decision is not
 ``score > threshold_``. Validation, the one-class check and the fitted check live here,
 in one place, so every method gives the same clear errors.
 """
@@ -23,45 +28,13 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from hitbench.errors import HitbenchError
+from hitbench.frames import FrameSource, check_frames, frame_source
+
+__all__ = ["HitMethod", "MethodNotFittedError", "check_frames", "check_labels"]
 
 
 class MethodNotFittedError(HitbenchError, NotFittedError):
     """predict/decision_function called before fit."""
-
-
-def check_frames(X: object, *, where: str = "X") -> np.ndarray:
-    """Validate a frame stack and return it as a float32 array (n, H, W).
-
-    Parameters
-    ----------
-    X : array-like
-        Frames, shape (n_frames, height, width).
-    where : str
-        Name used in error messages (a file or field).
-
-    Returns
-    -------
-    numpy.ndarray
-        The frames as float32, shape (n, H, W).
-    """
-    try:
-        frames = np.asarray(X, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise HitbenchError(f"{where}: frames are not numeric ({exc}); pass an (n, H, W) array") from None
-    if frames.ndim != 3:
-        raise HitbenchError(
-            f"{where}: frames have shape {frames.shape}, expected 3 dimensions (n_frames, height, width)"
-        )
-    if frames.shape[0] == 0:
-        raise HitbenchError(f"{where}: no frames (the stack is empty); give at least one frame")
-    # NaN and Inf reach the per-frame sums, so one cheap pass clears the common case; only a
-    # non-finite sum (a bad pixel, or finite values overflowing float32) needs the pixel check.
-    if not np.isfinite(frames.sum(axis=(1, 2))).all() and not np.isfinite(frames).all():
-        bad = int(np.count_nonzero(~np.isfinite(frames).all(axis=(1, 2))))
-        raise HitbenchError(
-            f"{where}: {bad} frame(s) contain NaN or Inf values; mask those pixels (set them to 0) or drop the frames"
-        )
-    return frames
 
 
 def check_labels(y: object, n_frames: int, *, where: str = "y") -> np.ndarray:
@@ -105,8 +78,9 @@ class HitMethod(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, shape (n_frames, height, width)
-            Training frames.
+        X : array-like, shape (n_frames, height, width), or FrameSource
+            Training frames, in memory or read chunk by chunk from files
+            (:class:`hitbench.data.dataset.RunFrames`); methods never hold a frame source whole.
         y : array-like, shape (n_frames,)
             1 = hit, 0 = miss.
 
@@ -115,10 +89,10 @@ class HitMethod(ClassifierMixin, BaseEstimator):
         HitMethod
             self, fitted.
         """
-        frames = check_frames(X)
-        labels = check_labels(y, frames.shape[0])
+        frames = frame_source(X)
+        labels = check_labels(y, len(frames))
         self.classes_ = np.array([0, 1])
-        self.frame_shape_ = frames.shape[1:]
+        self.frame_shape_ = frames.frame_shape
         self._fit(frames, labels)
         return self
 
@@ -188,7 +162,7 @@ class HitMethod(ClassifierMixin, BaseEstimator):
         return (np.asarray(scores) > self.threshold_).astype(np.int64)
 
     # -- to implement -------------------------------------------------------------------
-    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:  # pragma: no cover - abstract
+    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _score(self, frames: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract

@@ -49,7 +49,7 @@ import re
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
@@ -57,6 +57,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hitbench.errors import HitbenchError
+from hitbench.frames import FrameSource
 from hitbench.methods.base import HitMethod
 
 _STATE_ENTRY = "hitbench_state.json"
@@ -334,23 +335,43 @@ def onnx_session(onnx_bytes: bytes, *, threads: int | None = None):
     return ort.InferenceSession(onnx_bytes, sess_options=options, providers=providers)
 
 
-def _flipped_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
-    """Training batches in a new random order each epoch, each frame randomly flipped.
+def training_batches(
+    frames: FrameSource,
+    positions: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    *,
+    standardise: Callable[[np.ndarray], np.ndarray],
+    seed: int,
+    shuffle: bool = True,
+    flip: bool = False,
+):
+    """Training batches read from a frame source, in a new random order each epoch.
 
-    A frame is left as it is, flipped left-right, flipped up-down or rotated by 180 degrees
-    (one of the four, uniformly): the Bragg peaks of a hit stay peaks and their number (the
-    label) is unchanged, so the network sees four orientations of every training frame.
+    Each batch's frames are read (:meth:`FrameSource.take`) and standardised when Keras asks for
+    it, so only a batch is in memory, whatever the size of the training set. With ``flip`` each
+    frame is left as it is, flipped left-right, flipped up-down or rotated by 180 degrees (one of
+    the four, uniformly, anew every epoch): the Bragg peaks of a hit stay peaks and their number
+    (the label) is unchanged.
 
     Parameters
     ----------
-    x : numpy.ndarray, shape (n, H, W, 1)
-        Standardised training frames.
-    y : numpy.ndarray, shape (n, 2)
-        One-hot labels.
+    frames : FrameSource
+        The frames.
+    positions : numpy.ndarray
+        Positions in ``frames`` of the frames to train on.
+    labels : numpy.ndarray, shape (len(positions), 2)
+        One-hot labels of those frames.
     batch_size : int
         Frames per batch.
+    standardise : callable
+        Frames (n, H, W) to network input (n, H, W, 1).
     seed : int
         Seed of the order and the flips.
+    shuffle : bool
+        New random order every epoch (else the given order, e.g. for validation).
+    flip : bool
+        Random flips.
 
     Returns
     -------
@@ -359,28 +380,32 @@ def _flipped_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
     """
     keras = _keras()
 
-    class FlippedBatches(keras.utils.PyDataset):
+    class TrainingBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__()
             self.rng = np.random.default_rng(seed)
+            self.order = np.arange(len(positions))
+            self.flips = np.zeros(len(positions), dtype=np.int64)
             self.on_epoch_end()
 
         def __len__(self) -> int:
-            return -(-len(x) // batch_size)
+            return -(-len(positions) // batch_size)
 
         def on_epoch_end(self) -> None:
-            self.order = self.rng.permutation(len(x))
-            self.flips = self.rng.integers(0, 4, len(x))
+            if shuffle:
+                self.order = self.rng.permutation(len(positions))
+            if flip:
+                self.flips = self.rng.integers(0, 4, len(positions))
 
         def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
             picked = self.order[index * batch_size : (index + 1) * batch_size]
-            frames = x[picked]
+            batch = standardise(frames.take(positions[picked]))
             flips = self.flips[picked]
-            frames[flips & 1 == 1] = frames[flips & 1 == 1, :, ::-1]
-            frames[flips & 2 == 2] = frames[flips & 2 == 2, ::-1]
-            return frames, y[picked]
+            batch[flips & 1 == 1] = batch[flips & 1 == 1, :, ::-1]
+            batch[flips & 2 == 2] = batch[flips & 2 == 2, ::-1]
+            return batch, labels[picked]
 
-    return FlippedBatches()
+    return TrainingBatches()
 
 
 class ReferenceCNN(HitMethod):
@@ -476,6 +501,19 @@ class ReferenceCNN(HitMethod):
         clipped = np.maximum(frames, 0.0, dtype=np.float32)
         return np.log1p(clipped) if self.normalisation == "log1p" else clipped
 
+    def _input_statistics(self, frames: FrameSource) -> tuple[float, float]:
+        """Mean and standard deviation of the transformed pixels of all training frames, chunk by chunk."""
+
+        def sums(chunk: np.ndarray) -> np.ndarray:
+            transformed = self._transform(chunk)
+            squares = np.square(transformed, dtype=np.float64)
+            return np.stack([transformed.sum(axis=(1, 2), dtype=np.float64), squares.sum(axis=(1, 2))], axis=1)
+
+        total, squares = frames.map(sums).sum(axis=0)
+        n_pixels = len(frames) * frames.frame_shape[0] * frames.frame_shape[1]
+        mean = total / n_pixels
+        return float(mean), float(np.sqrt(max(squares / n_pixels - mean**2, 0.0))) or 1.0
+
     def _keras_input(self, frames: np.ndarray) -> np.ndarray:
         scaled = (self._transform(frames) - np.float32(self.input_mean_)) / np.float32(self.input_std_)
         return scaled[..., np.newaxis]
@@ -491,7 +529,7 @@ class ReferenceCNN(HitMethod):
             raise HitbenchError(f"cnn: validation_split={self.validation_split}; give a fraction in [0, 1)")
 
     # -- training ------------------------------------------------------------------------
-    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
+    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         self._check_params()
         keras = _keras()
         import tensorflow as tf
@@ -501,13 +539,9 @@ class ReferenceCNN(HitMethod):
         keras.utils.set_random_seed(self.random_state)
         tf.config.experimental.enable_op_determinism()
 
-        transformed = self._transform(frames)
-        self.input_mean_ = float(transformed.mean(dtype=np.float64))
-        self.input_std_ = float(transformed.std(dtype=np.float64)) or 1.0
-        x = ((transformed - np.float32(self.input_mean_)) / np.float32(self.input_std_))[..., np.newaxis]
-        del transformed
+        self.input_mean_, self.input_std_ = self._input_statistics(frames)
         y = keras.utils.to_categorical(labels, 2)
-
+        train = np.arange(len(frames))
         validation_data, callbacks = None, []
         if self.validation_split > 0:
             n_val = max(2, round(self.validation_split * len(labels)))
@@ -516,31 +550,37 @@ class ReferenceCNN(HitMethod):
                     f"cnn: {len(labels)} training frames are too few for validation_split={self.validation_split}; "
                     "give more frames of each class or set validation_split=0"
                 )
-            x, x_val, y, y_val = train_test_split(
-                x, y, test_size=n_val, stratify=labels, random_state=self.random_state
+            train, val = train_test_split(train, test_size=n_val, stratify=labels, random_state=self.random_state)
+            val = np.sort(val)
+            validation_data = training_batches(
+                frames, val, y[val], self.batch_size, standardise=self._keras_input, seed=0, shuffle=False
             )
-            validation_data = (x_val, y_val)
             callbacks.append(
                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
             )
         weights = None
         if self.class_weight == "balanced":
             weights = dict(enumerate(compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)))
+        batches = training_batches(
+            frames,
+            train,
+            y[train],
+            self.batch_size,
+            standardise=self._keras_input,
+            seed=self.random_state,
+            flip=self.flip_augment,
+        )
 
-        model = build_model(frames.shape[1:], self.dropout)
+        model = build_model(frames.frame_shape, self.dropout)
         schedule = keras.optimizers.schedules.InverseTimeDecay(self.learning_rate, 1, self.decay)
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate=schedule, momentum=self.momentum),
             loss="categorical_crossentropy",
             metrics=["accuracy"],
         )
-        if self.flip_augment:
-            data = {"x": _flipped_batches(x, y, self.batch_size, self.random_state)}
-        else:
-            data = {"x": x, "y": y, "batch_size": self.batch_size, "shuffle": True}
         with _tensorflow_log_filtered():
             history = model.fit(
-                **data,
+                batches,
                 epochs=self.epochs,
                 class_weight=weights,
                 validation_data=validation_data,

@@ -8,6 +8,7 @@ import numpy as np
 from scipy import special
 
 from hitbench.errors import HitbenchError
+from hitbench.frames import FrameSource
 from hitbench.methods.cnn import ReferenceCNN
 from hitbench.methods.robust import RobustInput
 from hitbench.methods.thresholds import fit_threshold
@@ -120,7 +121,7 @@ class RobustCNN(RobustInput, ReferenceCNN):
         self.spot_pixels = spot_pixels
         self.decision_threshold = decision_threshold
 
-    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
+    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         fixed = self.decision_threshold != "fitted"
         if fixed and not (isinstance(self.decision_threshold, float | int) and 0 < self.decision_threshold < 1):
             raise HitbenchError(
@@ -131,7 +132,7 @@ class RobustCNN(RobustInput, ReferenceCNN):
         if fixed:
             self.threshold_ = float(self.decision_threshold)
         else:  # the best cut on the training frames, half-way across its gap in log-odds
-            odds = special.logit(np.clip(super()._score(inputs).astype(np.float64), 1e-7, 1 - 1e-7))
+            odds = special.logit(np.clip(super()._score(inputs.frames).astype(np.float64), 1e-7, 1 - 1e-7))
             cut, balanced_accuracy = fit_threshold(odds, labels)
             if balanced_accuracy > 0.5:  # else no cut beats chance there: keep P(hit) > 0.5
                 self.threshold_ = float(special.expit(cut))

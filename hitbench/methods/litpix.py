@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from hitbench.errors import HitbenchError
+from hitbench.frames import FrameSource
 from hitbench.methods.base import HitMethod
-from hitbench.methods.thresholds import DEFAULT_ADC_QUANTILES, fit_adc_and_threshold, quantile_candidates
+from hitbench.methods.thresholds import (
+    DEFAULT_ADC_QUANTILES,
+    count_per_candidate,
+    fit_adc_and_threshold,
+    quantile_candidates,
+)
 
 
 class LitPixels(HitMethod):
@@ -42,7 +48,7 @@ class LitPixels(HitMethod):
         self.adc_threshold = adc_threshold
         self.adc_quantiles = adc_quantiles
 
-    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
+    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         if self.adc_threshold is None:
             candidates = quantile_candidates(frames, self.adc_quantiles, where="litpix: adc_quantiles")
         else:
@@ -52,7 +58,7 @@ class LitPixels(HitMethod):
                     f"{self.name}: adc_threshold={self.adc_threshold}; give a finite ADC value, or None to fit one"
                 )
         self.adc_threshold_, self.threshold_, self.train_balanced_accuracy_ = fit_adc_and_threshold(
-            candidates, lambda adc: self._count(frames, adc), labels
+            candidates, count_per_candidate(frames, candidates, self._count), labels
         )
 
     @staticmethod

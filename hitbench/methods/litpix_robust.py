@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hitbench.frames import ArrayFrames, FrameSource
 from hitbench.methods.litpix import LitPixels
 from hitbench.methods.robust import RobustInput
 from hitbench.methods.thresholds import DEFAULT_ADC_QUANTILES
@@ -39,8 +40,8 @@ class RobustLitPixels(RobustInput, LitPixels):
         self.background_block = background_block
         self.hot_fraction = hot_fraction
 
-    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
-        super()._fit(self._robust_input(frames), labels)
+    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
+        super()._fit(ArrayFrames(self._robust_input(frames.to_array())), labels)
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
         return super()._score(self._robust_input(frames))

@@ -8,8 +8,14 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 
 from hitbench.errors import HitbenchError
+from hitbench.frames import FrameSource
 from hitbench.methods.base import HitMethod
-from hitbench.methods.thresholds import DEFAULT_ADC_QUANTILES, fit_adc_and_threshold, quantile_candidates
+from hitbench.methods.thresholds import (
+    DEFAULT_ADC_QUANTILES,
+    count_per_candidate,
+    fit_adc_and_threshold,
+    quantile_candidates,
+)
 from hitbench.peaks import PeakFinder8
 
 # The peakfinder8 parameters default to PeakFinder8's own defaults (one source of truth).
@@ -115,7 +121,7 @@ class PeakCount(HitMethod):
             center=self.center,
         )
 
-    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
+    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         fixed = self.min_num_peaks_for_hit
         if fixed is not None and int(fixed) < 0:
             raise HitbenchError(f"peaks: min_num_peaks_for_hit={fixed}; give 0 or more, or None to fit it")
@@ -123,13 +129,11 @@ class PeakCount(HitMethod):
             candidates = quantile_candidates(frames, self.adc_quantiles, where="peaks: adc_quantiles")
         else:
             candidates = np.array([float(self.adc_threshold)])
+        table = count_per_candidate(frames, candidates, self._count)
         self.adc_threshold_, self.threshold_, _ = fit_adc_and_threshold(
-            candidates,
-            lambda adc: self._count(frames, adc),
-            labels,
-            fixed_threshold=None if fixed is None else int(fixed),
+            candidates, table, labels, fixed_threshold=None if fixed is None else int(fixed)
         )
-        counts = self._score(frames)
+        counts = table[:, np.flatnonzero(candidates == self.adc_threshold_)[0]]
         # Counts are integers, so "count > threshold_" is "count > floor(threshold_)" (OM's strict rule).
         self.min_num_peaks_for_hit_ = int(np.floor(self.threshold_)) if np.isfinite(self.threshold_) else None
         self.train_balanced_accuracy_ = float(balanced_accuracy_score(labels, self.decide(counts)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from hitbench.errors import HitbenchError
+from hitbench.frames import ArrayFrames, FrameSource
 from hitbench.preprocess import augment, robust_pipeline, transform_in_batches
 
 
@@ -47,10 +48,14 @@ class RobustInput:
         )
         return transform_in_batches(pipeline, frames)
 
-    def _robust_training(self, frames: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Training frames with ``n_augment`` drifted copies each, preprocessed, and their labels."""
+    def _robust_training(self, frames: FrameSource, labels: np.ndarray) -> tuple[ArrayFrames, np.ndarray]:
+        """Training frames with ``n_augment`` drifted copies each, preprocessed, and their labels.
+
+        The preprocessing's statistics are the whole training batch's, so these methods hold their
+        training set in memory (unlike the methods they build on).
+        """
         if int(self.n_augment) < 0:
             raise HitbenchError(f"{self.name}: n_augment={self.n_augment}; give 0 or more copies per frame")
         seed = self.random_state if self.random_state is not None else 0
-        frames, labels = augment(frames, labels, n_copies=int(self.n_augment), seed=int(seed))
-        return self._robust_input(frames), labels
+        frames, labels = augment(frames.to_array(), labels, n_copies=int(self.n_augment), seed=int(seed))
+        return ArrayFrames(self._robust_input(frames)), labels

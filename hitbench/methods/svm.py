@@ -10,6 +10,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
 from hitbench.errors import HitbenchError
+from hitbench.frames import FrameSource
 from hitbench.methods.base import HitMethod
 
 
@@ -96,14 +97,14 @@ class PCASVM(HitMethod):
         self.gamma = gamma
         self.random_state = random_state
 
-    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
+    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         if int(self.block_size) < 1 or int(self.n_components) < 1:
             raise HitbenchError(
                 f"svm: block_size={self.block_size}, n_components={self.n_components}; both must be at least 1"
             )
         block = int(self.block_size)
-        n_pooled = -(-frames.shape[1] // block) * -(-frames.shape[2] // block)
-        n_components = min(int(self.n_components), frames.shape[0] - 1, n_pooled)
+        n_pooled = -(-frames.frame_shape[0] // block) * -(-frames.frame_shape[1] // block)
+        n_components = min(int(self.n_components), len(frames) - 1, n_pooled)
         self.pipeline_ = Pipeline(
             [
                 ("pool", FunctionTransformer(max_pool, kw_args={"block_size": block})),
@@ -121,7 +122,11 @@ class PCASVM(HitMethod):
                 ),
             ]
         )
-        self.pipeline_.fit(frames, labels)
+        # The pooling learns nothing: the frames are pooled chunk by chunk (never all in memory) and
+        # the later steps (the same objects, a slice of the pipeline) are fitted on the pooled rows.
+        pool = self.pipeline_[0]
+        pooled = frames.map(pool.fit_transform)
+        self.pipeline_[1:].fit(pooled, labels)
         self.threshold_ = 0.0
 
     def _score(self, frames: np.ndarray) -> np.ndarray:

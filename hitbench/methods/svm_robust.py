@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hitbench.frames import FrameSource
 from hitbench.methods.robust import RobustInput
 from hitbench.methods.svm import PCASVM
 
@@ -49,7 +50,7 @@ class RobustSVM(RobustInput, PCASVM):
         self.hot_fraction = hot_fraction
         self.n_augment = n_augment
 
-    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
+    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         super()._fit(*self._robust_training(frames, labels))
 
     def _score(self, frames: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import median_filter
 
+from hitbench.frames import FrameSource
 from hitbench.methods.base import HitMethod
 from hitbench.methods.thresholds import fit_threshold
 
@@ -31,8 +32,9 @@ class BrightestSpot(HitMethod):
         self.n_spots = n_spots
         self.background_size = background_size
 
-    def _fit(self, frames: np.ndarray, labels: np.ndarray) -> None:
-        self.threshold_, self.train_balanced_accuracy_ = fit_threshold(self._score(frames), labels)
+    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
+        scores = frames.map(self._score)  # chunk by chunk: the training set need not fit in memory
+        self.threshold_, self.train_balanced_accuracy_ = fit_threshold(scores, labels)
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
         excess = frames - median_filter(frames, size=(1, self.background_size, self.background_size))

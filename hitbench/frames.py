@@ -1,0 +1,153 @@
+"""Frame stacks as every method sees them: checked, and not necessarily in memory.
+
+A method trains on a :class:`FrameSource`: frames (n, H, W) it reads chunk by chunk
+(:meth:`FrameSource.chunks`, :meth:`FrameSource.map`) or by position (:meth:`FrameSource.take`,
+for shuffled training batches), so a training set of any size is never held whole. An array is
+wrapped in :class:`ArrayFrames`; the runs of an experiment are read lazily by
+:class:`hitbench.data.dataset.RunFrames`. Both give the same chunks for the same frames, so a
+method trained from files equals the one trained from the same frames in memory.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from hitbench.errors import HitbenchError
+
+#: Frames per chunk when a frame source is read in order.
+CHUNK_FRAMES = 128
+
+
+def check_frames(X: object, *, where: str = "X") -> np.ndarray:
+    """Validate a frame stack and return it as a float32 array (n, H, W).
+
+    Parameters
+    ----------
+    X : array-like
+        Frames, shape (n_frames, height, width).
+    where : str
+        Name used in error messages (a file or field).
+
+    Returns
+    -------
+    numpy.ndarray
+        The frames as float32, shape (n, H, W).
+    """
+    try:
+        frames = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise HitbenchError(f"{where}: frames are not numeric ({exc}); pass an (n, H, W) array") from None
+    if frames.ndim != 3:
+        raise HitbenchError(
+            f"{where}: frames have shape {frames.shape}, expected 3 dimensions (n_frames, height, width)"
+        )
+    if frames.shape[0] == 0:
+        raise HitbenchError(f"{where}: no frames (the stack is empty); give at least one frame")
+    # NaN and Inf reach the per-frame sums, so one cheap pass clears the common case; only a
+    # non-finite sum (a bad pixel, or finite values overflowing float32) needs the pixel check.
+    if not np.isfinite(frames.sum(axis=(1, 2))).all() and not np.isfinite(frames).all():
+        bad = int(np.count_nonzero(~np.isfinite(frames).all(axis=(1, 2))))
+        raise HitbenchError(
+            f"{where}: {bad} frame(s) contain NaN or Inf values; mask those pixels (set them to 0) or drop the frames"
+        )
+    return frames
+
+
+class FrameSource(ABC):
+    """Checked float32 frames (n, H, W), read in chunks or by position.
+
+    Subclasses set ``frame_shape`` and implement ``__len__``, :meth:`chunks` and :meth:`take`.
+    """
+
+    frame_shape: tuple[int, int]
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def chunks(self) -> Iterator[np.ndarray]:
+        """All frames in order, :data:`CHUNK_FRAMES` at a time (float32, checked)."""
+
+    @abstractmethod
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The frames at ``positions`` (0 to ``len - 1``, distinct), in that order (float32, checked)."""
+
+    def map(self, function: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """``function`` applied chunk by chunk, results concatenated along the first axis.
+
+        Parameters
+        ----------
+        function : callable
+            Takes frames (n, H, W) and returns one row per frame (n, ...).
+
+        Returns
+        -------
+        numpy.ndarray
+            One row per frame, in order.
+        """
+        return np.concatenate([np.asarray(function(chunk)) for chunk in self.chunks()])
+
+    def to_array(self) -> np.ndarray:
+        """Every frame in memory (n, H, W): only for what cannot work chunk by chunk."""
+        return self.take(np.arange(len(self)))
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """At most ``n`` frames drawn without replacement (seeded), in position order.
+
+        Parameters
+        ----------
+        n : int
+            How many frames (all of them when there are fewer).
+        seed : int
+            Seed of the draw.
+
+        Returns
+        -------
+        numpy.ndarray
+            The frames (m, H, W), m = min(n, len).
+        """
+        if n >= len(self):
+            return self.to_array()
+        return self.take(np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False)))
+
+
+class ArrayFrames(FrameSource):
+    """Frames held in memory as a frame source.
+
+    Parameters
+    ----------
+    frames : array-like, shape (n, H, W)
+        The frames (checked and converted to float32 once).
+    """
+
+    def __init__(self, frames: object) -> None:
+        self.frames = check_frames(frames)
+        self.frame_shape = (int(self.frames.shape[1]), int(self.frames.shape[2]))
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for start in range(0, len(self), CHUNK_FRAMES):
+            yield self.frames[start : start + CHUNK_FRAMES]
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        return self.frames[np.asarray(positions, dtype=np.int64)]
+
+
+def frame_source(X: object) -> FrameSource:
+    """``X`` as a frame source: a :class:`FrameSource` as it is, anything else checked into :class:`ArrayFrames`.
+
+    Parameters
+    ----------
+    X : FrameSource or array-like, shape (n, H, W)
+        Frames.
+
+    Returns
+    -------
+    FrameSource
+    """
+    return X if isinstance(X, FrameSource) else ArrayFrames(X)
