@@ -828,6 +828,8 @@ def _reading_notes(results: pd.DataFrame) -> list[str]:
             "compared with McNemar's exact test (a two-sided binomial test on the frames exactly one of them "
             f"calls right), and Holm's correction runs over every test of the table; `significantly best` in the "
             f"summary names the method that beats every other one on that run at {ALPHA:.0%} after the "
-            "correction (with several seeds: on every seed), else `none`.",
+            "correction (with several seeds: on every seed), else `none`. The test counts frames called right, "
+            "as accuracy does, not balanced accuracy: on a run of mostly hits a method calling every frame a hit "
+            "can beat one with the higher balanced accuracy.",
         ]
     return notes
