@@ -790,7 +790,8 @@ def _reading_notes(results: pd.DataFrame) -> list[str]:
     trained = str(results["labels"].iloc[0])
     notes = [
         "- Runs marked `*` are training runs, scored on their held-out frames only. Frames a label kind leaves "
-        "out (ambiguous) are neither trained on nor scored; `ambiguous` counts them.",
+        "out (ambiguous) are not scored against it, and those of the training labels are not trained on; "
+        "`ambiguous` counts them.",
         "- Every rate comes with its 95 % interval, `0.953 (0.921-0.975)`: Wilson score intervals for Sen, Spe "
         f"and Acc; for BAcc and AUC the 2.5-97.5 % percentiles of a stratified bootstrap over the run's scored "
         f"frames ({N_RESAMPLES} resamples, hits drawn from the hits and misses from the misses), seeded from "
