@@ -32,7 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import joblib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,6 +40,7 @@ import bench_methods  # noqa: E402  (the cnn helper's benchmark: its markdown an
 from hitbench.data.cxi import CXIWriter  # noqa: E402
 from hitbench.methods import registry  # noqa: E402
 from hitbench.methods.base import check_frames  # noqa: E402
+from hitbench.modelfile import save_model  # noqa: E402
 from hitbench.peaks import PeakFinder8  # noqa: E402
 from hitbench.simulate import load_experiment, simulate_run  # noqa: E402
 
@@ -177,8 +177,7 @@ def main() -> None:
         result["cnn"] = bench_methods.bench_method("cnn", train, np.ascontiguousarray(sim.frames[128:]), cnn_args)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    model = args.workdir / "litpix.joblib"
-    joblib.dump({"model": registry.get("litpix").fit(*train)}, model)
+    model = save_model(registry.get("litpix").fit(*train), args.workdir / "litpix.hbm")
     rows = []
     for n in (args.frames // 10, args.frames):
         run = args.workdir / f"run_{n}.cxi"

@@ -315,16 +315,19 @@ def report_command(results: Path, docs: Path) -> None:
 @main.command("predict")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
-              help="Model file from `hitbench compare --save-models` (or a joblib-saved method).")
+              help="Model file (.hbm) from `hitbench compare --save-models`, or a .keras file of the cnn.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--chunk-size", type=int, default=256, show_default=True, help="Frames per chunk.")
 @click.option("--hits-cxi", is_flag=True, help="Also write RUN.hits.cxi (the hit frames with their peaks and "
               "fields) and, for CrystFEL's indexamajig, RUN.hits.lst, RUN.geom and RUN.cell.")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers over chunks.")
+@click.option("--trust-pickle", is_flag=True, help="Also read a pickled (joblib) model of an older hitbench. "
+              "Unpickling runs any code the file holds: only for files you made yourself.")
 @_compression_option
 @_dask_options
 def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chunk_size: int, hits_cxi: bool,
-                    n_jobs: int, compression: str, scheduler: str | None, dask_workers: int | None) -> None:
+                    n_jobs: int, trust_pickle: bool, compression: str, scheduler: str | None,
+                    dask_workers: int | None) -> None:
     """Classify every frame of CXI runs; write RUN.hits.csv (event, score, label) per run into OUT."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -338,7 +341,8 @@ def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chu
     try:
         with parallel_backend(scheduler, dask_workers):
             summaries = predict_runs(model_path, list(runs), out_dir, chunk_size=chunk_size, hits_cxi=hits_cxi,
-                                     n_jobs=n_jobs, progress=_progress_factory(progress), compression=compression)
+                                     n_jobs=n_jobs, progress=_progress_factory(progress), compression=compression,
+                                     trust_pickle=trust_pickle)
     finally:
         if progress.live.is_started:
             progress.stop()

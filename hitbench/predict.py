@@ -24,63 +24,81 @@ import h5py
 import joblib
 import numpy as np
 
+from hitbench import modelfile
 from hitbench.atomic import atomic_path
 from hitbench.data.compression import dataset_filters
 from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
 from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter, PeakTable
 from hitbench.errors import HitbenchError
+from hitbench.methods.base import HitMethod
 
 PEAK_DATASETS = ("nPeaks", "peakXPosRaw", "peakYPosRaw", "peakTotalIntensity")
 
 
-def load_model(path: str | Path) -> object:
-    """A trained hit finder from a file.
+def load_model(path: str | Path, *, trust_pickle: bool = False) -> HitMethod:
+    """A trained hit finder from a file; only a pickle asked for by ``trust_pickle`` can run code.
 
     Parameters
     ----------
     path : str or Path
-        A joblib file holding a model record from ``hitbench compare --save-models`` (a dict with
-        key ``"model"``) or a bare fitted estimator; or a ``.keras`` file from ``ReferenceCNN.save``.
+        A hitbench model file (``.hbm``, from ``hitbench compare --save-models`` or
+        :func:`hitbench.modelfile.save_model`), or a ``.keras`` file from ``ReferenceCNN.save``.
+    trust_pickle : bool
+        Also read a joblib/pickle file (a model record with key ``"model"`` or a bare fitted method)
+        of an older hitbench. Unpickling runs whatever code the file holds: only for files you made.
 
     Returns
     -------
-    object
-        The fitted estimator (has ``decision_function`` and ``threshold_``).
+    HitMethod
+        The fitted method.
     """
     path = Path(path)
-    if not path.is_file():
-        raise HitbenchError(f"--model {path}: no such file; give a model saved by `hitbench compare --save-models`")
-    if path.suffix == ".keras":
+    try:
+        with open(path, "rb") as file:
+            first = file.read(1)
+    except IsADirectoryError:
+        raise HitbenchError(f"--model {path}: a folder; give a model file (.hbm from `hitbench compare "
+                            "--save-models`)") from None
+    except FileNotFoundError:
+        raise HitbenchError(f"--model {path}: no such file; give a model saved by `hitbench compare --save-models`"
+                            ) from None
+    except OSError as exc:
+        raise HitbenchError(f"--model {path}: cannot read it ({exc.strerror})") from None
+    if modelfile.is_model_file(path):
+        model = modelfile.load_model(path)
+    elif path.suffix == ".keras":
         from hitbench.methods.cnn import ReferenceCNN
 
-        return ReferenceCNN.load(path)
-    try:
-        loaded = joblib.load(path)
-    except Exception as exc:  # joblib/pickle raise many types for a file that is not theirs
+        model = ReferenceCNN.load(path)
+    elif not trust_pickle:
+        what = "a pickle (joblib) file" if first == b"\x80" else "not a hitbench model file"
         raise HitbenchError(
-            f"--model {path}: not a joblib model file ({type(exc).__name__}); give a model saved by "
-            "`hitbench compare --save-models`"
-        ) from None
-    model = loaded["model"] if isinstance(loaded, dict) and "model" in loaded else loaded
-    if not (hasattr(model, "decision_function") and hasattr(model, "threshold_")):
-        raise HitbenchError(
-            f"--model {path}: holds a {type(model).__name__}, not a fitted hitbench method "
-            "(needs decision_function and threshold_)"
+            f"--model {path}: {what}; hitbench reads only its own model files (.hbm), which cannot run code. "
+            "Train and save it again with `hitbench compare --save-models`, or, only if you made the file "
+            "yourself, read it with --trust-pickle"
         )
+    else:
+        try:
+            loaded = joblib.load(path)
+        except Exception as exc:  # joblib/pickle raise many types for a file that is not theirs
+            raise HitbenchError(f"--model {path}: not a joblib model file ({type(exc).__name__})") from None
+        model = loaded["model"] if isinstance(loaded, dict) and "model" in loaded else loaded
+    if not isinstance(model, HitMethod) or not hasattr(model, "threshold_"):
+        raise HitbenchError(f"--model {path}: holds a {type(model).__name__}, not a fitted hitbench method")
     return model
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_model(path: str, stamp: tuple[int, int]) -> object:
-    return load_model(path)
+def _cached_model(path: str, stamp: tuple[int, int], trust_pickle: bool) -> HitMethod:
+    return load_model(path, trust_pickle=trust_pickle)
 
 
-def _model_in_worker(path: Path) -> object:
+def _model_in_worker(path: Path, trust_pickle: bool) -> HitMethod:
     """The model, loaded once per worker process (keyed by path, size and modification time)."""
     if not path.is_file():
-        return load_model(path)  # raises the one-line error
+        return load_model(path, trust_pickle=trust_pickle)  # raises the one-line error
     stat = path.stat()
-    return _cached_model(str(path), (stat.st_size, stat.st_mtime_ns))
+    return _cached_model(str(path), (stat.st_size, stat.st_mtime_ns), trust_pickle)
 
 
 @dataclass(frozen=True)
@@ -95,7 +113,9 @@ class ChunkResult:
     hit_fields: dict[str, np.ndarray] | None
 
 
-def predict_chunk(model_path: Path, run_path: Path, start: int, stop: int, keep_hits: bool) -> ChunkResult:
+def predict_chunk(
+    model_path: Path, run_path: Path, start: int, stop: int, keep_hits: bool, trust_pickle: bool = False
+) -> ChunkResult:
     """Score frames ``start:stop`` of a run; with ``keep_hits`` also return the hit frames, peaks and fields.
 
     Parameters
@@ -109,13 +129,15 @@ def predict_chunk(model_path: Path, run_path: Path, start: int, stop: int, keep_
     keep_hits : bool
         Return the hits' raw frames (as stored, mask not applied), peak rows and hitbench fields, plus
         their event indices in the run as the field ``source_event``.
+    trust_pickle : bool
+        See :func:`load_model`.
 
     Returns
     -------
     ChunkResult
         Scores and 0/1 labels of the chunk's frames, and the hits' data when asked.
     """
-    model = _model_in_worker(model_path)
+    model = _model_in_worker(model_path, trust_pickle)
     run = CXIRun(run_path)
     raw = run.read(start, stop, apply_mask=False)
     try:
@@ -227,6 +249,7 @@ def predict_runs(
     n_jobs: int = 1,
     progress: Callable[[str, int], Callable[[], None]] | None = None,
     compression: str = "gzip",
+    trust_pickle: bool = False,
 ) -> list[RunSummary]:
     """Classify every frame of each run and write its hit list (and hits-only CXI file).
 
@@ -250,6 +273,8 @@ def predict_runs(
         ``progress(description, total)`` returns a function called once per finished chunk.
     compression : str
         HDF5 compression of ``<run>.hits.cxi`` (see :mod:`hitbench.data.compression`).
+    trust_pickle : bool
+        Also read a pickled model of an older hitbench (see :func:`load_model`).
 
     Returns
     -------
@@ -259,8 +284,8 @@ def predict_runs(
     if chunk_size < 1:
         raise HitbenchError(f"--chunk-size {chunk_size}: give at least 1 frame")
     dataset_filters(compression)  # an unknown choice fails before any work
+    model = load_model(model_path, trust_pickle=trust_pickle)  # a one-line error before any work
     model_path = Path(model_path).resolve()
-    model = _model_in_worker(model_path)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -273,7 +298,7 @@ def predict_runs(
         advance = progress(run.path.name, -(-run.n_frames // chunk_size)) if progress else None
         hit_list, cxi_path = output_paths(run.path, out_dir)
         n_hits = _predict_run(model_path, run, hit_list, cxi_path if hits_cxi else None, chunk_size, n_jobs, advance,
-                              compression)
+                              compression, trust_pickle)
         crystfel, notes = [], []
         if hits_cxi:
             crystfel, notes = write_handoff(CXIRun(cxi_path), range(n_hits), crystfel_paths(run.path, out_dir))
@@ -293,10 +318,10 @@ def _hits_writer(run: CXIRun, path: Path, compression: str) -> CXIWriter:
 
 
 def _predict_run(model_path: Path, run: CXIRun, hit_list: Path, cxi_path: Path | None, chunk_size: int, n_jobs: int,
-                 advance: Callable[[], None] | None, compression: str) -> int:
+                 advance: Callable[[], None] | None, compression: str, trust_pickle: bool) -> int:
     n_hits = 0
     tasks = (
-        joblib.delayed(predict_chunk)(model_path, run.path, start, stop, cxi_path is not None)
+        joblib.delayed(predict_chunk)(model_path, run.path, start, stop, cxi_path is not None, trust_pickle)
         for start, stop in _chunks(run, chunk_size)
     )
     with atomic_path(hit_list, overwrite=False) as tmp, open(tmp, "w", newline="") as text:

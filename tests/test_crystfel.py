@@ -10,7 +10,6 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -21,6 +20,7 @@ from hitbench.data.crystfel import cell_text, geometry_gaps, geometry_text, latt
 from hitbench.data.cxi import CXIRun, Geometry, write_cxi
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
+from hitbench.modelfile import save_model
 
 INDEXAMAJIG = shutil.which("indexamajig") or next(
     (str(p) for p in [Path("/opt/crystfel/bin/indexamajig")] if p.is_file()), None
@@ -50,8 +50,8 @@ def _pipeline(root: Path, preset: str, run: int, scale: float, *compression: str
     _cli("label", str(path), "--crystfel-out", str(root / "label"), *compression)
     sim = CXIRun(path)
     model = registry.get("litpix").fit(sim.read(), sim.field("hit").astype(int))
-    joblib.dump({"model": model}, root / "litpix.joblib")
-    _cli("predict", "--model", str(root / "litpix.joblib"), "--out", str(root / "predict"), "--hits-cxi", str(path),
+    save_model(model, root / "litpix.hbm")
+    _cli("predict", "--model", str(root / "litpix.hbm"), "--out", str(root / "predict"), "--hits-cxi", str(path),
          *compression)
     return Pipeline(path, root / "label", root / "predict")
 
@@ -125,7 +125,7 @@ def test_crystfel_files_of_a_simulated_run(tiny: Pipeline) -> None:
 
 def test_existing_crystfel_file_refused_before_work(tiny: Pipeline, tmp_path: Path) -> None:
     (tmp_path / "run_0001.geom").write_text("mine")
-    result = CliRunner().invoke(main, ["predict", "--model", str(tiny.predict_out.parent / "litpix.joblib"),
+    result = CliRunner().invoke(main, ["predict", "--model", str(tiny.predict_out.parent / "litpix.hbm"),
                                        "--out", str(tmp_path), "--hits-cxi", str(tiny.run)])
     assert result.exit_code == 1 and "run_0001.geom: already exists" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run_0001.geom"]

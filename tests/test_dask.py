@@ -14,6 +14,7 @@ from hitbench.cli import main
 from hitbench.data.cxi import write_cxi
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
+from hitbench.modelfile import save_model
 from hitbench.parallel import parallel_backend
 from hitbench.predict import predict_runs
 from hitbench.simulate import load_experiment, simulate_run
@@ -37,8 +38,7 @@ def run_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     experiment = load_experiment("tiny")
     sim = simulate_run(experiment, run=experiment.runs[0], n_frames=80, seed=4)
     hit = np.asarray(sim.truth["hit"]).astype(int)
-    model_path = root / "intensity.joblib"
-    joblib.dump({"model": registry.get("intensity").fit(sim.frames[:40], hit[:40])}, model_path)
+    model_path = save_model(registry.get("intensity").fit(sim.frames[:40], hit[:40]), root / "intensity.hbm")
     return write_cxi(root / "run_0001.cxi", sim.frames[40:], mask=sim.mask, fields={"hit": hit[40:]}), model_path
 
 

@@ -6,8 +6,10 @@ point alone: the tests are parametrised over ``registry.names()``.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import zipfile
 
 import joblib
 import numpy as np
@@ -19,6 +21,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
 from hitbench.methods.base import MethodNotFittedError
+from hitbench.modelfile import load_model, save_model
 
 #: Held-out balanced accuracy every method must reach on the small simulated run.
 MIN_BALANCED_ACCURACY = 0.75
@@ -83,6 +86,19 @@ def test_joblib_round_trip_gives_identical_predictions(fitted, frame_set, tmp_pa
     path = tmp_path / "model.joblib"
     joblib.dump(fitted, path)
     loaded = joblib.load(path)
+    np.testing.assert_array_equal(
+        loaded.decision_function(frame_set.test_frames), fitted.decision_function(frame_set.test_frames)
+    )
+    np.testing.assert_array_equal(loaded.predict(frame_set.test_frames), fitted.predict(frame_set.test_frames))
+
+
+def test_model_file_round_trip_gives_identical_predictions(fitted, frame_set, tmp_path):
+    path = save_model(fitted, tmp_path / "model.hbm")
+    with zipfile.ZipFile(path) as archive:
+        assert all(name == "model.json" or name.endswith(".npy") for name in archive.namelist())
+        assert json.loads(archive.read("model.json"))["method"] == fitted.name
+    loaded = load_model(path)
+    assert type(loaded) is type(fitted) and loaded.get_params() == fitted.get_params()
     np.testing.assert_array_equal(
         loaded.decision_function(frame_set.test_frames), fitted.decision_function(frame_set.test_frames)
     )

@@ -16,11 +16,32 @@ from hitbench.cli import main
 from hitbench.data.cxi import CXIRun, write_cxi
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
+from hitbench.modelfile import save_model
 from hitbench.peaks import PeakFinder8
 from hitbench.peaks.labels import label_run
+from hitbench.predict import load_model
 from hitbench.simulate import load_experiment, simulate_run
 
 N_FRAMES = 90
+
+
+class _Impostor:
+    """Not a hitbench method, though it has what one used to be recognised by."""
+
+    threshold_ = 0.5
+
+    def decision_function(self, frames: np.ndarray) -> np.ndarray:
+        return np.zeros(len(frames))
+
+
+class _Payload:
+    """A crafted pickle: unpickling it would create the file it names."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.path,))
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +51,7 @@ def run_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     experiment = load_experiment("tiny")
     train = simulate_run(experiment, run=experiment.runs[0], n_frames=60, seed=1)
     model = registry.get("litpix").fit(train.frames, np.asarray(train.truth["hit"]).astype(int))
-    model_path = root / "litpix-seed1.joblib"
-    joblib.dump({"model": model, "fit_seconds": 0.0, "n_train": 60, "n_train_hits": 0}, model_path)
+    model_path = save_model(model, root / "litpix-seed1.hbm", {"fit_seconds": 0.0, "n_train": 60, "n_train_hits": 0})
     sim = simulate_run(experiment, run=experiment.runs[1], n_frames=N_FRAMES, seed=2)
     run_path = write_cxi(root / "run_0002.cxi", sim.frames, mask=sim.mask, attrs={"run": 2},
                          fields={"hit": np.asarray(sim.truth["hit"])})
@@ -48,7 +68,7 @@ def test_hit_list_and_hits_cxi(run_and_model: tuple[Path, Path], tmp_path: Path)
     result = _predict("--model", str(model_path), "--out", str(tmp_path), "--chunk-size", "16", "--hits-cxi",
                       str(run_path))
     assert result.exit_code == 0, result.output
-    model = joblib.load(model_path)["model"]
+    model = load_model(model_path)
     run = CXIRun(run_path)
     expected = model.decision_function(run.read())
     table = pd.read_csv(tmp_path / "run_0002.hits.csv")
@@ -86,16 +106,16 @@ def test_chunking_and_jobs_do_not_change_outputs(run_and_model: tuple[Path, Path
         np.testing.assert_array_equal(frames, outputs[0][1])
 
 
-def test_bare_estimator_and_reads_in_chunks(
+def test_trusted_pickle_and_reads_in_chunks(
     run_and_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_path, model_path = run_and_model
     bare = tmp_path / "bare.joblib"
-    joblib.dump(joblib.load(model_path)["model"], bare)
+    joblib.dump(load_model(model_path), bare)  # an older hitbench's bare estimator, read only when trusted
     calls = []
     chunk = predict.predict_chunk
     monkeypatch.setattr(predict, "predict_chunk", lambda *a: calls.append(a[1:4]) or chunk(*a))
-    predict.predict_runs(bare, [run_path], tmp_path / "out", chunk_size=40)
+    predict.predict_runs(bare, [run_path], tmp_path / "out", chunk_size=40, trust_pickle=True)
     assert calls == [(run_path, 0, 40), (run_path, 40, 80), (run_path, 80, 90)]
     assert len(pd.read_csv(tmp_path / "out" / "run_0002.hits.csv")) == N_FRAMES
 
@@ -106,10 +126,10 @@ def test_interrupted_run_leaves_no_output(
     run_path, model_path = run_and_model
     chunk = predict.predict_chunk
 
-    def failing(model, run, start, stop, keep):
+    def failing(model, run, start, stop, keep, trust):
         if start > 0:
             raise KeyboardInterrupt
-        return chunk(model, run, start, stop, keep)
+        return chunk(model, run, start, stop, keep, trust)
 
     monkeypatch.setattr(predict, "predict_chunk", failing)
     with pytest.raises(KeyboardInterrupt):
@@ -140,16 +160,28 @@ def test_frame_size_mismatch(run_and_model: tuple[Path, Path], tmp_path: Path) -
     _one_line_error(result, "frames are 32x40 but the model was trained on")
 
 
-@pytest.mark.parametrize(("content", "fragment"), [(None, "no such file"), (b"junk", "not a joblib model file"),
-                                                   ({"a": 1}, "not a fitted hitbench method")])
-def test_bad_model_file(run_and_model: tuple[Path, Path], tmp_path: Path, content: object, fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "trust", "fragment"),
+    [
+        (None, False, "no such file"),
+        (b"junk", False, "not a hitbench model file"),
+        ({"a": 1}, False, "a pickle (joblib) file"),
+        (b"junk", True, "not a joblib model file"),
+        ({"a": 1}, True, "holds a dict, not a fitted hitbench method"),
+        (_Impostor(), True, "holds a _Impostor, not a fitted hitbench method"),
+    ],
+)
+def test_bad_model_file(
+    run_and_model: tuple[Path, Path], tmp_path: Path, content: object, trust: bool, fragment: str
+) -> None:
     run_path, _ = run_and_model
     model = tmp_path / "model.joblib"
     if isinstance(content, bytes):
         model.write_bytes(content)
     elif content is not None:
         joblib.dump(content, model)
-    result = _predict("--model", str(model), "--out", str(tmp_path / "o"), str(run_path))
+    result = _predict("--model", str(model), "--out", str(tmp_path / "o"), *(["--trust-pickle"] if trust else []),
+                      str(run_path))
     _one_line_error(result, fragment)
 
 

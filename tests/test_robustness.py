@@ -66,7 +66,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "cache": root / "cache",
         "out": root / "out",
         "sim": sim,
-        "model": root / "out" / "models" / "litpix-seed0.joblib",
+        "model": root / "out" / "models" / "litpix-seed0.hbm",
         "bad": _bad_files(root / "bad", sim / "run_0003.cxi"),
     }
 
@@ -357,8 +357,8 @@ def test_predict_bad_model_and_out(workspace: dict, tmp_path: Path, afile: Path)
     out = ["--out", tmp_path / "p"]
     model = workspace["model"]
     for content, words in [
-        (b"garbage", ["not a joblib model file"]),
-        (model.read_bytes()[:100], ["not a joblib model file"]),
+        (b"garbage", ["not a hitbench model file"]),
+        (model.read_bytes()[:100], ["not a hitbench model file"]),
     ]:
         path = _write(tmp_path / "m.joblib", content)
         _fails_cleanly(["predict", run, "--model", path, *out], "m.joblib", *words, watch=(run,))
@@ -398,7 +398,7 @@ def test_interrupted_compare_resumes_from_cache(workspace: dict, tmp_path: Path,
     cache = shutil.copytree(workspace["cache"], tmp_path / "cache", ignore=shutil.ignore_patterns("models", "scores"))
     out = tmp_path / "out"
     proc = _hitbench(*COMPARE, "--cache-dir", cache, "--out", out)
-    if _wait_for(lambda: any((cache / "models").glob("*.joblib")), proc):
+    if _wait_for(lambda: any((cache / "models").glob("*.hbm")), proc):
         proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     _no_partial_files(cache, tmp_path)

@@ -217,5 +217,5 @@ def _save_models(comparison: Comparison, folder: Path) -> None:
 
     for fit in comparison.fits:
         atomic_write(
-            folder / f"{fit.method}-seed{fit.seed}.joblib", lambda tmp, p=fit.path: shutil.copyfile(p, tmp)
+            folder / f"{fit.method}-seed{fit.seed}{fit.path.suffix}", lambda tmp, p=fit.path: shutil.copyfile(p, tmp)
         )

@@ -7,9 +7,11 @@ Tasks receive runs (file paths and frame indices), never open HDF5 handles.
 
 Trained models and their scores are cached on disk under ``cache_dir`` keyed by a hash of
 everything they depend on (method, parameters, seed, training files and frames, label kind,
-the method's source), so a repeated comparison trains and predicts nothing. Cache entries
-are written to a temporary name and renamed into place, so an interrupted run leaves none
-half-written and two runs sharing a cache both end with correct files.
+the method's source), so a repeated comparison trains and predicts nothing. Models are kept as
+hitbench model files (:mod:`hitbench.modelfile`) and scores as ``.npz`` arrays, both read without
+pickle, so a cache shared with others cannot run code. Cache entries are written to a temporary
+name and renamed into place, so an interrupted run leaves none half-written and two runs sharing
+a cache both end with correct files.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from hitbench import __version__
-from hitbench.atomic import atomic_write
+from hitbench.atomic import atomic_path
 from hitbench.bench.metrics import RATES, hit_metrics, metric_intervals
 from hitbench.bench.protocols import (
     TestSet,
@@ -43,6 +45,7 @@ from hitbench.data.dataset import Experiment, ImageRun, Run, RunFrames, iter_fra
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
 from hitbench.methods.peaks import PeakCount
+from hitbench.modelfile import SUFFIX, load_model, read_record, save_model
 
 
 def run_identity(run: Run) -> tuple:
@@ -100,13 +103,8 @@ def _fit(task: FitTask) -> dict:
         raise HitbenchError(f"{where}: {exc}") from None
     except (TypeError, ValueError) as exc:  # a --param value of the wrong kind reaches the method only here
         raise HitbenchError(f"{where}: fit failed with parameters {task.params} ({exc}); check --param") from None
-    record = {
-        "model": estimator,
-        "fit_seconds": time.perf_counter() - start,
-        "n_train": int(y.size),
-        "n_train_hits": int(y.sum()),
-    }
-    atomic_write(task.path, lambda tmp: joblib.dump(record, tmp))
+    record = {"fit_seconds": time.perf_counter() - start, "n_train": int(y.size), "n_train_hits": int(y.sum())}
+    save_model(estimator, task.path, record)
     return record
 
 
@@ -120,7 +118,7 @@ class ScoreTask:
 
 
 def _score(task: ScoreTask) -> dict:
-    model = joblib.load(task.model_path)["model"]
+    model = load_model(task.model_path)
     scores, seconds = [], 0.0
     for frames in iter_frames(task.test.run, task.test.frames):
         start = time.perf_counter()
@@ -133,9 +131,21 @@ def _score(task: ScoreTask) -> dict:
     record = {
         "scores": values,
         "predicted": model.decide(values).astype(np.int8),
-        "predict_ms_per_frame": 1e3 * seconds / max(1, values.size),
+        "predict_ms_per_frame": np.float64(1e3 * seconds / max(1, values.size)),
     }
-    atomic_write(task.path, lambda tmp: joblib.dump(record, tmp))
+    with atomic_path(task.path) as tmp, tmp.open("wb") as file:
+        np.savez(file, **record)
+    return record
+
+
+def _read_scores(path: Path) -> dict:
+    """A score record written by :func:`_score` (arrays only: read without pickle)."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            record = {key: saved[key] for key in ("scores", "predicted", "predict_ms_per_frame")}
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise HitbenchError(f"{path}: damaged cache entry ({exc}); delete it and run again") from None
+    record["predict_ms_per_frame"] = float(record["predict_ms_per_frame"])
     return record
 
 
@@ -266,7 +276,7 @@ class Comparison:
                         seed,
                         tuple(train),
                         self.label_kind,
-                        self.cache_dir / "models" / f"{method}-{key}.joblib",
+                        self.cache_dir / "models" / f"{method}-{key}{SUFFIX}",
                     )
                 )
                 tests[(method, seed)] = test_sets
@@ -280,16 +290,16 @@ class Comparison:
             for test in tests[(fit.method, fit.seed)]:
                 frames = None if test.frames is None else test.frames.tobytes()
                 key = joblib.hash((fit.path.stem, run_identity(test.run), frames))
-                scoring.append((fit, ScoreTask(fit.path, test, self.cache_dir / "scores" / f"{key}.joblib")))
+                scoring.append((fit, ScoreTask(fit.path, test, self.cache_dir / "scores" / f"{key}.npz")))
         todo = [task for _, task in scoring if not task.path.exists()]
         _run_tasks(_score, todo, self.n_jobs, progress("predicting", len(todo)) if progress and todo else None)
         self.predicted = len(todo)
 
         rows, frame_rows = [], []
-        fit_records = {fit.path: joblib.load(fit.path) for fit in fits}
+        fit_records = {fit.path: read_record(fit.path) for fit in fits}
         labellers = {method: self._is_labeller(method) for method in self.methods}
         for fit, task in scoring:
-            scored = joblib.load(task.path)
+            scored = _read_scores(task.path)
             rows += self._rows(fit, fit_records[fit.path], task.test, scored, labellers[fit.method], frame_rows)
         return pd.DataFrame(rows), pd.concat(frame_rows, ignore_index=True)
 

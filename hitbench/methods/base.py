@@ -20,7 +20,7 @@ in one place, so every method gives the same clear errors.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -72,6 +72,9 @@ class HitMethod(ClassifierMixin, BaseEstimator):
     """Base class of hitbench methods (see the module docstring for the contract)."""
 
     name: ClassVar[str] = ""
+    #: Classes (and functions) other than numbers, strings and arrays that the fitted state holds: the only
+    #: ones a model file of this method may name (:mod:`hitbench.modelfile`).
+    saved_types: ClassVar[tuple] = ()
 
     def fit(self, X: object, y: object) -> HitMethod:
         """Fit the method on frames and their hit/miss labels.
@@ -160,6 +163,15 @@ class HitMethod(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "threshold_")
         return (np.asarray(scores) > self.threshold_).astype(np.int64)
+
+    # -- persistence (hitbench.modelfile) -------------------------------------------------
+    def _saved_state(self) -> dict[str, Any]:
+        """The fitted state a model file keeps: the public attributes ending in ``_``."""
+        return {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        """Set back the fitted state of :meth:`_saved_state` on a method built with the saved parameters."""
+        vars(self).update(state)
 
     # -- to implement -------------------------------------------------------------------
     def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:  # pragma: no cover - abstract

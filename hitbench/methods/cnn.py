@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from hitbench.atomic import atomic_write
 from hitbench.errors import HitbenchError
 from hitbench.frames import FrameSource
 from hitbench.methods.base import HitMethod
@@ -663,6 +664,23 @@ class ReferenceCNN(HitMethod):
         return self.score_onnx(frames) if self._use_onnx() else self.score_keras(frames)
 
     # -- persistence ---------------------------------------------------------------------
+    def _network(self, weights: list[np.ndarray] | None = None):
+        """The network for the fitted frame shape, built from the parameters (never from a saved Keras config)."""
+        model = build_model(tuple(self.frame_shape_), self.dropout)
+        if weights is not None:
+            model.set_weights(weights)
+        return model
+
+    def _saved_state(self) -> dict[str, Any]:
+        return {**super()._saved_state(), "model_": [np.asarray(w) for w in self.model_.get_weights()]}
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        weights = state.pop("model_")
+        super()._restore_state(state)
+        self.model_ = self._network(weights)
+        self._onnx_session = None
+
     def _state(self) -> dict[str, Any]:
         return {
             "params": self.get_params(),
@@ -675,7 +693,10 @@ class ReferenceCNN(HitMethod):
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the fitted model to one ``.keras`` file (the Keras model plus hitbench's state).
+        """Write the fitted model to one ``.keras`` file (the Keras model plus hitbench's state), for Keras users.
+
+        hitbench's own model files (:func:`hitbench.modelfile.save_model`) hold the same; :meth:`load` reads
+        only the weights and hitbench's state of a ``.keras`` file, never its Keras configuration.
 
         Parameters
         ----------
@@ -691,21 +712,23 @@ class ReferenceCNN(HitMethod):
         path = Path(path)
         if path.suffix != ".keras":
             raise HitbenchError(f"{path}: a cnn model file must end in .keras; rename the output")
-        fd, tmp = tempfile.mkstemp(suffix=".keras", prefix=f".{path.stem}.", dir=path.parent)
-        os.close(fd)
-        try:
-            self.model_.save(tmp)
-            with zipfile.ZipFile(tmp, "a") as archive:
-                archive.writestr(_STATE_ENTRY, json.dumps(self._state()))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        def write(tmp: Path) -> None:
+            keras_file = tmp.with_name(f"{tmp.name}.keras")  # Keras insists on the suffix
+            try:
+                self.model_.save(keras_file)
+                with zipfile.ZipFile(keras_file, "a") as archive:
+                    archive.writestr(_STATE_ENTRY, json.dumps(self._state()))
+                os.replace(keras_file, tmp)
+            finally:
+                keras_file.unlink(missing_ok=True)
+
+        atomic_write(path, write)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ReferenceCNN:
-        """Read a model written by :meth:`save`.
+        """Read a model written by :meth:`save`: its hitbench state and weights; the network is rebuilt.
 
         Parameters
         ----------
@@ -717,44 +740,40 @@ class ReferenceCNN(HitMethod):
         ReferenceCNN
             The fitted method.
         """
-        keras = _keras()
-
         path = Path(path)
         try:
             with zipfile.ZipFile(path) as archive:
                 state = json.loads(archive.read(_STATE_ENTRY))
+            method = cls(**state["params"])
+            method.frame_shape_ = tuple(int(s) for s in state["frame_shape_"])
+            method.classes_ = np.array([0, 1])
+            method.input_mean_, method.input_std_ = float(state["input_mean_"]), float(state["input_std_"])
+            method.threshold_, method.n_epochs_ = float(state["threshold_"]), int(state["n_epochs_"])
+            method.history_ = {str(k): [float(v) for v in values] for k, values in dict(state["history_"]).items()}
+            method.model_ = method._network()
+            method.model_.load_weights(path)  # the weights only: the archive's Keras configuration is not read
         except FileNotFoundError:
             raise HitbenchError(f"{path}: no such model file; give the path written by save()") from None
-        except (zipfile.BadZipFile, KeyError):
-            raise HitbenchError(f"{path}: not a hitbench cnn model (.keras written by ReferenceCNN.save)") from None
-        method = cls(**state.pop("params"))
-        for key, value in state.items():
-            setattr(method, key, value)
-        method.frame_shape_ = tuple(state["frame_shape_"])
-        method.classes_ = np.array([0, 1])
-        method.model_ = keras.saving.load_model(path, compile=False)
+        except HitbenchError as exc:
+            raise HitbenchError(f"{path}: {exc}") from None
+        except Exception as exc:  # zip, JSON, HDF5 and Keras each raise their own types for a damaged file
+            raise HitbenchError(
+                f"{path}: not a readable hitbench cnn model (.keras written by ReferenceCNN.save): "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
         method._onnx_session = None
         return method
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__ itself
         state.pop("_onnx_session", None)
-        model = state.pop("model_", None)
-        if model is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                file = Path(tmp) / "model.keras"
-                model.save(file)
-                state["model_"] = file.read_bytes()
+        if "model_" in state:
+            state["model_"] = self.model_.get_weights()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        model = state.pop("model_", None)
+        weights = state.pop("model_", None)
         super().__setstate__(state)
         self._onnx_session = None
-        if model is not None:
-            keras = _keras()
-
-            with tempfile.TemporaryDirectory() as tmp:
-                file = Path(tmp) / "model.keras"
-                file.write_bytes(model)
-                self.model_ = keras.saving.load_model(file, compile=False)
+        if weights is not None:
+            self.model_ = self._network(weights)

@@ -80,6 +80,7 @@ class PCASVM(HitMethod):
     """
 
     name = "svm"
+    saved_types = (Pipeline, FunctionTransformer, StandardScaler, PCA, SVC, max_pool)
 
     def __init__(
         self,
