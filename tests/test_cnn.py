@@ -52,7 +52,9 @@ def fitted(data):
 def test_table_one_has_11098_trainable_parameters_at_350():
     model = build_model((350, 350))
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 11_098
-    assert [(layer.__class__.__name__, tuple(layer.output.shape[1:])) for layer in model.layers] == [
+    # the Keras layer each is (two are Keras layers computed faster: hitbench.methods.cnn_layers)
+    kinds = [next(c.__name__ for c in type(ly).__mro__ if c.__module__.startswith("keras")) for ly in model.layers]
+    assert [(kind, tuple(layer.output.shape[1:])) for kind, layer in zip(kinds, model.layers, strict=True)] == [
         ("Conv2D", (344, 344, 4)),
         ("Dropout", (344, 344, 4)),
         ("BatchNormalization", (344, 344, 4)),
@@ -73,6 +75,39 @@ def test_table_one_has_11098_trainable_parameters_at_350():
     # batch normalisation over image rows: one gamma and beta per row
     assert model.get_layer("bn_rows1").count_params() == 4 * 344
     assert [int(w.shape[0]) for w in model.get_layer("bn_rows1").trainable_weights] == [344, 344]
+
+
+def test_fast_layers_compute_what_the_keras_layers_compute():
+    """RowBatchNormalization and ByteDropout against Keras's BatchNormalization(axis=1) and Dropout."""
+    import keras
+    import tensorflow as tf
+
+    from hitbench.methods.cnn_layers import ByteDropout, RowBatchNormalization
+
+    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (6, 20, 24, 4)).astype(np.float32))
+    fast, plain = RowBatchNormalization(axis=1), keras.layers.BatchNormalization(axis=1)
+    for layer in (fast, plain):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2.0, 20).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        outputs = [layer(x, training=True) for layer in (fast, plain)]
+        losses = [tf.reduce_sum(tf.sin(out)) for out in outputs]
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=2e-5)
+    np.testing.assert_allclose(tape.gradient(losses[0], x), tape.gradient(losses[1], x), atol=2e-5)
+    weight_grads = [tape.gradient(losses[0], fast.trainable_weights), tape.gradient(losses[1], plain.trainable_weights)]
+    for fast_grad, plain_grad in zip(*weight_grads, strict=True):  # gamma and beta
+        np.testing.assert_allclose(fast_grad, plain_grad, rtol=1e-4, atol=1e-3)
+    for a, b in zip(fast.non_trainable_weights, plain.non_trainable_weights, strict=True):  # moving mean and variance
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast(x, training=False), plain(x, training=False), atol=1e-5)
+
+    ones = tf.ones((50, 40, 40, 4))
+    dropped = ByteDropout(0.25, seed=1)(ones, training=True).numpy()
+    assert set(np.unique(dropped)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((dropped == 0).mean() - 0.25) < 0.005  # 320,000 draws: 5 standard deviations
+    assert not np.array_equal(dropped, ByteDropout(0.25, seed=2)(ones, training=True).numpy())
+    np.testing.assert_array_equal(ByteDropout(0.25)(ones, training=False), ones)
 
 
 def test_too_small_frames_are_refused():

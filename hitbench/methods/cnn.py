@@ -120,6 +120,8 @@ def _keras() -> ModuleType:
 
             tf.config.list_physical_devices()
             import keras  # noqa: F401
+
+            import hitbench.methods.cnn_layers  # noqa: F401  (registers the network's layers for loading)
     import keras
 
     return keras
@@ -151,6 +153,8 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25):
     keras = _keras()
     from keras import layers
 
+    from hitbench.methods.cnn_layers import ByteDropout, RowBatchNormalization
+
     height, width = (int(s) for s in frame_shape)
     if min(height, width) < 39:
         raise HitbenchError(
@@ -160,20 +164,20 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25):
         [
             keras.Input(shape=(height, width, 1), name="frames"),
             layers.Conv2D(4, 7, name="conv1"),
-            layers.Dropout(dropout, name="dropout1"),
-            layers.BatchNormalization(axis=1, name="bn_rows1"),
+            ByteDropout(dropout, name="dropout1"),
+            RowBatchNormalization(axis=1, name="bn_rows1"),
             layers.ReLU(name="relu1"),
             layers.MaxPooling2D(5, name="pool1"),
             layers.Conv2D(4, 7, name="conv2"),
-            layers.BatchNormalization(axis=1, name="bn_rows2"),
+            RowBatchNormalization(axis=1, name="bn_rows2"),
             layers.ReLU(name="relu2"),
             layers.MaxPooling2D(5, name="pool2"),
-            layers.Dropout(dropout, name="dropout2"),
+            ByteDropout(dropout, name="dropout2"),
             layers.Flatten(name="flatten"),
             layers.Dense(16, name="dense1"),
             layers.BatchNormalization(name="bn_dense1"),
             layers.ReLU(name="relu3"),
-            layers.Dropout(dropout, name="dropout3"),
+            ByteDropout(dropout, name="dropout3"),
             layers.Dense(2, activation="softmax", name="dense2"),
         ],
         name="reference_cnn",
