@@ -190,13 +190,36 @@ def simulate_command(preset: str | None, experiment_file: Path | None, out_dir: 
         click.echo(str(path))
 
 
+#: Seconds between two progress lines when the output is not a terminal (a log file).
+LOG_PROGRESS_SECONDS = 30.0
+
+
 def _progress_factory(progress: object):
-    """A ``progress(description, total)`` callback factory over a rich Progress, shown from its first task."""
+    """A ``progress(description, total)`` callback factory over a rich Progress, shown from its first task.
+
+    The callback takes the number of steps done (default 1). On a terminal the bar updates live;
+    written to a file (``> log``), a plain line ``description: done/total, elapsed`` is printed when a
+    step ends at least :data:`LOG_PROGRESS_SECONDS` after the last line, and when the task completes.
+    """
+    import time
 
     def factory(description: str, total: int):
-        progress.start()
-        task = progress.add_task(description, total=total)
-        return lambda: progress.advance(task)
+        if progress.console.is_terminal:
+            progress.start()
+            task = progress.add_task(description, total=total)
+            return lambda steps=1: progress.advance(task, steps)
+        start = last = time.perf_counter()
+        done = 0
+
+        def log(steps: int = 1) -> None:
+            nonlocal done, last
+            done += steps
+            now = time.perf_counter()
+            if now - last >= LOG_PROGRESS_SECONDS or done >= total:
+                last = now
+                progress.console.print(f"{description}: {done}/{total}, {now - start:.0f} s", soft_wrap=True)
+
+        return log
 
     return factory
 
@@ -279,7 +302,7 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
         params=parse_params(params, names), seeds=seed_list, holdout=holdout, n_jobs=n_jobs,
         save_models=save_models,
     )
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets whole table rows
     start = time.perf_counter()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console)

@@ -83,10 +83,9 @@ def simulated_experiment(
     with FileLock(str(folder) + ".lock"):
         missing = [run for run in spec.runs if not (folder / run_file_name(run)).exists()]
         if missing:
-            advance = progress(f"simulating {spec.name}", 1) if progress else None
-            write_experiment(spec, folder, runs=missing, scale=scale, seed=seed, n_jobs=n_jobs)
-            if advance:
-                advance()
+            total = sum(spec.n_frames(run, scale) for run in missing)
+            advance = progress(f"simulating {spec.name} (frames)", total) if progress else None
+            write_experiment(spec, folder, runs=missing, scale=scale, seed=seed, n_jobs=n_jobs, progress=advance)
         experiment = open_experiment(folder)
         unlabelled = [run for run in experiment.runs.values() if "label" not in run.fields]
         if unlabelled:

@@ -15,7 +15,7 @@ with NaN to the sample's ``max_spots``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -401,7 +401,7 @@ def run_file_name(run: int) -> str:
 
 def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | None = None, scale: float | None = None,
                      seed: int = 0, n_jobs: int = 1, frame_shape: tuple[int, int] | None = None,
-                     compression: str = "gzip") -> list[Path]:
+                     compression: str = "gzip", progress: Callable[[int], None] | None = None) -> list[Path]:
     """Simulate runs of an experiment and write one CXI file per run, chunk by chunk.
 
     Frames go to /entry_1/data_1/data, the truth (see the module docstring) to /entry_1/hitbench/<key>, and
@@ -425,6 +425,8 @@ def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | Non
         Crop size other than the experiment's.
     compression : str
         HDF5 compression of the files (see :mod:`hitbench.data.compression`).
+    progress : callable, optional
+        Called with the number of frames of every chunk written.
 
     Returns
     -------
@@ -459,6 +461,8 @@ def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | Non
                                        compression=compression)
             writers[k].append(frames, fields=truth)
             done[k] += len(frames)
+            if progress is not None:
+                progress(len(frames))
             if done[k] == models[k].n_frames:
                 written.append(writers.pop(k).close())
     finally:
