@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -62,6 +63,57 @@ def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if n_bytes < 1024:
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return f"{n_bytes:.1f} GiB"
+
+
+def write_error(path: Path, exc: BaseException, needed: int | None = None) -> HitbenchError:
+    """The one-line error of a failed write: the file, the cause and the free space on its disk.
+
+    Parameters
+    ----------
+    path : Path
+        The file being written.
+    exc : BaseException
+        What the write raised (an ``OSError`` of the file system or HDF5's).
+    needed : int, optional
+        Bytes the write needs, when known.
+
+    Returns
+    -------
+    HitbenchError
+        To raise (``from None``).
+    """
+    try:
+        free = f"{_size(shutil.disk_usage(Path(path).parent).free)} free on its disk"
+    except OSError:
+        free = "free space unknown"
+    need = f", about {_size(needed)} needed" if needed is not None else ""
+    cause = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+    return HitbenchError(f"{path}: writing failed ({cause}); {free}{need}. Nothing was changed: free space or "
+                         "write elsewhere")
+
+
+def check_free_space(path: Path, needed: int) -> None:
+    """Refuse, before any write, to write ``needed`` bytes beside ``path`` when its disk has less free.
+
+    Parameters
+    ----------
+    path : Path
+        The file to be written.
+    needed : int
+        Bytes the write needs.
+    """
+    free = shutil.disk_usage(Path(path).parent).free
+    if free < needed:
+        raise HitbenchError(f"{path}: needs about {_size(needed)} free on its disk, {_size(free)} free; "
+                            "nothing was changed: free space or move the file")
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

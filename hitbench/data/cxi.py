@@ -20,7 +20,10 @@ or LZ4 (Eiger data) open too. Frames are read lazily in slices; a run of any siz
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,7 @@ from types import TracebackType
 import h5py
 import numpy as np
 
-from hitbench.atomic import temp_sibling
+from hitbench.atomic import atomic_path, check_free_space, temp_sibling, write_error
 from hitbench.data.compression import dataset_filters
 from hitbench.errors import HitbenchError
 
@@ -94,6 +97,63 @@ def _plugin_filters() -> None:
     import hdf5plugin  # noqa: F401  (importing registers the filters with libhdf5)
 
 
+class _StagedFile(io.FileIO):
+    """A file written by h5py (driver "fileobj") that keeps its first write error instead of raising it.
+
+    HDF5 writes cached data and metadata whenever an object or the file is closed, also while an error
+    unwinds; a write failing there (a full disk) left the library in a state that crashed the process.
+    So a failed write, or a Ctrl-C arriving during one, is recorded in ``error`` and every later write is
+    dropped: HDF5 never sees a failure and closes cleanly, and the writer, which calls :meth:`check`
+    after each step, raises the error and discards the file.
+    """
+
+    error: BaseException | None = None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data).cast("B")
+        size = view.nbytes
+        try:
+            while self.error is None and view.nbytes:
+                view = view[super().write(view) :]
+        except BaseException as exc:  # raised into HDF5's C code it would corrupt the library's state
+            self.error = exc
+        return size
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            if self.error is None:
+                return super().truncate(size)
+        except BaseException as exc:  # as in write
+            self.error = exc
+        return self.tell() if size is None else size
+
+    def check(self) -> None:
+        """Raise the first error of a write, if any."""
+        if self.error is not None:
+            raise self.error
+
+
+def _staged_h5(path: Path, mode: str) -> tuple[_StagedFile, h5py.File]:
+    """An HDF5 file written through a :class:`_StagedFile` (``mode`` "w" creates, "r+" updates)."""
+    raw = _StagedFile(path, "r+")
+    try:
+        return raw, h5py.File(raw, mode)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def _discard_h5(raw: _StagedFile, h5: h5py.File | None) -> None:
+    """Close an HDF5 file being discarded, whatever state a failed write left it in."""
+    raw.error = raw.error or OSError("discarded")  # drop the writes of the close
+    try:
+        if h5 is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                h5.close()
+    finally:
+        raw.close()
+
+
 class CXIWriter:
     """Write a run to a CXI file chunk by chunk; the file appears only when complete.
 
@@ -144,9 +204,9 @@ class CXIWriter:
                 f"{self.path.parent}: cannot write there ({exc.strerror}); pick a writable --out"
             ) from None
         self._n = 0
-        self._h5 = None
+        self._raw, self._h5 = None, None
         try:
-            self._h5 = h5py.File(self._tmp, "w")
+            self._raw, self._h5 = _staged_h5(self._tmp, "w")
             self._start(mask, geometry, attrs, dtype)
         except BaseException:  # a bad mask, a full disk or Ctrl-C while starting: leave no temporary file
             self.abort()
@@ -222,16 +282,21 @@ class CXIWriter:
         if frames.ndim != 3 or frames.shape[1:] != self.frame_shape:
             raise HitbenchError(f"{self.path}: frames of shape {frames.shape} do not match {self.frame_shape}")
         n = frames.shape[0]
-        data = self._h5[DATA]
-        data.resize(self._n + n, axis=0)
-        data[self._n :] = frames
         for name, values in (fields or {}).items():
             if len(values) != n:
                 raise HitbenchError(f"{self.path}: field '{name}' has {len(values)} values for {n} frames")
-            self._grow(name, values, HITBENCH)
-        if peaks is not None:
-            for name, values in _peak_arrays(peaks, self.max_peaks).items():
-                self._grow(name, values, RESULT)
+        try:
+            data = self._h5[DATA]
+            data.resize(self._n + n, axis=0)
+            data[self._n :] = frames
+            for name, values in (fields or {}).items():
+                self._grow(name, values, HITBENCH)
+            if peaks is not None:
+                for name, values in _peak_arrays(peaks, self.max_peaks).items():
+                    self._grow(name, values, RESULT)
+            self._raw.check()
+        except OSError as exc:  # a full disk (HDF5 reports it as an OSError); the caller aborts
+            raise write_error(self.path, exc, frames.nbytes) from None
         self._n += n
 
     def close(self) -> Path:
@@ -242,18 +307,30 @@ class CXIWriter:
         Path
             The written file.
         """
-        self._h5.close()
-        if self.path.exists():
-            self._tmp.unlink()
-            raise HitbenchError(f"{self.path}: file appeared while writing; kept the existing one")
-        os.replace(self._tmp, self.path)
+        try:
+            self._h5.close()  # flushes: a full disk shows here
+            self._raw.check()
+            self._raw.close()
+            self._raw, self._h5 = None, None
+            if self.path.exists():
+                raise HitbenchError(f"{self.path}: file appeared while writing; kept the existing one")
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise write_error(self.path, exc) from None
+        except BaseException:
+            self.abort()
+            raise
         return self.path
 
     def abort(self) -> None:
-        """Discard the partial file."""
-        if self._h5 is not None:
-            self._h5.close()
-        self._tmp.unlink(missing_ok=True)
+        """Discard the partial file (also after a write failed, e.g. on a full disk)."""
+        raw, h5, self._raw, self._h5 = self._raw, self._h5, None, None
+        try:
+            if raw is not None:
+                _discard_h5(raw, h5)
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> CXIWriter:
         return self
@@ -524,9 +601,11 @@ def update_cxi(
 ) -> None:
     """Add or replace peaks and per-frame fields of an existing CXI file, frames untouched.
 
-    The new datasets are written in full under a staging group and only then linked into
-    place (an HDF5 link move), so an interrupted update leaves the previous results, never a
-    half-written table.
+    The update is staged: the file is copied beside itself, the copy updated and renamed over
+    the file, so an interruption, a full disk or any error leaves the file exactly as it was
+    (the disk must hold a second copy for a moment; a file short of that is refused first,
+    with one line naming the space needed). The file keeps its permissions; other hard links
+    to it keep the old content.
 
     Parameters
     ----------
@@ -545,28 +624,38 @@ def update_cxi(
     """
     path = Path(path)
     filters = dataset_filters(compression)
-    with _open(path, "r+") as h5:
+    staged: dict[str, np.ndarray] = {}
+    if peaks is not None:
+        staged.update({f"{RESULT}/{k}": v for k, v in _peak_arrays(peaks, max_peaks).items()})
+    staged.update({f"{HITBENCH}/{k}": np.asarray(v) for k, v in (fields or {}).items()})
+    with _open(path) as h5:
         n = h5[DATA].shape[0] if DATA in h5 else None
-        staged: dict[str, np.ndarray] = {}
-        if peaks is not None:
-            staged.update({f"{RESULT}/{k}": v for k, v in _peak_arrays(peaks, max_peaks).items()})
-        staged.update({f"{HITBENCH}/{k}": np.asarray(v) for k, v in (fields or {}).items()})
-        for key, values in staged.items():
-            if n is not None and values.shape[0] != n:
-                raise HitbenchError(f"{path}: {key} has {values.shape[0]} entries for {n} frames")
-        stage = "/entry_1/.hitbench_staging"
-        if stage in h5:
-            del h5[stage]
-        for i, values in enumerate(staged.values()):
-            h5.create_dataset(f"{stage}/{i}", data=values, **filters)
-        h5.flush()
-        for i, key in enumerate(staged):
-            group, _, _ = key.rpartition("/")
-            h5.require_group(group)
-            if key in h5:
-                del h5[key]
-            h5.move(f"{stage}/{i}", key)
-        del h5[stage]
-        grp = h5.require_group(HITBENCH)
-        for key, value in (attrs or {}).items():
-            grp.attrs[key] = value
+    for key, values in staged.items():
+        if n is not None and values.shape[0] != n:
+            raise HitbenchError(f"{path}: {key} has {values.shape[0]} entries for {n} frames")
+    real = path.resolve()  # a symbolic link stays one: its target is replaced
+    if not os.access(real, os.W_OK):
+        raise HitbenchError(f"{path}: the file is not writable; labels are written into the run, make it writable")
+    needed = real.stat().st_size + sum(values.nbytes for values in staged.values())
+    check_free_space(real, needed)
+    try:
+        with atomic_path(real) as tmp:
+            shutil.copyfile(real, tmp)
+            shutil.copymode(real, tmp)
+            raw, h5 = _staged_h5(tmp, "r+")
+            try:
+                for key, values in staged.items():
+                    if key in h5:
+                        del h5[key]
+                    h5.create_dataset(key, data=values, **filters)
+                grp = h5.require_group(HITBENCH)
+                for key, value in (attrs or {}).items():
+                    grp.attrs[key] = value
+                h5.close()
+                raw.check()
+                raw.close()
+            except BaseException:
+                _discard_h5(raw, h5)
+                raise
+    except OSError as exc:
+        raise write_error(path, exc, needed) from None
