@@ -7,6 +7,8 @@ central region (default 350x350, as in the reference study) or a region around a
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,26 @@ def _smv_header(header: dict) -> tuple[Geometry | None, tuple[float, float] | No
     return geometry, center
 
 
+#: Start of a CBF binary section; fabio's reader searches for it without end when it is missing.
+CBF_BINARY_START = b"\x0c\x1a\x04\xd5"
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open}
+
+
+def _check_cbf(path: Path) -> None:
+    """Refuse a CBF file without a binary section before fabio reads it (fabio would loop for ever)."""
+    names = path.name.lower().rsplit(".", 2)
+    if "cbf" not in names[1:]:
+        return
+    try:
+        with _OPENERS.get(path.suffix.lower(), open)(path, "rb") as file:
+            found = CBF_BINARY_START in file.read()
+    except (OSError, EOFError, ValueError) as exc:
+        raise HitbenchError(f"{path}: not a readable detector image ({exc})") from None
+    if not found:
+        raise HitbenchError(f"{path}: CBF file without a binary section (its start marker is missing or damaged); "
+                            "the file is truncated or corrupt")
+
+
 def read_image(path: str | Path) -> DetectorImage:
     """Read one frame and its mask from a detector image file.
 
@@ -92,6 +114,7 @@ def read_image(path: str | Path) -> DetectorImage:
     path = Path(path)
     if not path.is_file():
         raise HitbenchError(f"{path}: no such file; check the path")
+    _check_cbf(path)
     try:
         image = fabio.open(str(path))
         data = np.asarray(image.data)
