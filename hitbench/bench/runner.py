@@ -110,32 +110,42 @@ def _fit(task: FitTask) -> dict:
 
 @dataclass(frozen=True)
 class ScoreTask:
-    """Score one test run with one trained model."""
+    """Score one test run with several trained models, reading its frames once.
 
-    model_path: Path
+    Parameters
+    ----------
+    test : TestSet
+        The run and the frames to score.
+    models : tuple of (Path, Path)
+        Each model's file and the file its scores are written to.
+    """
+
     test: TestSet
-    path: Path
+    models: tuple[tuple[Path, Path], ...]
 
 
-def _score(task: ScoreTask) -> dict:
-    model = load_model(task.model_path)
-    scores, seconds = [], 0.0
+def _score(task: ScoreTask) -> int:
+    models = [load_model(model_path) for model_path, _ in task.models]
+    scores: list[list[np.ndarray]] = [[] for _ in models]
+    seconds = [0.0] * len(models)
     for frames in iter_frames(task.test.run, task.test.frames):
-        start = time.perf_counter()
-        try:
-            scores.append(model.decision_function(frames))
-        except HitbenchError as exc:
-            raise HitbenchError(f"{_run_file(task.test.run)}: {exc}") from None
-        seconds += time.perf_counter() - start
-    values = np.concatenate(scores)
-    record = {
-        "scores": values,
-        "predicted": model.decide(values).astype(np.int8),
-        "predict_ms_per_frame": np.float64(1e3 * seconds / max(1, values.size)),
-    }
-    with atomic_path(task.path) as tmp, tmp.open("wb") as file:
-        np.savez(file, **record)
-    return record
+        for k, model in enumerate(models):
+            start = time.perf_counter()
+            try:
+                scores[k].append(model.decision_function(frames))
+            except HitbenchError as exc:
+                raise HitbenchError(f"{_run_file(task.test.run)}: {exc}") from None
+            seconds[k] += time.perf_counter() - start
+    for model, parts, spent, (_, path) in zip(models, scores, seconds, task.models, strict=True):
+        values = np.concatenate(parts)
+        record = {
+            "scores": values,
+            "predicted": model.decide(values).astype(np.int8),
+            "predict_ms_per_frame": np.float64(1e3 * spent / max(1, values.size)),
+        }
+        with atomic_path(path) as tmp, tmp.open("wb") as file:
+            np.savez(file, **record)
+    return len(models)
 
 
 def _read_scores(path: Path) -> dict:
@@ -169,7 +179,7 @@ def _source_hash(method: str) -> str:
     return joblib.hash([inspect.getsource(sys.modules[name]) for name in sorted(seen)])
 
 
-def _run_tasks(function: Callable, tasks: list, n_jobs: int, advance: Callable[[], None] | None) -> list[dict]:
+def _run_tasks(function: Callable, tasks: list, n_jobs: int, advance: Callable[[], None] | None) -> list:
     if not tasks:
         return []
     results = []
@@ -285,22 +295,25 @@ class Comparison:
         _run_tasks(_fit, todo, self.n_jobs, progress("training", len(todo)) if progress and todo else None)
         self.trained = len(todo)
 
-        scoring: list[tuple[FitTask, ScoreTask]] = []
+        scoring: list[tuple[FitTask, TestSet, Path]] = []
+        todo: dict[tuple, tuple[TestSet, list[tuple[Path, Path]]]] = {}  # per test run: the models still to score
         for fit in fits:
             for test in tests[(fit.method, fit.seed)]:
                 frames = None if test.frames is None else test.frames.tobytes()
                 key = joblib.hash((fit.path.stem, run_identity(test.run), frames))
-                scoring.append((fit, ScoreTask(fit.path, test, self.cache_dir / "scores" / f"{key}.npz")))
-        todo = [task for _, task in scoring if not task.path.exists()]
-        _run_tasks(_score, todo, self.n_jobs, progress("predicting", len(todo)) if progress and todo else None)
-        self.predicted = len(todo)
+                path = self.cache_dir / "scores" / f"{key}.npz"
+                scoring.append((fit, test, path))
+                if not path.exists():
+                    todo.setdefault((run_identity(test.run), frames), (test, []))[1].append((fit.path, path))
+        score_tasks = [ScoreTask(test, tuple(models)) for test, models in todo.values()]
+        advance = progress("predicting (runs)", len(score_tasks)) if progress and score_tasks else None
+        self.predicted = sum(_run_tasks(_score, score_tasks, self.n_jobs, advance))
 
         rows, frame_rows = [], []
         fit_records = {fit.path: read_record(fit.path) for fit in fits}
         labellers = {method: self._is_labeller(method) for method in self.methods}
-        for fit, task in scoring:
-            scored = _read_scores(task.path)
-            rows += self._rows(fit, fit_records[fit.path], task.test, scored, labellers[fit.method], frame_rows)
+        for fit, test, path in scoring:
+            rows += self._rows(fit, fit_records[fit.path], test, _read_scores(path), labellers[fit.method], frame_rows)
         return pd.DataFrame(rows), pd.concat(frame_rows, ignore_index=True)
 
     def _is_labeller(self, method: str) -> bool:
