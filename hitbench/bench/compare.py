@@ -15,6 +15,7 @@ import numpy as np
 from hitbench import __version__
 from hitbench.atomic import atomic_write
 from hitbench.bench import report
+from hitbench.bench.costs import StepCosts
 from hitbench.bench.data import events_table, simulated_experiment
 from hitbench.bench.runner import Comparison
 from hitbench.data.dataset import Experiment, open_experiment, run_labels, select_runs
@@ -95,7 +96,9 @@ class CompareSettings:
     save_models: bool = False
 
 
-def _experiment(source: str | Path, settings: CompareSettings, crop: int, progress: Progress | None) -> Experiment:
+def _experiment(
+    source: str | Path, settings: CompareSettings, crop: int, progress: Progress | None, costs: StepCosts | None = None
+) -> Experiment:
     path = Path(source)
     from hitbench.simulate import preset_names
 
@@ -109,6 +112,7 @@ def _experiment(source: str | Path, settings: CompareSettings, crop: int, progre
             cache_dir=settings.cache_dir,
             n_jobs=settings.n_jobs,
             progress=progress,
+            costs=costs,
         )
     raise HitbenchError(f"data '{source}': neither a file/folder nor a preset; presets: {', '.join(preset_names())}")
 
@@ -159,7 +163,8 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
         raise HitbenchError(f"--holdout {settings.holdout}: give a fraction between 0 and 1")
     _check_writable(settings.out)
     source = settings.data if settings.data is not None else (settings.preset or DEFAULT_PRESET)
-    experiment = _experiment(source, settings, 350, progress)
+    costs = StepCosts()
+    experiment = _experiment(source, settings, 350, progress, costs)
     names = list(experiment.runs)
     train_runs = select_runs(settings.train_runs, names) if settings.train_runs else _default_train_runs(experiment)
     test_runs = select_runs(settings.test_runs, names, option="--test-runs")
@@ -185,14 +190,17 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
         cache_dir=settings.cache_dir,
         n_jobs=settings.n_jobs,
     )
-    results, scores = comparison.run(progress)
-    events = events_table([experiment, *others], settings.labels)
+    results, scores = comparison.run(progress, costs)
     out = settings.out
-    report.write_results(out, results, scores, events)
-    atomic_write(
-        out / "examples.npz",
-        lambda tmp: np.savez_compressed(tmp.open("wb"), **_examples(experiment, test_runs, settings.labels)),
-    )
+    with costs.step("tables and figures"):
+        events = events_table([experiment, *others], settings.labels)
+        report.write_results(out, results, scores, events)
+        atomic_write(
+            out / "examples.npz",
+            lambda tmp: np.savez_compressed(tmp.open("wb"), **_examples(experiment, test_runs, settings.labels)),
+        )
+        tables = report.write_tables(out, results, scores, events)
+        report.write_figures(out, results, scores, events, out / "figures")
     meta = {
         "command": command,
         "hitbench_version": __version__,
@@ -203,13 +211,21 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
         "holdout": settings.holdout,
         "methods": list(settings.methods),
         "params": settings.params,
+        "steps": costs.steps,
+        "data_size": _data_size(experiment),
     }
     report.write_text(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    tables = report.write_tables(out, results, scores, events)
-    report.write_figures(out, results, scores, events, out / "figures")
     if settings.save_models:
         _save_models(comparison, out / "models")
     return {"results": results, "tables": tables, "trained": comparison.trained, "predicted": comparison.predicted}
+
+
+def _data_size(experiment: Experiment) -> dict[str, float]:
+    """Frames of the experiment and the bytes its CXI files take on disk (image runs: their files)."""
+    files = [Path(f) for run in experiment.runs.values() for f in getattr(run, "files", [getattr(run, "path", None)])]
+    frames = sum(run.n_frames for run in experiment.runs.values())
+    size = sum(f.stat().st_size for f in files if f is not None and f.is_file())
+    return {"frames": frames, "bytes": size, "bytes_per_frame": size / max(1, frames)}
 
 
 def _save_models(comparison: Comparison, folder: Path) -> None:

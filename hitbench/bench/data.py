@@ -9,6 +9,7 @@ interrupted simulation resumes with the runs still missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import pandas as pd
 from filelock import FileLock
 
 from hitbench import __version__
+from hitbench.bench.costs import StepCosts
 from hitbench.data.cxi import CXIRun
 from hitbench.data.dataset import Experiment, ImageRun, label_sources, open_experiment, run_labels
 from hitbench.errors import HitbenchError
@@ -47,6 +49,7 @@ def simulated_experiment(
     cache_dir: Path,
     n_jobs: int = 1,
     progress: Callable[[str, int], Callable[[], None]] | None = None,
+    costs: StepCosts | None = None,
 ) -> Experiment:
     """A preset's simulated runs, generated and peak-labelled on first use, then cached.
 
@@ -64,6 +67,8 @@ def simulated_experiment(
         joblib workers for simulation and peak finding.
     progress : callable, optional
         ``progress(description, total)`` returning a per-step callback.
+    costs : StepCosts, optional
+        Records the cost of the steps "simulate" and "peak labels" when they run.
 
     Returns
     -------
@@ -85,15 +90,14 @@ def simulated_experiment(
         if missing:
             total = sum(spec.n_frames(run, scale) for run in missing)
             advance = progress(f"simulating {spec.name} (frames)", total) if progress else None
-            write_experiment(spec, folder, runs=missing, scale=scale, seed=seed, n_jobs=n_jobs, progress=advance)
+            with costs.step("simulate") if costs else contextlib.nullcontext():
+                write_experiment(spec, folder, runs=missing, scale=scale, seed=seed, n_jobs=n_jobs, progress=advance)
         experiment = open_experiment(folder)
         unlabelled = [run for run in experiment.runs.values() if "label" not in run.fields]
         if unlabelled:
-            _label_missing(
-                experiment,
-                n_jobs,
-                progress(f"finding peaks in {spec.name}", len(experiment.runs)) if progress else None,
-            )
+            advance = progress(f"finding peaks in {spec.name}", len(experiment.runs)) if progress else None
+            with costs.step("peak labels") if costs else contextlib.nullcontext():
+                _label_missing(experiment, n_jobs, advance)
             experiment = open_experiment(folder)
     experiment.train_runs = [str(run) for run in spec.train_runs]
     return experiment

@@ -16,6 +16,7 @@ a cache both end with correct files.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -33,6 +34,7 @@ import pandas as pd
 
 from hitbench import __version__
 from hitbench.atomic import atomic_path
+from hitbench.bench.costs import StepCosts
 from hitbench.bench.metrics import RATES, hit_metrics, metric_intervals
 from hitbench.bench.protocols import (
     TestSet,
@@ -238,7 +240,7 @@ class Comparison:
             raise HitbenchError(f"run {name} of {experiment}: {exc}") from None
 
     def run(
-        self, progress: Callable[[str, int], Callable[[], None]] | None = None
+        self, progress: Callable[[str, int], Callable[[], None]] | None = None, costs: StepCosts | None = None
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Train, test and tabulate.
 
@@ -247,6 +249,8 @@ class Comparison:
         progress : callable, optional
             ``progress(description, total)`` returns a function to call once per finished
             task (a rich progress bar in the CLI).
+        costs : StepCosts, optional
+            Records the cost of the steps "train" and "score".
 
         Returns
         -------
@@ -292,7 +296,8 @@ class Comparison:
                 tests[(method, seed)] = test_sets
         self.fits = fits
         todo = [task for task in fits if not task.path.exists()]
-        _run_tasks(_fit, todo, self.n_jobs, progress("training", len(todo)) if progress and todo else None)
+        with costs.step("train") if costs else contextlib.nullcontext():
+            _run_tasks(_fit, todo, self.n_jobs, progress("training", len(todo)) if progress and todo else None)
         self.trained = len(todo)
 
         scoring: list[tuple[FitTask, TestSet, Path]] = []
@@ -307,7 +312,8 @@ class Comparison:
                     todo.setdefault((run_identity(test.run), frames), (test, []))[1].append((fit.path, path))
         score_tasks = [ScoreTask(test, tuple(models)) for test, models in todo.values()]
         advance = progress("predicting (runs)", len(score_tasks)) if progress and score_tasks else None
-        self.predicted = sum(_run_tasks(_score, score_tasks, self.n_jobs, advance))
+        with costs.step("score") if costs else contextlib.nullcontext():
+            self.predicted = sum(_run_tasks(_score, score_tasks, self.n_jobs, advance))
 
         rows, frame_rows = [], []
         fit_records = {fit.path: read_record(fit.path) for fit in fits}
