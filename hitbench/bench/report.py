@@ -415,7 +415,7 @@ def labels_table(events: pd.DataFrame, experiment: str) -> pd.DataFrame:
 def _cell(value: object, column: str) -> str:
     if isinstance(value, str):
         return value
-    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float | np.floating) and np.isnan(value)):
         return "—"
     if isinstance(value, bool | np.bool_ | int | np.integer):
         return str(value)
@@ -729,6 +729,29 @@ def write_figures(
     return written
 
 
+def read_meta(folder: Path) -> dict:
+    """The ``meta.json`` of a results folder (command, version, settings; empty when there is none).
+
+    Parameters
+    ----------
+    folder : Path
+        Results folder written by ``hitbench compare``.
+
+    Returns
+    -------
+    dict
+        Its content.
+    """
+    meta_path = Path(folder) / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HitbenchError(f"{meta_path}: not valid JSON ({exc}); rerun `hitbench compare` or remove it") from None
+    if not isinstance(meta, dict):
+        raise HitbenchError(f"{meta_path}: not a JSON object; rerun `hitbench compare` or remove it")
+    return meta
+
+
 def write_docs(folder: Path, docs: Path) -> Path:
     """Regenerate the docs' results page and figures from a saved results folder.
 
@@ -745,11 +768,7 @@ def write_docs(folder: Path, docs: Path) -> Path:
         The results page written.
     """
     results, scores, events = load_results(folder)
-    meta_path = Path(folder) / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HitbenchError(f"{meta_path}: not valid JSON ({exc}); rerun `hitbench compare` or remove it") from None
+    meta = read_meta(folder)
     figures = write_figures(folder, results, scores, events, docs / "img" / "results")
     made = tables(results, scores, events)
     lines = [
