@@ -327,11 +327,23 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
 @click.argument("results", type=click.Path(path_type=Path))
 @click.option("--docs", type=click.Path(path_type=Path), default=Path("docs"), show_default=True,
               help="mkdocs docs folder to write results.md and img/results/ into.")
-def report_command(results: Path, docs: Path) -> None:
-    """Regenerate the docs' results page and figures from a saved `hitbench compare` folder."""
-    from hitbench.bench.report import write_docs
+@click.option("--study-scale", is_flag=True, help="Write study-scale.md instead: each method's Table II beside the "
+              "study's (DOCS/reference/study_table2.csv), and the cost of each step.")
+@click.option("--with", "others", multiple=True, type=click.Path(path_type=Path),
+              help="With --study-scale: another results folder of the same data whose methods get tables of "
+              "their own, e.g. the cnn with the study's settings (repeatable).")
+def report_command(results: Path, docs: Path, study_scale: bool, others: tuple[Path, ...]) -> None:
+    """Regenerate the docs' results page and figures (or the study-scale page) from saved `hitbench compare` folders."""
+    if others and not study_scale:
+        raise HitbenchError("--with: only with --study-scale (the results page shows one comparison)")
+    if study_scale:
+        from hitbench.bench.study import write_study_page
 
-    page = write_docs(results, docs)
+        page = write_study_page(results, docs, others, " ".join(["hitbench", *sys.argv[1:]]))
+    else:
+        from hitbench.bench.report import write_docs
+
+        page = write_docs(results, docs)
     click.echo(f"wrote {page}")
 
 

@@ -1,0 +1,177 @@
+"""`hitbench report --study-scale`: each method's Table II beside the study's, from synthetic results folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from hitbench.bench.metrics import RATES, wilson_interval
+from hitbench.bench.report import write_results
+from hitbench.bench.study import GOAL, beside_study, load_study, setting_label, step_table
+from hitbench.cli import main
+
+REPO_DOCS = Path(__file__).resolve().parents[1] / "docs"
+RUNS = ["90", "91", "92", "93", "94", "95", "96", "98", "99", "100"]
+TRAIN = {"90", "91", "92", "93"}
+STEPS = [
+    {"step": "simulate", "seconds": 100.0, "peak_rss_mb": 900.4},
+    {"step": "train", "seconds": 50.5, "peak_rss_mb": 2100.6},
+    {"step": "score", "seconds": 0.0, "peak_rss_mb": float("nan")},  # no /proc: peak not measured
+]
+
+
+def _results(method: str, shift: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Results, scores and events of one method on the study's runs: confusion counts that depend on the run."""
+    rows, scores, events = [], [], []
+    for i, run in enumerate(RUNS):
+        n = 20 + i
+        events += [{"experiment": "cxi-streptavidin", "run": run, "event": e, "label": e % 2,
+                    "label_peaks": e % 2, "label_truth": e % 2, "label_detectable": e % 2} for e in range(n)]
+        scores += [{"method": method, "seed": 0, "experiment": "cxi-streptavidin", "run": run, "event": e,
+                    "label": e % 2, "score": 0.5, "predicted": e % 2} for e in range(n)]
+        for kind, extra in (("peaks", 0), ("truth", 3)):
+            tp, fn, tn, fp = 8 + i % 3 + shift, 2 + extra, 9, 1 + i % 2
+            row = {"method": method, "labeller": False, "protocol": "cross-run",
+                   "train_experiment": "cxi-streptavidin", "train_runs": "90,91,92,93",
+                   "test_experiment": "cxi-streptavidin", "test_run": run, "train_run": run in TRAIN,
+                   "labels": "peaks", "scored_against": kind, "events": n, "ambiguous": n - (tp + fn + tn + fp),
+                   "scored": tp + fn + tn + fp, "hit_percent": 100 * (tp + fn) / (tp + fn + tn + fp),
+                   "tp": tp, "fp": fp, "tn": tn, "fn": fn, "seed": 0}
+            for rate, (k, m) in {"sensitivity": (tp, tp + fn), "specificity": (tn, tn + fp),
+                                 "accuracy": (tp + tn, tp + fn + tn + fp)}.items():
+                row[rate] = k / m
+                row[f"{rate}_lo"], row[f"{rate}_hi"] = wilson_interval(k, m)
+            for rate in set(RATES) - {"sensitivity", "specificity", "accuracy"}:
+                row[rate], row[f"{rate}_lo"], row[f"{rate}_hi"] = 0.8, 0.7, 0.9
+            rows.append(row)
+    return pd.DataFrame(rows), pd.DataFrame(scores), pd.DataFrame(events)
+
+
+def _folder(path: Path, method: str, params: dict, shift: int = 0, **meta: object) -> Path:
+    results, scores, events = _results(method, shift)
+    write_results(path, results, scores, events)
+    record = {"command": f"hitbench compare --methods {method} --out {path}", "hitbench_version": "0.1.0",
+              "params": params, **meta}
+    (path / "meta.json").write_text(json.dumps(record))
+    return path
+
+
+@pytest.fixture()
+def docs(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    shutil.copytree(REPO_DOCS / "reference", folder / "reference")
+    return folder
+
+
+def _report(*args: object):
+    return CliRunner().invoke(main, ["report", *map(str, args)])
+
+
+def test_study_table_is_in_the_docs() -> None:
+    study = load_study(REPO_DOCS)
+    assert list(study.index) == RUNS
+    assert study["events"].sum() == 110_891
+    assert study.loc["95", "sensitivity"] == pytest.approx(0.9822)
+    assert set(study.index[study["role"] == "train"]) == TRAIN
+
+
+def test_table_beside_the_study_and_differences(tmp_path: Path) -> None:
+    results, _, _ = _results("cnn", 0)
+    study = load_study(REPO_DOCS)
+    table = beside_study(results, "cnn", "peaks", study).set_index("Run")
+    assert list(table.index) == ["90*", "91*", "92*", "93*", "94", "95", "96", "98", "99", "100"]
+    row = table.loc["95"]
+    mine = results[(results["test_run"] == "95") & (results["scored_against"] == "peaks")].iloc[0]
+    assert row["Sen"] == pytest.approx(mine["sensitivity"]) and row["Sen_lo"] == pytest.approx(mine["sensitivity_lo"])
+    assert (row["study Sen"], row["study Spe"], row["study # events"]) == (0.9822, 0.9728, 12647)
+    assert row["study % hit"] == pytest.approx(14.68)
+    assert row["Sen - study"] == pytest.approx(mine["sensitivity"] - 0.9822)
+    assert row["Spe - study"] == pytest.approx(mine["specificity"] - 0.9728)
+    expected = [name for name in ("Sen", "Spe") if abs(row[f"{name} - study"]) <= GOAL]
+    assert row["within 0.05"] == (" and ".join(expected) or "neither")
+    # the truth rows are scored against another label kind, beside the same study numbers
+    truth = beside_study(results, "cnn", "truth", study).set_index("Run")
+    assert truth.loc["95", "study Sen"] == 0.9822 and truth.loc["95", "Sen"] < row["Sen"]
+
+
+def test_setting_labels() -> None:
+    assert setting_label("cnn", {"batch_size": 100, "class_weight": None}) == (
+        "study settings: batch_size=100, class_weight=None"
+    )
+    assert setting_label("cnn", {}) == "hitbench defaults"
+    assert setting_label("cnn", {"epochs": 5}) == "epochs=5"
+    assert setting_label("intensity", {}) == ""
+
+
+def test_step_table() -> None:
+    table = step_table({"steps": [dict(sorted(s.items())) for s in STEPS]})  # meta.json sorts the keys
+    assert list(table.columns) == ["Step", "wall s", "peak RSS (MB)"]
+    assert table.iloc[-1].tolist() == ["all steps", 150.5, 2101]
+    assert table.iloc[2]["peak RSS (MB)"] is pd.NA
+    assert step_table({}) is None
+
+
+def test_page_with_the_study_settings_folder(tmp_path: Path, docs: Path) -> None:
+    size = {"frames": 230, "bytes": 23_000_000, "bytes_per_frame": 100_000.0}
+    main_folder = _folder(tmp_path / "main", "cnn", {}, steps=STEPS, data_size=size, commit="abc1234")
+    faithful = _folder(tmp_path / "faithful", "cnn", {"cnn": {"batch_size": 100, "class_weight": None}}, shift=2)
+    result = _report(main_folder, "--study-scale", "--with", faithful, "--docs", docs)
+    assert result.exit_code == 0, result.output
+    page = (docs / "study-scale.md").read_text()
+    assert not (docs / "results.md").exists()
+    faithful_at = page.index("## Table II: cnn (study settings: batch_size=100, class_weight=None)")
+    default_at = page.index("## Table II: cnn (hitbench defaults)")
+    assert faithful_at < default_at  # the study's settings first
+    # run 95 of each cnn: hitbench's rates with intervals, then the study's numbers and the differences
+    for start, shift in ((faithful_at, 2), (default_at, 0)):
+        results, _, _ = _results("cnn", shift)
+        mine = results[(results["test_run"] == "95") & (results["scored_against"] == "peaks")].iloc[0]
+        line = next(x for x in page[start:].splitlines() if x.startswith("| 95 "))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        sen = f"{mine['sensitivity']:.3f} ({mine['sensitivity_lo']:.3f}-{mine['sensitivity_hi']:.3f})"
+        assert cells[4] == sen
+        assert cells[7:12] == ["12647", "14.680", "0.982", "0.973", "0.974"]
+        assert cells[12] == f"{mine['sensitivity'] - 0.9822:.3f}"
+        assert cells[13] == f"{mine['specificity'] - 0.9728:.3f}"
+    assert "### Scored against peaks" in page and page.index("against peaks") < page.index("against truth")
+    assert "| 90*" in page
+    score = next(x for x in page.splitlines() if x.startswith("| score"))
+    assert score.rstrip(" |").endswith("—")
+    total = next(x for x in page.splitlines() if x.startswith("| all steps"))
+    assert [c.strip() for c in total.strip("|").split("|")] == ["all steps", "150.500", "2101"]
+    assert "23,000,000" not in page and "230 frames, 23.0 MB, 100.0 KB per frame" in page
+    assert "commit abc1234" in page and "hitbench compare --methods cnn --out" in page
+    assert "Step costs (wall time, peak memory): not recorded." in page  # the second folder has none
+    assert "not the study's scale" in page
+
+
+def test_page_without_costs_says_not_recorded(tmp_path: Path, docs: Path) -> None:
+    folder = _folder(tmp_path / "main", "intensity", {})
+    assert _report(folder, "--study-scale", "--docs", docs).exit_code == 0
+    page = (docs / "study-scale.md").read_text()
+    assert "simulated data on disk: not recorded" in page and "commit not recorded" in page
+    assert "## Table II: intensity\n" in page
+
+
+def _one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hitbench: error:") and fragment in lines[0], result.output
+
+
+def test_user_errors(tmp_path: Path, docs: Path) -> None:
+    folder = _folder(tmp_path / "main", "cnn", {})
+    (tmp_path / "empty").mkdir()
+    _one_line_error(_report(tmp_path / "empty", "--study-scale", "--docs", docs), "results.csv: missing")
+    _one_line_error(_report(folder, "--with", folder, "--docs", docs), "--with: only with --study-scale")
+    _one_line_error(_report(folder, "--study-scale", "--docs", tmp_path), "study_table2.csv: missing")
+    other = _folder(tmp_path / "other", "cnn", {})
+    events = pd.read_csv(other / "events.csv.gz")
+    events[events["run"] != 100].to_csv(other / "events.csv.gz", index=False)
+    _one_line_error(_report(folder, "--study-scale", "--with", other, "--docs", docs), "scored other data")
+    assert not (docs / "study-scale.md").exists()
