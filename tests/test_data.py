@@ -193,3 +193,17 @@ def test_unknown_compression_refused_before_writing(tmp_path: Path) -> None:
     with pytest.raises(HitbenchError, match="compression 'zstd': choose one of gzip, none, lz4, bitshuffle"):
         write_cxi(tmp_path / "run.cxi", np.zeros((2, 8, 8)), compression="zstd")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32])
+def test_frames_compressed_elsewhere_read_back_as_hdf5_would_store_them(tmp_path, dtype):
+    """encode_chunk gives exactly what HDF5's shuffle + deflate store: plain h5py reads the frames back equal."""
+    from hitbench.data.compression import encode_chunk
+
+    frames = (np.random.default_rng(0).normal(0, 300, (5, 16, 12))).astype(dtype)
+    with CXIWriter(tmp_path / "run.cxi", (16, 12), dtype=dtype) as writer:
+        writer.append(frames[:2])
+        writer.append(frames[2:], encoded=[encode_chunk(frame[np.newaxis], "gzip") for frame in frames[2:]])
+    with h5py.File(tmp_path / "run.cxi") as h5:
+        np.testing.assert_array_equal(h5["/entry_1/data_1/data"][()], frames)
+    assert encode_chunk(frames[0], "none") is None

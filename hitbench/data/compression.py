@@ -13,6 +13,10 @@ Filters are lossless and keep the dataset's type: integer frames stay integer.
 
 from __future__ import annotations
 
+import zlib
+
+import numpy as np
+
 from hitbench.errors import HitbenchError
 
 #: The choices, the portable default first.
@@ -47,3 +51,32 @@ def dataset_filters(compression: str) -> dict[str, object]:
             return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
         return dict(hdf5plugin.Bitshuffle(cname="lz4"))
     raise HitbenchError(f"compression '{compression}': choose one of {', '.join(COMPRESSIONS)}")
+
+
+def encode_chunk(chunk: np.ndarray, compression: str) -> bytes | None:
+    """A chunk's bytes as HDF5 stores them with ``compression``, for :meth:`h5py.h5d.DatasetID.write_direct_chunk`.
+
+    Lets the simulator's workers compress in parallel what the single writer would otherwise
+    compress alone. Only ``gzip`` is encoded here: byte shuffle (byte k of every value, for each k),
+    then zlib at :data:`GZIP_LEVEL`, exactly HDF5's shuffle and deflate filters; for the other
+    choices the writer leaves the filters to HDF5 (None).
+
+    Parameters
+    ----------
+    chunk : numpy.ndarray
+        One chunk of the dataset (here one frame), in the dataset's dtype.
+    compression : str
+        One of :data:`COMPRESSIONS`.
+
+    Returns
+    -------
+    bytes or None
+    """
+    if compression != "gzip":
+        return None
+    values = np.ascontiguousarray(chunk)
+    raw, size = values.reshape(-1).view(np.uint8), values.itemsize
+    shuffled = np.empty_like(raw)
+    for k in range(size):
+        shuffled[k * values.size : (k + 1) * values.size] = raw[k::size]
+    return zlib.compress(shuffled, GZIP_LEVEL)

@@ -266,6 +266,7 @@ class CXIWriter:
         frames: np.ndarray,
         fields: Mapping[str, np.ndarray] | None = None,
         peaks: PeakTable | None = None,
+        encoded: list[bytes] | None = None,
     ) -> None:
         """Append frames with their per-frame fields and peaks.
 
@@ -277,6 +278,10 @@ class CXIWriter:
             Per-frame hitbench fields (first dimension n), stored under /entry_1/hitbench.
         peaks : PeakTable, optional
             Peaks of these frames, stored under /entry_1/result_1.
+        encoded : list of bytes, optional
+            The frames already compressed, one chunk each
+            (:func:`hitbench.data.compression.encode_chunk` with this writer's compression, from frames of
+            the writer's dtype): written as they are, so the compression can run in parallel elsewhere.
         """
         frames = np.asarray(frames)
         if frames.ndim != 3 or frames.shape[1:] != self.frame_shape:
@@ -288,7 +293,13 @@ class CXIWriter:
         try:
             data = self._h5[DATA]
             data.resize(self._n + n, axis=0)
-            data[self._n :] = frames
+            if encoded is None:
+                data[self._n :] = frames
+            else:
+                if len(encoded) != n or frames.dtype != data.dtype:
+                    raise ValueError(f"{len(encoded)} {frames.dtype} chunks given for {n} {data.dtype} frames")
+                for i, chunk in enumerate(encoded):
+                    data.id.write_direct_chunk((self._n + i, 0, 0), chunk)
             for name, values in (fields or {}).items():
                 self._grow(name, values, HITBENCH)
             if peaks is not None:

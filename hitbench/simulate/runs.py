@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from scipy.spatial.transform import Rotation
 
+from hitbench.data.compression import encode_chunk
 from hitbench.data.cxi import CXIWriter, Geometry
 from hitbench.errors import HitbenchError
 from hitbench.simulate import physics
@@ -33,6 +34,8 @@ from hitbench.simulate.presets import CONDITIONS, Experiment
 FILE_FORMAT = 2
 #: Frames generated per chunk (one seed per chunk).
 CHUNK_FRAMES = 32
+#: Chunks each worker may generate ahead of the writer (bounds the memory of chunks not yet written).
+AHEAD_PER_JOB = 16
 #: Readout noise of a chunk comes from windows at random offsets into this many frames' worth of Gaussian
 #: samples (exact Gaussian per pixel, independent of the photons; saves most of the normal sampling).
 NOISE_BANK_FRAMES = 4
@@ -338,12 +341,32 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
     return frames, truth
 
 
-def _chunks(models: list[_RunModel], n_jobs: int) -> Iterator[tuple[int, tuple[np.ndarray, dict]]]:
-    """Chunks of several runs in order, generated in parallel with joblib: (position in ``models``, chunk)."""
+def _encoded_chunk(m: _RunModel, index: int, compression: str) -> tuple[np.ndarray, dict, list[bytes] | None]:
+    """Chunk ``index`` of a run and its frames compressed as the run file stores them (see ``encode_chunk``)."""
+    frames, truth = _chunk(m, index)
+    encoded = [encode_chunk(frame[np.newaxis], compression) for frame in frames]
+    return frames, truth, None if encoded[0] is None else encoded
+
+
+def _chunks(models: list[_RunModel], n_jobs: int, compression: str | None = None) -> Iterator[tuple[int, tuple]]:
+    """Chunks of several runs in order, generated in parallel with joblib: (position in ``models``, chunk).
+
+    A chunk is ``(frames, truth)``, with a third item, the frames compressed (or None), when
+    ``compression`` is given. Workers generate at most :data:`AHEAD_PER_JOB` chunks each ahead of
+    the consumer: joblib hands on finished results whether or not they have been taken, so a
+    consumer slower than the workers would otherwise gather the whole experiment in memory.
+    """
     tasks = [(k, i) for k, m in enumerate(models) for i in range(-(-m.n_frames // CHUNK_FRAMES))]
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_chunk)(models[k], i) for k, i in tasks)
-    for (k, _), result in zip(tasks, results, strict=True):
-        yield k, result
+    ahead = AHEAD_PER_JOB * effective_n_jobs(n_jobs)
+    with Parallel(n_jobs=n_jobs, return_as="generator") as parallel:
+        for start in range(0, len(tasks), ahead):
+            batch = tasks[start : start + ahead]
+            if compression is None:
+                results = parallel(delayed(_chunk)(models[k], i) for k, i in batch)
+            else:
+                results = parallel(delayed(_encoded_chunk)(models[k], i, compression) for k, i in batch)
+            for (k, _), result in zip(batch, results, strict=True):
+                yield k, result
 
 
 def _geometry(exp: Experiment) -> Geometry:
@@ -454,12 +477,12 @@ def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | Non
     done = [0] * len(models)
     written: list[Path] = []
     try:
-        for k, (frames, truth) in _chunks(models, n_jobs):
+        for k, (frames, truth, encoded) in _chunks(models, n_jobs, compression):
             if k not in writers:
                 writers[k] = CXIWriter(paths[k], shape, mask=models[k].mask, geometry=_geometry(exp),
                                        attrs=built[k][1], max_peaks=exp.sample.max_spots, dtype=models[k].dtype,
                                        compression=compression)
-            writers[k].append(frames, fields=truth)
+            writers[k].append(frames, fields=truth, encoded=encoded)
             done[k] += len(frames)
             if progress is not None:
                 progress(len(frames))

@@ -1,0 +1,126 @@
+"""CNN training cost per frame and epoch: hitbench's training against plain Keras ``model.fit``, same run.
+
+Three ways to train the Table I network (350x350, batch ``--batch-size``) on the same simulated frames:
+
+- ``plain``: the network built from Keras's own layers (``Dropout``, ``BatchNormalization(axis=1)``),
+  ``model.fit`` on standardised frames held in memory as one array (the baseline the issue names);
+- ``hitbench (memory)``: :meth:`ReferenceCNN.fit` on the same frames in memory (its layers
+  ``ByteDropout`` and ``RowBatchNormalization``, batches through ``training_batches``);
+- ``hitbench (CXI)``: :meth:`ReferenceCNN.fit` on the same frames streamed from a CXI file written
+  as the simulator writes them (int16, deflate + shuffle), batch by batch.
+
+Each path trains a fresh model for 1 epoch and for ``1 + --epochs`` epochs; the difference of the
+two times (so model building, compiling and graph tracing cancel) divided by frames x epochs is
+the figure. Other processes sharing the CPU slow every path alike; the JSON
+records the load average before and after.
+
+Usage: python benchmarks/bench_cnn_training.py [--frames 600] [--out benchmarks/results/cnn_training.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hitbench.data.cxi import CXIRun, write_cxi
+from hitbench.data.dataset import RunFrames
+from hitbench.methods.cnn import ReferenceCNN, _keras
+from hitbench.simulate import load_experiment, simulate_run
+
+
+def plain_model(keras, shape: tuple[int, int], dropout: float = 0.25):
+    """Table I from Keras's own layers (what hitbench's build_model computes with faster layers)."""
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            keras.Input(shape=(*shape, 1)),
+            layers.Conv2D(4, 7),
+            layers.Dropout(dropout),
+            layers.BatchNormalization(axis=1),
+            layers.ReLU(),
+            layers.MaxPooling2D(5),
+            layers.Conv2D(4, 7),
+            layers.BatchNormalization(axis=1),
+            layers.ReLU(),
+            layers.MaxPooling2D(5),
+            layers.Dropout(dropout),
+            layers.Flatten(),
+            layers.Dense(16),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+            layers.Dropout(dropout),
+            layers.Dense(2, activation="softmax"),
+        ]
+    )
+
+
+def ms_per_frame_epoch(train, n_frames: int, epochs: int) -> float:
+    """Milliseconds per frame and epoch: ``train(1 + epochs)`` minus ``train(1)`` (set-up cancels)."""
+    seconds = []
+    for n in (1, 1 + epochs):
+        start = time.perf_counter()
+        train(n)
+        seconds.append(time.perf_counter() - start)
+    return 1e3 * (seconds[1] - seconds[0]) / (n_frames * epochs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=600)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cnn_training.json"))
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    keras = _keras()
+
+    experiment = load_experiment("cxi-streptavidin")
+    sim = simulate_run(experiment, run=90, n_frames=args.frames, seed=0)
+    labels = np.asarray(sim.truth["hit"], dtype=np.int64)
+    frames = sim.frames.astype(np.float32) * sim.mask
+    settings = {"epochs": 1, "batch_size": args.batch_size, "validation_split": 0.0, "random_state": 0}
+    reference = ReferenceCNN(**settings).fit(frames[:40], labels[:40])  # the input standardisation, for plain
+    x = reference._keras_input(frames)
+    y = keras.utils.to_categorical(labels, 2)
+
+    def plain_fit(epochs: int) -> None:
+        model = plain_model(keras, frames.shape[1:])
+        model.compile(optimizer=keras.optimizers.SGD(0.002, momentum=0.9), loss="categorical_crossentropy")
+        model.fit(x, y, batch_size=args.batch_size, epochs=epochs, verbose=0)
+
+    results = {"plain Keras model.fit (arrays in memory)": ms_per_frame_epoch(plain_fit, len(x), args.epochs)}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_cxi(Path(tmp) / "run.cxi", sim.frames, mask=sim.mask)
+        streamed = RunFrames([(CXIRun(path), np.arange(len(labels)))])
+        paths = (("hitbench ReferenceCNN.fit (memory)", frames), ("hitbench ReferenceCNN.fit (CXI)", streamed))
+        for name, source in paths:
+            results[name] = ms_per_frame_epoch(
+                lambda e, s=source: ReferenceCNN(**{**settings, "epochs": e}).fit(s, labels), len(labels), args.epochs
+            )
+    baseline = results["plain Keras model.fit (arrays in memory)"]
+    report = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "frames": args.frames,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "ms_per_frame_epoch": {name: round(ms, 2) for name, ms in results.items()},
+        "speed_up_over_plain": {name: round(baseline / ms, 2) for name, ms in results.items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
