@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from hitbench.bench.metrics import RATES, wilson_interval
 from hitbench.bench.report import write_results
-from hitbench.bench.study import GOAL, beside_study, load_study, setting_label, step_table
+from hitbench.bench.study import GOAL, beside_study, load_study, sensitivity_by_peaks, setting_label, step_table
 from hitbench.cli import main
 
 REPO_DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -175,3 +175,22 @@ def test_user_errors(tmp_path: Path, docs: Path) -> None:
     events[events["run"] != 100].to_csv(other / "events.csv.gz", index=False)
     _one_line_error(_report(folder, "--study-scale", "--with", other, "--docs", docs), "scored other data")
     assert not (docs / "study-scale.md").exists()
+
+
+def test_sensitivity_by_peak_count_bins_the_hits_and_counts_the_calls() -> None:
+    calls = pd.DataFrame(
+        {
+            "run": ["90"] * 4 + ["95"] * 6,
+            "n_peaks": [12, 14, 25, 200, 11, 15, 16, 20, 40, 40],
+            "predicted": [0, 1, 1, 1, 1, 1, 0, 0, 1, 0],
+            "training_run": [True] * 4 + [False] * 6,
+        }
+    )
+    table = sensitivity_by_peaks(calls).set_index("peaks found")
+    assert table.loc["11-15", "hits, training runs*"] == 2 and table.loc["11-15", "Sen, training runs*"] == 0.5
+    assert table.loc["11-15", "hits, other runs"] == 2 and table.loc["11-15", "Sen, other runs"] == 1.0
+    assert table.loc["16-20", "Sen, other runs"] == 0.0 and table.loc["31-50", "Sen, other runs"] == 0.5
+    assert table.loc["101 or more", "hits, training runs*"] == 1
+    assert pd.isna(table.loc["51-100", "Sen, other runs"])  # no hits there: undefined, not 0 or 1
+    lo, hi = wilson_interval(1, 2)
+    assert (table.loc["31-50", "Sen, other runs_lo"], table.loc["31-50", "Sen, other runs_hi"]) == (lo, hi)

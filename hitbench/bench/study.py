@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hitbench import __version__
+from hitbench.bench.metrics import wilson_interval
 from hitbench.bench.report import (
     SCORED_AGAINST,
     _scored_against,
@@ -52,6 +53,7 @@ class Entry:
     method: str
     results: pd.DataFrame
     study_settings: bool
+    calls: pd.DataFrame
 
 
 def load_study(docs: Path) -> pd.DataFrame:
@@ -257,7 +259,7 @@ def _entries(folders: list[Path]) -> tuple[list[Entry], list[tuple[Path, dict, p
     loaded = []
     reference = None
     for folder in folders:
-        results, _, events = load_results(folder)
+        results, scores, events = load_results(folder)
         meta = read_meta(folder)
         counts = events.groupby(["experiment", "run"], sort=False).size()
         if reference is None:
@@ -277,10 +279,73 @@ def _entries(folders: list[Path]) -> tuple[list[Entry], list[tuple[Path, dict, p
                     method=method,
                     results=results[results["method"] == method],
                     study_settings=settings.startswith("study settings"),
+                    calls=calls_with_peaks(scores[scores["method"] == method], events, results),
                 )
             )
     entries.sort(key=lambda e: (e.method != "cnn", not e.study_settings))
     return entries, loaded
+
+
+#: Bins of the number of peaks the labeller found on a hit (a hit has more than 10).
+PEAK_BINS = (11, 16, 21, 31, 51, 101)
+
+
+def calls_with_peaks(scores: pd.DataFrame, events: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """A method's calls on the frames labelled hit, with the peaks found on each and its run's role.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        The method's rows of scores.csv.gz (seed 0 where there are several).
+    events : pandas.DataFrame
+        events.csv.gz (for ``n_peaks``).
+    results : pandas.DataFrame
+        results.csv (which runs were training runs).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns run, n_peaks, predicted, training_run; one row per scored hit.
+    """
+    if "n_peaks" not in events:
+        return pd.DataFrame(columns=["run", "n_peaks", "predicted", "training_run"])
+    hits = scores[(scores["label"] == 1) & (scores["seed"] == scores["seed"].min())]
+    peaks = events[["experiment", "run", "event", "n_peaks"]]
+    hits = hits.merge(peaks, on=["experiment", "run", "event"], how="left")
+    training = set(results.loc[results["train_run"].astype(bool), "test_run"].astype(str))
+    hits["training_run"] = hits["run"].astype(str).isin(training)
+    return hits[["run", "n_peaks", "predicted", "training_run"]]
+
+
+def sensitivity_by_peaks(calls: pd.DataFrame) -> pd.DataFrame:
+    """Share of the peak-labelled hits called hit, by the number of peaks found, with Wilson intervals.
+
+    Parameters
+    ----------
+    calls : pandas.DataFrame
+        From :func:`calls_with_peaks`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per peak-count bin: hits and sensitivity on the training runs' held-out frames and on
+        the other runs.
+    """
+    edges = [*PEAK_BINS, np.inf]
+    bounds = zip(edges[:-1], edges[1:], strict=True)
+    names = [f"{lo}-{hi - 1}" if np.isfinite(hi) else f"{lo} or more" for lo, hi in bounds]
+    binned = pd.cut(calls["n_peaks"], edges, right=False, labels=names)
+    rows = []
+    for name in names:
+        row: dict[str, object] = {"peaks found": name}
+        for role, where in (("training runs*", True), ("other runs", False)):
+            chosen = calls[(binned == name) & (calls["training_run"] == where)]
+            found, n = int(chosen["predicted"].sum()), len(chosen)
+            row[f"hits, {role}"] = n
+            row[f"Sen, {role}"] = found / n if n else float("nan")
+            row[f"Sen, {role}_lo"], row[f"Sen, {role}_hi"] = wilson_interval(found, n)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _study_notes(kinds: list[str], study: pd.DataFrame) -> list[str]:
@@ -358,6 +423,15 @@ def write_study_page(folder: Path, docs: Path, others: list[Path] | tuple[Path, 
         for kind in _scored_against(entry.results):
             table = beside_study(entry.results, entry.method, kind, study)
             lines += [f"### Scored against {kind}", "", closeness(table), "", markdown(table)]
+        if len(entry.calls):
+            lines += [
+                "### Hits found, by the number of peaks on them",
+                "",
+                "The frames labelled hit (peak labels), pooled over runs, by the peaks the labeller found on each;",
+                "`Sen` is the share the method calls hit, with its 95 % Wilson interval.",
+                "",
+                markdown(sensitivity_by_peaks(entry.calls)),
+            ]
     page = Path(docs) / PAGE
     write_text(page, "\n".join(lines))
     return page
