@@ -84,3 +84,15 @@ def test_array_frames_sample_is_seeded_and_without_replacement():
     np.testing.assert_array_equal(first, again)
     assert len({float(f[0, 0]) for f in first}) == 5
     assert len(frames.sample(50)) == 20
+
+
+def test_comparison_streams_training_sets_over_the_memory_budget(run_file, monkeypatch):
+    from hitbench.bench import runner
+
+    train = ((run_file, np.arange(40)),)
+    small = runner._training_frames(train)
+    assert isinstance(small, ArrayFrames) and len(small) == 40
+    monkeypatch.setattr(runner, "IN_MEMORY_BYTES", 4 * 39 * run_file.frame_shape[0] * run_file.frame_shape[1])
+    large = runner._training_frames(train)
+    assert isinstance(large, RunFrames)
+    np.testing.assert_array_equal(large.to_array(), small.frames)

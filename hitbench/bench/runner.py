@@ -45,6 +45,7 @@ from hitbench.bench.protocols import (
 from hitbench.data.cxi import CXIRun
 from hitbench.data.dataset import Experiment, ImageRun, Run, RunFrames, iter_frames, label_sources, run_labels
 from hitbench.errors import HitbenchError
+from hitbench.frames import ArrayFrames, FrameSource
 from hitbench.methods import registry
 from hitbench.methods.peaks import PeakCount
 from hitbench.modelfile import SUFFIX, load_model, read_record, save_model
@@ -93,8 +94,20 @@ def _method_estimator(method: str, params: dict, seed: int):
     return estimator
 
 
+#: Training sets up to this size (as float32) are read once into memory; larger ones are streamed from the
+#: run files chunk by chunk (methods reading every frame each epoch, the cnn, would otherwise decompress the
+#: same few hundred frames 40 times). Either way a method trains the same model (tests/test_streaming.py).
+IN_MEMORY_BYTES = 2**30
+
+
+def _training_frames(train: tuple[tuple[Run, np.ndarray], ...]) -> FrameSource:
+    frames = RunFrames(train)
+    n_bytes = 4 * len(frames) * frames.frame_shape[0] * frames.frame_shape[1]
+    return ArrayFrames(frames.to_array()) if n_bytes <= IN_MEMORY_BYTES else frames
+
+
 def _fit(task: FitTask) -> dict:
-    frames = RunFrames(task.train)  # read chunk by chunk or batch by batch: never the whole training set
+    frames = _training_frames(task.train)
     y = np.concatenate([run_labels(run, task.label_kind)[indices] for run, indices in task.train])
     estimator = _method_estimator(task.method, task.params, task.seed)
     where = f"{task.method} trained on {', '.join(str(_run_file(run)) for run, _ in task.train)}"
