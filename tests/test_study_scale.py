@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from hitbench.bench.metrics import RATES, wilson_interval
-from hitbench.bench.report import write_results
-from hitbench.bench.study import GOAL, beside_study, load_study, sensitivity_by_peaks, setting_label, step_table
+from hitbench.bench.report import step_table, write_results
+from hitbench.bench.study import GOAL, beside_study, load_study, sensitivity_by_peaks, setting_label
 from hitbench.cli import main
 
 REPO_DOCS = Path(__file__).resolve().parents[1] / "docs"

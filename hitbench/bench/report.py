@@ -752,6 +752,40 @@ def read_meta(folder: Path) -> dict:
     return meta
 
 
+#: Columns of the step-cost table and their names in it.
+STEP_COLUMNS = {"step": "Step", "seconds": "wall s", "peak_rss_mb": "peak RSS (MB)"}
+
+
+def step_table(meta: dict) -> pd.DataFrame | None:
+    """The wall time and peak memory of each step as ``meta.json`` records them (``steps``), with a total.
+
+    Parameters
+    ----------
+    meta : dict
+        A results folder's ``meta.json``.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        Columns Step, wall s, peak RSS (MB) and any further field a step records; a last row
+        ``all steps`` (wall time summed, the highest peak). None when not recorded.
+    """
+    steps = meta.get("steps")
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
+        return None
+    table = pd.DataFrame(steps)
+    total: dict[str, object] = {"step": "all steps"}
+    if "seconds" in table:
+        total["seconds"] = table["seconds"].sum()
+    if "peak_rss_mb" in table:
+        total["peak_rss_mb"] = table["peak_rss_mb"].max()
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    if "peak_rss_mb" in table:
+        table["peak_rss_mb"] = table["peak_rss_mb"].round().astype("Int64")
+    known = [c for c in STEP_COLUMNS if c in table.columns]
+    return table[known + [c for c in table.columns if c not in known]].rename(columns=STEP_COLUMNS)
+
+
 def write_docs(folder: Path, docs: Path) -> Path:
     """Regenerate the docs' results page and figures from a saved results folder.
 
@@ -779,7 +813,15 @@ def write_docs(folder: Path, docs: Path) -> Path:
     ]
     if meta:
         lines += ["```", f"{meta.get('command', '')}", "```", ""]
-        lines += [f"- {key}: {value}" for key, value in meta.items() if key != "command"] + [""]
+        lines += [f"- {key}: {value}" for key, value in meta.items() if key not in ("command", "steps", "data_size")]
+        size = meta.get("data_size") or {}
+        if size:
+            lines.append(
+                f"- data on disk: {size.get('frames', 0):,} frames, {size.get('bytes', 0) / 1e9:.2f} GB, "
+                f"{size.get('bytes_per_frame', 0) / 1e3:.1f} kB per frame"
+            )
+        steps = step_table(meta)
+        lines += ["", markdown(steps)] if steps is not None else [""]
     lines += ["## How to read the tables", "", *_reading_notes(results), ""]
     for stem in ("summary", "labels", "pairs", "speed", *(s for s in made if s.startswith("table2_")), "seeds"):
         if stem not in made:

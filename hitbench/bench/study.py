@@ -26,6 +26,7 @@ from hitbench.bench.report import (
     markdown,
     method_names,
     read_meta,
+    step_table,
     table2,
     write_text,
 )
@@ -41,7 +42,6 @@ GOAL = 0.05
 #: Columns of hitbench's Table II shown beside the study's (each rate with its 95 % bounds).
 SHOWN = ("Run", "# events", "ambiguous", "% hit", "Sen", "Spe", "Acc")
 #: meta.json step fields and their column names.
-STEP_COLUMNS = {"step": "Step", "seconds": "wall s", "peak_rss_mb": "peak RSS (MB)"}
 PAGE = "study-scale.md"
 
 
@@ -170,36 +170,6 @@ def closeness(table: pd.DataFrame) -> str:
             counts.append(f"{rate} on {int((delta.abs() <= GOAL).sum())} of {len(delta)}")
         parts.append(f"{label}: {', '.join(counts)}")
     return f"Within {GOAL} of the study's CNN: {'; '.join(parts)}."
-
-
-def step_table(meta: dict) -> pd.DataFrame | None:
-    """The wall time and peak memory of each step as ``meta.json`` records them (``steps``), with a total.
-
-    Parameters
-    ----------
-    meta : dict
-        A results folder's ``meta.json``.
-
-    Returns
-    -------
-    pandas.DataFrame or None
-        Columns Step, wall s, peak RSS (MB) and any further field a step records; a last row
-        ``all steps`` (wall time summed, the highest peak). None when not recorded.
-    """
-    steps = meta.get("steps")
-    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
-        return None
-    table = pd.DataFrame(steps)
-    total: dict[str, object] = {"step": "all steps"}
-    if "seconds" in table:
-        total["seconds"] = table["seconds"].sum()
-    if "peak_rss_mb" in table:
-        total["peak_rss_mb"] = table["peak_rss_mb"].max()
-    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
-    if "peak_rss_mb" in table:
-        table["peak_rss_mb"] = table["peak_rss_mb"].round().astype("Int64")
-    known = [c for c in STEP_COLUMNS if c in table.columns]
-    return table[known + [c for c in table.columns if c not in known]].rename(columns=STEP_COLUMNS)
 
 
 def data_lines(meta: dict, events: pd.DataFrame, experiment: str, study: pd.DataFrame) -> list[str]:
