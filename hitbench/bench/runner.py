@@ -43,7 +43,16 @@ from hitbench.bench.protocols import (
     holdout_split,
 )
 from hitbench.data.cxi import CXIRun
-from hitbench.data.dataset import Experiment, ImageRun, Run, RunFrames, iter_frames, label_sources, run_labels
+from hitbench.data.dataset import (
+    Experiment,
+    ImageRun,
+    Run,
+    RunFrames,
+    iter_frames,
+    label_sources,
+    run_labels,
+    run_source,
+)
 from hitbench.errors import HitbenchError
 from hitbench.frames import ArrayFrames, FrameSource
 from hitbench.methods import registry
@@ -68,11 +77,6 @@ def run_identity(run: Run) -> tuple:
     stats = [(str(Path(f).resolve()), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     extra = run.labels.tobytes() if isinstance(run, ImageRun) else b""
     return (tuple(stats), extra, run.frame_shape)
-
-
-def _run_file(run: Run) -> Path:
-    """The file (CXI) or folder (image files) a run is read from, for error messages."""
-    return run.path if isinstance(run, CXIRun) else Path(run.files[0]).parent
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ def _fit(task: FitTask) -> dict:
     frames = _training_frames(task.train)
     y = np.concatenate([run_labels(run, task.label_kind)[indices] for run, indices in task.train])
     estimator = _method_estimator(task.method, task.params, task.seed)
-    where = f"{task.method} trained on {', '.join(str(_run_file(run)) for run, _ in task.train)}"
+    where = f"{task.method} trained on {', '.join(str(run_source(run)) for run, _ in task.train)}"
     start = time.perf_counter()
     try:
         estimator.fit(frames, y)
@@ -149,7 +153,7 @@ def _score(task: ScoreTask) -> int:
             try:
                 scores[k].append(model.decision_function(frames))
             except HitbenchError as exc:
-                raise HitbenchError(f"{_run_file(task.test.run)}: {exc}") from None
+                raise HitbenchError(f"{run_source(task.test.run)}: {exc}") from None
             seconds[k] += time.perf_counter() - start
     for model, parts, spent, (_, path) in zip(models, scores, seconds, task.models, strict=True):
         values = np.concatenate(parts)

@@ -200,6 +200,11 @@ def iter_frames(run: Run, frames: np.ndarray | None, chunk_frames: int = CHUNK_F
             yield run.read(start, stop)[inside - start]
 
 
+def run_source(run: Run) -> Path:
+    """The file (CXI) or folder (image files) a run is read from, for error messages."""
+    return run.path if isinstance(run, CXIRun) else Path(run.files[0]).parent
+
+
 class RunFrames(FrameSource):
     """Selected frames of several runs as one frame source, read lazily from the run files.
 
@@ -223,13 +228,10 @@ class RunFrames(FrameSource):
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def _where(self, run: Run) -> str:
-        return str(getattr(run, "path", None) or Path(run.files[0]).parent)
-
     def chunks(self) -> Iterator[np.ndarray]:
         for run, indices in self.parts:
             for chunk in iter_frames(run, indices):
-                yield check_frames(chunk, where=self._where(run))
+                yield check_frames(chunk, where=str(run_source(run)))
 
     def take(self, positions: np.ndarray) -> np.ndarray:
         positions = np.asarray(positions, dtype=np.int64)
@@ -240,7 +242,7 @@ class RunFrames(FrameSource):
             chosen = np.flatnonzero(part == k)
             local = indices[positions[chosen] - self._starts[k]]
             order = np.argsort(local)
-            out[chosen[order]] = check_frames(run.read_at(local[order]), where=self._where(run))
+            out[chosen[order]] = check_frames(run.read_at(local[order]), where=str(run_source(run)))
         return out
 
 
