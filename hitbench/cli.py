@@ -16,6 +16,8 @@ import click
 from hitbench import __version__
 from hitbench.data.compression import COMPRESSIONS
 from hitbench.errors import HitbenchError
+from hitbench.frames import TASK_FRAMES
+from hitbench.labelrule import HIT_ABOVE, MISS_BELOW
 
 HDF5_SUFFIXES = (".cxi", ".h5", ".hdf5", ".nxs")
 
@@ -134,9 +136,9 @@ def _echo_crystfel(written: list[Path] | tuple[Path, ...], notes: list[str] | tu
 @click.option("--min-res", type=float, help="Smallest pixel distance from the beam centre.")
 @click.option("--max-res", type=float, help="Largest pixel distance from the beam centre.")
 @click.option("--max-num-peaks", type=int, help="Most peaks kept per frame.")
-@click.option("--miss-below", type=int, default=2, show_default=True, help="Fewer peaks than this: miss (0).")
-@click.option("--hit-above", type=int, default=10, show_default=True, help="More peaks than this: hit (1).")
-@click.option("--chunk-size", type=int, default=256, show_default=True, help="Frames per chunk.")
+@click.option("--miss-below", type=int, default=MISS_BELOW, show_default=True, help="Fewer peaks than this: miss (0).")
+@click.option("--hit-above", type=int, default=HIT_ABOVE, show_default=True, help="More peaks than this: hit (1).")
+@click.option("--chunk-size", type=int, default=TASK_FRAMES, show_default=True, help="Frames per chunk.")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers over chunks.")
 @click.option("--crystfel-out", type=click.Path(path_type=Path),
               help="Also write, into this folder, RUN.lst (the frames labelled hit), RUN.geom and RUN.cell for "
@@ -352,7 +354,7 @@ def report_command(results: Path, docs: Path, study_scale: bool, others: tuple[P
 @click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
               help="Model file (.hbm) from `hitbench compare --save-models`, or a .keras file of the cnn.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--chunk-size", type=int, default=256, show_default=True, help="Frames per chunk.")
+@click.option("--chunk-size", type=int, default=TASK_FRAMES, show_default=True, help="Frames per chunk.")
 @click.option("--hits-cxi", is_flag=True, help="Also write RUN.hits.cxi (the hit frames with their peaks and "
               "fields) and, for CrystFEL's indexamajig, RUN.hits.lst, RUN.geom and RUN.cell.")
 @click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers over chunks.")

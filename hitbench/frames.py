@@ -17,8 +17,11 @@ import numpy as np
 
 from hitbench.errors import HitbenchError
 
-#: Frames per chunk when a frame source is read in order.
+#: Frames per chunk when a frame source or a run is read in order.
 CHUNK_FRAMES = 128
+#: Frames per task of the commands that process whole runs (``hitbench label``, ``hitbench predict``): a worker
+#: reads this many frames, searches or scores them and hands back their results.
+TASK_FRAMES = 256
 
 
 def check_frames(X: object, *, where: str = "X") -> np.ndarray:

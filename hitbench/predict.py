@@ -28,9 +28,11 @@ from hitbench import modelfile
 from hitbench.atomic import atomic_path
 from hitbench.data.compression import dataset_filters
 from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
-from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter, PeakTable
+from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter
 from hitbench.errors import HitbenchError
+from hitbench.frames import TASK_FRAMES
 from hitbench.methods.base import HitMethod
+from hitbench.peaktable import PeakTable
 
 PEAK_DATASETS = ("nPeaks", "peakXPosRaw", "peakYPosRaw", "peakTotalIntensity")
 
@@ -244,7 +246,7 @@ def predict_runs(
     runs: list[str | Path],
     out_dir: str | Path,
     *,
-    chunk_size: int = 256,
+    chunk_size: int = TASK_FRAMES,
     hits_cxi: bool = False,
     n_jobs: int = 1,
     progress: Callable[[str, int], Callable[[], None]] | None = None,

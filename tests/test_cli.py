@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from hitbench import __version__
 from hitbench.cli import main
-from hitbench.data.cxi import Geometry, write_cxi
+from hitbench.data.cxi import write_cxi
+from hitbench.geometry import Geometry
 
 
 def _run(*args: str):

@@ -17,8 +17,9 @@ from scipy.spatial import cKDTree
 
 from hitbench.cli import main
 from hitbench.data.crystfel import cell_text, geometry_gaps, geometry_text, lattice, write_list
-from hitbench.data.cxi import CXIRun, Geometry, write_cxi
+from hitbench.data.cxi import CXIRun, write_cxi
 from hitbench.errors import HitbenchError
+from hitbench.geometry import Geometry
 from hitbench.methods import registry
 from hitbench.modelfile import save_model
 

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from hitbench.data.compression import GZIP_LEVEL
-from hitbench.data.cxi import CXIRun, CXIWriter, Geometry, PeakTable, update_cxi, write_cxi
+from hitbench.data.cxi import CXIRun, CXIWriter, update_cxi, write_cxi
 from hitbench.data.dataset import iter_frames, open_experiment, run_labels
 from hitbench.data.formats import crop, read_image
 from hitbench.errors import HitbenchError
+from hitbench.geometry import Geometry
+from hitbench.peaktable import PeakTable
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "thaumatin_grid"
 

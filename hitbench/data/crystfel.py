@@ -9,7 +9,7 @@
 - Unit-cell file (``.cell``): the simulated sample's cell, primitive (the simulator has no systematic absences),
   lattice type from the cell's metric.
 
-The geometry needs the run's geometry (:class:`hitbench.data.cxi.Geometry`) and the run attributes
+The geometry needs the run's geometry (:class:`hitbench.geometry.Geometry`) and the run attributes
 ``beam_centre_x``, ``beam_centre_y`` (pixels) and ``gain_adu_per_photon``; the cell file needs ``unit_cell``.
 The simulator records all of them. Every file appears whole or not at all, and existing files are kept.
 """

@@ -25,7 +25,6 @@ import io
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -33,63 +32,17 @@ import h5py
 import numpy as np
 
 from hitbench.atomic import atomic_path, check_free_space, temp_sibling, write_error
+from hitbench.constants import JOULE_PER_EV
 from hitbench.data.compression import dataset_filters
 from hitbench.errors import HitbenchError
+from hitbench.geometry import Geometry
+from hitbench.peaktable import PeakTable
 
 DATA = "/entry_1/data_1/data"
 RESULT = "/entry_1/result_1"
 DETECTOR = "/entry_1/instrument_1/detector_1"
 SOURCE = "/entry_1/instrument_1/source_1"
 HITBENCH = "/entry_1/hitbench"
-EV_TO_J = 1.602176634e-19
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Detector geometry of a run.
-
-    Parameters
-    ----------
-    distance : float
-        Sample-detector distance (camera length), metres.
-    x_pixel_size, y_pixel_size : float
-        Pixel pitch, metres.
-    photon_energy : float
-        Photon energy, eV.
-    """
-
-    distance: float
-    x_pixel_size: float
-    y_pixel_size: float
-    photon_energy: float
-
-    @property
-    def wavelength(self) -> float:
-        """Wavelength in metres."""
-        return 12398.419843320026e-10 / self.photon_energy
-
-
-@dataclass
-class PeakTable:
-    """Per-frame peak lists, padded to ``max_peaks`` (the Cheetah result_1 layout).
-
-    Parameters
-    ----------
-    n_peaks : numpy.ndarray, shape (n,)
-        Number of peaks per frame.
-    x, y : numpy.ndarray, shape (n, max_peaks)
-        Peak centroids in pixels (x = column, y = row, 0-based); zero beyond ``n_peaks``.
-    intensity : numpy.ndarray, shape (n, max_peaks)
-        Integrated, background-subtracted intensity (ADU).
-    """
-
-    n_peaks: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
-    intensity: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.n_peaks.shape[0])
 
 
 def _plugin_filters() -> None:
@@ -235,7 +188,7 @@ class CXIWriter:
             det["x_pixel_size"] = geometry.x_pixel_size
             det["y_pixel_size"] = geometry.y_pixel_size
             src = h5.require_group(SOURCE)
-            src["energy"] = geometry.photon_energy * EV_TO_J
+            src["energy"] = geometry.photon_energy * JOULE_PER_EV
             src["energy"].attrs["photon_energy_eV"] = geometry.photon_energy
         grp = h5.require_group(HITBENCH)
         for key, value in (attrs or {}).items():
@@ -609,7 +562,7 @@ def _read_geometry(h5: h5py.File) -> Geometry | None:
             raise HitbenchError(f"{h5.filename}:{key} is not a single number; fix or remove it")
         values.append(float(value.reshape(())))
     energy = h5[keys[-1]]
-    ev = float(energy.attrs.get("photon_energy_eV", values[-1] / EV_TO_J))
+    ev = float(energy.attrs.get("photon_energy_eV", values[-1] / JOULE_PER_EV))
     return Geometry(*values[:3], ev)
 
 

@@ -21,18 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from hitbench.data.cxi import CXIRun, Geometry
+from hitbench.data.cxi import CXIRun
 from hitbench.data.formats import crop, read_image
 from hitbench.errors import HitbenchError
-from hitbench.frames import FrameSource, check_frames
+from hitbench.frames import CHUNK_FRAMES, FrameSource, check_frames
+from hitbench.geometry import Geometry
+from hitbench.labelrule import MISS_BELOW
 
-#: Frames read at a time when a run is streamed.
-CHUNK_FRAMES = 128
 #: Label kinds and the per-frame fields of a CXI run each is made from.
 LABEL_KINDS = {"peaks": ("label",), "truth": ("hit",), "detectable": ("hit", "n_spots_detectable")}
-#: Fewest spots the simulator counts as detectable for a crystal to be seen at all (the study's rule
-#: calls a frame with fewer than 2 peaks a miss: one spot cannot be told from a stray bright pixel).
-MIN_DETECTABLE_SPOTS = 2
+#: Fewest spots the simulator counts as detectable for a crystal to be seen at all: the study's rule's
+#: miss bound (one spot cannot be told from a stray bright pixel).
+MIN_DETECTABLE_SPOTS = MISS_BELOW
 CSV_LABELS = {"hit": 1, "miss": 0, "ambiguous": -1}
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hitbench.data.cxi import Geometry
+from hitbench.constants import photon_energy_ev
 from hitbench.errors import HitbenchError
+from hitbench.geometry import Geometry
 
 #: File endings read through fabio (compressed variants are recognised by fabio too).
 IMAGE_SUFFIXES = (".cbf", ".img", ".smv", ".edf", ".tif", ".tiff", ".mccd")
@@ -54,7 +55,7 @@ def _pilatus_header(text: str) -> tuple[Geometry | None, tuple[float, float] | N
     pixel, wavelength, distance = number("Pixel_size"), number("Wavelength"), number("Detector_distance")
     geometry = None
     if pixel and wavelength and distance:
-        geometry = Geometry(distance, pixel, pixel, 12398.419843320026 / wavelength)
+        geometry = Geometry(distance, pixel, pixel, photon_energy_ev(wavelength))
     return geometry, center
 
 
@@ -69,7 +70,7 @@ def _smv_header(header: dict) -> tuple[Geometry | None, tuple[float, float] | No
             float(header["DISTANCE"]) / 1e3,
             pixel_mm / 1e3,
             pixel_mm / 1e3,
-            12398.419843320026 / float(header["WAVELENGTH"]),
+            photon_energy_ev(float(header["WAVELENGTH"])),
         )
     except (KeyError, ValueError, ZeroDivisionError):
         geometry = None

@@ -1,4 +1,4 @@
-"""Hit/miss labels from peak counts (the rule of the reference study), and labelling a CXI run."""
+"""Labelling a CXI run: its peaks found, counted and labelled by the study's rule (:mod:`hitbench.labelrule`)."""
 
 from __future__ import annotations
 
@@ -9,37 +9,12 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from hitbench.data.compression import dataset_filters
-from hitbench.data.cxi import CXIRun, PeakTable, update_cxi
+from hitbench.data.cxi import CXIRun, update_cxi
 from hitbench.errors import HitbenchError
+from hitbench.frames import TASK_FRAMES
+from hitbench.labelrule import HIT_ABOVE, MISS_BELOW, peak_labels, rule_record
 from hitbench.peaks.peakfinder import PeakFinder8
-
-
-def peak_labels(counts: np.ndarray, miss_below: int = 2, hit_above: int = 10) -> np.ndarray:
-    """Label frames by their number of peaks.
-
-    Parameters
-    ----------
-    counts : array-like of int, shape (n,)
-        Peaks per frame.
-    miss_below : int
-        Frames with fewer peaks than this are misses (0).
-    hit_above : int
-        Frames with more peaks than this are hits (1); the rest are ambiguous (-1).
-
-    Returns
-    -------
-    numpy.ndarray, shape (n,)
-        int8 labels: 1 hit, 0 miss, -1 ambiguous.
-    """
-    if hit_above < miss_below - 1:
-        raise HitbenchError(
-            f"hit_above={hit_above} is below miss_below={miss_below}; a frame would be both hit and miss"
-        )
-    counts = np.asarray(counts)
-    labels = np.full(counts.shape, -1, dtype=np.int8)
-    labels[counts < miss_below] = 0
-    labels[counts > hit_above] = 1
-    return labels
+from hitbench.peaktable import PeakTable
 
 
 def _find_chunk(path: str, start: int, stop: int, finder: PeakFinder8) -> PeakTable:
@@ -55,9 +30,9 @@ def label_run(
     path: str | Path,
     finder: PeakFinder8,
     *,
-    miss_below: int = 2,
-    hit_above: int = 10,
-    chunk_size: int = 256,
+    miss_below: int = MISS_BELOW,
+    hit_above: int = HIT_ABOVE,
+    chunk_size: int = TASK_FRAMES,
     n_jobs: int = 1,
     compression: str = "gzip",
 ) -> np.ndarray:
@@ -76,7 +51,7 @@ def label_run(
     finder : PeakFinder8
         The configured peak finder.
     miss_below, hit_above : int
-        The label rule (see :func:`peak_labels`).
+        The label rule (see :func:`hitbench.labelrule.peak_labels`).
     chunk_size : int
         Frames read and searched at a time.
     n_jobs : int
@@ -107,12 +82,11 @@ def label_run(
     n_peaks = np.concatenate([t.n_peaks for t in tables])
     labels = peak_labels(n_peaks, miss_below=miss_below, hit_above=hit_above)
     params = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in finder.get_params().items()}
-    rule = {"miss": f"n_peaks < {miss_below}", "hit": f"n_peaks > {hit_above}", "ambiguous": "otherwise"}
     update_cxi(
         run.path,
         peaks=PeakTable(n_peaks=n_peaks, **padded),
         fields={"n_peaks": n_peaks.astype(np.int32), "label": labels},
-        attrs={"peakfinder8": json.dumps(params), "label_rule": json.dumps(rule)},
+        attrs={"peakfinder8": json.dumps(params), "label_rule": json.dumps(rule_record(miss_below, hit_above))},
         max_peaks=max(int(finder.max_num_peaks), width),
         compression=compression,
     )

@@ -38,9 +38,9 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from hitbench.data.cxi import PeakTable
 from hitbench.errors import HitbenchError
-from hitbench.methods.base import check_frames
+from hitbench.frames import check_frames
+from hitbench.peaktable import PeakTable
 
 _NO_THRESHOLD = 1e9  # the threshold of a radius bin without good pixels (peakfinder8's value)
 

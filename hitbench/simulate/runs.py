@@ -23,9 +23,11 @@ import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 from scipy.spatial.transform import Rotation
 
+from hitbench.constants import wavelength_angstrom
 from hitbench.data.compression import encode_chunk
-from hitbench.data.cxi import CXIWriter, Geometry
+from hitbench.data.cxi import CXIWriter
 from hitbench.errors import HitbenchError
+from hitbench.geometry import Geometry
 from hitbench.simulate import physics
 from hitbench.simulate.presets import CONDITIONS, Experiment
 
@@ -56,7 +58,7 @@ class SimulatedRun:
         counting detectors), or float32 ADU for calibrated detectors with sub-ADU readout noise.
     mask : numpy.ndarray, shape (H, W), bool
         True = good pixel (gaps, beam stop, dead and calibrated hot pixels are False).
-    geometry : hitbench.data.cxi.Geometry
+    geometry : hitbench.geometry.Geometry
         Detector geometry.
     truth : dict of str to numpy.ndarray
         Per-frame ground truth (see the module docstring).
@@ -192,7 +194,7 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
     spec = exp.run_spec(run)
     drawn, offset = _draw_conditions(exp, run, seed)
     h, w = shape
-    wavelength = 12398.419843320026 / beam.photon_energy_ev
+    wavelength = wavelength_angstrom(beam.photon_energy_ev)
     nominal = ((w - 1) / 2 + beam.beam_centre_offset_px[0], (h - 1) / 2 + beam.beam_centre_offset_px[1])
     centre = (nominal[0] + offset[0], nominal[1] + offset[1])
 
