@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from hitbench.bench.metrics import bootstrap_intervals
-from hitbench.bench.report import load_results, with_run_labels
+from hitbench.bench.results_io import load_results
+from hitbench.bench.tables import with_run_labels
 
 RATE = 0.9
 

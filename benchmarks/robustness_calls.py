@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hitbench.bench.report import write_text
+from hitbench.bench.results_io import write_text
 
 
 def calls_table(scores: pd.DataFrame, experiment: str) -> pd.DataFrame:

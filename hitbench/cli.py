@@ -230,7 +230,7 @@ def _print_table(console: object, title: str, table: object) -> None:
     """Print a results table as the Markdown files show it (intervals in brackets, undefined values as —)."""
     from rich.table import Table
 
-    from hitbench.bench.report import display
+    from hitbench.bench.display import display
 
     shown = display(table)
     view = Table(title=title)
@@ -288,7 +288,7 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
 
     from hitbench.bench.compare import CompareSettings, parse_params, run_compare
     from hitbench.bench.data import default_cache_dir
-    from hitbench.bench.report import ALPHA, table_title
+    from hitbench.bench.tables import ALPHA, table_title
     from hitbench.parallel import parallel_backend
 
     names = [m.strip() for m in methods.split(",") if m.strip()]

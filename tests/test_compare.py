@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from hitbench.bench.metrics import RATES, hit_metrics, wilson_interval
-from hitbench.bench.report import load_results
+from hitbench.bench.results_io import load_results
 from hitbench.cli import main
 
 ARGS = ["compare", "--preset", "tiny", "--methods", "intensity,litpix", "--train-runs", "1-2", "--seed", "3"]

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from hitbench.bench.display import display, markdown
 from hitbench.bench.metrics import (
     hit_metrics,
     holm,
@@ -17,8 +18,8 @@ from hitbench.bench.metrics import (
     metric_intervals,
     wilson_interval,
 )
-from hitbench.bench.report import display, markdown, pairs, significantly_best, summary, table2, table_title
 from hitbench.bench.runner import Comparison
+from hitbench.bench.tables import pairs, significantly_best, summary, table2, table_title
 from hitbench.cli import main
 from hitbench.data.cxi import write_cxi
 from hitbench.data.dataset import Experiment, open_experiment

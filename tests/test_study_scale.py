@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from hitbench.bench.metrics import RATES, wilson_interval
-from hitbench.bench.report import step_table, write_results
+from hitbench.bench.results_io import write_results
 from hitbench.bench.study import GOAL, beside_study, load_study, sensitivity_by_peaks, setting_label
+from hitbench.bench.tables import step_table
 from hitbench.cli import main
 
 REPO_DOCS = Path(__file__).resolve().parents[1] / "docs"

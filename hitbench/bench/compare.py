@@ -14,10 +14,12 @@ import numpy as np
 
 from hitbench import __version__
 from hitbench.atomic import atomic_write
-from hitbench.bench import report
 from hitbench.bench.costs import StepCosts
 from hitbench.bench.data import events_table, simulated_experiment
+from hitbench.bench.figures import write_figures
+from hitbench.bench.results_io import write_results, write_text
 from hitbench.bench.runner import Comparison
+from hitbench.bench.tables import write_tables
 from hitbench.data.dataset import Experiment, open_experiment, run_labels, select_runs
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
@@ -194,13 +196,13 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
     out = settings.out
     with costs.step("tables and figures"):
         events = events_table([experiment, *others], settings.labels)
-        report.write_results(out, results, scores, events)
+        write_results(out, results, scores, events)
         atomic_write(
             out / "examples.npz",
             lambda tmp: np.savez_compressed(tmp.open("wb"), **_examples(experiment, test_runs, settings.labels)),
         )
-        tables = report.write_tables(out, results, scores, events)
-        report.write_figures(out, results, scores, events, out / "figures")
+        tables = write_tables(out, results, scores, events)
+        write_figures(out, results, scores, events, out / "figures")
     meta = {
         "command": command,
         "hitbench_version": __version__,
@@ -214,7 +216,7 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
         "steps": costs.steps,
         "data_size": _data_size(experiment),
     }
-    report.write_text(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    write_text(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
     if settings.save_models:
         _save_models(comparison, out / "models")
     return {"results": results, "tables": tables, "trained": comparison.trained, "predicted": comparison.predicted}

@@ -18,18 +18,10 @@ import numpy as np
 import pandas as pd
 
 from hitbench import __version__
+from hitbench.bench.display import markdown
 from hitbench.bench.metrics import wilson_interval
-from hitbench.bench.report import (
-    SCORED_AGAINST,
-    _scored_against,
-    load_results,
-    markdown,
-    method_names,
-    read_meta,
-    step_table,
-    table2,
-    write_text,
-)
+from hitbench.bench.results_io import load_results, read_meta, write_text
+from hitbench.bench.tables import SCORED_AGAINST, label_kinds, method_names, step_table, table2, with_bounds
 from hitbench.errors import HitbenchError
 
 #: The study's Table II, relative to the docs folder.
@@ -41,7 +33,7 @@ STUDY_SETTINGS = {"cnn": {"batch_size": 100, "class_weight": None}}
 GOAL = 0.05
 #: Columns of hitbench's Table II shown beside the study's (each rate with its 95 % bounds).
 SHOWN = ("Run", "# events", "ambiguous", "% hit", "Sen", "Spe", "Acc")
-#: meta.json step fields and their column names.
+#: The page written, in the docs folder.
 PAGE = "study-scale.md"
 
 
@@ -133,7 +125,7 @@ def beside_study(results: pd.DataFrame, method: str, kind: str, study: pd.DataFr
     same = results[(results["protocol"] == "cross-run") & (results["method"] == method)]
     table = table2(same, method)
     table = table[table["scored against"] == kind]
-    table = table[[c for c in table.columns if c.removesuffix("_lo").removesuffix("_hi") in SHOWN]]
+    table = with_bounds(table, SHOWN)
     theirs = study.reindex(table["Run"].str.rstrip("*"))
     table = table.reset_index(drop=True).assign(
         **{
@@ -386,11 +378,11 @@ def write_study_page(folder: Path, docs: Path, others: list[Path] | tuple[Path, 
         steps = step_table(meta)
         lines += [markdown(steps) if steps is not None else "Step costs (wall time, peak memory): not recorded.", ""]
     lines += [f"Page written by hitbench {__version__}.", ""]
-    kinds = list(dict.fromkeys(k for e in entries for k in _scored_against(e.results)))
+    kinds = list(dict.fromkeys(k for e in entries for k in label_kinds(e.results)))
     lines += ["## How to read the tables", "", *_study_notes(kinds, study), ""]
     for entry in entries:
         lines += [f"## Table II: {entry.name}", ""]
-        for kind in _scored_against(entry.results):
+        for kind in label_kinds(entry.results):
             table = beside_study(entry.results, entry.method, kind, study)
             lines += [f"### Scored against {kind}", "", closeness(table), "", markdown(table)]
         if len(entry.calls):
