@@ -3,39 +3,44 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from hitbench.errors import HitbenchError
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
-
-def temp_sibling(path: Path) -> Path:
+def temp_sibling(path: Path, suffix: str = "") -> Path:
     """Create an empty temporary file beside ``path`` (same folder, so the final rename is atomic).
+
+    The name is ``.NAME.RANDOM.part`` and ``suffix``: hidden by the leading dot, and recognisable as a
+    partial ``NAME``. The file is created with mode 0o666 less the process's umask, as any new file.
 
     Parameters
     ----------
     path : Path
         The final file.
+    suffix : str
+        Appended to the name, for writers that insist on an ending (Keras: ``.keras``).
 
     Returns
     -------
     Path
-        The temporary file, with the permissions a new file would get (umask), hidden by a leading dot.
+        The temporary file.
     """
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    os.chmod(name, 0o666 & ~_UMASK)
-    return Path(name)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
 
 
 @contextmanager
-def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
+def atomic_path(path: Path, *, overwrite: bool = True, suffix: str = "") -> Iterator[Path]:
     """A temporary path to write ``path`` through; renamed into place when the block ends cleanly.
 
     Parameters
@@ -44,6 +49,8 @@ def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
         Final file (its folder is created if missing).
     overwrite : bool
         Replace a file that exists at the end; if False, keep it and raise HitbenchError.
+    suffix : str
+        Ending of the temporary file's name (see :func:`temp_sibling`).
 
     Returns
     -------
@@ -53,7 +60,7 @@ def atomic_path(path: Path, *, overwrite: bool = True) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(path)
+        tmp = temp_sibling(path, suffix)
     except OSError as exc:
         raise HitbenchError(f"{path.parent}: cannot write there ({exc.strerror}); pick a writable folder") from None
     try:
@@ -116,7 +123,7 @@ def check_free_space(path: Path, needed: int) -> None:
                             "nothing was changed: free space or move the file")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None], *, suffix: str = "") -> None:
     """Write a file through ``write(tmp_path)`` and rename it into place; on failure nothing is left.
 
     Parameters
@@ -125,6 +132,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         Final file (its folder is created if missing).
     write : callable
         Writes the content to the temporary path it is given.
+    suffix : str
+        Ending of the temporary file's name (see :func:`temp_sibling`).
     """
-    with atomic_path(path) as tmp:
+    with atomic_path(path, suffix=suffix) as tmp:
         write(tmp)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from hitbench import __version__
-from hitbench.atomic import atomic_write
+from hitbench.atomic import atomic_write, temp_sibling
 from hitbench.bench.costs import StepCosts
 from hitbench.bench.data import events_table, simulated_experiment
 from hitbench.bench.figures import write_figures
@@ -70,9 +68,7 @@ def parse_params(items: tuple[str, ...] | list[str], methods: list[str]) -> dict
 def _check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
-        os.close(fd)
-        os.unlink(probe)
+        temp_sibling(folder / "write-test").unlink()
     except OSError as exc:
         raise HitbenchError(f"{folder}: output folder not writable ({exc.strerror}); pick another --out") from None
 

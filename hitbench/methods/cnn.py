@@ -718,16 +718,11 @@ class ReferenceCNN(HitMethod):
             raise HitbenchError(f"{path}: a cnn model file must end in .keras; rename the output")
 
         def write(tmp: Path) -> None:
-            keras_file = tmp.with_name(f"{tmp.name}.keras")  # Keras insists on the suffix
-            try:
-                self.model_.save(keras_file)
-                with zipfile.ZipFile(keras_file, "a") as archive:
-                    archive.writestr(_STATE_ENTRY, json.dumps(self._state()))
-                os.replace(keras_file, tmp)
-            finally:
-                keras_file.unlink(missing_ok=True)
+            self.model_.save(tmp)
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(_STATE_ENTRY, json.dumps(self._state()))
 
-        atomic_write(path, write)
+        atomic_write(path, write, suffix=".keras")  # Keras insists on the suffix
         return path
 
     @classmethod
