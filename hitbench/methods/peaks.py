@@ -108,18 +108,9 @@ class PeakCount(HitMethod):
         PeakFinder8
             A new peak finder.
         """
-        return PeakFinder8(
-            adc_threshold=self.adc_threshold_ if adc_threshold is None else adc_threshold,
-            min_snr=self.min_snr,
-            min_pixel_count=self.min_pixel_count,
-            max_pixel_count=self.max_pixel_count,
-            local_bg_radius=self.local_bg_radius,
-            min_res=self.min_res,
-            max_res=self.max_res,
-            max_num_peaks=self.max_num_peaks,
-            n_iterations=self.n_iterations,
-            center=self.center,
-        )
+        params = {name: getattr(self, name) for name in PeakFinder8.param_names()}
+        params["adc_threshold"] = self.adc_threshold_ if adc_threshold is None else adc_threshold
+        return PeakFinder8(**params)
 
     def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         fixed = self.min_num_peaks_for_hit

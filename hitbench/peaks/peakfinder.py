@@ -32,7 +32,7 @@ geometry and are computed once per frame shape and mask.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -84,6 +84,7 @@ class _Geometry:
     ring_dx: np.ndarray
 
 
+@dataclass(eq=False)
 class PeakFinder8:
     """peakfinder8-style Bragg-peak finder (see the module docstring for the algorithm).
 
@@ -115,31 +116,28 @@ class PeakFinder8:
         Distance of every pixel from the beam centre (H, W), in pixels.
     """
 
-    def __init__(
-        self,
-        adc_threshold: float = 50.0,
-        min_snr: float = 7.0,
-        min_pixel_count: int = 2,
-        max_pixel_count: int = 200,
-        local_bg_radius: int = 3,
-        min_res: float = 0.0,
-        max_res: float = np.inf,
-        max_num_peaks: int = 2048,
-        n_iterations: int = 5,
-        center: tuple[float, float] | None = None,
-        radius_map: np.ndarray | None = None,
-    ) -> None:
-        self.adc_threshold = adc_threshold
-        self.min_snr = min_snr
-        self.min_pixel_count = min_pixel_count
-        self.max_pixel_count = max_pixel_count
-        self.local_bg_radius = local_bg_radius
-        self.min_res = min_res
-        self.max_res = max_res
-        self.max_num_peaks = max_num_peaks
-        self.n_iterations = n_iterations
-        self.center = center
-        self.radius_map = radius_map
+    adc_threshold: float = 50.0
+    min_snr: float = 7.0
+    min_pixel_count: int = 2
+    max_pixel_count: int = 200
+    local_bg_radius: int = 3
+    min_res: float = 0.0
+    max_res: float = np.inf
+    max_num_peaks: int = 2048
+    n_iterations: int = 5
+    center: tuple[float, float] | None = None
+    radius_map: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def param_names(cls) -> tuple[str, ...]:
+        """The parameters that :meth:`get_params` records: all but ``radius_map`` (an array).
+
+        Returns
+        -------
+        tuple of str
+            Parameter names, in signature order.
+        """
+        return tuple(f.name for f in fields(cls) if f.name != "radius_map")
 
     def get_params(self) -> dict[str, object]:
         """Return the parameters (without ``radius_map``), e.g. to record them with results.
@@ -149,9 +147,7 @@ class PeakFinder8:
         dict
             Parameter name -> value.
         """
-        names = ("adc_threshold", "min_snr", "min_pixel_count", "max_pixel_count", "local_bg_radius", "min_res",
-                 "max_res", "max_num_peaks", "n_iterations", "center")
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in self.param_names()}
 
     # ------------------------------------------------------------------ public API
     def find(self, frame: np.ndarray, mask: np.ndarray | None = None) -> Peaks:
