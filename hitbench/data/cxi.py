@@ -33,7 +33,7 @@ import numpy as np
 
 from hitbench.atomic import atomic_path, check_free_space, temp_sibling, write_error
 from hitbench.constants import JOULE_PER_EV
-from hitbench.data.compression import dataset_filters
+from hitbench.data.compression import dataset_filters, encode_chunk
 from hitbench.errors import HitbenchError
 from hitbench.geometry import Geometry
 from hitbench.peaktable import PeakTable
@@ -144,6 +144,7 @@ class CXIWriter:
     ) -> None:
         self.path = Path(path)
         self._filters = dataset_filters(compression)
+        self._compression = compression
         if self.path.exists():
             raise HitbenchError(f"{self.path}: file exists; choose another output path or remove it first")
         if not self.path.parent.is_dir():
@@ -235,6 +236,7 @@ class CXIWriter:
             The frames already compressed, one chunk each
             (:func:`hitbench.data.compression.encode_chunk` with this writer's compression, from frames of
             the writer's dtype): written as they are, so the compression can run in parallel elsewhere.
+            Without them, frames of the writer's dtype are encoded here the same way.
         """
         frames = np.asarray(frames)
         if frames.ndim != 3 or frames.shape[1:] != self.frame_shape:
@@ -246,7 +248,9 @@ class CXIWriter:
         try:
             data = self._h5[DATA]
             data.resize(self._n + n, axis=0)
-            if encoded is None:
+            if encoded is None and frames.dtype == data.dtype:
+                encoded = [encode_chunk(frame[np.newaxis], self._compression) for frame in frames]
+            if not encoded or encoded[0] is None:  # a filter libhdf5 applies itself, another dtype, no frames
                 data[self._n :] = frames
             else:
                 if len(encoded) != n or frames.dtype != data.dtype:
