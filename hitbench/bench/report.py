@@ -25,6 +25,7 @@ from hitbench.bench.tables import (
     table_title,
 )
 from hitbench.data.dataset import MIN_DETECTABLE_SPOTS
+from hitbench.labelrule import HIT_ABOVE, MISS_BELOW
 
 
 def write_docs(folder: Path, docs: Path) -> Path:
@@ -113,17 +114,17 @@ def _reading_notes(results: pd.DataFrame) -> list[str]:
             "enough to be seen (expected photons >= 5 sigma of the background) cannot be found in the image "
             "by any method, so such frames are left out rather than counted as hits or misses; a single spot "
             "cannot be told from a stray bright pixel, which is why the study's rule also calls a frame with "
-            "fewer than 2 peaks a miss.",
+            f"fewer than {MISS_BELOW} peaks a miss.",
         ]
     labellers = [name for name in method_names(results).values() if name.endswith("(labeller)")]
     if labellers:
         notes += [
             f"- {', '.join(f'`{name}`' for name in labellers)} made the labels: it runs peakfinder8 with the "
             "settings the runs were labelled with and fits its peak-count cut to the peak labels. The rule calls "
-            "fewer than 2 peaks a miss, more than 10 a hit and leaves the frames in between out, so with the "
-            "labeller's peak counts any cut from 2 to 10 calls every scored frame as its label does: its 1.000 "
-            "against the peak labels holds by construction and says nothing about finding crystals. Its rows "
-            "against the truth show what the labels themselves are worth.",
+            f"fewer than {MISS_BELOW} peaks a miss, more than {HIT_ABOVE} a hit and leaves the frames in between out, "
+            f"so with the labeller's peak counts any cut from {MISS_BELOW} to {HIT_ABOVE} calls every scored frame as "
+            "its label does: its 1.000 against the peak labels holds by construction and says nothing about finding "
+            "crystals. Its rows against the truth show what the labels themselves are worth.",
         ]
     if results["method"].nunique() > 1:
         notes += [

@@ -23,6 +23,7 @@ from hitbench.bench.metrics import wilson_interval
 from hitbench.bench.results_io import load_results, read_meta, write_text
 from hitbench.bench.tables import SCORED_AGAINST, label_kinds, method_names, step_table, table2, with_bounds
 from hitbench.errors import HitbenchError
+from hitbench.labelrule import HIT_ABOVE, RULE_TEXT
 
 #: The study's Table II, relative to the docs folder.
 STUDY_TABLE = Path("reference") / "study_table2.csv"
@@ -248,8 +249,8 @@ def _entries(folders: list[Path]) -> tuple[list[Entry], list[tuple[Path, dict, p
     return entries, loaded
 
 
-#: Bins of the number of peaks the labeller found on a hit (a hit has more than 10).
-PEAK_BINS = (11, 16, 21, 31, 51, 101)
+#: Bins of the number of peaks the labeller found on a hit (a hit has more than HIT_ABOVE).
+PEAK_BINS = (HIT_ABOVE + 1, 16, 21, 31, 51, 101)
 
 
 def calls_with_peaks(scores: pd.DataFrame, events: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
@@ -315,7 +316,7 @@ def _study_notes(kinds: list[str], study: pd.DataFrame) -> list[str]:
     return [
         "- The study's columns (`study ...`) are the reference study's Table II for the same run "
         f"(`{STUDY_TABLE.as_posix()}` in the docs, typed from the paper): the numbers of **its CNN**, scored "
-        "against **its peak labels** (peakfinder8, < 2 peaks miss, > 10 hit, frames in between left out), "
+        f"against **its peak labels** (peakfinder8, {RULE_TEXT}, frames in between left out), "
         "without intervals. They stand beside every method, not only the cnn: they are the only per-run "
         "figures the study gives and the bar any hit finder on these runs is measured against. Beside the "
         "tables scored against the truth and the detectable truth they compare unlike things (the study had no "

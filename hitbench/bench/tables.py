@@ -20,6 +20,7 @@ from hitbench.bench.display import markdown
 from hitbench.bench.metrics import holm, mcnemar_exact, wilson_interval
 from hitbench.bench.results_io import write_text
 from hitbench.data.dataset import MIN_DETECTABLE_SPOTS
+from hitbench.labelrule import RULE_TEXT
 
 #: Display names of the rates in tables (each with ``_lo``/``_hi`` bounds).
 RATE_COLUMNS = {
@@ -39,7 +40,7 @@ TABLE2_COLUMNS = {
 }
 #: Label kinds rows can be scored against, in table order, and what they mean.
 SCORED_AGAINST = {
-    "peaks": "the peak labels (the study's protocol: peakfinder8, < 2 peaks miss, > 10 hit, else ambiguous)",
+    "peaks": f"the peak labels (the study's protocol: peakfinder8, {RULE_TEXT}, else ambiguous)",
     "truth": "the simulator's truth (a crystal was in the beam)",
     "detectable": f"the detectable truth (no crystal: miss; a crystal with >= {MIN_DETECTABLE_SPOTS} spots the "
     f"simulator counts as detectable: hit; a crystal with fewer: left out)",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
+from hitbench.labelrule import RULE_TEXT
+
 #: Colour and legend name of each label value.
 LABELS = {1: ("tab:red", "hit"), 0: ("tab:blue", "miss"), -1: ("tab:grey", "ambiguous")}
 
 
 def peaks_per_event(events: pd.DataFrame) -> Figure | None:
-    """Peaks found per event with the label they give (< 2 miss, > 10 hit, else ambiguous).
+    """Peaks found per event with the label they give (the study's rule, :mod:`hitbench.labelrule`).
 
     Parameters
     ----------
@@ -43,7 +45,7 @@ def peaks_per_event(events: pd.DataFrame) -> Figure | None:
     ax.set_yscale("symlog", linthresh=10)
     ax.set_xlabel("event (runs one after another)")
     ax.set_ylabel("peaks found")
-    ax.set_title("peaks per event with labels (< 2 miss, > 10 hit)")
+    ax.set_title(f"peaks per event with labels ({RULE_TEXT})")
     ax.legend(markerscale=4)
     fig.tight_layout()
     return fig
