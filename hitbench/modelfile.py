@@ -3,12 +3,14 @@
 ``pickle`` and ``joblib.load`` run whatever a file tells them to, so a model file someone sent, or one in a
 shared cache, could run a shell command. A hitbench model file is a zip archive holding
 
-- ``model.json``: the format tag and version, the method's registry name, its parameters, its fitted
-  state and any record fields (fit time, training size) as JSON;
+- ``model.json``: the format tag and version, the method's registry name, its parameters (nested
+  ones of a composition by their full names, ``method__epochs``), the classes of the estimators inside
+  it, its fitted state and any record fields (fit time, training size) as JSON;
 - ``arrays/N.npy``: one NumPy array per array of the state, read with ``allow_pickle=False``.
 
-Reading one imports nothing the file names. The method is built from its registry entry (installed code),
-with its parameters, and its fitted state set back. Objects inside the state (the svm's scikit-learn
+Reading one imports nothing the file names. The method is built from its registry entry (installed code,
+a class or a factory), with its parameters, and its fitted state set back; a composition whose parts are
+not those its entry builds is refused. Objects inside the state (the svm's scikit-learn
 pipeline: Pipeline, FunctionTransformer, StandardScaler, PCA, SVC and the function ``max_pool``) are
 written as their class name and attributes and rebuilt only when the method's class lists that class in
 :attr:`hitbench.methods.base.HitMethod.saved_types`; a file naming any other class is refused. The cnn
@@ -120,17 +122,31 @@ class _Decoder:
         raise HitbenchError(f"unknown entry {tag!r} in the state")
 
 
-def save_model(method: Any, path: str | Path, record: Mapping[str, object] | None = None) -> Path:
+def _settings(method: Any) -> tuple[dict[str, object], dict[str, str]]:
+    """A method's parameters (nested ones by their full names) and the classes of the estimators inside it."""
+    params, parts = {}, {}
+    for key, value in method.get_params().items():
+        if hasattr(value, "get_params"):
+            parts[key] = _name(type(value))
+        else:
+            params[key] = value
+    return params, parts
+
+
+def save_model(method: Any, path: str | Path, record: Mapping[str, object] | None = None, *, name: str = "") -> Path:
     """Write a fitted hitbench method to a model file (whole or not at all).
 
     Parameters
     ----------
     method : HitMethod
-        A fitted method registered under its ``name``.
+        A fitted method, built by the registry entry ``name``.
     path : str or Path
         Destination (``.hbm`` by convention).
     record : mapping, optional
         Extra JSON-able fields kept beside the model (``hitbench compare`` keeps fit time and training size).
+    name : str
+        The method's registry name (default: its class's ``name``); the file names it, and reading the
+        file builds the method from that entry.
 
     Returns
     -------
@@ -140,20 +156,24 @@ def save_model(method: Any, path: str | Path, record: Mapping[str, object] | Non
     from hitbench.methods import registry
 
     path = Path(path)
-    name = type(method).name
-    if not name or registry.get_class(name) is not type(method):
+    name = name or type(method).name
+    params, parts = _settings(method)
+    registered = registry.get(name) if name in registry.names() else None
+    if registered is None or type(registered) is not type(method) or _settings(registered)[1] != parts:
         raise HitbenchError(
-            f"{path}: {type(method).__name__} is not the method registered as {name!r}; only registered methods "
-            "are saved (register it under the entry-point group hitbench.methods)"
+            f"{path}: this {type(method).__name__} is not what the method registered as {name!r} builds; only "
+            "registered methods are saved: give save_model(name=...) the entry it came from, or register it "
+            "under the entry-point group hitbench.methods"
         )
-    encoder = _Encoder(type(method).saved_types)
+    encoder = _Encoder(method.saved_types)
     try:
         content = {
             "format": FORMAT,
             "version": VERSION,
             "hitbench_version": __version__,
             "method": name,
-            "params": encoder.encode(method.get_params()),
+            "params": encoder.encode(params),
+            "parts": parts,
             "state": encoder.encode(method._saved_state()),
             "record": encoder.encode(dict(record or {})),
         }
@@ -252,15 +272,18 @@ def load_model(path: str | Path) -> Any:
     content, archive = _read(path)
     with archive:
         try:
-            kind = registry.get_class(str(content["method"]))
             names = archive.namelist()
             arrays = {}
             for index in range(sum(n.startswith("arrays/") for n in names)):
                 with archive.open(f"arrays/{index}.npy") as file:
                     arrays[index] = np.lib.format.read_array(file, allow_pickle=False)
-            decoder = _Decoder(kind.saved_types, arrays)
-            method = registry.get(content["method"], **decoder.decode(content["params"]))
-            method._restore_state(decoder.decode(content["state"]))
+            method = registry.get(str(content["method"]), **_Decoder((), arrays).decode(content["params"]))
+            if _settings(method)[1] != content.get("parts", {}):
+                raise HitbenchError(
+                    f"its parts {content.get('parts')} are not those of the method {content['method']!r} "
+                    "(saved by another hitbench?); save the model again"
+                )
+            method._restore_state(_Decoder(method.saved_types, arrays).decode(content["state"]))
         except HitbenchError as exc:
             raise HitbenchError(f"{path}: {exc}") from None
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OSError, zipfile.BadZipFile) as exc:

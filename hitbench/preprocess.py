@@ -5,7 +5,7 @@ the statistics of the batch being transformed), so it needs no labels and nothin
 on another run or detector. That is what lets a method trained on one run survive a run
 whose background, pulse energy, gain or hot pixels drifted, or another detector.
 
-The steps, in the order :func:`robust_pipeline` chains them:
+The steps, in the order :class:`RobustPreprocessing` chains them:
 
 1. :class:`PhotonConversion` - divide by the detector's ADU per photon, estimated from the
    batch's own photon transfer curve (tile variance against tile mean: slope = ADU per
@@ -33,18 +33,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
 from hitbench.errors import HitbenchError
+from hitbench.frames import check_frames
 
 #: Consistency constant: 1.4826 x MAD estimates the standard deviation of Gaussian noise.
 MAD_TO_SIGMA = 1.4826
 
 _COMPRESS = ("log1p", "sqrt", "anscombe", "none")
-
-
-def _frames(X: object, where: str) -> np.ndarray:
-    frames = np.asarray(X, dtype=np.float32)
-    if frames.ndim != 3:
-        raise HitbenchError(f"{where}: frames have shape {frames.shape}, expected (n_frames, height, width)")
-    return frames
 
 
 class _StatelessTransformer(TransformerMixin, BaseEstimator):
@@ -64,7 +58,7 @@ class _StatelessTransformer(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        _frames(X, type(self).__name__)
+        check_frames(X, where=type(self).__name__)
         self._check_params()
         self.n_features_in_ = 1
         return self
@@ -129,7 +123,7 @@ class PhotonConversion(_StatelessTransformer):
         self._check_params()
         if self.adu_per_photon is not None:
             return float(self.adu_per_photon)
-        frames = _frames(X, "PhotonConversion")
+        frames = check_frames(X, where="PhotonConversion")
         block = int(self.block)
         n, height, width = frames.shape
         h, w = height - height % block, width - width % block
@@ -164,7 +158,7 @@ class PhotonConversion(_StatelessTransformer):
         numpy.ndarray, shape (n_frames, height, width)
             Frames divided by the ADU per photon (float32).
         """
-        frames = _frames(X, "PhotonConversion")
+        frames = check_frames(X, where="PhotonConversion")
         return frames / np.float32(self.estimate(frames))
 
 
@@ -206,7 +200,7 @@ class BackgroundSubtraction(_StatelessTransformer):
             Interpolated tile medians (float32).
         """
         self._check_params()
-        frames = _frames(X, "BackgroundSubtraction")
+        frames = check_frames(X, where="BackgroundSubtraction")
         block = int(self.block)
         tiles = _tiles(frames, block)
         return _interpolate(tiles[..., tiles.shape[-1] // 2], frames.shape[1:], block)
@@ -224,7 +218,7 @@ class BackgroundSubtraction(_StatelessTransformer):
         numpy.ndarray, shape (n_frames, height, width)
             Background-subtracted frames (float32).
         """
-        frames = _frames(X, "BackgroundSubtraction")
+        frames = check_frames(X, where="BackgroundSubtraction")
         return np.where(frames == 0, np.float32(0), frames - self.background(frames))
 
 
@@ -332,7 +326,7 @@ class RobustScale(_StatelessTransformer):
             (n_frames, height, width) (interpolated trimmed tile standard deviations).
         """
         self._check_params()
-        frames = _frames(X, "RobustScale")
+        frames = check_frames(X, where="RobustScale")
         if self.block is None:
             out = np.ones(len(frames))
             for i, frame in enumerate(frames):
@@ -363,7 +357,7 @@ class RobustScale(_StatelessTransformer):
         numpy.ndarray, shape (n_frames, height, width)
             Scaled frames (float32).
         """
-        frames = _frames(X, "RobustScale")
+        frames = check_frames(X, where="RobustScale")
         noise = self.noise(frames)
         if noise.ndim == 1:
             good = frames != 0
@@ -422,7 +416,7 @@ class HotPixelMask(_StatelessTransformer):
             True where a pixel is hot (all False for batches smaller than ``min_frames``).
         """
         self._check_params()
-        frames = _frames(X, "HotPixelMask")
+        frames = check_frames(X, where="HotPixelMask")
         if len(frames) < int(self.min_frames):
             return np.zeros(frames.shape[1:], dtype=bool)
         bright = np.count_nonzero(frames > self.threshold, axis=0)
@@ -441,7 +435,7 @@ class HotPixelMask(_StatelessTransformer):
         numpy.ndarray, shape (n_frames, height, width)
             A float32 copy with hot pixels zeroed.
         """
-        frames = _frames(X, "HotPixelMask")
+        frames = check_frames(X, where="HotPixelMask")
         return np.where(self.hot_pixels(frames), np.float32(0), frames)
 
 
@@ -491,7 +485,7 @@ class Compress(_StatelessTransformer):
             float32.
         """
         self._check_params()
-        frames = _frames(X, "Compress")
+        frames = check_frames(X, where="Compress")
         x = np.clip(frames - np.float32(self.gate) if self.gate else frames, 0, self.clip)
         if self.function == "log1p":
             return np.log1p(x)
@@ -547,23 +541,20 @@ class SpotPixels(_StatelessTransformer):
             float32, 1 on kept pixels, 0 elsewhere.
         """
         self._check_params()
-        lit = (_frames(X, "SpotPixels") > np.float32(self.threshold)).astype(np.float32)
+        lit = (check_frames(X, where="SpotPixels") > np.float32(self.threshold)).astype(np.float32)
         if not int(self.min_neighbours):
             return lit
         neighbours = ndimage.uniform_filter(lit, size=(1, 3, 3), mode="constant") * np.float32(9) - lit
         return lit * (neighbours > np.float32(int(self.min_neighbours) - 0.5))
 
 
-def robust_pipeline(
-    block: int = 10,
-    hot_threshold: float = 5.0,
-    hot_fraction: float = 0.5,
-    compress: str = "log1p",
-    adu_per_photon: float | None = None,
-    gate: float = 0.0,
-    spots: bool = False,
-) -> Pipeline:
-    """The default self-calibrating chain: photons, background, noise units, hot pixels, compression.
+class RobustPreprocessing(_StatelessTransformer):
+    """The self-calibrating chain: photons, background, noise units, hot pixels, compression or spot pixels.
+
+    A transformer whose parameters are those of the chain (so that a composition sets them as
+    ``preprocess__gate``); :meth:`pipeline` gives its steps as a scikit-learn Pipeline. Each call of
+    :meth:`transform` works on the frames it is given, whose batch statistics (:class:`PhotonConversion`,
+    :class:`HotPixelMask`) are theirs: apply it batch by batch with :func:`transform_in_batches`.
 
     Parameters
     ----------
@@ -582,35 +573,79 @@ def robust_pipeline(
         threshold).
     spots : bool
         End with :class:`SpotPixels` (the binary map of spot pixels) instead of :class:`Compress`.
-
-    Returns
-    -------
-    sklearn.pipeline.Pipeline
-        Steps ``photons``, ``background``, ``scale`` (noise floor one photon), ``hot``,
-        ``compress`` or ``spots`` (fitted: all are stateless).
     """
-    last = ("spots", SpotPixels(threshold=gate)) if spots else ("compress", Compress(function=compress, gate=gate))
-    return Pipeline(
-        [
-            ("photons", PhotonConversion(adu_per_photon=adu_per_photon, block=block)),
-            ("background", BackgroundSubtraction(block=block)),
-            ("scale", RobustScale(block=block, floor=1.0)),
-            ("hot", HotPixelMask(threshold=hot_threshold, min_fraction=hot_fraction)),
-            last,
-        ]
-    )
+
+    def __init__(
+        self,
+        block: int = 10,
+        hot_threshold: float = 5.0,
+        hot_fraction: float = 0.5,
+        compress: str = "log1p",
+        adu_per_photon: float | None = None,
+        gate: float = 0.0,
+        spots: bool = False,
+    ):
+        self.block = block
+        self.hot_threshold = hot_threshold
+        self.hot_fraction = hot_fraction
+        self.compress = compress
+        self.adu_per_photon = adu_per_photon
+        self.gate = gate
+        self.spots = spots
+
+    def _check_params(self) -> None:
+        _check_block("RobustPreprocessing", self.block)
+        if not 0 < self.hot_fraction <= 1:
+            raise HitbenchError(f"RobustPreprocessing: hot_fraction={self.hot_fraction}; give a fraction in (0, 1]")
+
+    def pipeline(self) -> Pipeline:
+        """The chain's steps.
+
+        Returns
+        -------
+        sklearn.pipeline.Pipeline
+            Steps ``photons``, ``background``, ``scale`` (noise floor one photon), ``hot``,
+            ``compress`` or ``spots`` (all stateless).
+        """
+        self._check_params()
+        block, gate = int(self.block), float(self.gate)
+        last = ("spots", SpotPixels(threshold=gate)) if self.spots else ("compress", Compress(self.compress, gate=gate))
+        return Pipeline(
+            [
+                ("photons", PhotonConversion(adu_per_photon=self.adu_per_photon, block=block)),
+                ("background", BackgroundSubtraction(block=block)),
+                ("scale", RobustScale(block=block, floor=1.0)),
+                ("hot", HotPixelMask(threshold=self.hot_threshold, min_fraction=self.hot_fraction)),
+                last,
+            ]
+        )
+
+    def transform(self, X: object) -> np.ndarray:
+        """The frames through the chain, with the statistics of this batch.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames, height, width)
+            Preprocessed frames (float32).
+        """
+        return self.pipeline().fit_transform(check_frames(X, where="RobustPreprocessing"))
 
 
-def transform_in_batches(pipeline: Pipeline, frames: np.ndarray, batch_frames: int = 128) -> np.ndarray:
-    """Apply a (stateless) preprocessing pipeline batch by batch, as a run is read chunk by chunk.
+def transform_in_batches(transformer: TransformerMixin, frames: np.ndarray, batch_frames: int = 128) -> np.ndarray:
+    """Apply a (stateless) preprocessing transformer batch by batch, as a run is read chunk by chunk.
 
     Batch statistics (:class:`HotPixelMask`) are then those of up to ``batch_frames``
     consecutive frames, the same at training and at prediction, and memory stays bounded.
 
     Parameters
     ----------
-    pipeline : sklearn.pipeline.Pipeline
-        E.g. from :func:`robust_pipeline`.
+    transformer : transformer
+        (n, H, W) to (n, H, W), fitted anew on each batch, e.g. :class:`RobustPreprocessing`.
     frames : numpy.ndarray, shape (n_frames, height, width)
         Frames.
     batch_frames : int
@@ -621,10 +656,10 @@ def transform_in_batches(pipeline: Pipeline, frames: np.ndarray, batch_frames: i
     numpy.ndarray, shape (n_frames, height, width)
         The transformed frames (float32).
     """
-    frames = _frames(frames, "preprocess")
+    frames = check_frames(frames, where="preprocess")
     out = np.empty_like(frames)
     for start in range(0, len(frames), batch_frames):
-        out[start : start + batch_frames] = pipeline.fit_transform(frames[start : start + batch_frames])
+        out[start : start + batch_frames] = transformer.fit_transform(frames[start : start + batch_frames])
     return out
 
 

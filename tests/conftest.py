@@ -12,7 +12,13 @@ import pytest
 #: with log1p inputs the held-out calls were one class for 2 of the seeds 0-2 (linear: 0.958 for each).
 FAST_PARAMS: dict[str, dict[str, object]] = {
     "cnn": {"epochs": 10, "batch_size": 10, "validation_split": 0.0, "learning_rate": 0.01, "normalisation": "linear"},
-    "cnn-robust": {"epochs": 10, "batch_size": 10, "validation_split": 0.0, "learning_rate": 0.01, "n_augment": 0},
+    "cnn-robust": {
+        "method__epochs": 10,
+        "method__batch_size": 10,
+        "method__validation_split": 0.0,
+        "method__learning_rate": 0.01,
+        "n_augment": 0,
+    },
 }
 
 #: Frames simulated for the method tests; the first N_TRAIN train, the rest are held out.

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from hitbench.errors import HitbenchError
+from hitbench.methods import registry
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("onnxruntime")
@@ -260,14 +261,14 @@ def _spot_frames(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_cnn_robust_fits_its_cut_between_the_training_classes():
-    from hitbench.methods.cnn_robust import RobustCNN
-
     frames, labels = _spot_frames()
-    fitted = RobustCNN(epochs=10, batch_size=10, random_state=0, decision_threshold="fitted").fit(frames, labels)
+    fitted = registry.get(
+        "cnn-robust", method__epochs=10, method__batch_size=10, method__decision_threshold="fitted"
+    ).fit(frames, labels)
     scores = fitted.decision_function(frames)
-    assert scores[labels == 0].max() < fitted.threshold_ < scores[labels == 1].min()
+    assert scores[labels == 0].max() < fitted.method_.threshold_ < scores[labels == 1].min()
     np.testing.assert_array_equal(fitted.predict(frames), labels)
-    fixed = RobustCNN(epochs=1, batch_size=10, decision_threshold=0.3).fit(frames, labels)
+    fixed = ReferenceCNN(epochs=1, batch_size=10, decision_threshold=0.3).fit(frames, labels)
     assert fixed.threshold_ == 0.3
     with pytest.raises(HitbenchError, match="decision_threshold"):
-        RobustCNN(epochs=1, decision_threshold=1.5).fit(frames, labels)
+        ReferenceCNN(epochs=1, decision_threshold=1.5).fit(frames, labels)

@@ -92,11 +92,11 @@ def test_joblib_round_trip_gives_identical_predictions(fitted, frame_set, tmp_pa
     np.testing.assert_array_equal(loaded.predict(frame_set.test_frames), fitted.predict(frame_set.test_frames))
 
 
-def test_model_file_round_trip_gives_identical_predictions(fitted, frame_set, tmp_path):
-    path = save_model(fitted, tmp_path / "model.hbm")
+def test_model_file_round_trip_gives_identical_predictions(method_name, fitted, frame_set, tmp_path):
+    path = save_model(fitted, tmp_path / "model.hbm", name=method_name)
     with zipfile.ZipFile(path) as archive:
         assert all(name == "model.json" or name.endswith(".npy") for name in archive.namelist())
-        assert json.loads(archive.read("model.json"))["method"] == fitted.name
+        assert json.loads(archive.read("model.json"))["method"] == method_name
     loaded = load_model(path)
     assert type(loaded) is type(fitted) and loaded.get_params() == fitted.get_params()
     np.testing.assert_array_equal(

@@ -110,13 +110,32 @@ def test_arrays_are_read_without_pickle(svm_file: Path, tmp_path: Path) -> None:
 
 
 def test_unregistered_method_is_not_saved(tmp_path: Path, frame_set) -> None:
-    class Private(registry.get_class("intensity")):
+    class Private(registry.load("intensity")):
         name = "private"
 
     fitted = Private().fit(frame_set.train_frames, frame_set.train_labels)
-    with pytest.raises(HitbenchError, match="unknown method 'private'"):
+    with pytest.raises(HitbenchError, match="registered as 'private'"):
         save_model(fitted, tmp_path / "private.hbm")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_composition_is_saved_only_under_the_entry_that_builds_it(tmp_path: Path, frame_set) -> None:
+    fitted = registry.get("litpix-robust").fit(frame_set.train_frames, frame_set.train_labels)
+    with pytest.raises(HitbenchError, match="registered as 'svm-robust'"):
+        save_model(fitted, tmp_path / "wrong.hbm", name="svm-robust")
+    path = save_model(fitted, tmp_path / "litpix-robust.hbm", name="litpix-robust")
+    content = json.loads(zipfile.ZipFile(path).read("model.json"))
+    assert content["parts"] == {
+        "method": "hitbench.methods.litpix.LitPixels",
+        "preprocess": "hitbench.preprocess.RobustPreprocessing",
+    }
+    crafted = tmp_path / "crafted.hbm"
+    content["parts"]["method"] = "hitbench.methods.svm.PCASVM"
+    with zipfile.ZipFile(path) as old, zipfile.ZipFile(crafted, "w") as new:
+        for name in old.namelist():
+            new.writestr(name, json.dumps(content) if name == "model.json" else old.read(name))
+    with pytest.raises(HitbenchError, match="not those of the method 'litpix-robust'"):
+        load_model(crafted)
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04junk", b"not a zip"])

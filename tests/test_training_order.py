@@ -25,6 +25,8 @@ y = np.arange(30) % 2
 x[y == 1, 10:12, 20:22] += 50
 def fit(name, **params):
     return registry.get(name, epochs=2, batch_size=10, **params).fit(x, y)
+def fit_robust():
+    return registry.get("cnn-robust", method__epochs=2, method__batch_size=10).fit(x, y)
 """
 
 
@@ -40,7 +42,7 @@ def test_cnn_after_other_training_equals_a_fresh_process(tmp_path: Path) -> None
     scope: dict = {}
     exec(SETUP, scope)  # noqa: S102 - the same set-up as the fresh process
     fit = scope["fit"]
-    fit("cnn-robust")
+    scope["fit_robust"]()
     fit("cnn", random_state=7, flip_augment=True)
     import keras
     import tensorflow as tf

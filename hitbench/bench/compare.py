@@ -57,7 +57,7 @@ def parse_params(items: tuple[str, ...] | list[str], methods: list[str]) -> dict
             value = text.strip()
         params.setdefault(method, {})[name] = value
     for method, values in params.items():
-        known = registry.get_class(method)().get_params()
+        known = registry.parameters(method)
         for name in values:
             if name not in known:
                 listed = ", ".join(known) or "none"
@@ -154,7 +154,7 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
         (how many models were trained and test runs scored, not taken from the cache).
     """
     for method in settings.methods:
-        registry.get_class(method)
+        registry.load(method)
     if settings.labels not in ("peaks", "truth"):
         raise HitbenchError(f"--labels {settings.labels}: use peaks (the peak-finder rule) or truth (simulator)")
     if not 0 < settings.holdout < 1:

@@ -93,9 +93,8 @@ class FitTask:
 
 def _method_estimator(method: str, params: dict, seed: int):
     estimator = registry.get(method, **params)
-    if "random_state" in estimator.get_params() and "random_state" not in params:
-        estimator.set_params(random_state=seed)
-    return estimator
+    seeds = {k: seed for k in estimator.get_params() if k.split("__")[-1] == "random_state" and k not in params}
+    return estimator.set_params(**seeds)
 
 
 #: Training sets up to this size (as float32) are read once into memory; larger ones are streamed from the
@@ -123,7 +122,7 @@ def _fit(task: FitTask) -> dict:
     except (TypeError, ValueError) as exc:  # a --param value of the wrong kind reaches the method only here
         raise HitbenchError(f"{where}: fit failed with parameters {task.params} ({exc}); check --param") from None
     record = {"fit_seconds": time.perf_counter() - start, "n_train": int(y.size), "n_train_hits": int(y.sum())}
-    save_model(estimator, task.path, record)
+    save_model(estimator, task.path, record, name=task.method)
     return record
 
 
@@ -181,13 +180,14 @@ def _read_scores(path: Path) -> dict:
 def _source_hash(method: str) -> str:
     """Hash of the source a method is built from (cache invalidation).
 
-    Covers the modules of its class hierarchy and, transitively, the modules of its own
-    package that they import at module level (e.g. ``hitbench.preprocess`` for robust methods).
+    Covers the module of its registry entry (a class or a factory), the modules of its estimator's
+    class hierarchy and, transitively, the modules of its own package that they import at module
+    level (e.g. ``hitbench.preprocess`` for robust methods).
     """
-    cls = registry.get_class(method)
-    roots = {"hitbench", cls.__module__.split(".")[0]}
+    entry = registry.load(method)
+    roots = {"hitbench", entry.__module__.split(".")[0]}
     seen: set[str] = set()
-    todo = [klass.__module__ for klass in cls.__mro__]
+    todo = [entry.__module__, *(klass.__module__ for klass in type(registry.get(method)).__mro__)]
     while todo:
         name = todo.pop()
         if name in seen or name.split(".")[0] not in roots or name not in sys.modules:
@@ -347,7 +347,7 @@ class Comparison:
         cut fitted to those labels: with the labeller's counts the fitted cut falls between the rule's
         miss and hit counts, so it calls every non-ambiguous frame as the rule does.
         """
-        if self.label_kind != "peaks" or registry.get_class(method) is not PeakCount:
+        if self.label_kind != "peaks" or registry.load(method) is not PeakCount:
             return False
         settings = _method_estimator(method, self.params.get(method, {}), 0).get_params()
         if settings["min_num_peaks_for_hit"] is not None or settings["max_num_peaks_for_hit"] is not None:

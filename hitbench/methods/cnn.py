@@ -55,11 +55,13 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy import special
 
 from hitbench.atomic import atomic_write
 from hitbench.errors import HitbenchError
 from hitbench.frames import FrameSource
 from hitbench.methods.base import HitMethod
+from hitbench.methods.thresholds import fit_threshold
 
 _STATE_ENTRY = "hitbench_state.json"
 _NORMALISATIONS = ("log1p", "linear")
@@ -462,6 +464,12 @@ class ReferenceCNN(HitMethod):
         Frames per inference batch.
     verbose : int
         Keras training verbosity (0 silent).
+    decision_threshold : float or "fitted"
+        P(hit) above which a frame is a hit; "fitted": the cut with the best balanced
+        accuracy on the training frames, half-way (in log-odds) across the gap between the
+        training scores on either side of it (P(hit) > 0.5 where no cut beats chance). The
+        fitted cut sits low, just above the misses, where a network trained on one experiment
+        is sharpest on its own runs and least safe on other detectors.
     """
 
     name: ClassVar[str] = "cnn"
@@ -483,6 +491,7 @@ class ReferenceCNN(HitMethod):
         backend: str = "auto",
         inference_batch_size: int = 32,
         verbose: int = 0,
+        decision_threshold: float | str = 0.5,
     ) -> None:
         self.epochs = epochs
         self.batch_size = batch_size
@@ -499,6 +508,7 @@ class ReferenceCNN(HitMethod):
         self.backend = backend
         self.inference_batch_size = inference_batch_size
         self.verbose = verbose
+        self.decision_threshold = decision_threshold
 
     # -- input ---------------------------------------------------------------------------
     def _transform(self, frames: np.ndarray) -> np.ndarray:
@@ -532,6 +542,9 @@ class ReferenceCNN(HitMethod):
             raise HitbenchError(f"cnn: class_weight={self.class_weight!r}; use None or 'balanced'")
         if not 0.0 <= self.validation_split < 1.0:
             raise HitbenchError(f"cnn: validation_split={self.validation_split}; give a fraction in [0, 1)")
+        fixed = self.decision_threshold
+        if fixed != "fitted" and not (isinstance(fixed, float | int) and 0 < fixed < 1):
+            raise HitbenchError(f"cnn: decision_threshold={fixed!r}; give 'fitted' or a P(hit) between 0 and 1")
 
     # -- training ------------------------------------------------------------------------
     def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
@@ -595,8 +608,13 @@ class ReferenceCNN(HitMethod):
         self.model_ = model
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         self.n_epochs_ = len(self.history_["loss"])
-        self.threshold_ = 0.5
         self._onnx_session = None
+        self.threshold_ = 0.5 if self.decision_threshold == "fitted" else float(self.decision_threshold)
+        if self.decision_threshold == "fitted":  # the best cut on the training frames, half-way across its gap
+            odds = special.logit(np.clip(frames.map(self._score).astype(np.float64), 1e-7, 1 - 1e-7))
+            cut, balanced_accuracy = fit_threshold(odds, labels)
+            if balanced_accuracy > 0.5:  # else no cut beats chance there: keep P(hit) > 0.5
+                self.threshold_ = float(special.expit(cut))
 
     # -- inference -----------------------------------------------------------------------
     def _use_onnx(self) -> bool:

@@ -5,6 +5,13 @@ A method is registered by declaring an entry point, e.g. in a package's setup.cf
     [options.entry_points]
     hitbench.methods =
         mymethod = mypackage.mymodule:MyMethod
+        mymethod-robust = mypackage.mymodule:my_method_robust
+
+An entry names an estimator class (built with its defaults) or a factory: a function that takes
+no arguments and returns a configured estimator, e.g. a composition such as
+:func:`hitbench.methods.robust.cnn_robust`. Either way :func:`get` sets the given parameters on
+the built estimator with scikit-learn's ``set_params``, so nested parameters of a composition
+(``method__epochs``, ``preprocess__gate``) work as plain ones do.
 
 Entry points are resolved lazily: listing names and descriptions imports each method's
 module, which must not import heavy libraries (TensorFlow) at module level.
@@ -12,7 +19,9 @@ module, which must not import heavy libraries (TensorFlow) at module level.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from hitbench.errors import HitbenchError
 
@@ -34,8 +43,8 @@ def names() -> list[str]:
     return sorted(_entry_points())
 
 
-def get_class(name: str) -> type:
-    """The estimator class registered under ``name``.
+def load(name: str) -> Callable[[], Any]:
+    """What is registered under ``name``: an estimator class or a factory of a configured estimator.
 
     Parameters
     ----------
@@ -44,8 +53,8 @@ def get_class(name: str) -> type:
 
     Returns
     -------
-    type
-        The method's class (not instantiated).
+    callable
+        Called with no arguments, it gives the method with its registered defaults.
     """
     eps = _entry_points()
     if name not in eps:
@@ -57,7 +66,7 @@ def get_class(name: str) -> type:
         raise HitbenchError(f"method '{name}' ({eps[name].value}) failed to load: {exc}") from None
 
 
-def get(name: str, **params: object):
+def get(name: str, **params: object) -> Any:
     """An unfitted instance of the method ``name`` with the given parameters.
 
     Parameters
@@ -65,24 +74,41 @@ def get(name: str, **params: object):
     name : str
         Registry name.
     **params
-        Constructor parameters of the method.
+        Parameters of the method, nested ones of a composition included (``method__epochs``),
+        as scikit-learn's ``set_params`` takes them.
 
     Returns
     -------
     HitMethod
         The estimator.
     """
-    cls = get_class(name)
+    estimator = load(name)()
     try:
-        return cls(**params)
-    except TypeError as exc:
-        raise HitbenchError(
-            f"method '{name}': bad parameter ({exc}); see `hitbench methods` for its parameters"
-        ) from None
+        return estimator.set_params(**params) if params else estimator
+    except ValueError as exc:
+        known = ", ".join(estimator.get_params())
+        raise HitbenchError(f"method '{name}': bad parameter ({exc}); its parameters are {known}") from None
+
+
+def parameters(name: str) -> dict[str, object]:
+    """The parameters of the method ``name`` and their registered defaults, nested ones included.
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+
+    Returns
+    -------
+    dict
+        Parameter name to default value; estimators inside a composition (``method``, ``preprocess``)
+        are left out, their own parameters are listed (``method__epochs``).
+    """
+    return {key: value for key, value in get(name).get_params().items() if not hasattr(value, "get_params")}
 
 
 def describe(name: str) -> str:
-    """One-line description of a method: the first line of its class docstring.
+    """One-line description of a method: the first line of its class's or factory's docstring.
 
     Parameters
     ----------
@@ -94,5 +120,5 @@ def describe(name: str) -> str:
     str
         The description.
     """
-    doc = (get_class(name).__doc__ or "").strip()
+    doc = (load(name).__doc__ or "").strip()
     return doc.splitlines()[0] if doc else ""
