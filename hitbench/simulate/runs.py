@@ -2,7 +2,7 @@
 
 Seeding: with ``seed`` S, experiment-level randomness (structure factors, calibrated hot and dead pixels) uses
 ``SeedSequence(S, spawn_key=(0,))``, a run's conditions ``SeedSequence(S, spawn_key=(1, run))`` and its frames,
-in chunks of :data:`CHUNK_FRAMES`, ``SeedSequence(S, spawn_key=(2, run, chunk))``; so frames do not depend on
+in chunks of :data:`FRAMES_PER_SEED`, ``SeedSequence(S, spawn_key=(2, run, chunk))``; so frames do not depend on
 ``n_jobs``.
 
 Ground truth per frame: ``hit`` (a crystal was in the beam), ``n_spots`` (reflections with partiality >= 1 %
@@ -34,8 +34,8 @@ from hitbench.simulate.presets import CONDITIONS, Experiment
 #: What the run files hold, in cache keys: changed whenever the same seed writes different files
 #: (2: frames in the detector's integer units, deflate-compressed).
 FILE_FORMAT = 2
-#: Frames generated per chunk (one seed per chunk).
-CHUNK_FRAMES = 32
+#: Frames generated from one seed (a chunk of a run): part of what a seed means, so changing it changes the files.
+FRAMES_PER_SEED = 32
 #: Chunks each worker may generate ahead of the writer (bounds the memory of chunks not yet written).
 AHEAD_PER_JOB = 16
 #: Readout noise of a chunk comes from windows at random offsets into this many frames' worth of Gaussian
@@ -295,8 +295,8 @@ def _frame_spots(m: _RunModel, orientation: np.ndarray, size: float, flux: float
 
 def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
     """Generate chunk ``index`` of a run: frames (n, H, W) in the run's storage type and per-frame truth."""
-    start = index * CHUNK_FRAMES
-    n = min(CHUNK_FRAMES, m.n_frames - start)
+    start = index * FRAMES_PER_SEED
+    n = min(FRAMES_PER_SEED, m.n_frames - start)
     rng = np.random.default_rng(np.random.SeedSequence(m.seed, spawn_key=(2, m.run, index)))
     h, w = m.shape
     hit = rng.random(n) < m.hit_fraction
@@ -358,7 +358,7 @@ def _chunks(models: list[_RunModel], n_jobs: int, compression: str | None = None
     the consumer: joblib hands on finished results whether or not they have been taken, so a
     consumer slower than the workers would otherwise gather the whole experiment in memory.
     """
-    tasks = [(k, i) for k, m in enumerate(models) for i in range(-(-m.n_frames // CHUNK_FRAMES))]
+    tasks = [(k, i) for k, m in enumerate(models) for i in range(-(-m.n_frames // FRAMES_PER_SEED))]
     ahead = AHEAD_PER_JOB * effective_n_jobs(n_jobs)
     with Parallel(n_jobs=n_jobs, return_as="generator") as parallel:
         for start in range(0, len(tasks), ahead):
