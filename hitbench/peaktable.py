@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Peak slots per frame of a CXI peak table unless a run's own table is wider (Cheetah's and peakfinder8's
+#: maximum number of peaks).
+MAX_PEAKS = 2048
+
 
 @dataclass
 class PeakTable:

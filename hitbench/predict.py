@@ -32,7 +32,7 @@ from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES
 from hitbench.methods.base import HitMethod
-from hitbench.peaktable import PeakTable
+from hitbench.peaktable import MAX_PEAKS, PeakTable
 
 PEAK_DATASETS = ("nPeaks", "peakXPosRaw", "peakYPosRaw", "peakTotalIntensity")
 
@@ -313,7 +313,7 @@ def predict_runs(
 
 def _hits_writer(run: CXIRun, path: Path, compression: str) -> CXIWriter:
     with h5py.File(run.path, "r") as h5:
-        max_peaks = h5[f"{RESULT}/peakXPosRaw"].shape[1] if run.has_peaks else 2048
+        max_peaks = h5[f"{RESULT}/peakXPosRaw"].shape[1] if run.has_peaks else MAX_PEAKS
     attrs = {**run.attrs, "source_run_file": str(run.path)}
     return CXIWriter(path, run.frame_shape, mask=run.mask, geometry=run.geometry, attrs=attrs, max_peaks=max_peaks,
                      dtype=run.dtype, compression=compression)

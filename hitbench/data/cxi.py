@@ -36,7 +36,7 @@ from hitbench.constants import JOULE_PER_EV
 from hitbench.data.compression import dataset_filters, encode_chunk
 from hitbench.errors import HitbenchError
 from hitbench.geometry import Geometry
-from hitbench.peaktable import PeakTable
+from hitbench.peaktable import MAX_PEAKS, PeakTable
 
 DATA = "/entry_1/data_1/data"
 RESULT = "/entry_1/result_1"
@@ -138,7 +138,7 @@ class CXIWriter:
         mask: np.ndarray | None = None,
         geometry: Geometry | None = None,
         attrs: Mapping[str, object] | None = None,
-        max_peaks: int = 2048,
+        max_peaks: int = MAX_PEAKS,
         dtype: np.dtype | type = np.float32,
         compression: str = "gzip",
     ) -> None:
@@ -335,7 +335,7 @@ def write_cxi(
     attrs: Mapping[str, object] | None = None,
     fields: Mapping[str, np.ndarray] | None = None,
     peaks: PeakTable | None = None,
-    max_peaks: int = 2048,
+    max_peaks: int = MAX_PEAKS,
     compression: str = "gzip",
 ) -> Path:
     """Write a whole frame stack to a new CXI file (see :class:`CXIWriter`).
@@ -576,7 +576,7 @@ def update_cxi(
     peaks: PeakTable | None = None,
     fields: Mapping[str, np.ndarray] | None = None,
     attrs: Mapping[str, object] | None = None,
-    max_peaks: int = 2048,
+    max_peaks: int = MAX_PEAKS,
     compression: str = "gzip",
 ) -> None:
     """Add or replace peaks and per-frame fields of an existing CXI file, frames untouched.

@@ -40,7 +40,7 @@ from scipy.sparse.csgraph import connected_components
 
 from hitbench.errors import HitbenchError
 from hitbench.frames import check_frames
-from hitbench.peaktable import PeakTable
+from hitbench.peaktable import MAX_PEAKS, PeakTable
 
 _NO_THRESHOLD = 1e9  # the threshold of a radius bin without good pixels (peakfinder8's value)
 
@@ -123,7 +123,7 @@ class PeakFinder8:
     local_bg_radius: int = 3
     min_res: float = 0.0
     max_res: float = np.inf
-    max_num_peaks: int = 2048
+    max_num_peaks: int = MAX_PEAKS
     n_iterations: int = 5
     center: tuple[float, float] | None = None
     radius_map: np.ndarray | None = field(default=None, repr=False)
