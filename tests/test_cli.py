@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from hitbench import __version__
 from hitbench.cli import main
@@ -17,15 +18,6 @@ from hitbench.geometry import Geometry
 
 def _run(*args: str):
     return CliRunner().invoke(main, list(args))
-
-
-def _assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("hitbench: error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_version() -> None:
@@ -48,20 +40,20 @@ def test_info_cxi(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    _assert_one_line_error(_run("info", str(tmp_path / "nope.cxi")), "nope.cxi", "no such file")
+    assert_one_line_error(_run("info", str(tmp_path / "nope.cxi")), "nope.cxi", "no such file")
 
 
 def test_not_hdf5(tmp_path: Path) -> None:
     path = tmp_path / "run.cxi"
     path.write_text("not hdf5 at all\n")
-    _assert_one_line_error(_run("info", str(path)), "run.cxi", "not an HDF5 file")
+    assert_one_line_error(_run("info", str(path)), "run.cxi", "not an HDF5 file")
 
 
 def test_hdf5_without_data(tmp_path: Path) -> None:
     path = tmp_path / "run.h5"
     with h5py.File(path, "w") as h5:
         h5["/entry_1/other"] = np.zeros(3)
-    _assert_one_line_error(_run("info", str(path)), "run.h5", "/entry_1/data_1/data")
+    assert_one_line_error(_run("info", str(path)), "run.h5", "/entry_1/data_1/data")
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.02])
@@ -70,17 +62,17 @@ def test_truncated_file(tmp_path: Path, keep: float) -> None:
     data = path.read_bytes()
     cut = tmp_path / "cut.cxi"
     cut.write_bytes(data[: int(len(data) * keep)])
-    _assert_one_line_error(_run("info", str(cut)), "cut.cxi")
+    assert_one_line_error(_run("info", str(cut)), "cut.cxi")
 
 
 def test_corrupt_image(tmp_path: Path) -> None:
     path = tmp_path / "frame.cbf"
     path.write_bytes(b"###CBF: VERSION 1.5\r\n garbage" + bytes(range(256)) * 4)
-    _assert_one_line_error(_run("info", str(path)), "frame.cbf")
+    assert_one_line_error(_run("info", str(path)), "frame.cbf")
 
 
 def test_wrong_dimensionality(tmp_path: Path) -> None:
     path = tmp_path / "run.cxi"
     with h5py.File(path, "w") as h5:
         h5["/entry_1/data_1/data"] = np.zeros((10, 10))
-    _assert_one_line_error(_run("info", str(path)), "run.cxi", "(n_frames, height, width)")
+    assert_one_line_error(_run("info", str(path)), "run.cxi", "(n_frames, height, width)")

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from hitbench.bench.metrics import RATES, hit_metrics, wilson_interval
 from hitbench.bench.results_io import load_results
@@ -152,8 +153,4 @@ def test_bad_options_one_line(tmp_path: Path, args: list[str], fragment: str) ->
     ]
     if "--preset" in args:
         base = base[:1] + base[3:]
-    result = CliRunner().invoke(main, base + args)
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("hitbench: error:"), result.stderr
-    assert fragment in result.stderr
+    assert_one_line_error(CliRunner().invoke(main, base + args), fragment)

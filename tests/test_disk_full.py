@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error
 
 from hitbench.data.cxi import CXIRun, update_cxi, write_cxi
 from hitbench.errors import HitbenchError
@@ -43,14 +44,6 @@ def _limited(limit: int, *args: object) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def _one_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 1, (result.returncode, result.stderr)  # not a crash (-11) nor a traceback
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hitbench: error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
@@ -61,14 +54,14 @@ def test_label_on_a_full_disk_leaves_the_run_as_it_was(run_file: Path, tmp_path:
     run.write_bytes(run_file.read_bytes())
     before = _files(tmp_path)
     result = _limited(run.stat().st_size + extra, "label", run)
-    _one_line(result, str(run), "free on its disk", "Nothing was changed")
+    assert_one_line_error(result, str(run), "free on its disk", "Nothing was changed")
     assert _files(tmp_path) == before  # the same bytes, no partial copy left beside it
     assert CXIRun(run).n_frames == 30
 
 
 def test_simulate_on_a_full_disk_gives_one_line_and_no_partial_file(tmp_path: Path) -> None:
     result = _limited(200_000, "simulate", "--preset", "tiny", "--runs", "1", "--out", tmp_path / "sim")
-    _one_line(result, "run_0001.cxi", "writing failed")
+    assert_one_line_error(result, "run_0001.cxi", "writing failed")
     assert list((tmp_path / "sim").iterdir()) == []
 
 
@@ -77,7 +70,7 @@ def test_predict_hits_cxi_on_a_full_disk_gives_one_line_and_no_partial_file(run_
     model = save_model(registry.get("intensity").fit(run.read(), run.field("hit").astype(int)), tmp_path / "m.hbm")
     out = tmp_path / "out"
     result = _limited(20_000, "predict", run_file, "--model", model, "--out", out, "--hits-cxi")
-    _one_line(result, "writing failed")
+    assert_one_line_error(result, "writing failed")
     assert list(out.iterdir()) == []
 
 

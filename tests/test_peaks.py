@@ -243,9 +243,8 @@ def test_label_command_writes_peaks_and_labels(tmp_path):
 
 def test_label_command_reports_a_missing_file(tmp_path):
     from click.testing import CliRunner
+    from helpers import assert_one_line_error
 
     from hitbench.cli import main
 
-    result = CliRunner().invoke(main, ["label", str(tmp_path / "absent.cxi")])
-    assert result.exit_code == 1
-    assert "absent.cxi" in result.output and "Traceback" not in result.output
+    assert_one_line_error(CliRunner().invoke(main, ["label", str(tmp_path / "absent.cxi")]), "absent.cxi")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from hitbench import predict
 from hitbench.cli import main
@@ -137,18 +138,11 @@ def test_interrupted_run_leaves_no_output(
     assert list(tmp_path.iterdir()) == []
 
 
-def _one_line_error(result, fragment: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("hitbench: error:"), result.stderr
-    assert fragment in result.stderr
-
-
 def test_existing_output_refused(run_and_model: tuple[Path, Path], tmp_path: Path) -> None:
     run_path, model_path = run_and_model
     (tmp_path / "run_0002.hits.cxi").write_text("keep me")
     result = _predict("--model", str(model_path), "--out", str(tmp_path), "--hits-cxi", str(run_path))
-    _one_line_error(result, "run_0002.hits.cxi: already exists")
+    assert_one_line_error(result, "run_0002.hits.cxi: already exists")
     assert (tmp_path / "run_0002.hits.cxi").read_text() == "keep me"
     assert not (tmp_path / "run_0002.hits.csv").exists()
 
@@ -157,7 +151,7 @@ def test_frame_size_mismatch(run_and_model: tuple[Path, Path], tmp_path: Path) -
     _, model_path = run_and_model
     small = write_cxi(tmp_path / "small.cxi", np.zeros((4, 32, 40), np.float32))
     result = _predict("--model", str(model_path), "--out", str(tmp_path / "o"), str(small))
-    _one_line_error(result, "frames are 32x40 but the model was trained on")
+    assert_one_line_error(result, "frames are 32x40 but the model was trained on")
 
 
 @pytest.mark.parametrize(
@@ -182,7 +176,7 @@ def test_bad_model_file(
         joblib.dump(content, model)
     result = _predict("--model", str(model), "--out", str(tmp_path / "o"), *(["--trust-pickle"] if trust else []),
                       str(run_path))
-    _one_line_error(result, fragment)
+    assert_one_line_error(result, fragment)
 
 
 def test_chunk_size_checked(run_and_model: tuple[Path, Path], tmp_path: Path) -> None:

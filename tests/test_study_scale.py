@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error
 
 from hitbench.bench.metrics import RATES, wilson_interval
 from hitbench.bench.results_io import write_results
@@ -159,22 +160,16 @@ def test_page_without_costs_says_not_recorded(tmp_path: Path, docs: Path) -> Non
     assert "## Table II: intensity\n" in page
 
 
-def _one_line_error(result, fragment: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = [x for x in result.output.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("hitbench: error:") and fragment in lines[0], result.output
-
-
 def test_user_errors(tmp_path: Path, docs: Path) -> None:
     folder = _folder(tmp_path / "main", "cnn", {})
     (tmp_path / "empty").mkdir()
-    _one_line_error(_report(tmp_path / "empty", "--study-scale", "--docs", docs), "results.csv: missing")
-    _one_line_error(_report(folder, "--with", folder, "--docs", docs), "--with: only with --study-scale")
-    _one_line_error(_report(folder, "--study-scale", "--docs", tmp_path), "study_table2.csv: missing")
+    assert_one_line_error(_report(tmp_path / "empty", "--study-scale", "--docs", docs), "results.csv: missing")
+    assert_one_line_error(_report(folder, "--with", folder, "--docs", docs), "--with: only with --study-scale")
+    assert_one_line_error(_report(folder, "--study-scale", "--docs", tmp_path), "study_table2.csv: missing")
     other = _folder(tmp_path / "other", "cnn", {})
     events = pd.read_csv(other / "events.csv.gz")
     events[events["run"] != 100].to_csv(other / "events.csv.gz", index=False)
-    _one_line_error(_report(folder, "--study-scale", "--with", other, "--docs", docs), "scored other data")
+    assert_one_line_error(_report(folder, "--study-scale", "--with", other, "--docs", docs), "scored other data")
     assert not (docs / "study-scale.md").exists()
 
 
