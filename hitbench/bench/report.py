@@ -26,6 +26,7 @@ from hitbench.bench.tables import (
 )
 from hitbench.data.dataset import MIN_DETECTABLE_SPOTS
 from hitbench.labelrule import HIT_ABOVE, MISS_BELOW
+from hitbench.simulate.physics import DETECTABLE_SIGMA
 
 
 def write_docs(folder: Path, docs: Path) -> Path:
@@ -111,9 +112,9 @@ def _reading_notes(results: pd.DataFrame) -> list[str]:
     if "detectable" in kinds:
         notes += [
             f"- `detectable` shows the ceiling: a crystal with fewer than {MIN_DETECTABLE_SPOTS} spots bright "
-            "enough to be seen (expected photons >= 5 sigma of the background) cannot be found in the image "
-            "by any method, so such frames are left out rather than counted as hits or misses; a single spot "
-            "cannot be told from a stray bright pixel, which is why the study's rule also calls a frame with "
+            f"enough to be seen (expected photons >= {DETECTABLE_SIGMA:g} sigma of the background) cannot be found in "
+            "the image by any method, so such frames are left out rather than counted as hits or misses; a single "
+            "spot cannot be told from a stray bright pixel, which is why the study's rule also calls a frame with "
             f"fewer than {MISS_BELOW} peaks a miss.",
         ]
     labellers = [name for name in method_names(results).values() if name.endswith("(labeller)")]

@@ -260,8 +260,8 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
         "hot_pixels_masked": int(base_hot.size),
         "beam_centre_x": centre[0], "beam_centre_y": centre[1], "photon_energy_ev": beam.photon_energy_ev,
         "wavelength_angstrom": wavelength, "detector_kind": det.kind, "unit_cell": tuple(sample.cell),
-        "truth_criterion": "n_spots_detectable: expected spot photons >= 5 max(sigma, 1), sigma^2 = background "
-                           "photons in the 3x3 box + 9 (readout noise / gain)^2",
+        "truth_criterion": f"n_spots_detectable: expected spot photons >= {physics.DETECTABLE_SIGMA:g} max(sigma, 1), "
+                           "sigma^2 = background photons in the 3x3 box + 9 (readout noise / gain)^2",
     }
     return model, conditions
 
