@@ -20,6 +20,34 @@ from hitbench.frames import TASK_FRAMES
 from hitbench.labelrule import HIT_ABOVE, MISS_BELOW
 
 HDF5_SUFFIXES = (".cxi", ".h5", ".hdf5", ".nxs")
+#: Largest seed: numpy's and scikit-learn's seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
+
+
+def _n_jobs(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """--n-jobs checked and bounded by the cores (see :func:`hitbench.parallel.check_n_jobs`)."""
+    from hitbench.parallel import check_n_jobs
+
+    return check_n_jobs(value)  # a HitbenchError here is printed as one line by the group
+
+
+def _n_jobs_option(help_text: str):
+    """The --n-jobs option of a command: -1 all cores, 0 and below -1 refused, above the cores clamped."""
+    return click.option("--n-jobs", type=int, default=1, show_default=True, callback=_n_jobs,
+                        help=f"{help_text}; -1 all cores, more than the cores are lowered to them.")
+
+
+def _check_seed(seed: int, option: str = "--seed") -> int:
+    if not 0 <= seed <= MAX_SEED:
+        raise HitbenchError(f"{option} {seed}: give a seed from 0 to {MAX_SEED}")
+    return seed
+
+
+def _check_scale(scale: float | None) -> None:
+    import math
+
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise HitbenchError(f"--scale {scale}: give a positive fraction of each run's events, e.g. 0.1 (1 = all)")
 
 
 class _Group(click.Group):
@@ -81,6 +109,9 @@ def info_command(path: Path) -> None:
 
     if not path.exists():
         raise HitbenchError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise HitbenchError(f"{path}: is a folder; give one of its files (a CXI run or a detector image), or the "
+                            "folder to `hitbench compare --data`")
     table = Table(title=str(path), show_header=False)
     if path.suffix.lower() in HDF5_SUFFIXES or (path.is_file() and h5py.is_hdf5(path)):
         run = CXIRun(path)
@@ -139,7 +170,7 @@ def _echo_crystfel(written: list[Path] | tuple[Path, ...], notes: list[str] | tu
 @click.option("--miss-below", type=int, default=MISS_BELOW, show_default=True, help="Fewer peaks than this: miss (0).")
 @click.option("--hit-above", type=int, default=HIT_ABOVE, show_default=True, help="More peaks than this: hit (1).")
 @click.option("--chunk-size", type=int, default=TASK_FRAMES, show_default=True, help="Frames per chunk.")
-@click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers over chunks.")
+@_n_jobs_option("joblib workers over chunks")
 @click.option("--crystfel-out", type=click.Path(path_type=Path),
               help="Also write, into this folder, RUN.lst (the frames labelled hit), RUN.geom and RUN.cell for "
               "CrystFEL's indexamajig.")
@@ -151,21 +182,49 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
 
     from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
     from hitbench.data.cxi import CXIRun
+    from hitbench.parallel import parallel_backend
     from hitbench.peaks import PeakFinder8
     from hitbench.peaks.labels import label_run
 
+    _check_finder_options(finder_options, chunk_size)
     handoffs = {path: handoff_paths(crystfel_out, path.stem, path.stem) for path in paths} if crystfel_out else {}
     if len(handoffs) != len({files[0] for files in handoffs.values()}):
         raise HitbenchError("--crystfel-out: two runs share a file name, their CrystFEL files would collide")
     refuse_existing(file for files in handoffs.values() for file in files)
     finder = PeakFinder8(**{k: v for k, v in finder_options.items() if v is not None})
     for path in paths:
-        labels = label_run(path, finder, miss_below=miss_below, hit_above=hit_above, chunk_size=chunk_size,
-                           n_jobs=n_jobs, compression=compression)
+        with parallel_backend():
+            labels = label_run(path, finder, miss_below=miss_below, hit_above=hit_above, chunk_size=chunk_size,
+                               n_jobs=n_jobs, compression=compression)
         click.echo(f"{path}: {labels.size} frames, {int((labels == 1).sum())} hits, {int((labels == 0).sum())} "
                    f"misses, {int((labels == -1).sum())} ambiguous")
         if path in handoffs:
             _echo_crystfel(*write_handoff(CXIRun(path), np.flatnonzero(labels == 1), handoffs[path]))
+
+
+def _check_finder_options(options: dict[str, float | int | None], chunk_size: int) -> None:
+    """Refuse peak-finder options that would make every frame a miss (NaN, empty ranges) with one line."""
+    import math
+
+    def option(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    for name, value in options.items():
+        if value is not None and (math.isnan(value) or (math.isinf(value) and name != "max_res")):
+            raise HitbenchError(f"{option(name)} {value}: give a finite number")
+    positive = ("min_pixel_count", "max_pixel_count", "local_bg_radius", "max_num_peaks")
+    for name in positive:
+        if options[name] is not None and options[name] < 1:
+            raise HitbenchError(f"{option(name)} {options[name]}: give 1 or more")
+    for name in ("adc_threshold", "min_snr", "min_res", "max_res"):
+        if options[name] is not None and options[name] < 0:
+            raise HitbenchError(f"{option(name)} {options[name]}: give 0 or more")
+    for low, high in (("min_res", "max_res"), ("min_pixel_count", "max_pixel_count")):
+        if options[low] is not None and options[high] is not None and options[low] >= options[high]:
+            raise HitbenchError(f"{option(low)} {options[low]} and {option(high)} {options[high]}: the range is "
+                                f"empty, every frame would be a miss; give {option(low)} below {option(high)}")
+    if chunk_size < 1:
+        raise HitbenchError(f"--chunk-size {chunk_size}: give 1 or more frames per chunk")
 
 
 @main.command("simulate")
@@ -175,21 +234,38 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
 @click.option("--runs", "runs_text", help="Runs to write, e.g. 90-93,98 (default all).")
 @click.option("--scale", type=float, help="Fraction of each run's events to simulate (default the preset's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--n-jobs", type=int, default=1, show_default=True, help="Parallel workers (joblib).")
+@_n_jobs_option("Parallel workers (joblib)")
 @_compression_option
 def simulate_command(preset: str | None, experiment_file: Path | None, out_dir: Path, runs_text: str | None,
                      scale: float | None, seed: int, n_jobs: int, compression: str) -> None:
     """Simulate an experiment's runs: one CXI file per run (existing files are never overwritten)."""
     from hitbench.data.dataset import select_runs
+    from hitbench.parallel import parallel_backend
     from hitbench.simulate import load_experiment, write_experiment
 
     if (preset is None) == (experiment_file is None):
         raise HitbenchError("simulate: give exactly one of --preset NAME or --experiment FILE")
-    exp = load_experiment(preset if preset is not None else experiment_file)
+    _check_seed(seed)
+    _check_scale(scale)
+    exp = load_experiment(_preset(preset) if preset is not None else experiment_file)
     runs = [int(r) for r in select_runs(runs_text, [str(r) for r in exp.runs], option="--runs")] if runs_text else None
-    for path in write_experiment(exp, out_dir, runs=runs, scale=scale, seed=seed, n_jobs=n_jobs,
-                                 compression=compression):
-        click.echo(str(path))
+    with parallel_backend():
+        for path in write_experiment(exp, out_dir, runs=runs, scale=scale, seed=seed, n_jobs=n_jobs,
+                                     compression=compression):
+            click.echo(str(path))
+
+
+def _preset(preset: str) -> str:
+    """--preset: a preset name (whatever is in the working folder) or an experiment TOML file, never data.
+
+    A bare preset name always means the preset; a folder of the same name is data, given with --data.
+    """
+    from hitbench.simulate import preset_names
+
+    if preset in preset_names() or not Path(preset).is_dir():
+        return preset
+    raise HitbenchError(f"--preset {preset}: is a folder; --preset takes a preset name ({', '.join(preset_names())}) "
+                        f"or an experiment TOML file, give data with --data {preset}")
 
 
 #: Seconds between two progress lines when the output is not a terminal (a log file).
@@ -259,8 +335,8 @@ def _dask_options(command):
 @click.option("--train-runs", help="Runs to train on, e.g. 90-93 [default: the preset's training runs].")
 @click.option("--test-runs", help="Runs to test on [default: all].")
 @click.option("--cross-experiment", multiple=True,
-              help="Also test on another experiment: a preset name, a folder of CXI runs or of images with "
-              "labels.csv (repeatable).")
+              help="Also test on another experiment: a preset name (always the preset; a folder of that name is "
+              "given as ./NAME), a folder of CXI runs or of images with labels.csv (repeatable).")
 @click.option("--labels", type=click.Choice(["peaks", "truth"]), default="peaks", show_default=True,
               help="peaks: the study's peak-count rule; truth: the simulator's crystal-in-beam truth.")
 @click.option("--param", "params", multiple=True, help="Method parameter METHOD.NAME=VALUE (repeatable).")
@@ -270,7 +346,7 @@ def _dask_options(command):
               help="Folder for results, tables and figures.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache of simulated data and trained models "
               "[default: $HITBENCH_CACHE or ~/.cache/hitbench].")
-@click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers.")
+@_n_jobs_option("joblib workers")
 @click.option("--seed", "seeds", default="0", show_default=True,
               help="Seed of simulation, splits and training; several (0,1,2) repeat the training "
               "and add tables/seeds.md (the spread over seeds).")
@@ -293,11 +369,13 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     try:
-        seed_list = tuple(int(s) for s in seeds.split(","))
+        seed_list = tuple(_check_seed(int(s)) for s in seeds.split(","))
     except ValueError:
         raise HitbenchError(f"--seed {seeds}: give an integer or a comma-separated list of integers") from None
     if data is not None and preset is not None:
         raise HitbenchError("--data and --preset: give one of them, not both")
+    _check_scale(scale)
+    preset = _preset(preset) if preset is not None else None
     settings = CompareSettings(
         methods=names, out=out, cache_dir=cache_dir or default_cache_dir(), data=data, preset=preset, scale=scale,
         train_runs=train_runs, test_runs=test_runs, cross_experiment=list(cross_experiment), labels=labels,
@@ -357,7 +435,7 @@ def report_command(results: Path, docs: Path, study_scale: bool, others: tuple[P
 @click.option("--chunk-size", type=int, default=TASK_FRAMES, show_default=True, help="Frames per chunk.")
 @click.option("--hits-cxi", is_flag=True, help="Also write RUN.hits.cxi (the hit frames with their peaks and "
               "fields) and, for CrystFEL's indexamajig, RUN.hits.lst, RUN.geom and RUN.cell.")
-@click.option("--n-jobs", type=int, default=1, show_default=True, help="joblib workers over chunks.")
+@_n_jobs_option("joblib workers over chunks")
 @click.option("--trust-pickle", is_flag=True, help="Also read a pickled (joblib) model of an older hitbench. "
               "Unpickling runs any code the file holds: only for files you made yourself.")
 @_compression_option

@@ -7,10 +7,18 @@ HDF5 handles, so on a cluster every worker must see the same files at the same p
 
 Under the dask backend joblib sends the tasks to the cluster whatever ``n_jobs`` is, except when the
 cluster has a single worker thread in all: then joblib runs them one by one in this process.
+
+Local workers (joblib's loky processes) watch their parent: when it dies, even by SIGKILL, which runs
+no clean-up, each worker exits within :data:`PARENT_POLL_SECONDS` instead of finishing its task alone.
+``--n-jobs`` is bounded by the cores this process may use (:func:`check_n_jobs`).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -18,10 +26,64 @@ import joblib
 
 from hitbench.errors import HitbenchError
 
+#: Seconds between two checks of a local worker that its parent is alive.
+PARENT_POLL_SECONDS = 0.5
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def check_n_jobs(n_jobs: int, option: str = "--n-jobs") -> int:
+    """The number of local workers for ``n_jobs``: -1 all cores, 1 to the cores as given, more clamped.
+
+    More workers than cores only compete for them (and each holds its own memory), so a larger
+    number is lowered to the cores with a one-line warning on stderr rather than refused: the same
+    command line then runs on a laptop and on a cluster node.
+
+    Parameters
+    ----------
+    n_jobs : int
+        The option's value.
+    option : str
+        The option's name, for messages.
+
+    Returns
+    -------
+    int
+        Workers to start, 1 to :func:`available_cores`.
+    """
+    cores = available_cores()
+    if n_jobs == -1:
+        return cores
+    if n_jobs < 1:
+        raise HitbenchError(f"{option} {n_jobs}: give 1 to {cores} workers (the cores here), or -1 for all of them")
+    if n_jobs > cores:
+        print(f"hitbench: warning: {option} {n_jobs}: only {cores} cores here; using {cores} workers", file=sys.stderr)
+        return cores
+    return n_jobs
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: a daemon thread ends this process once ``parent`` is no longer its parent."""
+    if os.getppid() != parent:  # the parent died before the worker started
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)  # orphaned: nobody waits for the result, so stop at once without clean-up
+
+    threading.Thread(target=watch, name="hitbench-parent-watch", daemon=True).start()
+
 
 @contextmanager
 def parallel_backend(scheduler: str | None = None, dask_workers: int | None = None) -> Iterator[str]:
-    """Run the joblib work inside the block locally or on a Dask cluster.
+    """Run the joblib work inside the block locally (workers that exit with this process) or on a Dask cluster.
 
     Parameters
     ----------
@@ -39,7 +101,8 @@ def parallel_backend(scheduler: str | None = None, dask_workers: int | None = No
     if scheduler is not None and dask_workers is not None:
         raise HitbenchError("--scheduler and --dask-workers: give one of them, not both")
     if scheduler is None and dask_workers is None:
-        yield "local"
+        with joblib.parallel_config(backend="loky", initializer=_exit_with_parent, initargs=(os.getpid(),)):
+            yield "local"
         return
     if dask_workers is not None and dask_workers < 1:
         raise HitbenchError(f"--dask-workers {dask_workers}: give at least 1 worker")

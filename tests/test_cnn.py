@@ -21,6 +21,7 @@ from hitbench.methods import registry
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.slow  # TensorFlow: every test builds, trains or loads a network
 
 from hitbench.frames import ArrayFrames  # noqa: E402
 from hitbench.methods.cnn import ReferenceCNN, build_model, training_batches  # noqa: E402

@@ -19,6 +19,7 @@ from hitbench.bench.results_io import write_results, write_text
 from hitbench.bench.runner import Comparison
 from hitbench.bench.tables import write_tables
 from hitbench.data.dataset import Experiment, open_experiment, run_labels, select_runs
+from hitbench.data.formats import CROP_SIZE
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
 
@@ -100,9 +101,12 @@ def _experiment(
     path = Path(source)
     from hitbench.simulate import preset_names
 
-    if path.exists() and path.suffix != ".toml":
+    # --preset and --cross-experiment text: a bare preset name is the preset even beside a folder of that
+    # name (give the folder as ./NAME or with --data); --data is a Path, always data
+    preset = isinstance(source, str) and source in preset_names()
+    if not preset and path.exists() and path.suffix != ".toml":
         return open_experiment(path, crop_size=crop)
-    if path.suffix == ".toml" or str(source) in preset_names():
+    if preset or path.suffix == ".toml":
         return simulated_experiment(
             str(source),
             scale=settings.scale,
@@ -162,7 +166,7 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
     _check_writable(settings.out)
     source = settings.data if settings.data is not None else (settings.preset or DEFAULT_PRESET)
     costs = StepCosts()
-    experiment = _experiment(source, settings, 350, progress, costs)
+    experiment = _experiment(source, settings, CROP_SIZE, progress, costs)
     names = list(experiment.runs)
     train_runs = select_runs(settings.train_runs, names) if settings.train_runs else _default_train_runs(experiment)
     test_runs = select_runs(settings.test_runs, names, option="--test-runs")

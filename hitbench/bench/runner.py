@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import math
 import os
 import sys
 import time
@@ -198,6 +199,61 @@ def _source_hash(method: str) -> str:
     return joblib.hash([inspect.getsource(sys.modules[name]) for name in sorted(seen)])
 
 
+def _check_params(params: dict[str, dict], frame_shape: tuple[int, int]) -> None:
+    """Refuse --param values that would crash a method's training or make it call every frame a miss.
+
+    Checked by name in every method (a composition's ``method__epochs`` too): ``epochs`` and
+    ``batch_size`` of 1 or more, ``block_size`` of 1 up to the frame side (a larger block is padded to
+    its square, which ran out of memory), and a peak-count window ``min_num_peaks_for_hit <
+    n_peaks < max_num_peaks_for_hit`` that some count fits in.
+    """
+    side = max(frame_shape)
+    for method, values in params.items():
+        named = {name.rpartition("__")[2]: value for name, value in values.items()}
+        for name in ("epochs", "batch_size", "block_size"):
+            value = named.get(name)
+            if value is None:
+                continue
+            top = side if name == "block_size" else None
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (top and value > top):
+                limit = f"1 to {top} (the frames are {frame_shape[0]} x {frame_shape[1]})" if top else "1 or more"
+                raise HitbenchError(f"--param {method}.{name}={value!r}: give a whole number, {limit}")
+        low, high = named.get("min_num_peaks_for_hit"), named.get("max_num_peaks_for_hit")
+        if low is not None and high is not None and high <= low + 1:
+            raise HitbenchError(
+                f"--param {method}.min_num_peaks_for_hit={low} and max_num_peaks_for_hit={high}: no peak count lies "
+                "strictly between them, every frame would be a miss; give max at least min + 2"
+            )
+
+
+def _check_holdout(labels: np.ndarray, holdout: float, run: str) -> None:
+    """Refuse a hold-out fraction that leaves a training run's held-out or training part too small to split.
+
+    The split is stratified (as :func:`hitbench.bench.protocols.holdout_split`) when each class has two
+    frames: each part then needs a frame of each class, else one frame.
+    """
+    n = int(np.count_nonzero(labels >= 0))
+    need = 2 if np.bincount(labels[labels >= 0], minlength=2).min() >= 2 else 1
+    n_test = math.ceil(holdout * n)  # as scikit-learn counts it
+    if n < 2 * need:
+        raise HitbenchError(
+            f"run {run}: {n} labelled frame(s), too few to hold out some and train on the rest (at least {2 * need}"
+            " needed); give more frames (a larger --scale for a preset) or other --train-runs"
+        )
+    if n_test < need:
+        least = math.ceil(1000 * need / n) / 1000
+        raise HitbenchError(
+            f"--holdout {holdout}: holds out {n_test} of run {run}'s {n} labelled frames, at least {need} are needed; "
+            f"give --holdout {least} or more"
+        )
+    if n - n_test < need:
+        most = math.floor(1000 * (n - need) / n) / 1000
+        raise HitbenchError(
+            f"--holdout {holdout}: leaves {n - n_test} of run {run}'s {n} labelled frames to train on, at least "
+            f"{need} are needed; give --holdout {most} or less"
+        )
+
+
 def _run_tasks(function: Callable, tasks: list, n_jobs: int, advance: Callable[[], None] | None) -> list:
     if not tasks:
         return []
@@ -275,12 +331,14 @@ class Comparison:
             The tidy results (one row per method × seed × test run) and the per-frame scores.
         """
         exp = self.experiment
+        _check_params(self.params, next(iter(exp.runs.values())).frame_shape)
         fits: list[FitTask] = []
         tests: dict[tuple[str, int], list[TestSet]] = {}
         for seed in self.seeds:
             train, held_out = [], {}
             for name in self.train_runs:
                 labels = self._labels(exp.runs[name], exp.name, name)
+                _check_holdout(labels, self.holdout, name)
                 train_idx, held_out[name] = holdout_split(labels, self.holdout, seed)
                 train.append((exp.runs[name], train_idx))
             test_sets = cross_run_test_sets(exp, self.train_runs, self.test_runs, held_out)

@@ -24,7 +24,7 @@ import contextlib
 import io
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -43,6 +43,9 @@ RESULT = "/entry_1/result_1"
 DETECTOR = "/entry_1/instrument_1/detector_1"
 SOURCE = "/entry_1/instrument_1/source_1"
 HITBENCH = "/entry_1/hitbench"
+#: Largest block of frames stored many to an HDF5 chunk that a reader keeps decompressed between reads
+#: (such files are read whole chunks at a time; a larger block is read as asked, chunk by chunk).
+BLOCK_BYTES = 512 * 2**20
 
 
 def _plugin_filters() -> None:
@@ -365,18 +368,62 @@ def write_cxi(
     return Path(path)
 
 
+def _access_error(path: Path, exc: OSError) -> HitbenchError | None:
+    """The one line for an HDF5 file that cannot be opened although intact: no permission, or locked."""
+    if isinstance(exc, PermissionError):
+        return HitbenchError(f"{path}: cannot read: permission denied; get read access to it (ls -l shows who has)")
+    if isinstance(exc, BlockingIOError) or "unable to lock file" in str(exc):
+        return HitbenchError(
+            f"{path}: locked by another process (HDF5 file locking: a program has it open for writing); wait until it "
+            "is done, or if every program only reads it, set HDF5_USE_FILE_LOCKING=FALSE"
+        )
+    return None
+
+
+def _broken_link(h5: h5py.File, key: str) -> HitbenchError | None:
+    """The one line for ``key`` reached through an external link whose file cannot be opened, else None."""
+    parts = key.strip("/").split("/")
+    for depth in range(1, len(parts) + 1):
+        at = "/" + "/".join(parts[:depth])
+        try:
+            link = h5.get(at, getlink=True)
+        except (KeyError, OSError, RuntimeError, ValueError):
+            return None
+        if isinstance(link, h5py.ExternalLink):
+            try:
+                h5[at]
+            except (KeyError, OSError):
+                target = Path(h5.filename).parent / link.filename
+                return HitbenchError(
+                    f"{h5.filename}:{at} is an external link to {link.filename}:{link.path}, which cannot be opened "
+                    f"({'missing' if not target.exists() else 'unreadable'}: {target}); put that file there or fix "
+                    "the link"
+                )
+            return None
+        if link is None:
+            return None
+    return None
+
+
 def _open(path: Path, mode: str = "r") -> h5py.File:
     _plugin_filters()
     if not path.exists():
         raise HitbenchError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise HitbenchError(f"{path}: is a folder, expected a CXI/HDF5 file")
+    try:
+        with open(path, "rb"):  # h5py would call an unreadable file "not HDF5"
+            pass
+    except OSError as exc:
+        raise _access_error(path, exc) or HitbenchError(f"{path}: cannot read ({exc.strerror})") from None
     if not h5py.is_hdf5(path):
         raise HitbenchError(f"{path}: not an HDF5 file (empty, truncated or another format); give a CXI/HDF5 file")
     try:
         return h5py.File(path, mode)
     except OSError as exc:
-        raise HitbenchError(f"{path}: cannot open as HDF5 ({exc}); the file may be truncated or corrupt") from None
+        raise _access_error(path, exc) or HitbenchError(
+            f"{path}: cannot open as HDF5 ({exc}); the file may be truncated or corrupt"
+        ) from None
 
 
 class CXIRun:
@@ -397,7 +444,7 @@ class CXIRun:
             try:
                 self._read_metadata(h5)
             except (KeyError, OSError, RuntimeError, ValueError) as exc:  # h5py's errors for damaged objects
-                raise HitbenchError(
+                raise _broken_link(h5, self.data_path) or _broken_link(h5, f"{DETECTOR}/mask") or HitbenchError(
                     f"{self.path}: HDF5 metadata unreadable ({exc}); the file may be corrupt, copy it again"
                 ) from None
 
@@ -413,13 +460,18 @@ class CXIRun:
             raise HitbenchError(
                 f"{self.path}:{data_path} has shape {dset.shape}; expected a frame stack (n_frames, height, width)"
             )
-        if not _is_real(dset.dtype):
+        if not _is_real(dset.dtype) or dset.dtype == bool:
             raise HitbenchError(
                 f"{self.path}:{data_path} has dtype {dset.dtype}; expected real-valued (integer or float) frames"
             )
         self.n_frames = int(dset.shape[0])
         self.frame_shape: tuple[int, int] = (int(dset.shape[1]), int(dset.shape[2]))
         self.dtype = dset.dtype
+        # frames per HDF5 chunk, read a whole block at a time when a block is small enough to keep
+        per_chunk = int(dset.chunks[0]) if dset.chunks else 1
+        block_bytes = per_chunk * dset.shape[1] * dset.shape[2] * dset.dtype.itemsize
+        self._block_frames = per_chunk if block_bytes <= BLOCK_BYTES else 1
+        self._block: tuple[int, np.ndarray] | None = None  # (first frame, frames) of the last block read
         det = h5.get(DETECTOR)
         self.has_mask = det is not None and "mask" in det
         if self.has_mask:
@@ -431,6 +483,9 @@ class CXIRun:
             if raw.shape != self.frame_shape:
                 raise HitbenchError(f"{self.path}:{DETECTOR}/mask has shape {raw.shape}, frames are {self.frame_shape}")
             self.mask = raw == 0
+            if not self.mask.any():
+                raise HitbenchError(f"{self.path}:{DETECTOR}/mask marks every pixel bad (0 = good); fix or remove the "
+                                    "mask")
         else:
             self.mask = np.ones(self.frame_shape, dtype=bool)
         self.geometry = _read_geometry(h5)
@@ -464,8 +519,8 @@ class CXIRun:
         """The frames at ``indices`` (increasing, distinct) as float32, bad pixels set to 0.
 
         Runs of consecutive indices are read as one slice each: an HDF5 point selection over many
-        frames is several times slower. Each frame is its own chunk, so only those asked for are
-        decompressed.
+        frames is several times slower. hitbench stores each frame as its own chunk, so only those asked
+        for are decompressed (other files are read a block of whole chunks at a time, see :meth:`_read`).
 
         Parameters
         ----------
@@ -485,23 +540,59 @@ class CXIRun:
         spans = [slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
         return self._read(spans, f"frames {indices[0]}-{indices[-1]}", True)
 
+    def __getstate__(self) -> dict:
+        """Pickled (to a worker) without the block of frames kept from the last read."""
+        return {**self.__dict__, "_block": None}
+
     def _read(self, spans: list[slice], what: str, apply_mask: bool) -> np.ndarray:
-        """The frames of ``spans`` one after another, converted to float32 by HDF5 as they are read."""
+        """The frames of ``spans`` one after another, converted to float32 as they are read.
+
+        A file storing many frames per HDF5 chunk is read a block of whole chunks at a time, and the
+        last block is kept: read frame by frame, each chunk is decompressed once, not once per frame.
+        """
         _plugin_filters()  # also in a worker process that received this reader pickled
         frames = np.empty((sum(s.stop - s.start for s in spans), *self.frame_shape), dtype=np.float32)
         try:
-            with h5py.File(self.path, "r") as h5:
-                dset, at = h5[self.data_path], 0
+            with contextlib.ExitStack() as stack:
+                h5: list[h5py.Dataset] = []  # the dataset, opened at the first read from the file
+
+                def dataset() -> h5py.Dataset:
+                    if not h5:
+                        h5.append(stack.enter_context(h5py.File(self.path, "r"))[self.data_path])
+                    return h5[0]
+
+                at = 0
                 for span in spans:
                     n = span.stop - span.start
-                    if n > 0:
-                        dset.read_direct(frames, source_sel=np.s_[span], dest_sel=np.s_[at : at + n])
+                    if n > 0 and self._block_frames > 1:
+                        self._read_blocks(dataset, span, frames[at : at + n])
+                    elif n > 0:
+                        dataset().read_direct(frames, source_sel=np.s_[span], dest_sel=np.s_[at : at + n])
                     at += n
-        except (OSError, KeyError, TypeError) as exc:  # TypeError: frames past the end of a truncated stack
+        except OSError as exc:
+            raise _access_error(self.path, exc) or HitbenchError(
+                f"{self.path}: {what} unreadable ({exc}); the file may be corrupt"
+            ) from None
+        except (KeyError, TypeError) as exc:  # TypeError: frames past the end of a truncated stack
             raise HitbenchError(f"{self.path}: {what} unreadable ({exc}); the file may be corrupt") from None
         if apply_mask:
             frames *= self.mask
         return frames
+
+    def _read_blocks(self, dataset: Callable[[], h5py.Dataset], span: slice, out: np.ndarray) -> None:
+        """Frames ``span`` into ``out`` from blocks of ``_block_frames`` frames (whole chunks), the last one kept."""
+        pos = span.start
+        while pos < span.stop:
+            first = pos - pos % self._block_frames
+            if self._block is None or self._block[0] != first:
+                stop = min(first + self._block_frames, self.n_frames)
+                self._block = (first, dataset()[first:stop])
+            block = self._block[1]
+            end = min(span.stop, first + len(block))
+            if end <= pos:  # the stack ends before the span (a truncated file)
+                raise TypeError(f"frame {pos} is past the {self.n_frames} frames")
+            out[pos - span.start : end - span.start] = block[pos - first : end - first]
+            pos = end
 
     def field(self, name: str) -> np.ndarray:
         """A per-frame hitbench field (e.g. ``label``, ``hit``).

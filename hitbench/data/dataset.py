@@ -15,6 +15,7 @@ see :func:`run_labels`). Image runs carry the CSV's labels for every kind.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hitbench.data.cxi import CXIRun
-from hitbench.data.formats import crop, read_image
+from hitbench.data.formats import CROP_SIZE, crop, read_image
 from hitbench.errors import HitbenchError
 from hitbench.frames import CHUNK_FRAMES, FrameSource, check_frames
 from hitbench.geometry import Geometry
@@ -51,7 +52,7 @@ class ImageRun:
         Side of the square crop around the beam centre.
     """
 
-    def __init__(self, files: list[Path], labels: np.ndarray, name: str, crop_size: int = 350) -> None:
+    def __init__(self, files: list[Path], labels: np.ndarray, name: str, crop_size: int = CROP_SIZE) -> None:
         self.files = list(files)
         self.labels = np.asarray(labels, dtype=np.int8)
         self.name = name
@@ -296,7 +297,7 @@ def label_sources(run: Run, kind: str) -> list[str]:
     return [k for k, fields in LABEL_KINDS.items() if k == kind or set(fields) <= set(run.fields)]
 
 
-def read_labels_csv(path: Path, crop_size: int = 350) -> ImageRun:
+def read_labels_csv(path: Path, crop_size: int = CROP_SIZE) -> ImageRun:
     """An image run from a labels CSV (columns ``file`` and ``label``).
 
     Parameters
@@ -309,10 +310,11 @@ def read_labels_csv(path: Path, crop_size: int = 350) -> ImageRun:
     Returns
     -------
     ImageRun
-        The run, named after the CSV's folder.
+        The run, named after the CSV's folder. A file listed again with the same label is read once
+        (a copy would be both trained on and held out); with another label it is refused.
     """
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not the header
             rows = list(csv.DictReader(handle))
     except OSError as exc:
         raise HitbenchError(f"{path}: cannot read ({exc.strerror})") from None
@@ -320,14 +322,21 @@ def read_labels_csv(path: Path, crop_size: int = 350) -> ImageRun:
         raise HitbenchError(f"{path}: not a text CSV ({exc}); give columns 'file,label', one row per frame") from None
     if not rows or not {"file", "label"} <= set(rows[0]):
         raise HitbenchError(f"{path}: expected a CSV with header columns 'file' and 'label' and one row per frame")
-    files, labels = [], []
+    first: dict[Path, tuple[int, int]] = {}  # each file's first row and label, in row order
     for line, row in enumerate(rows, start=2):
+        if not (row["file"] or "").strip() or row["label"] is None:
+            raise HitbenchError(f"{path}:{line}: row without a file or a label; give 'file,label' on every row")
         label = row["label"].strip().lower()
         if label not in CSV_LABELS:
             raise HitbenchError(f"{path}:{line}: label '{row['label']}' is not one of hit, miss, ambiguous")
-        files.append(path.parent / row["file"].strip())
-        labels.append(CSV_LABELS[label])
-    return ImageRun(files, np.array(labels), name=path.parent.name, crop_size=crop_size)
+        file = Path(os.path.normpath(path.parent / row["file"].strip()))
+        if file not in first:
+            first[file] = (line, CSV_LABELS[label])
+        elif first[file][1] != CSV_LABELS[label]:  # identical rows are kept once: a copy would be trained and tested
+            raise HitbenchError(f"{path}:{line}: {row['file'].strip()} is labelled '{label}' here and otherwise in "
+                                f"row {first[file][0]}; list each image once with one label")
+    labels = np.array([label for _, label in first.values()])
+    return ImageRun(list(first), labels, name=path.parent.name, crop_size=crop_size)
 
 
 def _cxi_run(path: Path) -> CXIRun:
@@ -337,7 +346,7 @@ def _cxi_run(path: Path) -> CXIRun:
     return run
 
 
-def open_experiment(source: str | Path, crop_size: int = 350) -> Experiment:
+def open_experiment(source: str | Path, crop_size: int = CROP_SIZE) -> Experiment:
     """Open an experiment from a folder of CXI files, a labels CSV or a folder holding labels.csv.
 
     Parameters
@@ -371,6 +380,10 @@ def open_experiment(source: str | Path, crop_size: int = 350) -> Experiment:
     name = source.name
     for path in cxi_files:
         run = _cxi_run(path)
-        runs[str(run.attrs.get("run", path.stem))] = run
+        run_name = str(run.attrs.get("run", path.stem))
+        if run_name in runs:
+            raise HitbenchError(f"{path} and {run_source(runs[run_name])}: both are run '{run_name}' (their 'run' "
+                                "attribute); keep one of them in the data folder")
+        runs[run_name] = run
         name = str(run.attrs.get("experiment", name))
     return Experiment(name, runs)

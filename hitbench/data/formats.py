@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from hitbench.constants import photon_energy_ev
 from hitbench.errors import HitbenchError
 from hitbench.geometry import Geometry
 
+#: Side of the square region a frame is cropped to, pixels (the reference study's 350x350 crop).
+CROP_SIZE = 350
 #: File endings read through fabio (compressed variants are recognised by fabio too).
 IMAGE_SUFFIXES = (".cbf", ".img", ".smv", ".edf", ".tif", ".tiff", ".mccd")
 
@@ -45,13 +48,24 @@ class DetectorImage:
     beam_center: tuple[float, float] | None
 
 
+def _finite(key: str, text: str) -> float:
+    """A header number; one too large for a float (``1e400``) or not a number is a ValueError naming ``key``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"header {key} '{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"header {key} '{text}' is not a finite number")
+    return value
+
+
 def _pilatus_header(text: str) -> tuple[Geometry | None, tuple[float, float] | None]:
     def number(key: str) -> float | None:
         match = re.search(rf"#\s*{key}\s+([-+0-9.eE]+)", text)
-        return float(match.group(1)) if match else None
+        return _finite(key, match.group(1)) if match else None
 
     beam = re.search(r"#\s*Beam_xy\s*\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)", text)
-    center = (float(beam.group(1)), float(beam.group(2))) if beam else None
+    center = (_finite("Beam_xy", beam.group(1)), _finite("Beam_xy", beam.group(2))) if beam else None
     pixel, wavelength, distance = number("Pixel_size"), number("Wavelength"), number("Detector_distance")
     geometry = None
     if pixel and wavelength and distance:
@@ -63,8 +77,10 @@ def _smv_header(header: dict) -> tuple[Geometry | None, tuple[float, float] | No
     try:
         pixel_mm = float(header["PIXEL_SIZE"])
         center = (float(header["BEAM_CENTER_X"]) / pixel_mm, float(header["BEAM_CENTER_Y"]) / pixel_mm)
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, ZeroDivisionError):
         return None, None
+    if not all(math.isfinite(c) for c in center):
+        raise ValueError(f"header BEAM_CENTER_X/Y and PIXEL_SIZE give the beam centre {center}, not a finite position")
     try:
         geometry = Geometry(
             float(header["DISTANCE"]) / 1e3,
@@ -121,25 +137,33 @@ def read_image(path: str | Path) -> DetectorImage:
         data = np.asarray(image.data)
     except Exception as exc:  # fabio raises many types for unreadable files
         raise HitbenchError(f"{path}: not a readable detector image ({type(exc).__name__}: {exc})") from None
+    if getattr(image, "nframes", 1) > 1:  # fabio's data is the first frame only
+        raise HitbenchError(f"{path}: holds {image.nframes} frames (pages); hitbench reads one frame per image file, "
+                            "save each frame to its own file and give each a row in labels.csv")
     if data.ndim != 2 or data.size == 0:
         raise HitbenchError(f"{path}: image has shape {data.shape}; expected a single 2-D frame")
-    if not np.issubdtype(data.dtype, np.number):
+    if not np.issubdtype(data.dtype, np.number):  # booleans are not pixel values (np.bool_ is not a number)
         raise HitbenchError(f"{path}: image has dtype {data.dtype}; expected numeric pixels")
     frame = data.astype(np.float32)
     mask = np.isfinite(frame) & (frame >= 0)
+    if not mask.any():
+        raise HitbenchError(f"{path}: no good pixel (all are negative or not finite, i.e. masked); check the file")
     frame[~mask] = 0
     header = dict(image.header)
-    if "_array_data.header_contents" in header:
-        geometry, center = _pilatus_header(header["_array_data.header_contents"])
-    else:
-        geometry, center = _smv_header(header)
+    try:
+        if "_array_data.header_contents" in header:
+            geometry, center = _pilatus_header(header["_array_data.header_contents"])
+        else:
+            geometry, center = _smv_header(header)
+    except ValueError as exc:
+        raise HitbenchError(f"{path}: {exc}; fix the header") from None
     return DetectorImage(frame, mask, geometry, center)
 
 
 def crop(
     frame: np.ndarray,
     mask: np.ndarray,
-    size: int | tuple[int, int] = 350,
+    size: int | tuple[int, int] = CROP_SIZE,
     center: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut a size x size region around ``center`` (default: the frame's centre).
