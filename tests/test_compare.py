@@ -75,6 +75,7 @@ def test_tables_agree_with_confusion_counts(first_run: tuple[Path, Path, str]) -
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_cached_rerun_trains_nothing_and_same_seed_same_tables(
     first_run: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
@@ -91,6 +92,7 @@ def test_cached_rerun_trains_nothing_and_same_seed_same_tables(
     assert (out / "scores.csv.gz").read_bytes() == (fresh / "scores.csv.gz").read_bytes()
 
 
+@pytest.mark.slow
 def test_several_seeds_give_their_spread(first_run: tuple[Path, Path, str], tmp_path: Path) -> None:
     _, cache, _ = first_run
     out = tmp_path / "seeds"

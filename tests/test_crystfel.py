@@ -225,6 +225,7 @@ def _check_indexing(chunks: list[Chunk], run: CXIRun) -> tuple[int, list[float]]
     return sum(c.indexed_by != "none" for c in chunks), distances
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(INDEXAMAJIG is None, reason="CrystFEL's indexamajig not installed (../shared/crystfel/install.sh)")
 def test_indexamajig_indexes_the_hits(tmp_path: Path) -> None:
     """57 frames of cxi-streptavidin run 90: all frames of the labelled run, then predict's hits-only file."""

@@ -48,6 +48,7 @@ def _invoke(*args: str):
     return result
 
 
+@pytest.mark.slow
 def test_compare_on_cluster_equals_local(scheduler: str, tmp_path: Path) -> None:
     _invoke(*COMPARE, "--out", str(tmp_path / "local"), "--cache-dir", str(tmp_path / "c1"))
     _invoke(*COMPARE, "--out", str(tmp_path / "dask"), "--cache-dir", str(tmp_path / "c2"), "--n-jobs", "2",
@@ -79,6 +80,7 @@ def _frames(path: Path) -> np.ndarray:
     return CXIRun(path).read(apply_mask=False)
 
 
+@pytest.mark.slow
 def test_dask_workers_starts_a_local_cluster(run_and_model: tuple[Path, Path], tmp_path: Path) -> None:
     run_path, model_path = run_and_model
     _invoke("predict", "--model", str(model_path), "--out", str(tmp_path / "a"), str(run_path))

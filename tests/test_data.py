@@ -113,6 +113,7 @@ def test_writer_never_leaves_half_files(tmp_path: Path) -> None:
     assert path.read_bytes() == before
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REALDATA.is_dir(), reason="../shared/realdata not present")
 def test_real_thaumatin_frames() -> None:
     experiment = open_experiment(REALDATA)

@@ -376,6 +376,7 @@ def _no_partial_files(*roots: Path) -> None:
     assert leftovers == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_compare_resumes_from_cache(workspace: dict, tmp_path: Path, sig: signal.Signals) -> None:
     cache = shutil.copytree(workspace["cache"], tmp_path / "cache", ignore=shutil.ignore_patterns("models", "scores"))
@@ -402,6 +403,7 @@ def test_interrupted_compare_resumes_from_cache(workspace: dict, tmp_path: Path,
     ).read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_predict_leaves_no_output(workspace: dict, tmp_path: Path, sig: signal.Signals) -> None:
     run = workspace["sim"] / "run_0004.cxi"
@@ -427,6 +429,7 @@ def _interrupted_cleanly(proc: subprocess.Popen, err: str) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_two_compares_share_a_cache(workspace: dict, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     procs = [_hitbench(*COMPARE, "--cache-dir", cache, "--out", tmp_path / f"out{i}") for i in range(2)]

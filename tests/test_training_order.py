@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.slow  # every test trains the cnn
 
 #: Small frames and two epochs, run both here and in a fresh process; prints nothing, defines x, y and fit.
 SETUP = """
