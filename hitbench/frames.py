@@ -39,6 +39,8 @@ def check_frames(X: object, *, where: str = "X") -> np.ndarray:
     numpy.ndarray
         The frames as float32, shape (n, H, W).
     """
+    if getattr(X, "dtype", None) == np.bool_:  # a mask, not pixel values
+        raise HitbenchError(f"{where}: frames are booleans (a mask?); pass pixel values, an (n, H, W) array of numbers")
     try:
         frames = np.asarray(X, dtype=np.float32)
     except (TypeError, ValueError) as exc:

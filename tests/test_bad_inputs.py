@@ -25,6 +25,7 @@ from hitbench.data.cxi import CXIRun, write_cxi
 from hitbench.data.dataset import open_experiment, read_labels_csv
 from hitbench.data.formats import CBF_BINARY_START, read_image
 from hitbench.errors import HitbenchError
+from hitbench.methods import registry
 from hitbench.parallel import available_cores, check_n_jobs
 
 HITBENCH = str(Path(sys.executable).with_name("hitbench"))
@@ -176,6 +177,8 @@ def test_boolean_frames_and_all_bad_mask_refused(tmp_path: Path) -> None:
     assert_one_line_error(_run("info", tmp_path / "masked.cxi"), "masked.cxi", "marks every pixel bad")
     _cbf(tmp_path / "dark.cbf", data=np.full((64, 64), -1, np.int32))
     assert_one_line_error(_run("info", tmp_path / "dark.cbf"), "dark.cbf: no good pixel")
+    with pytest.raises(HitbenchError, match="X: frames are booleans"):
+        registry.get("intensity").fit(np.ones((4, 8, 8), bool), np.array([0, 1, 0, 1]))
 
 
 # -- 5: one line instead of a traceback ------------------------------------------------------------------------
