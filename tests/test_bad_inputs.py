@@ -347,6 +347,7 @@ with parallel_backend():
 """
 
 
+@pytest.mark.slow
 def test_busy_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     left = _workers_outlive_sigkill([sys.executable, "-c", WORKERS_SCRIPT], tmp_path)
     for pid in left:
@@ -354,6 +355,7 @@ def test_busy_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     assert not left, "workers kept running after their parent's SIGKILL"
 
 
+@pytest.mark.slow
 def test_compare_workers_exit_when_compare_is_killed(runs: Path, tmp_path: Path) -> None:
     command = [HITBENCH, "compare", "--data", str(runs), "--labels", "truth", "--methods", "cnn", "--seed", "0,1",
                "--param", "cnn.epochs=100000", "--n-jobs", "2", "--out", str(tmp_path / "out"), "--cache-dir",
