@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import types
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,18 +122,19 @@ class _Decoder:
         raise HitbenchError(f"unknown entry {tag!r} in the state")
 
 
-def _settings(method: Any) -> tuple[dict[str, object], dict[str, str]]:
-    """A method's parameters (nested ones by their full names) and the classes of the estimators inside it."""
-    params, parts = {}, {}
-    for key, value in method.get_params().items():
-        if hasattr(value, "get_params"):
-            parts[key] = _name(type(value))
-        else:
-            params[key] = value
-    return params, parts
+def _parts(method: Any) -> dict[str, str]:
+    """The classes of the estimators inside a method (a composition's ``method`` and ``preprocess``)."""
+    return {key: _name(type(value)) for key, value in method.get_params().items() if hasattr(value, "get_params")}
 
 
-def save_model(method: Any, path: str | Path, record: Mapping[str, object] | None = None, *, name: str = "") -> Path:
+def save_model(
+    method: Any,
+    path: str | Path,
+    record: Mapping[str, object] | None = None,
+    *,
+    name: str = "",
+    base: Callable[[Path], None] | None = None,
+) -> Path:
     """Write a fitted hitbench method to a model file (whole or not at all).
 
     Parameters
@@ -147,6 +148,9 @@ def save_model(method: Any, path: str | Path, record: Mapping[str, object] | Non
     name : str
         The method's registry name (default: its class's ``name``); the file names it, and reading the
         file builds the method from that entry.
+    base : callable, optional
+        Writes a zip archive to the path it is given, to which the model's entries are added (the cnn's
+        ``.keras`` file: the Keras archive); the file keeps the suffix of ``path``.
 
     Returns
     -------
@@ -154,12 +158,13 @@ def save_model(method: Any, path: str | Path, record: Mapping[str, object] | Non
         The written file.
     """
     from hitbench.methods import registry
+    from hitbench.methods.base import leaf_params
 
     path = Path(path)
     name = name or type(method).name
-    params, parts = _settings(method)
+    parts = _parts(method)
     registered = registry.get(name) if name in registry.names() else None
-    if registered is None or type(registered) is not type(method) or _settings(registered)[1] != parts:
+    if registered is None or type(registered) is not type(method) or _parts(registered) != parts:
         raise HitbenchError(
             f"{path}: this {type(method).__name__} is not what the method registered as {name!r} builds; only "
             "registered methods are saved: give save_model(name=...) the entry it came from, or register it "
@@ -172,7 +177,7 @@ def save_model(method: Any, path: str | Path, record: Mapping[str, object] | Non
             "version": VERSION,
             "hitbench_version": __version__,
             "method": name,
-            "params": encoder.encode(params),
+            "params": encoder.encode(leaf_params(method)),
             "parts": parts,
             "state": encoder.encode(method._saved_state()),
             "record": encoder.encode(dict(record or {})),
@@ -181,13 +186,15 @@ def save_model(method: Any, path: str | Path, record: Mapping[str, object] | Non
         raise HitbenchError(f"{path}: cannot save the {name} model: {exc}") from None
 
     def write(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w") as archive:
+        if base is not None:
+            base(tmp)
+        with zipfile.ZipFile(tmp, "w" if base is None else "a") as archive:
             archive.writestr(_JSON, json.dumps(content))
             for index, array in enumerate(encoder.arrays):
                 with archive.open(f"arrays/{index}.npy", "w", force_zip64=True) as file:
                     np.lib.format.write_array(file, np.asarray(array), allow_pickle=False)
 
-    atomic_write(path, write)
+    atomic_write(path, write, suffix=path.suffix)
     return path
 
 
@@ -278,7 +285,7 @@ def load_model(path: str | Path) -> Any:
                 with archive.open(f"arrays/{index}.npy") as file:
                     arrays[index] = np.lib.format.read_array(file, allow_pickle=False)
             method = registry.get(str(content["method"]), **_Decoder((), arrays).decode(content["params"]))
-            if _settings(method)[1] != content.get("parts", {}):
+            if _parts(method) != content.get("parts", {}):
                 raise HitbenchError(
                     f"its parts {content.get('parts')} are not those of the method {content['method']!r} "
                     "(saved by another hitbench?); save the model again"

@@ -44,7 +44,8 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> HitMethod:
     ----------
     path : str or Path
         A hitbench model file (``.hbm``, from ``hitbench compare --save-models`` or
-        :func:`hitbench.modelfile.save_model`), or a ``.keras`` file from ``ReferenceCNN.save``.
+        :func:`hitbench.modelfile.save_model`), or a ``.keras`` file from
+        :func:`hitbench.methods.cnn_file.save_keras` (a hitbench model file too).
     trust_pickle : bool
         Also read a joblib/pickle file (a model record with key ``"model"`` or a bare fitted method)
         of an older hitbench. Unpickling runs whatever code the file holds: only for files you made.
@@ -69,9 +70,10 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> HitMethod:
     if modelfile.is_model_file(path):
         model = modelfile.load_model(path)
     elif path.suffix == ".keras":
-        from hitbench.methods.cnn import ReferenceCNN
-
-        model = ReferenceCNN.load(path)
+        raise HitbenchError(
+            f"--model {path}: not a .keras file of hitbench (written by save_keras, holding a hitbench model "
+            "file); save the model again with hitbench.methods.cnn_file.save_keras or `hitbench compare --save-models`"
+        )
     elif not trust_pickle:
         what = "a pickle (joblib) file" if first == b"\x80" else "not a hitbench model file"
         raise HitbenchError(
@@ -85,7 +87,7 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> HitMethod:
         except Exception as exc:  # joblib/pickle raise many types for a file that is not theirs
             raise HitbenchError(f"--model {path}: not a joblib model file ({type(exc).__name__})") from None
         model = loaded["model"] if isinstance(loaded, dict) and "model" in loaded else loaded
-    if not isinstance(model, HitMethod) or not hasattr(model, "threshold_"):
+    if not isinstance(model, HitMethod) or not hasattr(model, "frame_shape_"):
         raise HitbenchError(f"--model {path}: holds a {type(model).__name__}, not a fitted hitbench method")
     return model
 
@@ -146,7 +148,7 @@ def predict_chunk(
         scores = np.asarray(model.decision_function(raw * run.mask), dtype=np.float64)
     except HitbenchError as exc:
         raise HitbenchError(f"{run_path} frames {start}-{stop - 1}: {exc}") from None
-    labels = (scores > model.threshold_).astype(np.int8)
+    labels = model.decide(scores).astype(np.int8)
     if not keep_hits:
         return ChunkResult(start, scores, labels, None, None, None)
     hits = np.flatnonzero(labels)

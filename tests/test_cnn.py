@@ -24,7 +24,12 @@ pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.slow  # TensorFlow: every test builds, trains or loads a network
 
 from hitbench.frames import ArrayFrames  # noqa: E402
-from hitbench.methods.cnn import ReferenceCNN, build_model, training_batches  # noqa: E402
+from hitbench.methods.base import leaf_params  # noqa: E402
+from hitbench.methods.cnn import ReferenceCNN  # noqa: E402
+from hitbench.methods.cnn_batches import training_batches  # noqa: E402
+from hitbench.methods.cnn_file import save_keras  # noqa: E402
+from hitbench.methods.cnn_network import build_model  # noqa: E402
+from hitbench.modelfile import load_model  # noqa: E402
 
 FAST = {"epochs": 2, "batch_size": 20, "validation_split": 0.2, "random_state": 3}
 
@@ -149,18 +154,36 @@ def test_backend_choice(fitted, data):
 
 
 def test_save_and_load_keras_file(fitted, data, tmp_path):
+    import keras
+
     _, test = data
-    path = fitted.save(tmp_path / "model.keras")
-    loaded = ReferenceCNN.load(path)
+    path = save_keras(fitted, tmp_path / "model.keras")
+    loaded = load_model(path)
     assert loaded.get_params() == fitted.get_params()
     assert loaded.input_mean_ == fitted.input_mean_ and loaded.frame_shape_ == fitted.frame_shape_
     np.testing.assert_array_equal(loaded.decision_function(test), fitted.decision_function(test))
     np.testing.assert_array_equal(loaded.score_keras(test), fitted.score_keras(test))
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]  # no temporary file left behind
+    network = keras.saving.load_model(path)  # Keras users read the same file
+    inputs = fitted._keras_input(test)
+    np.testing.assert_allclose(network.predict_on_batch(inputs), fitted.model_.predict_on_batch(inputs), atol=1e-6)
     with pytest.raises(HitbenchError, match=r"\.keras"):
-        fitted.save(tmp_path / "model.h5")
+        save_keras(fitted, tmp_path / "model.h5")
     with pytest.raises(HitbenchError, match="no such model file"):
-        ReferenceCNN.load(tmp_path / "missing.keras")
+        load_model(tmp_path / "missing.keras")
+    with pytest.raises(HitbenchError, match="not fitted"):
+        save_keras(ReferenceCNN(), tmp_path / "unfitted.keras")
+
+
+def test_cnn_robust_round_trips_through_a_keras_file(tmp_path):
+    frames, labels = _spot_frames(20)
+    fitted = registry.get("cnn-robust", method__epochs=1, method__batch_size=10).fit(frames, labels)
+    path = save_keras(fitted, tmp_path / "robust.keras", name="cnn-robust")
+    loaded = load_model(path)
+    assert leaf_params(loaded) == leaf_params(fitted)
+    np.testing.assert_array_equal(loaded.decision_function(frames), fitted.decision_function(frames))
+    with pytest.raises(HitbenchError, match="no fitted cnn network"):
+        save_keras(registry.get("litpix").fit(frames, labels), tmp_path / "litpix.keras", name="litpix")
 
 
 def test_joblib_round_trip(fitted, data, tmp_path):
@@ -235,18 +258,37 @@ def test_bad_parameters_give_one_line_errors(data):
         ReferenceCNN(validation_split=0.9, epochs=1).fit(frames[:6], labels[:6])
 
 
-def test_tensorflow_log_lines_kept_off_the_terminal():
-    """Training prints none of TensorFlow's C++ log lines (oneDNN, CUDA, tf.data) on stderr; warnings stay."""
+def test_training_touches_nothing_of_the_process():
+    """No TensorFlow C++ log lines once it is loaded, other threads' stderr kept, global generators untouched."""
     code = (
-        "import warnings, numpy as np; from hitbench.methods.cnn import ReferenceCNN\n"
+        "import os, random, sys, threading, warnings, numpy as np\n"
+        "from hitbench.methods import tf_runtime\n"
+        "from hitbench.methods.cnn import ReferenceCNN\n"
+        "tf_runtime.keras()\n"
+        "print('loaded', file=sys.stderr, flush=True)\n"
         "x = np.random.default_rng(0).poisson(0.4, (20, 64, 64)).astype(np.float32); y = np.arange(20) % 2\n"
-        "ReferenceCNN(epochs=1, batch_size=10, flip_augment=True).fit(x, y); warnings.warn('still shown')"
+        "before = random.getstate(), np.random.get_state()[1].copy()\n"
+        "talk = threading.Thread(target=lambda: os.write(2, b'other thread\\n')); talk.start()\n"
+        "ReferenceCNN(epochs=1, batch_size=10, flip_augment=True).fit(x, y); talk.join()\n"
+        "assert random.getstate() == before[0] and (np.random.get_state()[1] == before[1]).all()\n"
+        "warnings.warn('still shown')"
     )
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert "still shown" in result.stderr
-    assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower(), result.stderr
-    assert "] " not in result.stderr, result.stderr
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    after_loading = result.stderr.split("loaded\n", 1)[1]
+    assert "still shown" in after_loading and "other thread" in after_loading
+    assert "] " not in after_loading and "cuda" not in after_loading.lower(), after_loading
+
+
+def test_users_tensorflow_log_level_is_kept():
+    code = (
+        "import os; from hitbench.methods import tf_runtime; tf_runtime.keras();"
+        " print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "1"
 
 
 def _spot_frames(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

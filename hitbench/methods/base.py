@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 from hitbench.errors import HitbenchError
 from hitbench.frames import FrameSource, check_frames, frame_source
 
-__all__ = ["HitMethod", "MethodNotFittedError", "check_frames", "check_labels"]
+__all__ = ["HitMethod", "MethodNotFittedError", "check_frames", "check_labels", "leaf_params"]
 
 
 class MethodNotFittedError(HitbenchError, NotFittedError):
@@ -66,6 +66,23 @@ def check_labels(y: object, n_frames: int, *, where: str = "y") -> np.ndarray:
             f"{where}: training labels are all {only}; a classifier needs both hits and misses to train on"
         )
     return labels
+
+
+def leaf_params(estimator: BaseEstimator) -> dict[str, Any]:
+    """An estimator's parameter values, those of the estimators inside it by their full names.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+        A method, or a composition (``method__epochs``, ``preprocess__gate``).
+
+    Returns
+    -------
+    dict
+        ``get_params()`` without its estimators (a composition's ``method`` and ``preprocess``),
+        whose own parameters it lists: two compositions built alike compare equal.
+    """
+    return {key: value for key, value in estimator.get_params().items() if not hasattr(value, "get_params")}
 
 
 class HitMethod(ClassifierMixin, BaseEstimator):

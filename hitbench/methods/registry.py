@@ -104,7 +104,9 @@ def parameters(name: str) -> dict[str, object]:
         Parameter name to default value; estimators inside a composition (``method``, ``preprocess``)
         are left out, their own parameters are listed (``method__epochs``).
     """
-    return {key: value for key, value in get(name).get_params().items() if not hasattr(value, "get_params")}
+    from hitbench.methods.base import leaf_params
+
+    return leaf_params(get(name))
 
 
 def describe(name: str) -> str:

@@ -1,0 +1,92 @@
+"""The reference study's network (Table I) in Keras.
+
+The reference study's convolutional network (Table I) as a hitbench method.
+
+The network, for an input frame of H x W pixels (350 x 350 in the study)::
+
+    Conv2D 7x7, 4 filters            350 -> 344
+    Dropout
+    BatchNormalization over rows     axis=1, 344 rows -> 688 trainable parameters
+    ReLU
+    MaxPooling 5x5                   344 -> 68
+    Conv2D 7x7, 4 filters            68 -> 62
+    BatchNormalization over rows     62 rows -> 124 trainable parameters
+    ReLU
+    MaxPooling 5x5                   62 -> 12
+    Dropout
+    Flatten                          12 x 12 x 4 = 576
+    Dense 16
+    BatchNormalization
+    ReLU
+    Dropout
+    Dense 2, softmax                 (miss, hit)
+
+11,098 trainable parameters at 350 x 350. Training: categorical cross-entropy, SGD with
+momentum 0.9 and learning rate 0.002 decayed as ``lr / (1 + 1e-4 * step)`` (Keras 1's
+``decay``, :class:`keras.optimizers.schedules.InverseTimeDecay`), batch 100.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hitbench.errors import HitbenchError
+from hitbench.methods import tf_runtime
+
+
+def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int = 0):
+    """The Table I network (uncompiled Keras model) for frames of ``frame_shape``.
+
+    Parameters
+    ----------
+    frame_shape : tuple of int
+        (height, width) of the input frames; at least 39 x 39 (two 7x7 convolutions and two
+        5x5 poolings must leave at least one pixel).
+    dropout : float
+        Rate of the three dropout layers.
+    seed : int
+        Seed of the initial weights and of the dropout masks: each layer draws from its own seed,
+        derived from this one, never from a global generator.
+
+    Returns
+    -------
+    keras.Model
+        The network, input (H, W, 1), output softmax (miss, hit).
+    """
+    keras = tf_runtime.keras()
+    from keras import layers
+
+    from hitbench.methods.cnn_layers import ByteDropout, RowBatchNormalization
+
+    height, width = (int(s) for s in frame_shape)
+    if min(height, width) < 39:
+        raise HitbenchError(
+            f"cnn: frames of {height}x{width} pixels are too small for the network; give frames of at least 39x39"
+        )
+    seeds = iter(int(s) for s in np.random.SeedSequence(seed).generate_state(7))
+
+    def weights() -> keras.initializers.Initializer:
+        return keras.initializers.GlorotUniform(seed=next(seeds))
+
+    return keras.Sequential(
+        [
+            keras.Input(shape=(height, width, 1), name="frames"),
+            layers.Conv2D(4, 7, kernel_initializer=weights(), name="conv1"),
+            ByteDropout(dropout, seed=next(seeds), name="dropout1"),
+            RowBatchNormalization(axis=1, name="bn_rows1"),
+            layers.ReLU(name="relu1"),
+            layers.MaxPooling2D(5, name="pool1"),
+            layers.Conv2D(4, 7, kernel_initializer=weights(), name="conv2"),
+            RowBatchNormalization(axis=1, name="bn_rows2"),
+            layers.ReLU(name="relu2"),
+            layers.MaxPooling2D(5, name="pool2"),
+            ByteDropout(dropout, seed=next(seeds), name="dropout2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(16, kernel_initializer=weights(), name="dense1"),
+            layers.BatchNormalization(name="bn_dense1"),
+            layers.ReLU(name="relu3"),
+            ByteDropout(dropout, seed=next(seeds), name="dropout3"),
+            layers.Dense(2, activation="softmax", kernel_initializer=weights(), name="dense2"),
+        ],
+        name="reference_cnn",
+    )
