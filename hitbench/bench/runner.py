@@ -59,6 +59,7 @@ from hitbench.frames import ArrayFrames, FrameSource
 from hitbench.methods import registry
 from hitbench.methods.peaks import PeakCount
 from hitbench.modelfile import SUFFIX, load_model, read_record, save_model
+from hitbench.peaks import PeakFinder8
 
 
 def run_identity(run: Run) -> tuple:
@@ -410,18 +411,15 @@ class Comparison:
         settings = _method_estimator(method, self.params.get(method, {}), 0).get_params()
         if settings["min_num_peaks_for_hit"] is not None or settings["max_num_peaks_for_hit"] is not None:
             return False
+        given = {key: settings[key] for key in PeakFinder8.param_names() if settings[key] is not None}
+        mine = PeakFinder8(**given).record()
+        fitted = {"adc_threshold"} if settings["adc_threshold"] is None else set()
         for name in self.train_runs:
             recorded = json.loads(str(self.experiment.runs[name].attrs.get("peakfinder8", "null")))
             if not isinstance(recorded, dict):
                 return False
-            for key, value in recorded.items():
-                if key == "adc_threshold" and settings[key] is None:
-                    continue
-                mine = settings.get(key, float("nan"))
-                if isinstance(mine, float) and np.isinf(mine):
-                    mine = None  # label_run records an infinite setting as null
-                if (list(mine) if isinstance(mine, tuple) else mine) != value:
-                    return False
+            if any(mine.get(key, float("nan")) != value for key, value in recorded.items() if key not in fitted):
+                return False
         return True
 
     def _rows(

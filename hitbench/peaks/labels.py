@@ -81,12 +81,14 @@ def label_run(
     }
     n_peaks = np.concatenate([t.n_peaks for t in tables])
     labels = peak_labels(n_peaks, miss_below=miss_below, hit_above=hit_above)
-    params = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in finder.get_params().items()}
     update_cxi(
         run.path,
         peaks=PeakTable(n_peaks=n_peaks, **padded),
         fields={"n_peaks": n_peaks.astype(np.int32), "label": labels},
-        attrs={"peakfinder8": json.dumps(params), "label_rule": json.dumps(rule_record(miss_below, hit_above))},
+        attrs={
+            "peakfinder8": json.dumps(finder.record()),
+            "label_rule": json.dumps(rule_record(miss_below, hit_above)),
+        },
         max_peaks=max(int(finder.max_num_peaks), width),
         compression=compression,
     )

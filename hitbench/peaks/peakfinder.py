@@ -32,6 +32,7 @@ geometry and are computed once per frame shape and mask.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -148,6 +149,17 @@ class PeakFinder8:
             Parameter name -> value.
         """
         return {name: getattr(self, name) for name in self.param_names()}
+
+    def record(self) -> dict[str, object]:
+        """The parameters as ``hitbench label`` records them in a run: JSON values, an infinite one as null.
+
+        Returns
+        -------
+        dict
+            Parameter name -> value as JSON reads it back (a tuple as a list).
+        """
+        params = {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in self.get_params().items()}
+        return json.loads(json.dumps(params))
 
     # ------------------------------------------------------------------ public API
     def find(self, frame: np.ndarray, mask: np.ndarray | None = None) -> Peaks:
