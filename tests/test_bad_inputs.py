@@ -374,11 +374,12 @@ def test_compare_workers_exit_when_compare_is_killed(runs: Path, tmp_path: Path)
 def test_unreadable_locked_and_broken_link_files_told_apart(
     runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("HDF5_USE_FILE_LOCKING", "TRUE")
     run = tmp_path / "run.cxi"
     run.write_bytes((runs / "run_0001.cxi").read_bytes())
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import h5py, sys, time; f = h5py.File({str(run)!r}, 'r+'); print(flush=True); "
-         "time.sleep(60)"], stdout=subprocess.PIPE, text=True, env={**os.environ, "HDF5_USE_FILE_LOCKING": "TRUE"})
+         "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         holder.stdout.readline()
         assert_one_line_error(_run("info", run), f"{run}: locked by another process", "HDF5_USE_FILE_LOCKING=FALSE")
