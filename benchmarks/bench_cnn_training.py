@@ -31,7 +31,8 @@ import numpy as np
 
 from hitbench.data.cxi import CXIRun, write_cxi
 from hitbench.data.dataset import RunFrames
-from hitbench.methods.cnn import ReferenceCNN, _keras
+from hitbench.methods import tf_runtime
+from hitbench.methods.cnn import ReferenceCNN
 from hitbench.simulate import load_experiment, simulate_run
 
 
@@ -80,7 +81,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cnn_training.json"))
     args = parser.parse_args()
     load_before = os.getloadavg()
-    keras = _keras()
+    keras = tf_runtime.keras()
 
     experiment = load_experiment("cxi-streptavidin")
     sim = simulate_run(experiment, run=90, n_frames=args.frames, seed=0)

@@ -200,3 +200,39 @@ def test_crystfel_list_and_what_the_geometry_lacks(run_and_model: tuple[Path, Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run_0002.hits.csv", "run_0002.hits.cxi", "run_0002.hits.lst"]
     with h5py.File(hits) as h5:
         assert h5["/entry_1/data_1/data"].compression is None and h5["/entry_1/result_1/nPeaks"].compression is None
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory, fast_params) -> Path:
+    """Every registered method trained by `hitbench compare --save-models` on the tiny preset, run 3 scored.
+
+    ``peaks`` gets an upper bound (``max_num_peaks_for_hit``), so its calls are not ``score > threshold_``.
+    """
+    root = tmp_path_factory.mktemp("round-trip")
+    names = registry.names()
+    params = [f"--param={name}.{key}={value!r}" for name in names for key, value in fast_params(name).items()]
+    result = CliRunner().invoke(main, [
+        "compare", "--preset", "tiny", "--methods", ",".join(names), "--train-runs", "1-2",
+        "--test-runs", "3", *params, "--param", "peaks.max_num_peaks_for_hit=30",
+        "--out", str(root / "out"), "--cache-dir", str(root / "cache"), "--save-models",
+    ])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_method_round_trips_from_compare_to_predict(compared: Path, name: str, tmp_path: Path) -> None:
+    """`hitbench predict` with a saved model gives the scores and calls `hitbench compare` gave (one decision path)."""
+    run = next((compared / "cache" / "simulated").glob("tiny-*/run_0003.cxi"))
+    model = compared / "out" / "models" / f"{name}-seed0.hbm"
+    result = CliRunner().invoke(main, ["predict", "--model", str(model), "--out", str(tmp_path), str(run)])
+    assert result.exit_code == 0, result.output
+    predicted = pd.read_csv(tmp_path / "run_0003.hits.csv").set_index("event")
+    scores = pd.read_csv(compared / "out" / "scores.csv.gz")
+    compare = scores[(scores.method == name) & (scores.run == 3)].set_index("event")
+    assert len(compare) > 0
+    np.testing.assert_allclose(predicted.loc[compare.index, "score"], compare.score, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(predicted.loc[compare.index, "label"], compare.predicted)
+    if name == "peaks":  # the upper bound changed calls, and predict followed it
+        loaded = load_model(model)
+        assert ((compare.score > loaded.threshold_) & (compare.predicted == 0)).any()

@@ -16,7 +16,7 @@ and backward, batch 20: ``Dropout`` 2.5 ms per frame, ``BatchNormalization(axis=
   (0.25 -> 64); other rates, and noise shapes, use Keras's own dropout.
 
 They are registered with Keras (package ``hitbench``) so saved models load with them. This module
-imports TensorFlow: import it only through :func:`hitbench.methods.cnn._keras`.
+imports TensorFlow: import it only through :func:`hitbench.methods.tf_runtime.keras`.
 """
 
 from __future__ import annotations
