@@ -8,16 +8,18 @@ from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 
 from hitbench.errors import HitbenchError
+from hitbench.methods import registry
+from hitbench.methods.compose import Preprocessed
 from hitbench.methods.litpix import LitPixels
 from hitbench.preprocess import (
     BackgroundSubtraction,
     Compress,
     HotPixelMask,
     PhotonConversion,
+    RobustPreprocessing,
     RobustScale,
     SpotPixels,
     augment,
-    robust_pipeline,
     transform_in_batches,
 )
 
@@ -70,7 +72,7 @@ def test_pipeline_puts_every_detector_on_one_scale():
     frame, column = np.arange(16), 42 + np.arange(16)
     photons[frame, 30, column] += 40.0  # a one-pixel Bragg peak moving through the photon-sparse part
     outputs = [
-        transform_in_batches(robust_pipeline(compress="none"), _detector(photons, *detector), batch_frames=16)
+        transform_in_batches(RobustPreprocessing(compress="none"), _detector(photons, *detector), batch_frames=16)
         for detector in DETECTORS
     ]
     for out in outputs:
@@ -106,7 +108,7 @@ def test_background_subtraction_removes_the_gradient_and_keeps_a_one_pixel_peak(
 def test_bad_pixels_stay_zero_through_the_pipeline():
     frames = _frames()
     frames[:, :, 20:23] = 0.0  # a module gap
-    out = robust_pipeline(block=10).fit_transform(frames)
+    out = RobustPreprocessing(block=10).fit_transform(frames)
     assert np.all(out[:, :, 20:23] == 0)
     assert np.isfinite(out).all()
 
@@ -170,7 +172,7 @@ def test_spot_pixel_pipeline_leaves_misses_empty_on_every_detector():
         photons = _photons(n=8)
         for i in range(4):  # a two-pixel spot on each of the first four frames, each elsewhere (not hot)
             photons[i, 20 + 5 * i : 22 + 5 * i, 30] += 60
-        spots = robust_pipeline(spots=True, gate=5.0).fit_transform(_detector(photons, adu_per_photon, readout))
+        spots = RobustPreprocessing(spots=True, gate=5.0).fit_transform(_detector(photons, adu_per_photon, readout))
         for i in range(4):
             assert spots[i, 20 + 5 * i : 22 + 5 * i, 30].min() == 1.0, adu_per_photon
         assert spots[4:].sum() <= 2, adu_per_photon  # at most a stray pair of the Poisson tail
@@ -188,6 +190,9 @@ def test_spot_pixel_pipeline_leaves_misses_empty_on_every_detector():
         (PhotonConversion(block=2), "block"),
         (PhotonConversion(adu_per_photon=0.0), "adu_per_photon"),
         (HotPixelMask(min_fraction=0), "min_fraction"),
+        (RobustPreprocessing(block=2), "block"),
+        (RobustPreprocessing(hot_fraction=1.5), "hot_fraction"),
+        (RobustPreprocessing(compress="cube"), "function"),
     ],
 )
 def test_bad_parameters_are_refused(step, match):
@@ -197,14 +202,43 @@ def test_bad_parameters_are_refused(step, match):
 
 def test_wrong_shape_is_refused():
     with pytest.raises(HitbenchError, match="n_frames, height, width"):
-        robust_pipeline().fit_transform(np.zeros((10, 10), dtype=np.float32))
+        RobustPreprocessing().fit_transform(np.zeros((10, 10), dtype=np.float32))
 
 
-def test_pipeline_composes_with_a_method_and_clones(frame_set):
-    model = make_pipeline(robust_pipeline(block=8), LitPixels())
+def test_preprocessing_composes_with_a_method_and_clones(frame_set):
+    model = Preprocessed(RobustPreprocessing(block=8), LitPixels())
     model.fit(frame_set.train_frames, frame_set.train_labels)
     assert np.mean(model.predict(frame_set.test_frames) == frame_set.test_labels) > 0.7
-    assert clone(model).get_params()["pipeline__background__block"] == 8
+    copy = clone(model).set_params(preprocess__gate=1.0, method__adc_threshold=2.0)
+    assert copy.get_params()["preprocess__block"] == 8 and copy.preprocess.gate == 1.0
+    assert model.get_params()["preprocess__gate"] == 0.0  # the clone's change stays the clone's
+    assert copy.method.adc_threshold == 2.0 and not hasattr(copy, "method_")
+    with pytest.raises(HitbenchError, match="n_augment"):
+        Preprocessed(RobustPreprocessing(), LitPixels(), n_augment=-1).fit(_frames(), np.arange(12) % 2)
+
+
+def test_a_scikit_learn_pipeline_is_preprocessing_too(frame_set):
+    steps = RobustPreprocessing(block=8).pipeline()
+    train, labels, test = frame_set.train_frames, frame_set.train_labels, frame_set.test_frames
+    model = Preprocessed(steps, LitPixels()).fit(train, labels)
+    same = Preprocessed(RobustPreprocessing(block=8), LitPixels()).fit(train, labels)
+    np.testing.assert_array_equal(model.decision_function(test), same.decision_function(test))
+
+
+@pytest.mark.parametrize("name", ["litpix-robust", "svm-robust", "cnn-robust"])
+def test_composed_method_scores_as_preprocessing_and_method_by_hand(name, frame_set, fast_params):
+    """A robust method is its preprocessing, batch by batch, then its method: nothing else."""
+    if name == "cnn-robust":
+        pytest.importorskip("tensorflow")
+    composed = registry.get(name, **fast_params(name)).fit(frame_set.train_frames, frame_set.train_labels)
+    seed = composed.method.get_params().get("random_state") or 0
+    frames, labels = augment(
+        frame_set.train_frames.astype(np.float32), frame_set.train_labels, n_copies=composed.n_augment, seed=seed
+    )
+    by_hand = clone(composed.method).fit(transform_in_batches(composed.preprocess, frames), labels)
+    test = transform_in_batches(composed.preprocess, frame_set.test_frames)
+    np.testing.assert_array_equal(composed.decision_function(frame_set.test_frames), by_hand.decision_function(test))
+    np.testing.assert_array_equal(composed.predict(frame_set.test_frames), by_hand.predict(test))
 
 
 def test_batches_match_one_pass_without_hot_pixels():
