@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from hitbench import __version__
-from hitbench.data.compression import COMPRESSIONS
+from hitbench.data.compression import COMPRESSIONS, DEFAULT_COMPRESSION
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES
 from hitbench.labelrule import HIT_ABOVE, MISS_BELOW
@@ -144,7 +144,8 @@ def info_command(path: Path) -> None:
 
 def _compression_option(command):
     """The --compression option of the commands that write HDF5 (see :mod:`hitbench.data.compression`)."""
-    return click.option("--compression", type=click.Choice(COMPRESSIONS), default=COMPRESSIONS[0], show_default=True,
+    return click.option("--compression", type=click.Choice(COMPRESSIONS), default=DEFAULT_COMPRESSION,
+                        show_default=True,
                         help="HDF5 compression of what is written: gzip (deflate + shuffle, which any HDF5 reader, "
                         "CrystFEL included, reads), none, or lz4 (Blosc) / bitshuffle, whose readers need "
                         "hdf5plugin.")(command)

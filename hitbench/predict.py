@@ -26,7 +26,7 @@ import numpy as np
 
 from hitbench import modelfile
 from hitbench.atomic import atomic_path
-from hitbench.data.compression import dataset_filters
+from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
 from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
 from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter
 from hitbench.errors import HitbenchError
@@ -252,7 +252,7 @@ def predict_runs(
     hits_cxi: bool = False,
     n_jobs: int = 1,
     progress: Callable[[str, int], Callable[[], None]] | None = None,
-    compression: str = "gzip",
+    compression: str = DEFAULT_COMPRESSION,
     trust_pickle: bool = False,
 ) -> list[RunSummary]:
     """Classify every frame of each run and write its hit list (and hits-only CXI file).

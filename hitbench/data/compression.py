@@ -19,8 +19,10 @@ import numpy as np
 
 from hitbench.errors import HitbenchError
 
-#: The choices, the portable default first.
-COMPRESSIONS = ("gzip", "none", "lz4", "bitshuffle")
+#: The compression of what hitbench writes unless told otherwise: the portable one.
+DEFAULT_COMPRESSION = "gzip"
+#: The choices, the default first.
+COMPRESSIONS = (DEFAULT_COMPRESSION, "none", "lz4", "bitshuffle")
 #: Deflate level of ``gzip`` (1-9) where libhdf5 compresses (datasets other than frames).
 GZIP_LEVEL = 1
 #: zlib strategy of the frames hitbench compresses itself (:func:`encode_chunk`): run-length matches only.

@@ -33,7 +33,7 @@ import numpy as np
 
 from hitbench.atomic import atomic_path, check_free_space, temp_sibling, write_error
 from hitbench.constants import JOULE_PER_EV
-from hitbench.data.compression import dataset_filters, encode_chunk
+from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters, encode_chunk
 from hitbench.errors import HitbenchError
 from hitbench.geometry import Geometry
 from hitbench.peaktable import MAX_PEAKS, PeakTable
@@ -143,7 +143,7 @@ class CXIWriter:
         attrs: Mapping[str, object] | None = None,
         max_peaks: int = MAX_PEAKS,
         dtype: np.dtype | type = np.float32,
-        compression: str = "gzip",
+        compression: str = DEFAULT_COMPRESSION,
     ) -> None:
         self.path = Path(path)
         self._filters = dataset_filters(compression)
@@ -339,7 +339,7 @@ def write_cxi(
     fields: Mapping[str, np.ndarray] | None = None,
     peaks: PeakTable | None = None,
     max_peaks: int = MAX_PEAKS,
-    compression: str = "gzip",
+    compression: str = DEFAULT_COMPRESSION,
 ) -> Path:
     """Write a whole frame stack to a new CXI file (see :class:`CXIWriter`).
 
@@ -668,7 +668,7 @@ def update_cxi(
     fields: Mapping[str, np.ndarray] | None = None,
     attrs: Mapping[str, object] | None = None,
     max_peaks: int = MAX_PEAKS,
-    compression: str = "gzip",
+    compression: str = DEFAULT_COMPRESSION,
 ) -> None:
     """Add or replace peaks and per-frame fields of an existing CXI file, frames untouched.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
-from hitbench.data.compression import dataset_filters
+from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
 from hitbench.data.cxi import CXIRun, update_cxi
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES
@@ -34,7 +34,7 @@ def label_run(
     hit_above: int = HIT_ABOVE,
     chunk_size: int = TASK_FRAMES,
     n_jobs: int = 1,
-    compression: str = "gzip",
+    compression: str = DEFAULT_COMPRESSION,
 ) -> np.ndarray:
     """Find the peaks of a CXI run and write them, the peak counts and the labels into the file.
 

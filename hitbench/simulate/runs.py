@@ -24,7 +24,7 @@ from joblib import Parallel, delayed, effective_n_jobs
 from scipy.spatial.transform import Rotation
 
 from hitbench.constants import wavelength_angstrom
-from hitbench.data.compression import encode_chunk
+from hitbench.data.compression import DEFAULT_COMPRESSION, encode_chunk
 from hitbench.data.cxi import CXIWriter
 from hitbench.errors import HitbenchError
 from hitbench.geometry import Geometry
@@ -426,7 +426,8 @@ def run_file_name(run: int) -> str:
 
 def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | None = None, scale: float | None = None,
                      seed: int = 0, n_jobs: int = 1, frame_shape: tuple[int, int] | None = None,
-                     compression: str = "gzip", progress: Callable[[int], None] | None = None) -> list[Path]:
+                     compression: str = DEFAULT_COMPRESSION,
+                     progress: Callable[[int], None] | None = None) -> list[Path]:
     """Simulate runs of an experiment and write one CXI file per run, chunk by chunk.
 
     Frames go to /entry_1/data_1/data, the truth (see the module docstring) to /entry_1/hitbench/<key>, and
