@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,3 +33,24 @@ class PeakTable:
 
     def __len__(self) -> int:
         return int(self.n_peaks.shape[0])
+
+    @classmethod
+    def concatenate(cls, tables: Sequence[PeakTable]) -> PeakTable:
+        """The tables of consecutive frame ranges as one, padded with zeros to the widest.
+
+        Parameters
+        ----------
+        tables : sequence of PeakTable
+            At least one table.
+
+        Returns
+        -------
+        PeakTable
+            Every frame of ``tables``, in order.
+        """
+        width = max(table.x.shape[1] for table in tables)
+
+        def stacked(name: str) -> np.ndarray:
+            return np.concatenate([np.pad(getattr(t, name), ((0, 0), (0, width - t.x.shape[1]))) for t in tables])
+
+        return cls(np.concatenate([t.n_peaks for t in tables]), stacked("x"), stacked("y"), stacked("intensity"))

@@ -71,25 +71,21 @@ def label_run(
     if run.n_frames == 0:
         raise HitbenchError(f"{run.path}: no frames to label (the run is empty); leave it out")
     starts = range(0, run.n_frames, chunk_size)
-    tables = Parallel(n_jobs=n_jobs)(
-        delayed(_find_chunk)(str(run.path), start, start + chunk_size, finder) for start in starts
+    table = PeakTable.concatenate(
+        Parallel(n_jobs=n_jobs)(
+            delayed(_find_chunk)(str(run.path), start, start + chunk_size, finder) for start in starts
+        )
     )
-    width = max(t.x.shape[1] for t in tables)
-    padded = {
-        name: np.concatenate([np.pad(getattr(t, name), ((0, 0), (0, width - t.x.shape[1]))) for t in tables])
-        for name in ("x", "y", "intensity")
-    }
-    n_peaks = np.concatenate([t.n_peaks for t in tables])
-    labels = peak_labels(n_peaks, miss_below=miss_below, hit_above=hit_above)
+    labels = peak_labels(table.n_peaks, miss_below=miss_below, hit_above=hit_above)
     update_cxi(
         run.path,
-        peaks=PeakTable(n_peaks=n_peaks, **padded),
-        fields={"n_peaks": n_peaks.astype(np.int32), "label": labels},
+        peaks=table,
+        fields={"n_peaks": table.n_peaks.astype(np.int32), "label": labels},
         attrs={
             "peakfinder8": json.dumps(finder.record()),
             "label_rule": json.dumps(rule_record(miss_below, hit_above)),
         },
-        max_peaks=max(int(finder.max_num_peaks), width),
+        max_peaks=max(int(finder.max_num_peaks), table.x.shape[1]),
         compression=compression,
     )
     return labels
