@@ -81,6 +81,7 @@ def _terminate(signum: int, frame: object) -> None:
 def methods_command() -> None:
     """List the registered hit-finding methods."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from hitbench.methods import registry
@@ -88,11 +89,13 @@ def methods_command() -> None:
     table = Table(title="hit-finding methods (entry-point group hitbench.methods)")
     table.add_column("name", style="bold")
     table.add_column("description")
+    table.add_column("parameters (--param NAME.PARAMETER=VALUE) and defaults")
     for name in registry.names():
         try:
-            table.add_row(name, registry.describe(name))
+            params = ", ".join(f"{key}={value!r}" for key, value in registry.parameters(name).items())
+            table.add_row(name, registry.describe(name), escape(params))
         except HitbenchError as exc:  # one broken plugin must not hide the others
-            table.add_row(name, f"[red]{exc}[/red]")
+            table.add_row(name, f"[red]{escape(str(exc))}[/red]", "")
     Console().print(table)
 
 

@@ -51,6 +51,15 @@ def test_registry_lists_the_builtin_methods():
     assert {"intensity", "litpix", "svm", "peaks"} <= set(NAMES)
 
 
+def test_compositions_list_their_nested_parameters():
+    params = registry.parameters("cnn-robust")
+    assert params["preprocess__gate"] == 4.0 and params["method__epochs"] == 40 and params["n_augment"] == 0
+    assert "method" not in params and "preprocess" not in params
+    assert registry.get("cnn-robust", preprocess__gate=5.0).preprocess.gate == 5.0
+    with pytest.raises(HitbenchError, match="bad parameter"):
+        registry.get("cnn-robust", epochs=5)
+
+
 def test_description_is_one_line(method_name):
     text = registry.describe(method_name)
     assert text and "\n" not in text

@@ -82,7 +82,11 @@ def get(name: str, **params: object) -> Any:
     HitMethod
         The estimator.
     """
-    estimator = load(name)()
+    entry = load(name)
+    try:
+        estimator = entry()
+    except Exception as exc:  # a broken third-party factory must not hide the others
+        raise HitbenchError(f"method '{name}' could not be built: {type(exc).__name__}: {exc}") from None
     try:
         return estimator.set_params(**params) if params else estimator
     except ValueError as exc:
