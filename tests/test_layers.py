@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 # TensorFlow sets environment variables and warning filters when it is imported: that is its own doing, so it is
 # imported before the state is read (hitbench imports it only where a network is built).
 _PROBE = """
@@ -40,6 +42,7 @@ print(json.dumps({"modules": len(names), "changed": changed}))
 """
 
 
+@pytest.mark.slow  # a subprocess that imports TensorFlow
 def test_importing_every_module_changes_no_process_state() -> None:
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True).stdout
     report = json.loads(out.strip().splitlines()[-1])
