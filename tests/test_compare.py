@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import assert_one_line_error
 
+from hitbench.bench.figures import write_figures
 from hitbench.bench.metrics import RATES, hit_metrics, wilson_interval
 from hitbench.bench.results_io import load_results
 from hitbench.cli import main
@@ -128,6 +130,21 @@ def test_report_writes_docs(first_run: tuple[Path, Path, str], tmp_path: Path) -
     assert "## Table II: litpix" in page and "![roc](img/results/roc.png)" in page
     assert (out / "tables" / "summary.md").read_text().strip() in page
     assert (tmp_path / "docs" / "img" / "results" / "roc.png").is_file()
+
+
+def test_figures_change_no_process_state(first_run: tuple[Path, Path, str], tmp_path: Path) -> None:
+    import matplotlib
+
+    out, _, _ = first_run
+    backend = dict.__getitem__(matplotlib.rcParams, "backend")  # as set, without resolving it
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    written = write_figures(out, *load_results(out), tmp_path)
+    assert [p.name for p in written] == [
+        f"{name}.png"
+        for name in ("confusion_matrices", "sensitivity_specificity", "roc", "example_frames", "peaks_per_event")
+    ]
+    assert dict.__getitem__(matplotlib.rcParams, "backend") == backend  # no matplotlib.use
+    assert had_pyplot or "matplotlib.pyplot" not in sys.modules
 
 
 @pytest.mark.parametrize(
