@@ -127,7 +127,7 @@ def test_composition_is_saved_only_under_the_entry_that_builds_it(tmp_path: Path
     content = json.loads(zipfile.ZipFile(path).read("model.json"))
     assert content["parts"] == {
         "method": "hitbench.methods.litpix.LitPixels",
-        "preprocess": "hitbench.preprocess.RobustPreprocessing",
+        "preprocess": "hitbench.preprocess.chain.RobustPreprocessing",
     }
     crafted = tmp_path / "crafted.hbm"
     content["parts"]["method"] = "hitbench.methods.svm.PCASVM"

@@ -86,14 +86,14 @@ def test_pipeline_puts_every_detector_on_one_scale():
 def test_interpolation_is_bilinear_between_tile_centres(shape, block):
     from scipy import ndimage
 
-    from hitbench.preprocess import _interpolate
+    from hitbench.preprocess.tiles import interpolate
 
     values = np.random.default_rng(0).normal(size=(3, -(-shape[0] // block), -(-shape[1] // block)))
     rows = (np.arange(shape[0]) + 0.5) / block - 0.5
     cols = (np.arange(shape[1]) + 0.5) / block - 0.5
     grid = np.meshgrid(rows, cols, indexing="ij")
     expected = [ndimage.map_coordinates(v, grid, order=1, mode="nearest") for v in values]
-    np.testing.assert_allclose(_interpolate(values, shape, block), expected, atol=1e-5)
+    np.testing.assert_allclose(interpolate(values, shape, block), expected, atol=1e-5)
 
 
 def test_background_subtraction_removes_the_gradient_and_keeps_a_one_pixel_peak():

@@ -1,0 +1,192 @@
+"""The robust chain of the steps, applied batch by batch, and the drifted training copies."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import TransformerMixin
+from sklearn.pipeline import Pipeline
+
+from hitbench.errors import HitbenchError
+from hitbench.frames import check_frames
+from hitbench.preprocess.steps import (
+    BackgroundSubtraction,
+    Compress,
+    HotPixelMask,
+    PhotonConversion,
+    RobustScale,
+    SpotPixels,
+    StatelessTransformer,
+)
+from hitbench.preprocess.tiles import check_block
+
+
+class RobustPreprocessing(StatelessTransformer):
+    """The self-calibrating chain: photons, background, noise units, hot pixels, compression or spot pixels.
+
+    A transformer whose parameters are those of the chain (so that a composition sets them as
+    ``preprocess__gate``); :meth:`pipeline` gives its steps as a scikit-learn Pipeline. Each call of
+    :meth:`transform` works on the frames it is given, whose batch statistics (:class:`PhotonConversion`,
+    :class:`HotPixelMask`) are theirs: apply it batch by batch with :func:`transform_in_batches`.
+
+    Parameters
+    ----------
+    block : int
+        :class:`PhotonConversion`, :class:`BackgroundSubtraction` and :class:`RobustScale` tile side.
+    hot_threshold : float
+        :class:`HotPixelMask` threshold in noise units.
+    hot_fraction : float
+        :class:`HotPixelMask` fraction of frames.
+    compress : {"log1p", "sqrt", "anscombe", "none"}
+        :class:`Compress` function.
+    adu_per_photon : float or None
+        :class:`PhotonConversion` gain (None: estimated from each batch).
+    gate : float
+        :class:`Compress` noise gate, in noise units (with ``spots``: the :class:`SpotPixels`
+        threshold).
+    spots : bool
+        End with :class:`SpotPixels` (the binary map of spot pixels) instead of :class:`Compress`.
+    """
+
+    def __init__(
+        self,
+        block: int = 10,
+        hot_threshold: float = 5.0,
+        hot_fraction: float = 0.5,
+        compress: str = "log1p",
+        adu_per_photon: float | None = None,
+        gate: float = 0.0,
+        spots: bool = False,
+    ):
+        self.block = block
+        self.hot_threshold = hot_threshold
+        self.hot_fraction = hot_fraction
+        self.compress = compress
+        self.adu_per_photon = adu_per_photon
+        self.gate = gate
+        self.spots = spots
+
+    def _check_params(self) -> None:
+        check_block("RobustPreprocessing", self.block)
+        if not 0 < self.hot_fraction <= 1:
+            raise HitbenchError(f"RobustPreprocessing: hot_fraction={self.hot_fraction}; give a fraction in (0, 1]")
+
+    def pipeline(self) -> Pipeline:
+        """The chain's steps.
+
+        Returns
+        -------
+        sklearn.pipeline.Pipeline
+            Steps ``photons``, ``background``, ``scale`` (noise floor one photon), ``hot``,
+            ``compress`` or ``spots`` (all stateless).
+        """
+        self._check_params()
+        block, gate = int(self.block), float(self.gate)
+        last = ("spots", SpotPixels(threshold=gate)) if self.spots else ("compress", Compress(self.compress, gate=gate))
+        return Pipeline(
+            [
+                ("photons", PhotonConversion(adu_per_photon=self.adu_per_photon, block=block)),
+                ("background", BackgroundSubtraction(block=block)),
+                ("scale", RobustScale(block=block, floor=1.0)),
+                ("hot", HotPixelMask(threshold=self.hot_threshold, min_fraction=self.hot_fraction)),
+                last,
+            ]
+        )
+
+    def transform(self, X: object) -> np.ndarray:
+        """The frames through the chain, with the statistics of this batch.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames, height, width)
+            Preprocessed frames (float32).
+        """
+        return self.pipeline().fit_transform(check_frames(X, where="RobustPreprocessing"))
+
+
+def transform_in_batches(transformer: TransformerMixin, frames: np.ndarray, batch_frames: int = 128) -> np.ndarray:
+    """Apply a (stateless) preprocessing transformer batch by batch, as a run is read chunk by chunk.
+
+    Batch statistics (:class:`HotPixelMask`) are then those of up to ``batch_frames``
+    consecutive frames, the same at training and at prediction, and memory stays bounded.
+
+    Parameters
+    ----------
+    transformer : transformer
+        (n, H, W) to (n, H, W), fitted anew on each batch, e.g. :class:`RobustPreprocessing`.
+    frames : numpy.ndarray, shape (n_frames, height, width)
+        Frames.
+    batch_frames : int
+        Frames per batch.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_frames, height, width)
+        The transformed frames (float32).
+    """
+    frames = check_frames(frames, where="preprocess")
+    out = np.empty_like(frames)
+    for start in range(0, len(frames), batch_frames):
+        out[start : start + batch_frames] = transformer.fit_transform(frames[start : start + batch_frames])
+    return out
+
+
+def augment(
+    frames: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_copies: int,
+    seed: int,
+    scale: tuple[float, float] = (0.5, 1.2),
+    extra_photons: tuple[float, float] = (0.0, 10.0),
+    adu_per_photon: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training frames plus copies with drifted signal and a denser photon background (labels kept).
+
+    Each copy of a frame is ``s * frame + adu_per_photon * Poisson(lam)``: ``s`` (pulse
+    energy times detector gain) is drawn from ``scale`` and ``lam`` (extra background
+    photons per pixel, one value per copy) from ``extra_photons``. Added photons are
+    Poisson, as a thicker jet, a solvent ring or another detector's denser background
+    makes them, so a method trained on a photon-sparse detector also sees frames whose
+    background is several photons per pixel. The ADU per photon is estimated from the
+    training frames (:class:`PhotonConversion`) unless given. Bad pixels (0) stay 0; hot
+    pixels are not added (:class:`HotPixelMask` finds them in each batch).
+
+    Parameters
+    ----------
+    frames : numpy.ndarray, shape (n_frames, height, width)
+        Training frames.
+    labels : numpy.ndarray, shape (n_frames,)
+        1 hit, 0 miss.
+    n_copies : int
+        Drifted copies per frame (0 returns the input).
+    seed : int
+        Seed of the draws.
+    scale : (float, float)
+        Range of the multiplicative factor.
+    extra_photons : (float, float)
+        Range of the added background, photons per pixel.
+    adu_per_photon : float or None
+        The detector's ADU per photon (None: estimated from the first 128 frames).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The frames followed by their copies, and the labels repeated.
+    """
+    if n_copies <= 0:
+        return frames, labels
+    rng = np.random.default_rng(seed)
+    gain = np.float32(PhotonConversion(adu_per_photon=adu_per_photon).estimate(frames[:128]))
+    bad = frames == 0
+    out = [frames]
+    for _ in range(int(n_copies)):
+        s = rng.uniform(*scale, size=(len(frames), 1, 1)).astype(np.float32)
+        lam = rng.uniform(*extra_photons, size=(len(frames), 1, 1))
+        photons = rng.poisson(np.broadcast_to(lam, frames.shape)).astype(np.float32)
+        out.append(np.where(bad, np.float32(0), s * frames + gain * photons))
+    return np.concatenate(out), np.tile(labels, int(n_copies) + 1)
