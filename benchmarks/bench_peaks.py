@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from hitbench.peaks import PeakFinder8, peak_labels
+from hitbench.labelrule import peak_labels
+from hitbench.peaks import PeakFinder8
 from hitbench.simulate import load_experiment, simulate_run
 
 MATCH_PX = 1.5

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hitbench.errors import HitbenchError
-from hitbench.peaks import PeakFinder8, peak_labels
+from hitbench.labelrule import peak_labels
+from hitbench.peaks import PeakFinder8
 
 SHAPE = (96, 112)
 NOISE = 2.0  # readout-noise rms of the test frames, ADU

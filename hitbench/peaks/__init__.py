@@ -1,6 +1,5 @@
-"""Bragg-peak finding (peakfinder8-style) and the peak-count labels of the reference study."""
+"""Bragg-peak finding (peakfinder8-style) and labelling CXI runs by their peak counts."""
 
-from hitbench.labelrule import peak_labels
 from hitbench.peaks.peakfinder import PeakFinder8, Peaks
 
-__all__ = ["PeakFinder8", "Peaks", "peak_labels"]
+__all__ = ["PeakFinder8", "Peaks"]
