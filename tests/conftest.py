@@ -21,7 +21,7 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
     },
 }
 
-#: Methods that train a neural network: a test parametrized with one (``method_name``) is marked slow.
+#: Methods that train a neural network: a test parametrized with one of their names is marked slow.
 TRAIN_A_NETWORK = ("cnn", "cnn-robust")
 
 #: Frames simulated for the method tests; the first N_TRAIN train, the rest are held out.
@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the tests of the methods in :data:`TRAIN_A_NETWORK` slow (``-m "not slow"`` leaves them out)."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("method_name") in TRAIN_A_NETWORK:
+        if callspec is not None and any(isinstance(v, str) and v in TRAIN_A_NETWORK for v in callspec.params.values()):
             item.add_marker(pytest.mark.slow)
 
 

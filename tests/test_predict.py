@@ -220,6 +220,7 @@ def compared(tmp_path_factory: pytest.TempPathFactory, fast_params) -> Path:
     return root
 
 
+@pytest.mark.slow  # its fixture's compare trains every method, the cnn among them
 @pytest.mark.parametrize("name", registry.names())
 def test_every_method_round_trips_from_compare_to_predict(compared: Path, name: str, tmp_path: Path) -> None:
     """`hitbench predict` with a saved model gives the scores and calls `hitbench compare` gave (one decision path)."""
