@@ -10,8 +10,6 @@ full traceback for nothing). The checks of the estimator API apply and must pass
 parameters, ``NotFittedError`` before ``fit``, tags, ``repr``. tests/test_methods.py covers the
 same behaviour (round trips, seeds, refusals) on frames.
 
-Compositions (:class:`hitbench.methods.compose.Preprocessed`) are left out: they have ``transform``,
-so scikit-learn takes them for transformers and refuses to generate checks without transformer tags.
 """
 
 from __future__ import annotations
@@ -74,8 +72,8 @@ NOT_APPLICABLE_BY_REASON = {
 }
 NOT_APPLICABLE = {check: reason for reason, checks in NOT_APPLICABLE_BY_REASON.items() for check in checks}
 
-#: Every registered method with its defaults, compositions aside (see the module docstring).
-ESTIMATORS = [m for m in (registry.get(name) for name in registry.names()) if not hasattr(m, "transform")]
+#: Every registered method with its defaults, compositions (:class:`hitbench.methods.compose.Preprocessed`) included.
+ESTIMATORS = [registry.get(name) for name in registry.names()]
 
 
 def _check_name(check: Callable) -> str:

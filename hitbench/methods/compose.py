@@ -61,7 +61,7 @@ class Preprocessed(HitMethod):
         """The classes the fitted method's state holds (:attr:`HitMethod.saved_types` of ``method``)."""
         return self.method.saved_types
 
-    def transform(self, frames: np.ndarray) -> np.ndarray:
+    def preprocessed(self, frames: np.ndarray) -> np.ndarray:
         """The frames as the method sees them: preprocessed batch by batch.
 
         Parameters
@@ -83,10 +83,10 @@ class Preprocessed(HitMethod):
             raise HitbenchError(f"n_augment={self.n_augment}; give 0 or more drifted copies per training frame")
         seed = self.method.get_params().get("random_state")
         array, labels = augment(frames.to_array(), labels, n_copies=int(self.n_augment), seed=int(seed or 0))
-        self.method_ = clone(self.method).fit(ArrayFrames(self.transform(array)), labels)
+        self.method_ = clone(self.method).fit(ArrayFrames(self.preprocessed(array)), labels)
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
-        return self.method_.decision_function(self.transform(frames))
+        return self.method_.decision_function(self.preprocessed(frames))
 
     def decide(self, scores: np.ndarray) -> np.ndarray:
         """Hit (1) or miss (0) from scores: the method's own decision.
