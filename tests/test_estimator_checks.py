@@ -9,7 +9,6 @@ full traceback for nothing). The checks of the estimator API apply and must pass
 ``get_params``/``set_params``, nothing set or validated in ``__init__``, default-constructible
 parameters, ``NotFittedError`` before ``fit``, tags, ``repr``. tests/test_methods.py covers the
 same behaviour (round trips, seeds, refusals) on frames.
-
 """
 
 from __future__ import annotations
