@@ -19,9 +19,8 @@ import pandas as pd
 
 from hitbench import __version__
 from hitbench.bench.display import markdown
-from hitbench.bench.metrics import wilson_interval
 from hitbench.bench.results_io import load_results, read_meta, write_text
-from hitbench.bench.tables import SCORED_AGAINST, label_kinds, method_names, step_table, table2, with_bounds
+from hitbench.bench.tables import SCORED_AGAINST, label_kinds, method_names, share, step_table, table2, with_bounds
 from hitbench.errors import HitbenchError
 from hitbench.labelrule import HIT_ABOVE, RULE_TEXT
 
@@ -305,8 +304,7 @@ def sensitivity_by_peaks(calls: pd.DataFrame) -> pd.DataFrame:
             chosen = calls[(binned == name) & (calls["training_run"] == where)]
             found, n = int(chosen["predicted"].sum()), len(chosen)
             row[f"hits, {role}"] = n
-            row[f"Sen, {role}"] = found / n if n else float("nan")
-            row[f"Sen, {role}_lo"], row[f"Sen, {role}_hi"] = wilson_interval(found, n)
+            row |= share(f"Sen, {role}", found, n)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -385,10 +385,28 @@ def labels_table(events: pd.DataFrame, experiment: str) -> pd.DataFrame:
             ),
         }
         for name, (k, n) in rates.items():
-            row[name] = k / n if n else float("nan")
-            row[f"{name}_lo"], row[f"{name}_hi"] = wilson_interval(k, n)
+            row |= share(name, k, n)
         out.append(row)
     return pd.DataFrame(out)
+
+
+def share(name: str, k: int, n: int) -> dict[str, float]:
+    """A share ``k / n`` as a table's cells: the value (NaN without frames) and its 95 % Wilson bounds.
+
+    Parameters
+    ----------
+    name : str
+        The column.
+    k, n : int
+        Frames counted and frames in all.
+
+    Returns
+    -------
+    dict of str to float
+        ``name``, ``name_lo`` and ``name_hi``.
+    """
+    low, high = wilson_interval(k, n)
+    return {name: k / n if n else float("nan"), f"{name}_lo": low, f"{name}_hi": high}
 
 
 def comparison_tables(results: pd.DataFrame, scores: pd.DataFrame, events: pd.DataFrame) -> dict[str, pd.DataFrame]:
