@@ -279,6 +279,23 @@ def test_training_touches_nothing_of_the_process():
     after_loading = result.stderr.split("loaded\n", 1)[1]
     assert "still shown" in after_loading and "other thread" in after_loading
     assert "] " not in after_loading and "cuda" not in after_loading.lower(), after_loading
+    assert "cuda drivers" not in result.stderr and "oneDNN" not in result.stderr, result.stderr
+
+
+def test_tensorflow_load_notices_dropped_and_other_output_kept(capfd: pytest.CaptureFixture) -> None:
+    """While TensorFlow loads, its absl INFO notices are dropped; every other line on fd 2 is written back."""
+    from hitbench.methods.tf_runtime import _load_notices_dropped
+
+    with _load_notices_dropped(quiet=True):
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1796212038.448482   31700 cudart_stub.cc:31] Could not find cuda drivers\n")
+        os.write(2, b"another thread's line\n")
+        os.write(2, b"W0000 00:00:1796212038.448482   31700 port.cc:1] a warning\n")
+    kept = capfd.readouterr().err.splitlines()
+    assert kept == ["another thread's line", "W0000 00:00:1796212038.448482   31700 port.cc:1] a warning"]
+    with _load_notices_dropped(quiet=False):
+        os.write(2, b"I0000 00:00:1.5  1 port.cc:1] shown when the user asks for TensorFlow's log\n")
+    assert "shown" in capfd.readouterr().err
 
 
 def test_users_tensorflow_log_level_is_kept():

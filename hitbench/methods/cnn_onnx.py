@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hitbench.methods import tf_runtime
+from hitbench.parallel import available_cores
 
 
 def _bn_scale_shift(layer) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +159,7 @@ def onnx_session(onnx_bytes: bytes, *, threads: int | None = None):
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.intra_op_num_threads = threads or tf_runtime.n_cores()
+    options.intra_op_num_threads = threads or available_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # idle threads sleep instead of spinning: no slower here, and kinder to a shared CPU
