@@ -210,6 +210,22 @@ def test_scale_refused_with_one_line(tmp_path: Path) -> None:
     assert_one_line_error(result, "run 1: 1 labelled frame(s), too few", "a larger --scale")
 
 
+@pytest.mark.parametrize(
+    ("name", "params", "words"),
+    [
+        ("cnn", {"epochs": 0}, "cnn: epochs=0; give a whole number, 1 or more"),
+        ("cnn", {"batch_size": 2.5}, "cnn: batch_size=2.5"),
+        ("svm", {"block_size": 100000}, "svm: block_size=100000"),
+    ],
+)
+def test_method_parameters_checked_in_fit_too(name: str, params: dict, words: str) -> None:
+    """Out of the harness (no --param check before it), fit refuses the same values with one line."""
+    frames = np.random.default_rng(0).random((10, 48, 48)).astype(np.float32)
+    with pytest.raises(HitbenchError, match=words.replace(".", r"\.")) as caught:
+        registry.get(name, **params).fit(frames, np.arange(10) % 2)
+    assert "\n" not in str(caught.value)
+
+
 def test_n_jobs_bounded_by_the_cores(capsys: pytest.CaptureFixture) -> None:
     cores = available_cores()
     assert check_n_jobs(-1) == cores and check_n_jobs(1) == 1

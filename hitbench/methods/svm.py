@@ -99,9 +99,11 @@ class PCASVM(HitMethod):
         self.random_state = random_state
 
     def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
-        if int(self.block_size) < 1 or int(self.n_components) < 1:
+        side = max(frames.frame_shape)
+        if not 1 <= int(self.block_size) <= side or int(self.n_components) < 1:
             raise HitbenchError(
-                f"svm: block_size={self.block_size}, n_components={self.n_components}; both must be at least 1"
+                f"svm: block_size={self.block_size}, n_components={self.n_components}; give a block of 1 to {side} "
+                "pixels (the frame's side) and at least 1 component"
             )
         block = int(self.block_size)
         n_pooled = -(-frames.frame_shape[0] // block) * -(-frames.frame_shape[1] // block)
