@@ -9,6 +9,11 @@
   test (p = 1/2) on the frames where exactly one of them is right. p-values of many such tests are
   corrected with Holm's step-down method.
 
+- The calibration of a hit finder whose score is P(hit) is its expected calibration error (ECE): frames
+  are put in :data:`CALIBRATION_BINS` equal-width bins of P(hit), as
+  :func:`sklearn.calibration.calibration_curve` bins them, and ECE is the frame-weighted mean over the bins
+  of the gap between the fraction of hits in the bin and its mean P(hit).
+
 A rate with no frames to measure it on (sensitivity without hits, specificity without misses, balanced
 accuracy and AUC without both classes) is NaN, and so is its interval.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import binomtest
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 #: The rates of :func:`hit_metrics`, each with an interval from :func:`metric_intervals`.
@@ -27,6 +33,37 @@ CONFIDENCE = 0.95
 N_RESAMPLES = 2000
 #: Most frame draws held in memory at once by the bootstrap (resamples x frames).
 _BOOTSTRAP_CHUNK = 2_000_000
+#: Equal-width bins of P(hit) of the expected calibration error and the reliability figure.
+CALIBRATION_BINS = 10
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = CALIBRATION_BINS) -> float:
+    """Expected calibration error of P(hit) against labels.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        1 = hit, 0 = miss (ambiguous frames dropped).
+    probabilities : numpy.ndarray
+        P(hit) of the same frames, in [0, 1].
+    n_bins : int
+        Equal-width bins of P(hit) (``calibration_curve(strategy="uniform")``'s).
+
+    Returns
+    -------
+    float
+        ``sum_b (n_b / n) |fraction of hits in b - mean P(hit) in b|`` over the non-empty bins;
+        NaN without frames. 0 is perfect calibration.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if labels.size == 0:
+        return float("nan")
+    hit_fraction, mean_probability = calibration_curve(labels, probabilities, n_bins=n_bins, strategy="uniform")
+    # calibration_curve's bins: bin b holds P(hit) in (b/n_bins, (b+1)/n_bins], the first one 0 too
+    counts = np.bincount(np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], probabilities), minlength=n_bins)
+    weights = counts[counts > 0] / labels.size
+    return float(np.sum(weights * np.abs(hit_fraction - mean_probability)))
 
 
 def hit_metrics(labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray) -> dict[str, float | int]:

@@ -36,7 +36,7 @@ import pandas as pd
 from hitbench import __version__
 from hitbench.atomic import atomic_path
 from hitbench.bench.costs import StepCosts
-from hitbench.bench.metrics import RATES, hit_metrics, metric_intervals
+from hitbench.bench.metrics import RATES, expected_calibration_error, hit_metrics, metric_intervals
 from hitbench.bench.protocols import (
     TestSet,
     cross_experiment_test_sets,
@@ -464,6 +464,7 @@ class Comparison:
             "hitbench_version": __version__,
         }
         rows = []
+        probability = _method_estimator(fit.method, fit.params, fit.seed).score_is_probability
         for kind in label_sources(test.run, self.label_kind):
             labels = self._labels(test.run, test.experiment, test.run_name, kind)[events]
             keep = labels >= 0
@@ -482,6 +483,7 @@ class Comparison:
                     "hit_percent": 100.0 * float(labels[keep].mean()) if keep.any() else float("nan"),
                     **{key: metrics[key] for key in ("tp", "fp", "tn", "fn")},
                     **{key: metrics[key] for rate in RATES for key in (rate, f"{rate}_lo", f"{rate}_hi")},
+                    "ece": expected_calibration_error(calls[0], calls[2]) if probability else float("nan"),
                 }
                 | timing
             )

@@ -1,8 +1,9 @@
 """Tables derived from the tidy results of a comparison (:mod:`hitbench.bench.results_io`).
 
 The reference study's Table II per method, a methods × runs summary (balanced accuracy, with the
-significantly best method per run), McNemar's tests between every two methods, the peak labels
-against the simulator's truth, the spread over seeds, a speed table and the cost of each step.
+significantly best method per run), the calibration of the methods whose score is P(hit) (expected
+calibration error per run), McNemar's tests between every two methods, the peak labels against the
+simulator's truth, the spread over seeds, a speed table and the cost of each step.
 Rates carry their 95 % bounds in ``<column>_lo``/``<column>_hi`` columns; :mod:`hitbench.bench.display`
 shows them. ``hitbench report`` reruns this on saved results; nothing is typed by hand.
 """
@@ -37,6 +38,7 @@ TABLE2_COLUMNS = {
     "ambiguous": "ambiguous",
     "hit_percent": "% hit",
     **RATE_COLUMNS,
+    "ece": "ECE",
 }
 #: Label kinds rows can be scored against, in table order, and what they mean.
 SCORED_AGAINST = {
@@ -99,6 +101,8 @@ def run_rates(results: pd.DataFrame) -> pd.DataFrame:
     aggregate = {"events": "mean", "ambiguous": "mean", "scored": "mean", "hit_percent": "mean"}
     for rate in RATE_COLUMNS:
         aggregate |= {rate: "mean", f"{rate}_lo": "min", f"{rate}_hi": "max"}
+    if "ece" in rows:  # results written before the calibration column have none
+        aggregate["ece"] = "mean"
     table = rows.groupby(["method", "test_run", "scored_against"], sort=False).agg(aggregate).reset_index()
     table[["events", "ambiguous", "scored"]] = table[["events", "ambiguous", "scored"]].round().astype(int)
     return table
@@ -124,13 +128,54 @@ def table2(results: pd.DataFrame, method: str) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns Run, scored against, # events, ambiguous, % hit, then Sen, Spe, Acc, BAcc and
-        AUC each followed by its 95 % bounds (``Sen_lo``, ``Sen_hi``, ...); one row per run and
+        AUC each followed by its 95 % bounds (``Sen_lo``, ``Sen_hi``, ...), and ECE (expected
+        calibration error) for a method whose score is P(hit); one row per run and
         label kind. Training runs are marked with ``*`` (scored on their held-out frames), other
         experiments' runs read ``experiment/run``. With several seeds: means over the seeds,
         bounds from the lowest to the highest bound of any seed.
     """
     table = run_rates(results[results["method"] == method])
-    return _renamed(with_bounds(table, TABLE2_COLUMNS), TABLE2_COLUMNS)
+    columns = {key: name for key, name in TABLE2_COLUMNS.items() if key != "ece" or _has_ece(table)}
+    return _renamed(with_bounds(table, columns), columns)
+
+
+def _has_ece(rows: pd.DataFrame) -> bool:
+    """Whether rows hold an expected calibration error (a method whose score is P(hit))."""
+    return "ece" in rows and bool(rows["ece"].notna().any())
+
+
+def calibration(results: pd.DataFrame) -> pd.DataFrame:
+    """Expected calibration error of P(hit) of every method whose score is P(hit), on every test run.
+
+    Other methods' scores are not probabilities (a count, an SVM margin) and are left out: no
+    calibrator is fitted for them.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        The tidy results.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns Run, scored against, then one ECE column per such method (mean over seeds), one
+        block of runs per label kind, each ending with its mean; empty when no method gives P(hit).
+    """
+    per_run = run_rates(results)
+    if not _has_ece(per_run):
+        return pd.DataFrame()
+    names = {m: n for m, n in method_names(results).items() if _has_ece(per_run[per_run["method"] == m])}
+    blocks = []
+    for kind in label_kinds(results):
+        rows = per_run[per_run["scored_against"] == kind]
+        order = list(dict.fromkeys(rows["test_run"]))
+        block = pd.DataFrame({"Run": order, "scored against": kind})
+        for method, name in names.items():
+            block[f"{name} ECE"] = rows[rows["method"] == method].set_index("test_run")["ece"].reindex(order).to_numpy()
+        mean = {"Run": f"mean ({len(order)} runs)", "scored against": kind}
+        mean |= {column: block[column].mean() for column in block.columns[2:]}
+        blocks += [block, pd.DataFrame([mean])]
+    return pd.concat(blocks, ignore_index=True)
 
 
 def with_bounds(table: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
@@ -412,8 +457,9 @@ def share(name: str, k: int, n: int) -> dict[str, float]:
 def comparison_tables(results: pd.DataFrame, scores: pd.DataFrame, events: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Every table of a comparison, by file stem.
 
-    Table II per method (``table2_<method>``), the summary, the paired tests (``pairs``, two
-    methods or more), the peak labels against the truth (``labels``, simulated runs), the spread
+    Table II per method (``table2_<method>``), the summary, the calibration (``calibration``,
+    methods whose score is P(hit)), the paired tests (``pairs``, two methods or more), the peak
+    labels against the truth (``labels``, simulated runs), the spread
     over seeds (``seeds``, several seeds) and the speed table.
 
     Parameters
@@ -430,6 +476,9 @@ def comparison_tables(results: pd.DataFrame, scores: pd.DataFrame, events: pd.Da
     pair_table = pairs(results, scores, events)
     several = results["method"].nunique() > 1
     out["summary"] = summary(results, significantly_best(pair_table) if several else None)
+    calibrated = calibration(results)
+    if not calibrated.empty:
+        out["calibration"] = calibrated
     if several:
         out["pairs"] = pair_table
     labels = labels_table(events, str(results["train_experiment"].iloc[0]))
@@ -447,6 +496,7 @@ def table_title(stem: str, results: pd.DataFrame) -> str:
         return f"Table II: {method_names(results)[stem.removeprefix('table2_')]}"
     return {
         "summary": "Balanced accuracy, methods x runs",
+        "calibration": "Expected calibration error of P(hit)",
         "pairs": "Paired comparisons (McNemar's exact test, Holm-corrected)",
         "labels": "Peak labels against the simulator's truth",
         "seeds": "Balanced accuracy over seeds",

@@ -92,6 +92,8 @@ class HitMethod(ClassifierMixin, BaseEstimator):
     #: Classes (and functions) other than numbers, strings and arrays that the fitted state holds: the only
     #: ones a model file of this method may name (:mod:`hitbench.modelfile`).
     saved_types: ClassVar[tuple] = ()
+    #: Whether :meth:`decision_function` gives P(hit), a probability (the harness then reports its calibration).
+    score_is_probability: ClassVar[bool] = False
 
     def fit(self, X: object, y: object) -> HitMethod:
         """Fit the method on frames and their hit/miss labels.

@@ -96,15 +96,18 @@ class ReferenceCNN(HitMethod):
         Frames per inference batch.
     verbose : int
         Keras training verbosity (0 silent).
-    decision_threshold : float or "fitted"
+    decision_threshold : float, "fitted" or "validation"
         P(hit) above which a frame is a hit; "fitted": the cut with the best balanced
         accuracy on the training frames, half-way (in log-odds) across the gap between the
         training scores on either side of it (P(hit) > 0.5 where no cut beats chance). The
         fitted cut sits low, just above the misses, where a network trained on one experiment
-        is sharpest on its own runs and least safe on other detectors.
+        is sharpest on its own runs and least safe on other detectors. "validation": the same
+        fit on the held-out validation frames (``validation_split`` > 0), which the network
+        did not train on (``threshold_source_`` records which frames the cut was fitted on).
     """
 
     name: ClassVar[str] = "cnn"
+    score_is_probability: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -174,9 +177,19 @@ class ReferenceCNN(HitMethod):
             raise HitbenchError(f"cnn: class_weight={self.class_weight!r}; use None or 'balanced'")
         if not 0.0 <= self.validation_split < 1.0:
             raise HitbenchError(f"cnn: validation_split={self.validation_split}; give a fraction in [0, 1)")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise HitbenchError(f"cnn: {name}={value!r}; give a whole number, 1 or more")
         fixed = self.decision_threshold
-        if fixed != "fitted" and not (isinstance(fixed, float | int) and 0 < fixed < 1):
-            raise HitbenchError(f"cnn: decision_threshold={fixed!r}; give 'fitted' or a P(hit) between 0 and 1")
+        if fixed not in ("fitted", "validation") and not (isinstance(fixed, float | int) and 0 < fixed < 1):
+            raise HitbenchError(
+                f"cnn: decision_threshold={fixed!r}; give 'fitted', 'validation' or a P(hit) between 0 and 1"
+            )
+        if fixed == "validation" and not self.validation_split > 0:
+            raise HitbenchError(
+                "cnn: decision_threshold='validation' needs validation frames; set validation_split > 0"
+            )
 
     # -- training ------------------------------------------------------------------------
     def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
@@ -187,7 +200,7 @@ class ReferenceCNN(HitMethod):
 
         self.input_mean_, self.input_std_ = self._input_statistics(frames)
         y = keras.utils.to_categorical(labels, 2)
-        train = np.arange(len(frames))
+        train = val = np.arange(len(frames))
         validation_data, callbacks = None, []
         if self.validation_split > 0:
             n_val = max(2, round(self.validation_split * len(labels)))
@@ -237,10 +250,14 @@ class ReferenceCNN(HitMethod):
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         self.n_epochs_ = len(self.history_["loss"])
         self._onnx_session = None
-        self.threshold_ = 0.5 if self.decision_threshold == "fitted" else float(self.decision_threshold)
-        if self.decision_threshold == "fitted":  # the best cut on the training frames, half-way across its gap
-            odds = special.logit(np.clip(frames.map(self._score).astype(np.float64), 1e-7, 1 - 1e-7))
-            cut, balanced_accuracy = fit_threshold(odds, labels)
+        fitted = self.decision_threshold in ("fitted", "validation")
+        self.threshold_ = 0.5 if fitted else float(self.decision_threshold)
+        self.threshold_source_ = str(self.decision_threshold) if fitted else "given"
+        if fitted:  # the best cut on the training (or validation) frames, half-way across its gap
+            rows = np.arange(len(frames)) if self.decision_threshold == "fitted" else val
+            scores = np.concatenate([self._score(frames.take(rows[i : i + 256])) for i in range(0, len(rows), 256)])
+            odds = special.logit(np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7))
+            cut, balanced_accuracy = fit_threshold(odds, labels[rows])
             if balanced_accuracy > 0.5:  # else no cut beats chance there: keep P(hit) > 0.5
                 self.threshold_ = float(special.expit(cut))
 

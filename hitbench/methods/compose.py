@@ -61,6 +61,11 @@ class Preprocessed(HitMethod):
         """The classes the fitted method's state holds (:attr:`HitMethod.saved_types` of ``method``)."""
         return self.method.saved_types
 
+    @property
+    def score_is_probability(self) -> bool:
+        """Whether the scores are P(hit): the method's :attr:`HitMethod.score_is_probability`."""
+        return self.method.score_is_probability
+
     def preprocessed(self, frames: np.ndarray) -> np.ndarray:
         """The frames as the method sees them: preprocessed batch by batch.
 

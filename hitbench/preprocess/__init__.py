@@ -18,8 +18,11 @@ The steps, in the order :class:`RobustPreprocessing` chains them:
 4. :class:`HotPixelMask` - zero pixels that are bright in a large fraction of the frames
    of the batch (hot pixels stay put, Bragg peaks move from crystal to crystal).
 5. :class:`Compress` - lower by a noise gate, clip at 0 and compress bright peaks (``log1p``, ``sqrt`` or Anscombe);
-   or :class:`SpotPixels` - the binary map of pixels above a threshold that have a neighbour
-   above it too (spots, not single noisy or hot pixels).
+   or, for the map of spots, instead of steps 2-3 :class:`PoissonSignificance` - each pixel's
+   excess over its local background as a significance under Poisson statistics - and after step 4
+   :class:`SpotPixels` - the binary map of pixels above a threshold that have a neighbour above it
+   too, or that are significant enough alone to be a one-pixel Bragg spot rather than the
+   background's Poisson tail.
 
 Bad pixels arrive as exactly 0 (the data layer's convention) and are kept at 0.
 All steps are stateless (``fit`` learns nothing), so a fitted pipeline is valid on any run.
@@ -32,6 +35,7 @@ from hitbench.preprocess.steps import (
     Compress,
     HotPixelMask,
     PhotonConversion,
+    PoissonSignificance,
     RobustScale,
     SpotPixels,
 )
@@ -42,6 +46,7 @@ __all__ = [
     "Compress",
     "HotPixelMask",
     "PhotonConversion",
+    "PoissonSignificance",
     "RobustPreprocessing",
     "RobustScale",
     "SpotPixels",

@@ -13,6 +13,7 @@ from hitbench.preprocess.steps import (
     Compress,
     HotPixelMask,
     PhotonConversion,
+    PoissonSignificance,
     RobustScale,
     SpotPixels,
     StatelessTransformer,
@@ -21,7 +22,12 @@ from hitbench.preprocess.tiles import check_block
 
 
 class RobustPreprocessing(StatelessTransformer):
-    """The self-calibrating chain: photons, background, noise units, hot pixels, compression or spot pixels.
+    """The self-calibrating chain: photons, background, noise units, hot pixels, compression; or spot pixels.
+
+    ``spots=False``: :class:`PhotonConversion`, :class:`BackgroundSubtraction`, :class:`RobustScale`
+    (noise floor one photon), :class:`HotPixelMask`, :class:`Compress`. ``spots=True``:
+    :class:`PhotonConversion`, :class:`PoissonSignificance` (the significance of each pixel over its
+    local background under Poisson statistics), :class:`HotPixelMask`, :class:`SpotPixels`.
 
     A transformer whose parameters are those of the chain (so that a composition sets them as
     ``preprocess__gate``); :meth:`pipeline` gives its steps as a scikit-learn Pipeline. Each call of
@@ -42,9 +48,13 @@ class RobustPreprocessing(StatelessTransformer):
         :class:`PhotonConversion` gain (None: estimated from each batch).
     gate : float
         :class:`Compress` noise gate, in noise units (with ``spots``: the :class:`SpotPixels`
-        threshold).
+        threshold, in significance units).
     spots : bool
-        End with :class:`SpotPixels` (the binary map of spot pixels) instead of :class:`Compress`.
+        Significances and the binary map of spot pixels (:class:`SpotPixels`) instead of noise
+        units and :class:`Compress`.
+    lone_false_alarms : float or None
+        With ``spots``: :class:`SpotPixels`' ``lone_false_alarms`` (one-pixel spots kept when that
+        significant; None: a spot pixel needs a lit neighbour).
     """
 
     def __init__(
@@ -56,6 +66,7 @@ class RobustPreprocessing(StatelessTransformer):
         adu_per_photon: float | None = None,
         gate: float = 0.0,
         spots: bool = False,
+        lone_false_alarms: float | None = None,
     ):
         self.block = block
         self.hot_threshold = hot_threshold
@@ -64,6 +75,7 @@ class RobustPreprocessing(StatelessTransformer):
         self.adu_per_photon = adu_per_photon
         self.gate = gate
         self.spots = spots
+        self.lone_false_alarms = lone_false_alarms
 
     def _check_params(self) -> None:
         check_block("RobustPreprocessing", self.block)
@@ -77,18 +89,22 @@ class RobustPreprocessing(StatelessTransformer):
         -------
         sklearn.pipeline.Pipeline
             Steps ``photons``, ``background``, ``scale`` (noise floor one photon), ``hot``,
-            ``compress`` or ``spots`` (all stateless).
+            ``compress``; with ``spots``: ``photons``, ``significance``, ``hot``, ``spots`` (all stateless).
         """
         self._check_params()
         block, gate = int(self.block), float(self.gate)
-        last = ("spots", SpotPixels(threshold=gate)) if self.spots else ("compress", Compress(self.compress, gate=gate))
+        photons = ("photons", PhotonConversion(adu_per_photon=self.adu_per_photon, block=block))
+        hot = ("hot", HotPixelMask(threshold=self.hot_threshold, min_fraction=self.hot_fraction))
+        if self.spots:
+            spots = SpotPixels(threshold=gate, lone_false_alarms=self.lone_false_alarms)
+            return Pipeline([photons, ("significance", PoissonSignificance(block=block)), hot, ("spots", spots)])
         return Pipeline(
             [
-                ("photons", PhotonConversion(adu_per_photon=self.adu_per_photon, block=block)),
+                photons,
                 ("background", BackgroundSubtraction(block=block)),
                 ("scale", RobustScale(block=block, floor=1.0)),
-                ("hot", HotPixelMask(threshold=self.hot_threshold, min_fraction=self.hot_fraction)),
-                last,
+                hot,
+                ("compress", Compress(self.compress, gate=gate)),
             ]
         )
 

@@ -7,7 +7,7 @@ Each learns nothing in ``fit`` and calibrates itself on the frames it transforms
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import ndimage, special, stats
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from hitbench.errors import HitbenchError
@@ -61,8 +61,10 @@ class PhotonConversion(StatelessTransformer):
     tile positions (background falling off with angle, the water ring) the variance grows
     as ``adu_per_photon x mean + readout noise**2`` (Poisson statistics of the photons),
     and the Theil-Sen slope (median of pairwise slopes, :func:`scipy.stats.theilslopes`)
-    is the ADU per photon. Frames must be dark-subtracted
-    (no photon reads 0), as Cheetah, psana and photon-counting detectors give them.
+    is the ADU per photon. Frames must be dark-subtracted, as Cheetah, psana and
+    photon-counting detectors give them. A pixel that reads 0 in every frame of the batch is
+    bad and left out; a good pixel may read 0 in some frames (integer ADU, readout noise around
+    a photon-sparse background: about one pixel in ten on a CSPAD-like detector) and counts.
     When no slope can be fitted (too few good tiles, flat frames) the frames are returned
     unchanged.
 
@@ -109,13 +111,14 @@ class PhotonConversion(StatelessTransformer):
         if h == 0 or w == 0:
             return 1.0
         tiles = blocks(frames[:, :h, :w], block).reshape(n, -1, block * block)
-        # bad pixels are 0, so they add nothing to the sums; count the good ones
-        count = np.count_nonzero(tiles, axis=-1)
+        # bad pixels are 0 in every frame; a good pixel of integer ADU reads 0 now and then (readout noise
+        # around a photon-sparse background), so it counts. Zeros add nothing to the sums.
+        count = np.count_nonzero(tiles.any(axis=0), axis=-1)
         total = tiles.sum(axis=-1, dtype=np.float64)
         squares = np.einsum("ijk,ijk->ij", tiles, tiles, dtype=np.float64)
         mean = total / np.maximum(count, 1)
         variance = np.maximum(squares - total * mean, 0.0) / np.maximum(count - 1, 1)
-        usable = (count >= 0.9 * block * block).all(axis=0)
+        usable = count >= 0.9 * block * block
         if usable.sum() < 10:
             return 1.0
         x, y = mean.mean(axis=0)[usable], np.median(variance, axis=0)[usable]
@@ -296,6 +299,62 @@ class RobustScale(StatelessTransformer):
         return np.where(frames == 0, np.float32(0), frames / noise)
 
 
+class PoissonSignificance(StatelessTransformer):
+    """Express each pixel as the significance of its excess over the local background, under Poisson statistics.
+
+    On frames in photons (:class:`PhotonConversion`): the background ``b`` is that of
+    :class:`BackgroundSubtraction` and the local variance ``v`` (photon noise plus readout
+    noise, photons squared) the square of :class:`RobustScale`'s trimmed tile noise of the
+    background-subtracted frame. A pixel ``x`` photons above the background is given the
+    probability that a background pixel reaches it, with the background counted as a
+    Poisson variable of the local variance (shifted to the background level, so that a
+    readout-noise-only region of a photon-sparse detector, where ``v`` is small, gets the
+    steep tail of a Poisson variable of small mean): ``p = P(Poisson(v) >= v + x)``, the
+    regularised incomplete gamma function ``gammainc(v + x, v)``; the output is the normal
+    deviate of the same upper-tail probability, ``z = -ndtri(p)``. The Gaussian ratio
+    ``x / sqrt(v)`` is kept where it is 2 or less (the Poisson tail is heavier, so no such
+    pixel is significant) and where ``p`` underflows (a bright peak). So ``z`` is in the same
+    units on every detector and background: a Poisson tail pixel of a 5-photon background
+    needs about ``b + 19`` photons to reach ``z = 5``, a pixel of a photon-sparse one 4-5
+    photons. Bad pixels (0) stay 0.
+
+    Parameters
+    ----------
+    block : int
+        Tile side of the background and of the variance, pixels.
+    """
+
+    def __init__(self, block: int = 10):
+        self.block = block
+
+    def _check_params(self) -> None:
+        check_block("PoissonSignificance", self.block)
+
+    def transform(self, X: object) -> np.ndarray:
+        """Significance of each pixel's excess over its local background (normal deviates).
+
+        Parameters
+        ----------
+        X : array-like, shape (n_frames, height, width)
+            Frames in photons, bad pixels 0.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_frames, height, width)
+            float32 significances.
+        """
+        self._check_params()
+        frames = check_frames(X, where="PoissonSignificance")
+        block = int(self.block)
+        excess = BackgroundSubtraction(block=block).transform(frames)
+        variance = np.square(RobustScale(block=block).noise(excess))
+        z = excess / np.sqrt(variance)
+        tail = z > 2
+        v, x = variance[tail].astype(np.float64), excess[tail].astype(np.float64)
+        z[tail] = np.fmin(-special.ndtri(special.gammainc(v + x, v)), z[tail])
+        return np.where(frames == 0, np.float32(0), z).astype(np.float32)
+
+
 class HotPixelMask(StatelessTransformer):
     """Zero the pixels that are bright in a large fraction of the frames being transformed.
 
@@ -421,28 +480,39 @@ class Compress(StatelessTransformer):
 
 
 class SpotPixels(StatelessTransformer):
-    """Binary map of the pixels of spots: above a threshold, with a neighbour above it too.
+    """Binary map of the pixels of spots: above a threshold with a neighbour above it too, or significant alone.
 
-    On frames in noise units (:class:`RobustScale`) a pixel is lit when it stands more than
-    ``threshold`` noise units above the background, and it is kept when at least
-    ``min_neighbours`` of its eight neighbours are lit as well. A Bragg peak that
-    peakfinder8 counts spans at least ``min_pixel_count=2`` pixels above its threshold, while
-    the Poisson tail of a photon-counting detector's background, hot pixels and cosmic-ray
-    hits light single pixels: the map keeps the first and drops the others. Kept pixels
-    are 1 and all others 0, so that a faint peak weighs as much as a bright one and a
-    network trained on the map counts spots rather than weighing their brightness.
+    On frames in noise units (:class:`RobustScale`) or significances (:class:`PoissonSignificance`)
+    a pixel is lit when it stands more than ``threshold`` units above the background, and it is
+    kept when at least ``min_neighbours`` of its eight neighbours are lit as well: a spot of two
+    pixels or more, as peakfinder8's ``min_pixel_count=2`` counts them. The Poisson tail of a
+    photon-counting detector's background lights single pixels, so the rule drops it; but so
+    does a Bragg spot narrower than a pixel, which lights one pixel only. With
+    ``lone_false_alarms`` a lit pixel without lit neighbours is kept too when it reaches the
+    significance at which the whole frame expects only ``lone_false_alarms`` background pixels
+    above it: ``-ndtri(lone_false_alarms / n)`` for ``n`` good pixels (4.8 for 0.1 per 350 x 350
+    frame). Under :class:`PoissonSignificance` that level accounts for the Poisson tail of the
+    local background, so a one-pixel spot many sigma above it counts and the tail does not.
+    Hot pixels, also single and bright, are told apart by their persistence
+    (:class:`HotPixelMask`, before this step), and a hit has many spots where a cosmic ray adds
+    one track. Kept pixels are 1 and all others 0, so that a faint peak weighs as much as a
+    bright one and a network trained on the map counts spots rather than weighing their brightness.
 
     Parameters
     ----------
     threshold : float
-        Noise units a pixel must stand above the background to be lit.
+        Units a pixel must stand above the background to be lit.
     min_neighbours : int
         Lit neighbours (of 8) a lit pixel needs to be kept (0 keeps every lit pixel).
+    lone_false_alarms : float or None
+        Background pixels per frame expected above the level at which a pixel is kept alone
+        (None: a pixel needs its neighbours).
     """
 
-    def __init__(self, threshold: float = 5.0, min_neighbours: int = 1):
+    def __init__(self, threshold: float = 5.0, min_neighbours: int = 1, lone_false_alarms: float | None = None):
         self.threshold = threshold
         self.min_neighbours = min_neighbours
+        self.lone_false_alarms = lone_false_alarms
 
     def _check_params(self) -> None:
         if not float(self.threshold) >= 0 or int(self.min_neighbours) not in range(9):
@@ -450,6 +520,29 @@ class SpotPixels(StatelessTransformer):
                 f"SpotPixels: threshold={self.threshold}, min_neighbours={self.min_neighbours}; "
                 "give a threshold of 0 or more and 0-8 neighbours"
             )
+        if self.lone_false_alarms is not None and not float(self.lone_false_alarms) > 0:
+            raise HitbenchError(
+                f"SpotPixels: lone_false_alarms={self.lone_false_alarms}; give a positive number of pixels or None"
+            )
+
+    def lone_threshold(self, n_pixels: int) -> float:
+        """The level at which a lit pixel is kept without neighbours (inf without ``lone_false_alarms``).
+
+        Parameters
+        ----------
+        n_pixels : int
+            Good pixels of a frame.
+
+        Returns
+        -------
+        float
+            ``-ndtri(lone_false_alarms / n_pixels)``, never below ``threshold``.
+        """
+        self._check_params()
+        if self.lone_false_alarms is None or n_pixels < 1:
+            return float("inf")
+        level = -special.ndtri(min(float(self.lone_false_alarms) / n_pixels, 0.5))
+        return max(float(level), float(self.threshold))
 
     def transform(self, X: object) -> np.ndarray:
         """The spot-pixel map.
@@ -457,7 +550,7 @@ class SpotPixels(StatelessTransformer):
         Parameters
         ----------
         X : array-like, shape (n_frames, height, width)
-            Frames in noise units.
+            Frames in noise units or significances.
 
         Returns
         -------
@@ -465,8 +558,14 @@ class SpotPixels(StatelessTransformer):
             float32, 1 on kept pixels, 0 elsewhere.
         """
         self._check_params()
-        lit = (check_frames(X, where="SpotPixels") > np.float32(self.threshold)).astype(np.float32)
+        frames = check_frames(X, where="SpotPixels")
+        lit = (frames > np.float32(self.threshold)).astype(np.float32)
         if not int(self.min_neighbours):
             return lit
         neighbours = ndimage.uniform_filter(lit, size=(1, 3, 3), mode="constant") * np.float32(9) - lit
-        return lit * (neighbours > np.float32(int(self.min_neighbours) - 0.5))
+        kept = lit * (neighbours > np.float32(int(self.min_neighbours) - 0.5))
+        if self.lone_false_alarms is None:
+            return kept
+        good = np.count_nonzero(frames, axis=(1, 2))
+        levels = np.array([self.lone_threshold(int(n)) for n in good], dtype=np.float32)
+        return np.maximum(kept, (frames > levels[:, None, None]).astype(np.float32))

@@ -19,6 +19,7 @@ from hitbench.bench.figures.confusion import confusion_matrices
 from hitbench.bench.figures.examples import example_frames
 from hitbench.bench.figures.peaks import peaks_per_event
 from hitbench.bench.figures.rates import sensitivity_specificity
+from hitbench.bench.figures.reliability import reliability
 from hitbench.bench.figures.roc import roc
 
 
@@ -45,13 +46,15 @@ def write_figures(
     -------
     list of Path
         The figures written, in page order: confusion matrices, sensitivity and specificity per
-        run, ROC, example frames and peaks per event (each where the results have it).
+        run, ROC, reliability (methods whose score is P(hit)), example frames and peaks per event (each
+        where the results have it).
     """
     examples = Path(folder) / "examples.npz"
     figures = {
         "confusion_matrices": confusion_matrices(results),
         "sensitivity_specificity": sensitivity_specificity(results),
         "roc": roc(results, scores),
+        "reliability": reliability(results, scores),
         "example_frames": example_frames(np.load(examples)) if examples.is_file() else None,
         "peaks_per_event": peaks_per_event(events),
     }
