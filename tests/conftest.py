@@ -16,6 +16,7 @@ FAST_PARAMS: dict[str, dict[str, object]] = {
         "method__epochs": 10,
         "method__batch_size": 10,
         "method__validation_split": 0.0,
+        "method__decision_threshold": 0.5,  # the registered "validation" cut needs validation frames
         "method__learning_rate": 0.01,
         "n_augment": 0,
     },
