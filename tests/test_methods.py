@@ -53,7 +53,8 @@ def test_registry_lists_the_builtin_methods():
 
 def test_compositions_list_their_nested_parameters():
     params = registry.parameters("cnn-robust")
-    assert params["preprocess__gate"] == 4.0 and params["method__epochs"] == 40 and params["n_augment"] == 0
+    assert params["preprocess__gate"] == 3.0 and params["method__epochs"] == 40 and params["n_augment"] == 0
+    assert params["preprocess__lone_false_alarms"] == 0.1 and params["method__decision_threshold"] == "validation"
     assert "method" not in params and "preprocess" not in params
     assert registry.get("cnn-robust", preprocess__gate=5.0).preprocess.gate == 5.0
     with pytest.raises(HitbenchError, match="bad parameter"):
