@@ -66,7 +66,8 @@ def write_docs(folder: Path, docs: Path) -> Path:
         steps = step_table(meta)
         lines += ["", markdown(steps)] if steps is not None else [""]
     lines += ["## How to read the tables", "", *_reading_notes(results), ""]
-    for stem in ("summary", "labels", "pairs", "speed", *(s for s in made if s.startswith("table2_")), "seeds"):
+    table2s = [s for s in made if s.startswith("table2_")]
+    for stem in ("summary", "calibration", "labels", "pairs", "speed", *table2s, "seeds"):
         if stem not in made:
             continue
         table = made[stem]
@@ -116,6 +117,13 @@ def _reading_notes(results: pd.DataFrame) -> list[str]:
             "the image by any method, so such frames are left out rather than counted as hits or misses; a single "
             "spot cannot be told from a stray bright pixel, which is why the study's rule also calls a frame with "
             f"fewer than {MISS_BELOW} peaks a miss.",
+        ]
+    if "ece" in results and results["ece"].notna().any():
+        notes += [
+            "- ECE (expected calibration error) is given for the methods whose score is P(hit) (the CNNs): frames in "
+            "ten equal-width bins of P(hit), the frame-weighted mean gap between each bin's fraction of hits and its "
+            "mean P(hit); 0 is perfectly calibrated. Other methods' scores (counts, SVM margins) are not "
+            "probabilities and get none; the reliability figure draws the same bins.",
         ]
     labellers = [name for name in method_names(results).values() if name.endswith("(labeller)")]
     if labellers:
