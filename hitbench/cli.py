@@ -99,17 +99,35 @@ def methods_command() -> None:
     Console().print(table)
 
 
+def _geometry_option(command):
+    """The --geometry option: a CrystFEL .geom of the raw multi-panel frames (see :mod:`hitbench.data.geom`)."""
+    return click.option("--geometry", type=click.Path(path_type=Path),
+                        help="CrystFEL geometry (.geom) of raw multi-panel frames: peaks are found on the raw frames "
+                        "(each pixel's radius from the beam, no peak across two panels) and written in raw "
+                        "coordinates; the methods see the assembled 350x350 crop around the beam.")(command)
+
+
+def _data_path_option(command):
+    """The --data-path option: where the (n, ss, fs) frame stack is in an HDF5 file."""
+    return click.option("--data-path", help="HDF5 path of the (n, ss, fs) frame stack [default: the geometry's "
+                        "'data' line, else /entry_1/data_1/data].")(command)
+
+
 @main.command("info")
 @click.argument("path", type=click.Path(path_type=Path))
-def info_command(path: Path) -> None:
+@_geometry_option
+@_data_path_option
+def info_command(path: Path, geometry: Path | None, data_path: str | None) -> None:
     """Describe a CXI file or a detector image file: frames, shape, geometry, peaks and labels."""
     import h5py
     from rich.console import Console
     from rich.table import Table
 
-    from hitbench.data.cxi import CXIRun
+    from hitbench.data.cxi import DATA, CXIRun
     from hitbench.data.formats import read_image
+    from hitbench.data.geom import read_geom
 
+    detector = read_geom(geometry) if geometry is not None else None
     if not path.exists():
         raise HitbenchError(f"{path}: no such file; check the path")
     if path.is_dir():
@@ -117,7 +135,7 @@ def info_command(path: Path) -> None:
                             "folder to `hitbench compare --data`")
     table = Table(title=str(path), show_header=False)
     if path.suffix.lower() in HDF5_SUFFIXES or (path.is_file() and h5py.is_hdf5(path)):
-        run = CXIRun(path)
+        run = CXIRun(path, data_path or (detector.data if detector is not None else None) or DATA)
         table.add_row("format", "CXI/HDF5")
         table.add_row("frames", str(run.n_frames))
         table.add_row("frame shape", f"{run.frame_shape[0]} x {run.frame_shape[1]}")
@@ -128,7 +146,12 @@ def info_command(path: Path) -> None:
         table.add_row("hitbench fields", ", ".join(run.fields) or "none")
         for key, value in run.attrs.items():
             table.add_row(f"run {key}", str(value))
+        if detector is not None:
+            detector.check_shape(run.frame_shape, str(path))
+            _geometry_rows(table, detector, run.mask & detector.good_pixels(path))
     else:
+        if detector is not None:
+            raise HitbenchError(f"--geometry {geometry}: goes with HDF5 runs of raw frames; {path} is an image file")
         image = read_image(path)
         table.add_row("format", "detector image (fabio)")
         table.add_row("frame shape", f"{image.frame.shape[0]} x {image.frame.shape[1]}")
@@ -143,6 +166,22 @@ def info_command(path: Path) -> None:
     else:
         table.add_row("geometry", "not recorded")
     Console().print(table)
+
+
+def _geometry_rows(table: object, detector: object, good: object) -> None:
+    """Rows of `hitbench info` for a CrystFEL geometry: panels, beam, camera length, radii, good pixels."""
+    import numpy as np
+
+    panels = detector.panels
+    table.add_row("geometry", f"{detector.path}: {len(panels)} panels, raw frame {detector.raw_shape[0]} x "
+                  f"{detector.raw_shape[1]} (ss x fs)")
+    table.add_row("panel pixels", ", ".join(sorted({f"{p.shape[0]} x {p.shape[1]}" for p in panels})))
+    clen = detector.clen
+    table.add_row("camera length", f"{clen * 1e3:.1f} mm" if clen is not None else f"from each run ({panels[0].clen})")
+    table.add_row("pixel size", f"{1e6 / panels[0].res:.0f} um")
+    on = good & (detector.panel_index >= 0)
+    table.add_row("radius from the beam", f"{detector.radius[on].min():.1f} to {detector.radius[on].max():.1f} px")
+    table.add_row("good pixels (with the geometry)", f"{int(np.count_nonzero(on))} of {on.size}")
 
 
 def _compression_option(command):
@@ -179,18 +218,26 @@ def _echo_crystfel(written: list[Path] | tuple[Path, ...], notes: list[str] | tu
               help="Also write, into this folder, RUN.lst (the frames labelled hit), RUN.geom and RUN.cell for "
               "CrystFEL's indexamajig.")
 @_compression_option
+@_geometry_option
+@_data_path_option
 def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chunk_size: int, n_jobs: int,
-                  crystfel_out: Path | None, compression: str, **finder_options: float | int | None) -> None:
+                  crystfel_out: Path | None, compression: str, geometry: Path | None, data_path: str | None,
+                  **finder_options: float | int | None) -> None:
     """Find peaks (peakfinder8) in CXI runs and write them, peak counts and labels into each file."""
     import numpy as np
 
     from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
     from hitbench.data.cxi import CXIRun
+    from hitbench.data.geom import read_geom
     from hitbench.parallel import parallel_backend
     from hitbench.peaks import PeakFinder8
     from hitbench.peaks.labels import label_run
 
     _check_finder_options(finder_options, chunk_size)
+    detector = read_geom(geometry) if geometry is not None else None
+    if detector is not None and crystfel_out:
+        raise HitbenchError("--crystfel-out with --geometry: give indexamajig your own .geom (the peaks are in raw "
+                            "coordinates); hitbench writes single-panel geometries only")
     handoffs = {path: handoff_paths(crystfel_out, path.stem, path.stem) for path in paths} if crystfel_out else {}
     if len(handoffs) != len({files[0] for files in handoffs.values()}):
         raise HitbenchError("--crystfel-out: two runs share a file name, their CrystFEL files would collide")
@@ -199,7 +246,7 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
     for path in paths:
         with parallel_backend():
             labels = label_run(path, finder, miss_below=miss_below, hit_above=hit_above, chunk_size=chunk_size,
-                               n_jobs=n_jobs, compression=compression)
+                               n_jobs=n_jobs, compression=compression, geometry=detector, data_path=data_path)
         click.echo(f"{path}: {labels.size} frames, {int((labels == 1).sum())} hits, {int((labels == 0).sum())} "
                    f"misses, {int((labels == -1).sum())} ambiguous")
         if path in handoffs:
@@ -355,11 +402,12 @@ def _dask_options(command):
               help="Seed of simulation, splits and training; several (0,1,2) repeat the training "
               "and add tables/seeds.md (the spread over seeds).")
 @click.option("--save-models", is_flag=True, help="Also copy the trained models to OUT/models/.")
+@_geometry_option
 @_dask_options
 def compare_command(methods: str, data: Path | None, preset: str | None, scale: float | None, train_runs: str | None,
                     test_runs: str | None, cross_experiment: tuple[str, ...], labels: str, params: tuple[str, ...],
                     holdout: float, out: Path, cache_dir: Path | None, n_jobs: int, seeds: str,
-                    save_models: bool, scheduler: str | None, dask_workers: int | None) -> None:
+                    save_models: bool, geometry: Path | None, scheduler: str | None, dask_workers: int | None) -> None:
     """Train and test hit finders across runs (and experiments); print and write Table II-style results."""
     import time
 
@@ -384,7 +432,7 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
         methods=names, out=out, cache_dir=cache_dir or default_cache_dir(), data=data, preset=preset, scale=scale,
         train_runs=train_runs, test_runs=test_runs, cross_experiment=list(cross_experiment), labels=labels,
         params=parse_params(params, names), seeds=seed_list, holdout=holdout, n_jobs=n_jobs,
-        save_models=save_models,
+        save_models=save_models, geometry=geometry,
     )
     console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets whole table rows
     start = time.perf_counter()
@@ -443,9 +491,10 @@ def report_command(results: Path, docs: Path, study_scale: bool, others: tuple[P
 @click.option("--trust-pickle", is_flag=True, help="Also read a pickled (joblib) model of an older hitbench. "
               "Unpickling runs any code the file holds: only for files you made yourself.")
 @_compression_option
+@_geometry_option
 @_dask_options
 def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chunk_size: int, hits_cxi: bool,
-                    n_jobs: int, trust_pickle: bool, compression: str, scheduler: str | None,
+                    n_jobs: int, trust_pickle: bool, compression: str, geometry: Path | None, scheduler: str | None,
                     dask_workers: int | None) -> None:
     """Classify every frame of CXI runs; write RUN.hits.csv (event, score, label) per run into OUT."""
     from rich.console import Console
@@ -461,7 +510,7 @@ def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chu
         with parallel_backend(scheduler, dask_workers):
             summaries = predict_runs(model_path, list(runs), out_dir, chunk_size=chunk_size, hits_cxi=hits_cxi,
                                      n_jobs=n_jobs, progress=_progress_factory(progress), compression=compression,
-                                     trust_pickle=trust_pickle)
+                                     trust_pickle=trust_pickle, geometry=geometry)
     finally:
         if progress.live.is_started:
             progress.stop()

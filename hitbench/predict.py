@@ -5,6 +5,9 @@ every frame) and, when asked, ``<run>.hits.cxi``: only the hit frames, with thei
 /entry_1/result_1 when the run has them and their hitbench fields, the data-reduction "veto" a
 facility keeps; beside it what CrystFEL's ``indexamajig`` reads (:mod:`hitbench.data.crystfel`):
 ``<run>.hits.lst`` listing its frames, ``<run>.geom`` and, for simulated runs, ``<run>.cell``.
+Runs of raw multi-panel frames are scored through their CrystFEL geometry (``--geometry``): the model sees
+each frame's assembled crop around the beam, of the side it was trained on, while ``<run>.hits.cxi`` keeps the
+raw frames and their peaks in raw coordinates, for indexamajig with the same geometry.
 Reading, inference and writing go chunk by chunk, so memory stays flat however long the run.
 Chunks are scored by joblib tasks that receive (path, start, stop) and open the file themselves,
 so under :func:`hitbench.parallel.parallel_backend` they run on a Dask cluster unchanged.
@@ -27,8 +30,9 @@ import numpy as np
 from hitbench import modelfile
 from hitbench.atomic import atomic_path
 from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
-from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
+from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff, write_list
 from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter
+from hitbench.data.geom import CROP_SIDE, DetectorGeometry, read_geom
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES
 from hitbench.methods.base import HitMethod
@@ -117,8 +121,44 @@ class ChunkResult:
     hit_fields: dict[str, np.ndarray] | None
 
 
+@dataclass(frozen=True)
+class RawCrop:
+    """How a worker turns raw multi-panel frames into the crop a model sees: source pixel and good crop pixels."""
+
+    source: np.ndarray
+    mask: np.ndarray
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        out = np.take(raw.reshape(len(raw), -1), self.source, axis=1)
+        out *= self.mask
+        return out
+
+
+def raw_crop(run: CXIRun, geometry: DetectorGeometry, side: int) -> RawCrop:
+    """The crop of a run's raw frames through its geometry (the run's and the geometry's bad pixels 0).
+
+    Parameters
+    ----------
+    run : CXIRun
+        A run of raw frames.
+    geometry : DetectorGeometry
+        Its detector's geometry.
+    side : int
+        Crop side.
+
+    Returns
+    -------
+    RawCrop
+    """
+    geometry.check_shape(run.frame_shape, str(run.path))
+    crop = geometry.crop_map(side)
+    good = run.mask & geometry.good_pixels(run.path)
+    return RawCrop(crop.source, crop.good & good.ravel()[crop.source])
+
+
 def predict_chunk(
-    model_path: Path, run_path: Path, start: int, stop: int, keep_hits: bool, trust_pickle: bool = False
+    model_path: Path, run_path: Path, start: int, stop: int, keep_hits: bool, trust_pickle: bool = False,
+    crop: RawCrop | None = None,
 ) -> ChunkResult:
     """Score frames ``start:stop`` of a run; with ``keep_hits`` also return the hit frames, peaks and fields.
 
@@ -135,6 +175,8 @@ def predict_chunk(
         their event indices in the run as the field ``source_event``.
     trust_pickle : bool
         See :func:`load_model`.
+    crop : RawCrop, optional
+        The frames are raw multi-panel frames; the model sees this crop of them.
 
     Returns
     -------
@@ -145,7 +187,8 @@ def predict_chunk(
     run = CXIRun(run_path)
     raw = run.read(start, stop, apply_mask=False)
     try:
-        scores = np.asarray(model.decision_function(raw * run.mask), dtype=np.float64)
+        frames = raw * run.mask if crop is None else crop(raw)
+        scores = np.asarray(model.decision_function(frames), dtype=np.float64)
     except HitbenchError as exc:
         raise HitbenchError(f"{run_path} frames {start}-{stop - 1}: {exc}") from None
     labels = model.decide(scores).astype(np.int8)
@@ -217,14 +260,17 @@ def crystfel_paths(run_path: Path, out_dir: Path) -> tuple[Path, Path, Path]:
     return handoff_paths(out_dir, f"{run_path.stem}.hits", run_path.stem)
 
 
-def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool) -> list[CXIRun]:
+def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool,
+                geometry: DetectorGeometry | None = None) -> list[CXIRun]:
     shape = getattr(model, "frame_shape_", None)
     opened, seen = [], {}
     for path in runs:
         run = CXIRun(path)
         if run.n_frames == 0:
             raise HitbenchError(f"{path}: no frames to predict (the run is empty); leave it out")
-        if shape is not None and tuple(run.frame_shape) != tuple(shape):
+        if geometry is not None:
+            geometry.check_shape(run.frame_shape, str(path))
+        elif shape is not None and tuple(run.frame_shape) != tuple(shape):
             raise HitbenchError(
                 f"{path}: frames are {run.frame_shape[0]}x{run.frame_shape[1]} but the model was trained on "
                 f"{shape[0]}x{shape[1]}; give runs with the model's frame size (or crop them the same way)"
@@ -254,6 +300,7 @@ def predict_runs(
     progress: Callable[[str, int], Callable[[], None]] | None = None,
     compression: str = DEFAULT_COMPRESSION,
     trust_pickle: bool = False,
+    geometry: str | Path | None = None,
 ) -> list[RunSummary]:
     """Classify every frame of each run and write its hit list (and hits-only CXI file).
 
@@ -279,6 +326,9 @@ def predict_runs(
         HDF5 compression of ``<run>.hits.cxi`` (see :mod:`hitbench.data.compression`).
     trust_pickle : bool
         Also read a pickled model of an older hitbench (see :func:`load_model`).
+    geometry : str or Path, optional
+        CrystFEL geometry of raw multi-panel frames: the model scores each frame's assembled crop around the
+        beam, of the side of the frames it was trained on (see :func:`raw_crop`).
 
     Returns
     -------
@@ -289,22 +339,34 @@ def predict_runs(
         raise HitbenchError(f"--chunk-size {chunk_size}: give at least 1 frame")
     dataset_filters(compression)  # an unknown choice fails before any work
     model = load_model(model_path, trust_pickle=trust_pickle)  # a one-line error before any work
+    detector = read_geom(geometry) if geometry is not None else None
+    trained = getattr(model, "frame_shape_", None)
+    side = int(trained[0]) if trained is not None else CROP_SIDE
+    if detector is not None and trained is not None and trained[0] != trained[1]:
+        raise HitbenchError(f"--geometry {geometry}: the model was trained on {trained[0]}x{trained[1]} frames; the "
+                            "assembled crop is square, give a model trained on square crops")
     model_path = Path(model_path).resolve()
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HitbenchError(f"{out_dir}: cannot create the output folder ({exc.strerror}); use another --out") from None
-    opened = _check_runs(model, [Path(r) for r in runs], out_dir, hits_cxi)
+    opened = _check_runs(model, [Path(r) for r in runs], out_dir, hits_cxi, detector)
     summaries = []
     for run in opened:
         start_time = time.perf_counter()
         advance = progress(run.path.name, -(-run.n_frames // chunk_size)) if progress else None
         hit_list, cxi_path = output_paths(run.path, out_dir)
+        crop = raw_crop(run, detector, side) if detector is not None else None
         n_hits = _predict_run(model_path, run, hit_list, cxi_path if hits_cxi else None, chunk_size, n_jobs, advance,
-                              compression, trust_pickle)
+                              compression, trust_pickle, crop)
         crystfel, notes = [], []
-        if hits_cxi:
+        if hits_cxi and detector is not None:
+            list_file = crystfel_paths(run.path, out_dir)[0]
+            crystfel = [write_list(list_file, cxi_path, range(n_hits))]
+            notes = [f"indexamajig: give it your geometry {detector.path} (the peaks are in raw coordinates), "
+                     "with peak_list = /entry_1/result_1 and peak_list_type = cxi"]
+        elif hits_cxi:
             crystfel, notes = write_handoff(CXIRun(cxi_path), range(n_hits), crystfel_paths(run.path, out_dir))
         summaries.append(
             RunSummary(run.path, run.n_frames, n_hits, time.perf_counter() - start_time, hit_list,
@@ -322,10 +384,11 @@ def _hits_writer(run: CXIRun, path: Path, compression: str) -> CXIWriter:
 
 
 def _predict_run(model_path: Path, run: CXIRun, hit_list: Path, cxi_path: Path | None, chunk_size: int, n_jobs: int,
-                 advance: Callable[[], None] | None, compression: str, trust_pickle: bool) -> int:
+                 advance: Callable[[], None] | None, compression: str, trust_pickle: bool,
+                 crop: RawCrop | None = None) -> int:
     n_hits = 0
     tasks = (
-        joblib.delayed(predict_chunk)(model_path, run.path, start, stop, cxi_path is not None, trust_pickle)
+        joblib.delayed(predict_chunk)(model_path, run.path, start, stop, cxi_path is not None, trust_pickle, crop)
         for start, stop in _chunks(run, chunk_size)
     )
     with atomic_path(hit_list, overwrite=False) as tmp, open(tmp, "w", newline="") as text:

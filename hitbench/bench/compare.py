@@ -18,8 +18,10 @@ from hitbench.bench.figures import write_figures
 from hitbench.bench.results_io import write_results, write_text
 from hitbench.bench.runner import Comparison
 from hitbench.bench.tables import write_tables
+from hitbench.data.assembled import assembled_experiment
 from hitbench.data.dataset import Experiment, open_experiment, run_labels, select_runs
 from hitbench.data.formats import CROP_SIZE
+from hitbench.data.geom import read_geom
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
 
@@ -93,6 +95,7 @@ class CompareSettings:
     holdout: float = 0.3
     n_jobs: int = 1
     save_models: bool = False
+    geometry: Path | None = None
 
 
 def _experiment(
@@ -105,7 +108,11 @@ def _experiment(
     # name (give the folder as ./NAME or with --data); --data is a Path, always data
     preset = isinstance(source, str) and source in preset_names()
     if not preset and path.exists() and path.suffix != ".toml":
-        return open_experiment(path, crop_size=crop)
+        experiment = open_experiment(path, crop_size=crop)
+        if settings.geometry is not None and source == settings.data:
+            experiment = assembled_experiment(experiment, read_geom(settings.geometry), crop)
+            _check_labelled(experiment, settings.geometry)
+        return experiment
     if preset or path.suffix == ".toml":
         return simulated_experiment(
             str(source),
@@ -117,6 +124,14 @@ def _experiment(
             costs=costs,
         )
     raise HitbenchError(f"data '{source}': neither a file/folder nor a preset; presets: {', '.join(preset_names())}")
+
+
+def _check_labelled(experiment: Experiment, geometry: Path) -> None:
+    """Runs of raw frames are labelled with their geometry first (``hitbench label --geometry``)."""
+    for run in experiment.runs.values():
+        if "label" in getattr(run, "fields", ()) and "geometry" not in run.attrs:
+            raise HitbenchError(f"{run.path}: labelled without a geometry (peaks found on the raw frames as one "
+                                f"panel); label it again with `hitbench label --geometry {geometry} {run.path}`")
 
 
 def _default_train_runs(experiment: Experiment) -> list[str]:
@@ -163,6 +178,11 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
         raise HitbenchError(f"--labels {settings.labels}: use peaks (the peak-finder rule) or truth (simulator)")
     if not 0 < settings.holdout < 1:
         raise HitbenchError(f"--holdout {settings.holdout}: give a fraction between 0 and 1")
+    if settings.geometry is not None and settings.data is None:
+        raise HitbenchError(f"--geometry {settings.geometry}: goes with --data (a folder of runs of raw frames); a "
+                            "preset of whole panels (detector.panels) writes and uses its own geometry")
+    if settings.geometry is not None:
+        read_geom(settings.geometry)  # a bad geometry fails before any work
     _check_writable(settings.out)
     source = settings.data if settings.data is not None else (settings.preset or DEFAULT_PRESET)
     costs = StepCosts()

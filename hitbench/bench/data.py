@@ -20,8 +20,10 @@ from filelock import FileLock
 
 from hitbench import __version__
 from hitbench.bench.costs import StepCosts
+from hitbench.data.assembled import assembled_experiment
 from hitbench.data.cxi import CXIRun
 from hitbench.data.dataset import Experiment, ImageRun, label_sources, open_experiment, run_labels
+from hitbench.data.geom import DetectorGeometry, read_geom
 from hitbench.errors import HitbenchError
 
 
@@ -30,13 +32,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HITBENCH_CACHE", Path.home() / ".cache" / "hitbench"))
 
 
-def _label_missing(experiment: Experiment, n_jobs: int, advance: Callable[[], None] | None) -> None:
+def _label_missing(experiment: Experiment, n_jobs: int, advance: Callable[[], None] | None,
+                   geometry: DetectorGeometry | None = None) -> None:
     from hitbench.peaks import PeakFinder8
     from hitbench.peaks.labels import label_run
 
     for run in experiment.runs.values():
         if isinstance(run, CXIRun) and "label" not in run.fields:
-            label_run(run.path, PeakFinder8(), n_jobs=n_jobs)
+            label_run(run.path, PeakFinder8(), n_jobs=n_jobs, geometry=geometry)
         if advance is not None:
             advance()
 
@@ -73,10 +76,12 @@ def simulated_experiment(
     Returns
     -------
     Experiment
-        The runs, with the simulator's truth and the peak-finder labels.
+        The runs, with the simulator's truth and the peak-finder labels. A detector of whole panels
+        (``detector.panels``) is labelled on its raw frames with the geometry written beside them, and its
+        runs are read as the assembled crop of the preset's ``frame_shape`` (:class:`AssembledRun`).
     """
     from hitbench.simulate import load_experiment, write_experiment
-    from hitbench.simulate.runs import FILE_FORMAT, run_file_name
+    from hitbench.simulate.runs import FILE_FORMAT, geom_file_name, run_file_name
 
     spec = load_experiment(preset)
     key = joblib.hash((spec, scale, seed, __version__, FILE_FORMAT))[:12]
@@ -93,12 +98,15 @@ def simulated_experiment(
             with costs.step("simulate") if costs else contextlib.nullcontext():
                 write_experiment(spec, folder, runs=missing, scale=scale, seed=seed, n_jobs=n_jobs, progress=advance)
         experiment = open_experiment(folder)
+        geometry = read_geom(folder / geom_file_name(spec)) if spec.detector.panels else None
         unlabelled = [run for run in experiment.runs.values() if "label" not in run.fields]
         if unlabelled:
             advance = progress(f"finding peaks in {spec.name}", len(experiment.runs)) if progress else None
             with costs.step("peak labels") if costs else contextlib.nullcontext():
-                _label_missing(experiment, n_jobs, advance)
+                _label_missing(experiment, n_jobs, advance, geometry)
             experiment = open_experiment(folder)
+    if geometry is not None:
+        experiment = assembled_experiment(experiment, geometry, spec.frame_shape[0])
     experiment.train_runs = [str(run) for run in spec.train_runs]
     return experiment
 

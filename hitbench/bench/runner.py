@@ -43,6 +43,7 @@ from hitbench.bench.protocols import (
     cross_run_test_sets,
     holdout_split,
 )
+from hitbench.data.assembled import AssembledRun
 from hitbench.data.cxi import CXIRun
 from hitbench.data.dataset import (
     Experiment,
@@ -78,6 +79,8 @@ def run_identity(run: Run) -> tuple:
     files = [run.path] if isinstance(run, CXIRun) else run.files
     stats = [(str(Path(f).resolve()), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     extra = run.labels.tobytes() if isinstance(run, ImageRun) else b""
+    if isinstance(run, AssembledRun):  # the crop depends on the geometry
+        extra = run.geometry_key
     return (tuple(stats), extra, run.frame_shape)
 
 
@@ -404,7 +407,9 @@ class Comparison:
         That is ``peaks`` with the peakfinder8 settings the training runs were labelled with
         (recorded by ``hitbench label``; the ADC threshold may be left to the fit) and its count
         cut fitted to those labels: with the labeller's counts the fitted cut falls between the rule's
-        miss and hit counts, so it calls every non-ambiguous frame as the rule does.
+        miss and hit counts, so it calls every non-ambiguous frame as the rule does. Runs labelled on their
+        raw multi-panel frames with a geometry (``hitbench label --geometry``) are not: the method sees the
+        assembled crop.
         """
         if self.label_kind != "peaks" or registry.load(method) is not PeakCount:
             return False
@@ -415,8 +420,9 @@ class Comparison:
         mine = PeakFinder8(**given).record()
         fitted = {"adc_threshold"} if settings["adc_threshold"] is None else set()
         for name in self.train_runs:
-            recorded = json.loads(str(self.experiment.runs[name].attrs.get("peakfinder8", "null")))
-            if not isinstance(recorded, dict):
+            attrs = self.experiment.runs[name].attrs
+            recorded = json.loads(str(attrs.get("peakfinder8", "null")))
+            if not isinstance(recorded, dict) or "geometry" in attrs:
                 return False
             if any(mine.get(key, float("nan")) != value for key, value in recorded.items() if key not in fitted):
                 return False

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
 
 from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
-from hitbench.data.cxi import CXIRun, update_cxi
+from hitbench.data.cxi import DATA, CXIRun, update_cxi
+from hitbench.data.geom import DetectorGeometry
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES
 from hitbench.labelrule import HIT_ABOVE, MISS_BELOW, peak_labels, rule_record
@@ -17,11 +19,30 @@ from hitbench.peaks.peakfinder import PeakFinder8
 from hitbench.peaktable import PeakTable
 
 
-def _find_chunk(path: str, start: int, stop: int, finder: PeakFinder8) -> PeakTable:
+def raw_finder(finder: PeakFinder8, geometry: DetectorGeometry) -> PeakFinder8:
+    """``finder`` for the raw frames of a multi-panel detector: each pixel's true radius, peaks kept on one panel.
+
+    Parameters
+    ----------
+    finder : PeakFinder8
+        The configured peak finder (its ``min_res``/``max_res`` are radii from the beam in pixels).
+    geometry : DetectorGeometry
+        The detector's geometry.
+
+    Returns
+    -------
+    PeakFinder8
+        A copy with ``radius_map`` and ``panel_map`` from the geometry.
+    """
+    return replace(finder, radius_map=geometry.radius, panel_map=geometry.panel_index)
+
+
+def _find_chunk(path: str, start: int, stop: int, finder: PeakFinder8, data_path: str = DATA,
+                mask: np.ndarray | None = None) -> PeakTable:
     """Peaks of frames ``start:stop`` of a CXI file (a joblib worker: it opens the file itself)."""
-    run = CXIRun(path)
+    run = CXIRun(path, data_path)
     try:
-        return finder.find_stack(run.read(start, stop), mask=run.mask)
+        return finder.find_stack(run.read(start, stop), mask=run.mask if mask is None else mask)
     except HitbenchError as exc:
         raise HitbenchError(f"{path} frames {start}-{min(stop, run.n_frames) - 1}: {exc}") from None
 
@@ -35,6 +56,8 @@ def label_run(
     chunk_size: int = TASK_FRAMES,
     n_jobs: int = 1,
     compression: str = DEFAULT_COMPRESSION,
+    geometry: DetectorGeometry | None = None,
+    data_path: str | None = None,
 ) -> np.ndarray:
     """Find the peaks of a CXI run and write them, the peak counts and the labels into the file.
 
@@ -58,6 +81,11 @@ def label_run(
         joblib workers over chunks.
     compression : str
         HDF5 compression of the datasets added to the file (see :mod:`hitbench.data.compression`).
+    geometry : DetectorGeometry, optional
+        The detector's geometry: the frames are raw multi-panel frames, searched with :func:`raw_finder` and the
+        geometry's good pixels, and the peaks are written in raw coordinates (as Cheetah and CrystFEL expect).
+    data_path : str, optional
+        HDF5 path of the frames (default the geometry's ``data``, else the CXI layout's).
 
     Returns
     -------
@@ -67,13 +95,22 @@ def label_run(
     if chunk_size < 1:
         raise HitbenchError(f"chunk_size={chunk_size}: give 1 frame or more")
     dataset_filters(compression)  # an unknown choice fails before the search
-    run = CXIRun(path)
+    data_path = data_path or (geometry.data if geometry is not None else None) or DATA
+    run = CXIRun(path, data_path)
     if run.n_frames == 0:
         raise HitbenchError(f"{run.path}: no frames to label (the run is empty); leave it out")
+    mask = None
+    attrs = {}
+    if geometry is not None:
+        geometry.check_shape(run.frame_shape, str(run.path))
+        mask = run.mask & geometry.good_pixels(run.path)
+        finder = raw_finder(finder, geometry)
+        attrs["geometry"] = str(geometry.path.resolve())
     starts = range(0, run.n_frames, chunk_size)
     table = PeakTable.concatenate(
         Parallel(n_jobs=n_jobs)(
-            delayed(_find_chunk)(str(run.path), start, start + chunk_size, finder) for start in starts
+            delayed(_find_chunk)(str(run.path), start, start + chunk_size, finder, data_path, mask)
+            for start in starts
         )
     )
     labels = peak_labels(table.n_peaks, miss_below=miss_below, hit_above=hit_above)
@@ -84,6 +121,7 @@ def label_run(
         attrs={
             "peakfinder8": json.dumps(finder.record()),
             "label_rule": json.dumps(rule_record(miss_below, hit_above)),
+            **attrs,
         },
         max_peaks=max(int(finder.max_num_peaks), table.x.shape[1]),
         compression=compression,

@@ -20,6 +20,10 @@ The algorithm is the one Cheetah, OM and CrystFEL call peakfinder8:
    ``intensity / local_sigma`` (as in CrystFEL); groups below ``min_snr`` are dropped.
 5. Pixels outside ``min_res <= radius <= max_res`` are treated like masked pixels (as the
    peakfinder8 mask does), so peaks outside the resolution range are never found.
+6. On a multi-panel raw frame (``panel_map``, e.g. from a CrystFEL geometry) the radial statistics
+   take every panel's pixels at their true radius (``radius_map``), while a peak's pixels and its
+   local background come from one panel only: peakfinder8 searches each ASIC on its own in OM and
+   Cheetah, so a peak never spans two panels.
 
 Speed comes from three observations. The per-bin sums of all pixels need one
 ``np.bincount`` pass each; every threshold is at least ``adc_threshold``, so the pixels a
@@ -83,6 +87,7 @@ class _Geometry:
     good_count: np.ndarray  # (n_bins + 1,) good pixels per bin
     ring_dy: np.ndarray
     ring_dx: np.ndarray
+    panels: np.ndarray | None = None  # (H*W,) panel of every pixel (multi-panel raw frames), else None
 
 
 @dataclass(eq=False)
@@ -115,6 +120,8 @@ class PeakFinder8:
         Ignored when ``radius_map`` is given.
     radius_map : numpy.ndarray, optional
         Distance of every pixel from the beam centre (H, W), in pixels.
+    panel_map : numpy.ndarray, optional
+        Panel (ASIC) of every pixel (H, W), integers; a peak's pixels and local background stay on one panel.
     """
 
     adc_threshold: float = 50.0
@@ -128,20 +135,21 @@ class PeakFinder8:
     n_iterations: int = 5
     center: tuple[float, float] | None = None
     radius_map: np.ndarray | None = field(default=None, repr=False)
+    panel_map: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
-        """The parameters that :meth:`get_params` records: all but ``radius_map`` (an array).
+        """The parameters that :meth:`get_params` records: all but ``radius_map`` and ``panel_map`` (arrays).
 
         Returns
         -------
         tuple of str
             Parameter names, in signature order.
         """
-        return tuple(f.name for f in fields(cls) if f.name != "radius_map")
+        return tuple(f.name for f in fields(cls) if f.name not in ("radius_map", "panel_map"))
 
     def get_params(self) -> dict[str, object]:
-        """Return the parameters (without ``radius_map``), e.g. to record them with results.
+        """Return the parameters (without ``radius_map`` and ``panel_map``), e.g. to record them with results.
 
         Returns
         -------
@@ -251,7 +259,8 @@ class PeakFinder8:
         """Radius bins, good pixels and annulus offsets for this shape and mask (cached)."""
         self._check_params()
         shape = tuple(int(s) for s in shape)
-        key = (shape, self.center, id(self.radius_map), self.min_res, self.max_res, self.local_bg_radius)
+        key = (shape, self.center, id(self.radius_map), id(self.panel_map), self.min_res, self.max_res,
+               self.local_bg_radius)
         cached = getattr(self, "_geometry_cache", None)
         if cached is not None and cached[0] == key:
             geom = cached[1]
@@ -282,6 +291,14 @@ class PeakFinder8:
                 raise HitbenchError(f"mask has shape {mask.shape} but the frames are {shape}; give a matching mask")
             good &= mask
             mask = mask.copy()
+        panels = None
+        if self.panel_map is not None:
+            panels = np.asarray(self.panel_map)
+            if panels.shape != shape:
+                raise HitbenchError(
+                    f"panel_map has shape {panels.shape} but the frames are {shape}; give a matching map"
+                )
+            panels = panels.astype(np.int32).ravel()
         bins = np.rint(radius).astype(np.intp).ravel()
         n_bins = int(bins.max()) + 1
         good = good.ravel()
@@ -291,7 +308,7 @@ class PeakFinder8:
         dy, dx = np.mgrid[-outer : outer + 1, -outer : outer + 1]
         dist = np.hypot(dy, dx)
         ring = (dist >= self.local_bg_radius) & (dist <= outer)
-        return _Geometry(shape, mask, bins, n_bins, good_count, dy[ring], dx[ring])
+        return _Geometry(shape, mask, bins, n_bins, good_count, dy[ring], dx[ring], panels)
 
     # ------------------------------------------------------------------ one frame
     def _radial_threshold(self, data: np.ndarray, geom: _Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -330,7 +347,7 @@ class PeakFinder8:
         pix = bright[data[bright] > threshold[geom.bins[bright]]]
         if pix.size == 0:
             return 0 if not centroids else Peaks(*(np.zeros(0) for _ in range(4)), npix=np.zeros(0, dtype=np.int64))
-        labels, npix = _groups_8connected(pix, geom.shape[1])
+        labels, npix = _groups_8connected(pix, geom.shape[1], geom.panels)
         keep = (npix >= self.min_pixel_count) & (npix <= self.max_pixel_count)
         width = geom.shape[1]
         # Centroid weighted by pixel - radial offset locates the background annulus.
@@ -382,6 +399,8 @@ class PeakFinder8:
         values = data[flat].astype(np.float64)
         ring_bins = geom.bins[flat]
         use = inside & (ring_bins < geom.n_bins) & (values < threshold[ring_bins])
+        if geom.panels is not None:  # the background of a peak comes from its own panel
+            use &= geom.panels[flat] == geom.panels[cy * width + cx][:, None]
         n = use.sum(axis=1)
         s1 = np.where(use, values, 0.0).sum(axis=1)
         s2 = np.where(use, values * values, 0.0).sum(axis=1)
@@ -395,8 +414,9 @@ class PeakFinder8:
         return local_offset, local_sigma
 
 
-def _groups_8connected(pix: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Label 8-connected groups among sorted flat pixel indices.
+def _groups_8connected(pix: np.ndarray, width: int, panels: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Label 8-connected groups among sorted flat pixel indices (neighbours on another panel are not linked).
 
     Returns the group of every pixel (groups numbered in row-major order of their first pixel)
     and the size of every group.
@@ -412,6 +432,8 @@ def _groups_8connected(pix: np.ndarray, width: int) -> tuple[np.ndarray, np.ndar
         j = np.searchsorted(pix, target)
         j_ok = np.minimum(j, n - 1)
         linked = (pix[j_ok] == target) & (col + dcol >= 0) & (col + dcol < width)
+        if panels is not None:
+            linked &= panels[pix] == panels[pix[j_ok]]
         src.append(np.flatnonzero(linked))
         dst.append(j_ok[linked])
     src = np.concatenate(src)

@@ -97,6 +97,12 @@ class Detector:
         Range of a hot pixel's mean excess value per frame, ADU (counts).
     dead_pixel_fraction : float
         Fraction of dead pixels (masked; -2 on counting detectors, 0 otherwise).
+    panels : str
+        ``"RxC"``: a detector of R x C whole panels stored raw, panel by panel, with its CrystFEL ``.geom``
+        (see :mod:`hitbench.simulate.panels`; ``frame_shape`` is then the side of the assembled crop around
+        the beam that the methods see); ``""`` (default): frames are a crop of the assembled image.
+    panel_rotations : tuple of int
+        With ``panels``: each panel's rotation, 0, 90, 180 or 270 degrees, row by row (default all 0).
     """
 
     kind: str
@@ -115,6 +121,8 @@ class Detector:
     hot_pixels: int = 0
     hot_pixel_level: tuple[float, float] = (100.0, 1000.0)
     dead_pixel_fraction: float = 0.0
+    panels: str = ""
+    panel_rotations: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,6 +254,10 @@ def _value(where: str, default: object, value: object) -> object:
         if not isinstance(value, str):
             raise HitbenchError(f"{where} must be a string, got {value!r}")
         return value
+    if default == ():  # a list of any length of whole numbers
+        if not isinstance(value, list):
+            raise HitbenchError(f"{where} must be a list of whole numbers, got {value!r}")
+        return tuple(_number(f"{where}[{i}]", v, integer=True) for i, v in enumerate(value))
     if isinstance(default, tuple):
         if not isinstance(value, list) or len(value) != len(default):
             raise HitbenchError(f"{where} must be a list of {len(default)} numbers, got {value!r}")
@@ -322,6 +334,15 @@ def _experiment(doc: dict, source: str) -> Experiment:
         raise HitbenchError(f"{source}: detector.kind must be 'integrating' or 'counting', got {detector.kind!r}")
     for key in ("pixel_size_m", "distance_m", "gain_adu_per_photon", "saturation"):
         _number(f"{source}: detector.{key}", getattr(detector, key), positive=True)
+    if detector.panels:
+        from hitbench.simulate.panels import grid_shape, raw_layout
+
+        grid = grid_shape(detector.panels, f"{source}: detector.panels")
+        raw_layout(grid, detector.panel_shape, detector.panel_gap_px, detector.panel_rotations, (0.0, 0.0),
+                   detector.pixel_size_m, detector.distance_m, f"{source}: detector")
+        if shape[0] != shape[1]:
+            raise HitbenchError(f"{source}: frame_shape {list(shape)}: with detector.panels it is the square crop "
+                                "around the beam the methods see; give two equal sides")
     beam = _section(Beam, doc["beam"], f"{source}: beam", ("photon_energy_ev",))
     _number(f"{source}: beam.photon_energy_ev", beam.photon_energy_ev, positive=True)
     sample = _section(Sample, doc["sample"], f"{source}: sample", ("cell",))

@@ -11,6 +11,12 @@ whose centre falls on a good pixel of the crop), ``n_spots_detectable`` (those w
 around the spot: B the expected background photons there, σ_read the readout noise and g the gain), and the
 spot lists ``spot_x``, ``spot_y`` (pixels) and ``spot_photons`` (expected photons), brightest first, padded
 with NaN to the sample's ``max_spots``.
+
+A detector of whole panels (``[detector] panels = "RxC"``, :mod:`hitbench.simulate.panels`) is drawn as the
+assembled image and stored raw, panel by panel: then ``spot_x``, ``spot_y`` are raw positions (fs, ss, as
+peakXPosRaw/peakYPosRaw), ``spot_x_image``, ``spot_y_image`` the same spots in the assembled image (beam at
+the run's ``beam_centre_x``, ``beam_centre_y``), and ``write_experiment`` writes the CrystFEL geometry
+(:func:`geom_file_name`) beside the runs.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 from scipy.spatial.transform import Rotation
 
+from hitbench.atomic import atomic_path
 from hitbench.constants import wavelength_angstrom
 from hitbench.data.compression import DEFAULT_COMPRESSION, encode_chunk
-from hitbench.data.cxi import CXIWriter
+from hitbench.data.cxi import DATA, CXIWriter
 from hitbench.errors import HitbenchError
 from hitbench.geometry import Geometry
 from hitbench.simulate import physics
+from hitbench.simulate.panels import RawLayout, grid_shape, raw_layout
 from hitbench.simulate.presets import CONDITIONS, Experiment
 
 #: What the run files hold, in cache keys: changed whenever the same seed writes different files
@@ -119,6 +127,7 @@ class _RunModel:
     spot_sigma: float
     max_spots: int
     dtype: np.dtype
+    raw: RawLayout | None = None  # a detector of whole panels: frames stored raw
 
 
 def storage_dtype(kind: str, readout_noise_adu: float, saturation: float) -> np.dtype:
@@ -205,7 +214,8 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
     two_theta_max = np.arctan2(reach * det.pixel_size_m, det.distance_m)
     hkl = physics.reflections(basis, wavelength / (2 * np.sin(two_theta_max / 2)))
     hkl_weight = exp_rng.exponential(1.0, size=len(hkl))  # acentric Wilson statistics
-    gaps, panels = _panel_layout(exp, shape)
+    raw = layout(exp)
+    gaps, panels = _panel_layout(exp, shape) if raw is None else (raw.gaps, raw.footprints)
     n_px = h * w
     dead = np.zeros(n_px, dtype=bool)
     dead[exp_rng.choice(n_px, size=int(round(det.dead_pixel_fraction * n_px)), replace=False)] = True
@@ -252,7 +262,7 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
         wavelength=wavelength, bandwidth=beam.bandwidth, mosaicity=np.radians(sample.mosaicity_deg),
         distance=det.distance_m, pixel_size=det.pixel_size_m, spot_photons=sample.spot_photons,
         reference_size_a=sample.reference_size_um * 1e4, wilson_b=sample.wilson_b, spot_sigma=sample.spot_sigma_px,
-        max_spots=sample.max_spots, dtype=storage_dtype(det.kind, det.readout_noise_adu, det.saturation),
+        max_spots=sample.max_spots, dtype=storage_dtype(det.kind, det.readout_noise_adu, det.saturation), raw=raw,
     )
     conditions = {
         "experiment": exp.name, "run": run, "seed": seed, "n_frames": n_frames, "events": spec.events,
@@ -327,7 +337,7 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
         frames = np.minimum(counts, m.saturation).astype(m.dtype)
         frames[:, m.gaps] = -1
         frames[:, m.dead] = -2
-        return frames, truth
+        return _stored(m, frames, truth)
     frames = counts.astype(np.float32)
     frames *= np.float32(m.gain)
     bank = rng.standard_normal(NOISE_BANK_FRAMES * h * w, dtype=np.float32)
@@ -340,7 +350,39 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
     frames[:, m.gaps | m.dead] = 0.0
     if m.dtype.kind == "i":
         frames = np.rint(frames, out=frames).astype(m.dtype)
-    return frames, truth
+    return _stored(m, frames, truth)
+
+
+def layout(exp: Experiment) -> RawLayout | None:
+    """The experiment's grid of whole panels (see :mod:`hitbench.simulate.panels`), or None for a crop."""
+    det = exp.detector
+    if not det.panels:
+        return None
+    where = f"{exp.source}: detector"
+    return raw_layout(grid_shape(det.panels, f"{where}.panels"), det.panel_shape, det.panel_gap_px,
+                      det.panel_rotations, exp.beam.beam_centre_offset_px, det.pixel_size_m, det.distance_m, where)
+
+
+def _stored(m: _RunModel, frames: np.ndarray, truth: dict) -> tuple[np.ndarray, dict]:
+    """Frames and truth as the run file stores them: raw panel by panel for a detector of panels, else as drawn."""
+    if m.raw is None:
+        return frames, truth
+    raw = frames.reshape(len(frames), -1)[:, m.raw.raw_index]
+    x, y = truth["spot_x"], truth["spot_y"]
+    truth["spot_x_image"], truth["spot_y_image"] = x, y
+    fs, ss = m.raw.to_raw(x, y)
+    truth["spot_x"], truth["spot_y"] = fs.astype(np.float32), ss.astype(np.float32)
+    return raw, truth
+
+
+def stored_mask(m: _RunModel) -> np.ndarray:
+    """The good pixels of the stored frames (raw for a detector of panels)."""
+    return m.mask if m.raw is None else m.mask.ravel()[m.raw.raw_index]
+
+
+def geom_file_name(exp: Experiment) -> str:
+    """File name of the CrystFEL geometry a detector of panels is written with, e.g. ``tiny-panels.geom``."""
+    return f"{exp.name}.geom"
 
 
 def _encoded_chunk(m: _RunModel, index: int, compression: str) -> tuple[np.ndarray, dict, list[bytes] | None]:
@@ -407,10 +449,16 @@ def simulate_run(exp: Experiment, run: int, n_frames: int | None = None, seed: i
     model, conditions = _build_model(exp, run, n, int(seed), shape)
     parts = [chunk for _, chunk in _chunks([model], n_jobs)]
     truth = {key: np.concatenate([p[1][key] for p in parts]) for key in parts[0][1]}
-    return SimulatedRun(np.concatenate([p[0] for p in parts]), model.mask, _geometry(exp), truth, conditions)
+    return SimulatedRun(np.concatenate([p[0] for p in parts]), stored_mask(model), _geometry(exp), truth, conditions)
 
 
 def _shape(exp: Experiment, frame_shape: tuple[int, int] | None) -> tuple[int, int]:
+    raw = layout(exp)
+    if raw is not None:
+        if frame_shape is not None:
+            raise HitbenchError(f"frame_shape {frame_shape}: {exp.name} simulates whole panels (detector.panels); "
+                                "its frames are the panels' raw frames, leave frame_shape out")
+        return raw.shape
     if frame_shape is None:
         return exp.frame_shape
     shape = tuple(int(s) for s in frame_shape)
@@ -476,13 +524,17 @@ def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | Non
     shape = _shape(exp, frame_shape)
     built = [_build_model(exp, run, exp.n_frames(run, scale), int(seed), shape) for run in runs]
     models = [m for m, _ in built]
+    raw = models[0].raw if models else None
+    if raw is not None:
+        _write_geom(exp, out / geom_file_name(exp), raw)
+    file_shape = shape if raw is None else raw.raw_shape
     writers: dict[int, CXIWriter] = {}
     done = [0] * len(models)
     written: list[Path] = []
     try:
         for k, (frames, truth, encoded) in _chunks(models, n_jobs, compression):
             if k not in writers:
-                writers[k] = CXIWriter(paths[k], shape, mask=models[k].mask, geometry=_geometry(exp),
+                writers[k] = CXIWriter(paths[k], file_shape, mask=stored_mask(models[k]), geometry=_geometry(exp),
                                        attrs=built[k][1], max_peaks=exp.sample.max_spots, dtype=models[k].dtype,
                                        compression=compression)
             writers[k].append(frames, fields=truth, encoded=encoded)
@@ -495,3 +547,14 @@ def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | Non
         for writer in writers.values():
             writer.abort()
     return written
+
+
+def _write_geom(exp: Experiment, path: Path, raw: RawLayout) -> None:
+    """Write the layout's CrystFEL geometry (kept when the same text is there, refused when another one is)."""
+    text = raw.geom_text(exp.beam.photon_energy_ev, exp.detector.gain_adu_per_photon, DATA)
+    if path.exists():
+        if path.read_text() != text:
+            raise HitbenchError(f"{path}: another geometry is there; choose another --out folder or remove it first")
+        return
+    with atomic_path(path, overwrite=False) as tmp:
+        tmp.write_text(text)

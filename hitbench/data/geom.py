@@ -1,0 +1,724 @@
+"""CrystFEL geometry files (``.geom``): multi-panel detectors, their raw frames and the assembled image.
+
+A facility detector (CSPAD, Jungfrau, ePix, AGIPD, Eiger) stores a frame panel by panel: the raw frame is a
+(ss, fs) array in which each panel owns a rectangle ``min_fs..max_fs`` x ``min_ss..max_ss``. The geometry
+file places every panel in the laboratory frame, in pixels from the beam (CrystFEL's conventions, see
+crystfel_geometry(5)):
+
+- ``PANEL/corner_x``, ``PANEL/corner_y``: where the corner of the panel's first pixel (``min_fs``,
+  ``min_ss``) lies, pixels from the beam;
+- ``PANEL/fs``, ``PANEL/ss``: the lab directions of one step along the fast and slow scan, e.g.
+  ``+0.0000x +1.0000y`` (a ``z`` term is read and ignored: the panels are assembled in projection);
+- ``PANEL/res`` (pixels per metre), ``PANEL/clen`` (camera length, m, or an HDF5 path holding it),
+  ``PANEL/coffset`` (m, added to clen);
+- ``bad_REGION/min_x .. max_y`` (lab pixels) or ``bad_REGION/min_fs .. max_ss`` with ``bad_REGION/panel``
+  (raw pixels): pixels left out; ``PANEL/no_index = 1`` leaves a whole panel out;
+- ``data`` (the frame stack's HDF5 path), ``dim0 = %``, ``dim1 = ss``, ``dim2 = fs``;
+- ``mask`` / ``mask_file`` / ``mask_good`` / ``mask_bad`` (CrystFEL 0.9) or ``mask0_data`` / ``mask0_file`` /
+  ``mask0_goodbits`` / ``mask0_badbits`` (0.10 and later): a pixel mask in an HDF5 file (without a file: in
+  each run file);
+- a key without a panel name before the panels (``clen = 0.1``) is the default of the panels that follow;
+- ``;`` starts a comment.
+
+CrystFEL counts pixels from their corner, hitbench (like Cheetah's ``peakXPosRaw``) from their centre, so the
+centre of raw pixel (fs, ss) lies at ``corner + (fs - min_fs + 0.5) * fs_vector + (ss - min_ss + 0.5) *
+ss_vector``. Every user error is one line naming the file and line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hitbench.errors import HitbenchError
+
+#: Side of the square crop the methods see (the study's 350 x 350).
+CROP_SIDE = 350
+
+#: Keys a panel takes (also as defaults before the panels).
+PANEL_KEYS = frozenset({
+    "min_fs", "max_fs", "min_ss", "max_ss", "corner_x", "corner_y", "fs", "ss", "res", "clen", "coffset",
+    "adu_per_eV", "adu_per_photon", "max_adu", "data", "no_index", "badrow_direction", "mask", "mask_file",
+    "mask_good", "mask_bad", "saturation_map", "saturation_map_file", "flag_lessthan", "flag_morethan",
+    "flag_equal", "photon_energy", "wavelength", "electron_voltage", "bandwidth", "photon_energy_bandwidth",
+    "photon_energy_scale", "peak_list", "peak_list_type", "detector_shift_x", "detector_shift_y", "rail_x",
+    "rail_y", "rail_z", "clen_for_centering", "orig_min_fs", "orig_max_fs", "orig_min_ss", "orig_max_ss",
+})
+_NUMBERED = re.compile(r"^(dim\d+|mask\d+_(data|file|goodbits|badbits))$")
+_GROUPS = re.compile(r"^rigid_group(_collection)?_\S+$")
+_BAD_KEYS = frozenset({"min_x", "max_x", "min_y", "max_y", "min_fs", "max_fs", "min_ss", "max_ss", "panel"})
+_VECTOR_TERM = re.compile(r"\s*([+-]?)\s*(\d*\.?\d*(?:[eE][+-]?\d+)?)\s*([xyz])")
+_REQUIRED = ("min_fs", "max_fs", "min_ss", "max_ss", "corner_x", "corner_y", "fs", "ss", "res", "clen")
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel (ASIC or module) of a detector.
+
+    Parameters
+    ----------
+    name : str
+        Its name in the geometry file.
+    min_fs, max_fs, min_ss, max_ss : int
+        Its rectangle in the raw frame (inclusive).
+    corner_x, corner_y : float
+        Lab position of the corner of pixel (min_fs, min_ss), pixels from the beam.
+    fs, ss : tuple of float
+        Lab (x, y) of one step along the fast and slow scan, pixels.
+    res : float
+        Pixels per metre.
+    clen : float or str
+        Camera length, metres, or the HDF5 path of it in each run file.
+    coffset : float
+        Added to the camera length, metres.
+    no_index : bool
+        Left out of peak finding and hit finding.
+    line : int
+        The line of the file where the panel first appears.
+    """
+
+    name: str
+    min_fs: int
+    max_fs: int
+    min_ss: int
+    max_ss: int
+    corner_x: float
+    corner_y: float
+    fs: tuple[float, float]
+    ss: tuple[float, float]
+    res: float
+    clen: float | str
+    coffset: float = 0.0
+    no_index: bool = False
+    line: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(ss, fs) size of the panel in the raw frame."""
+        return self.max_ss - self.min_ss + 1, self.max_fs - self.min_fs + 1
+
+    @property
+    def first_centre(self) -> tuple[float, float]:
+        """Lab (x, y) of the centre of pixel (min_fs, min_ss), pixels from the beam."""
+        return (self.corner_x + 0.5 * (self.fs[0] + self.ss[0]), self.corner_y + 0.5 * (self.fs[1] + self.ss[1]))
+
+    def lab(self, fs: np.ndarray, ss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lab (x, y), pixels from the beam, of raw positions (fs, ss) on this panel (pixel-centre origin)."""
+        x0, y0 = self.first_centre
+        df, ds = np.asarray(fs, dtype=np.float64) - self.min_fs, np.asarray(ss, dtype=np.float64) - self.min_ss
+        return x0 + df * self.fs[0] + ds * self.ss[0], y0 + df * self.fs[1] + ds * self.ss[1]
+
+    def raw(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (fs, ss), continuous, of lab positions (x, y): the inverse of :meth:`lab`."""
+        x0, y0 = self.first_centre
+        det = self.fs[0] * self.ss[1] - self.ss[0] * self.fs[1]
+        dx, dy = np.asarray(x, dtype=np.float64) - x0, np.asarray(y, dtype=np.float64) - y0
+        df = (dx * self.ss[1] - dy * self.ss[0]) / det
+        ds = (dy * self.fs[0] - dx * self.fs[1]) / det
+        return df + self.min_fs, ds + self.min_ss
+
+    def outline(self) -> np.ndarray:
+        """Lab (x, y) of the panel's four corners, pixels (4, 2)."""
+        n_ss, n_fs = self.shape
+        f = np.array([0.0, n_fs, n_fs, 0.0])
+        s = np.array([0.0, 0.0, n_ss, n_ss])
+        return np.stack([self.corner_x + f * self.fs[0] + s * self.ss[0],
+                         self.corner_y + f * self.fs[1] + s * self.ss[1]], axis=1)
+
+
+@dataclass(frozen=True)
+class BadRegion:
+    """Pixels left out: a lab rectangle (``min_x``..``max_y``) or a raw one on a panel (``min_fs``..``max_ss``)."""
+
+    name: str
+    bounds: tuple[float, float, float, float]  # (min_x, max_x, min_y, max_y) or (min_fs, max_fs, min_ss, max_ss)
+    raw: bool
+    panel: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """A pixel mask in an HDF5 file (``file`` None: in each run file) and the bits of a good pixel."""
+
+    data: str
+    file: str | None
+    goodbits: int
+    badbits: int
+
+
+@dataclass
+class DetectorGeometry:
+    """A parsed CrystFEL geometry: the panels, and per raw pixel its lab position, radius and panel.
+
+    Built by :func:`read_geom`. Arrays are (ss, fs) shaped like the raw frames (:attr:`raw_shape`).
+
+    Attributes
+    ----------
+    path : Path
+        The geometry file.
+    panels : list of Panel
+        In file order.
+    bad_regions : list of BadRegion
+        Regions left out.
+    masks : list of MaskSpec
+        HDF5 pixel masks.
+    data : str or None
+        HDF5 path of the frame stack (``data``), if given.
+    photon_energy : float or None
+        eV, if given as a number.
+    adu_per_photon : float or None
+        If given.
+    """
+
+    path: Path
+    panels: list[Panel]
+    bad_regions: list[BadRegion] = field(default_factory=list)
+    masks: list[MaskSpec] = field(default_factory=list)
+    data: str | None = None
+    photon_energy: float | None = None
+    adu_per_photon: float | None = None
+
+    def __post_init__(self) -> None:
+        self.raw_shape = (max(p.max_ss for p in self.panels) + 1, max(p.max_fs for p in self.panels) + 1)
+        self.panel_index = np.full(self.raw_shape, -1, dtype=np.int32)
+        self.x = np.full(self.raw_shape, np.nan)
+        self.y = np.full(self.raw_shape, np.nan)
+        self.res = np.full(self.raw_shape, np.nan)
+        for k, panel in enumerate(self.panels):
+            ss, fs = np.mgrid[panel.min_ss : panel.max_ss + 1, panel.min_fs : panel.max_fs + 1]
+            region = (slice(panel.min_ss, panel.max_ss + 1), slice(panel.min_fs, panel.max_fs + 1))
+            self.panel_index[region] = k
+            self.x[region], self.y[region] = panel.lab(fs, ss)
+            self.res[region] = panel.res
+        on_panel = self.panel_index >= 0
+        #: Distance of every pixel from the beam, pixels (0 off the panels; they are masked).
+        self.radius = np.where(on_panel, np.hypot(np.nan_to_num(self.x), np.nan_to_num(self.y)), 0.0)
+        self.mask = on_panel.copy()
+        for k, panel in enumerate(self.panels):
+            if panel.no_index:
+                self.mask[self.panel_index == k] = False
+        for region in self.bad_regions:
+            self.mask &= ~self._region_pixels(region)
+        self._crops: dict[int, _Crop] = {}
+
+    # ------------------------------------------------------------------ per pixel
+    @property
+    def x_m(self) -> np.ndarray:
+        """Lab x of every raw pixel, metres (NaN off the panels)."""
+        return self.x / self.res
+
+    @property
+    def y_m(self) -> np.ndarray:
+        """Lab y of every raw pixel, metres (NaN off the panels)."""
+        return self.y / self.res
+
+    @property
+    def clen(self) -> float | None:
+        """The camera length plus the first panel's coffset, metres; None when read from each run file."""
+        panel = self.panels[0]
+        return panel.clen + panel.coffset if isinstance(panel.clen, float) else None
+
+    def _region_pixels(self, region: BadRegion) -> np.ndarray:
+        low0, high0, low1, high1 = region.bounds
+        if region.raw:
+            ss, fs = np.indices(self.raw_shape)
+            inside = (fs >= low0) & (fs <= high0) & (ss >= low1) & (ss <= high1)
+        else:
+            with np.errstate(invalid="ignore"):
+                inside = (self.x >= low0) & (self.x <= high0) & (self.y >= low1) & (self.y <= high1)
+        if region.panel is not None:
+            inside &= self.panel_index == [p.name for p in self.panels].index(region.panel)
+        return inside
+
+    def check_shape(self, shape: tuple[int, ...], where: str) -> None:
+        """Refuse frames the panels do not fit, in one line naming the frames and the panel.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            (ss, fs) of the raw frames.
+        where : str
+            The run or file, for the message.
+        """
+        shape = tuple(int(s) for s in shape)
+        for panel in self.panels:
+            if panel.max_ss >= shape[0] or panel.max_fs >= shape[1]:
+                raise HitbenchError(
+                    f"{self.path}:{panel.line}: panel {panel.name} (fs {panel.min_fs}-{panel.max_fs}, ss "
+                    f"{panel.min_ss}-{panel.max_ss}) does not fit the {shape[0]} x {shape[1]} (ss x fs) frames of "
+                    f"{where}; give the geometry of this detector"
+                )
+        if shape != self.raw_shape:
+            raise HitbenchError(
+                f"{self.path}: the panels cover {self.raw_shape[0]} x {self.raw_shape[1]} (ss x fs) pixels but the "
+                f"frames of {where} are {shape[0]} x {shape[1]}; give the geometry of this detector"
+            )
+
+    def panel_of(self, fs: np.ndarray, ss: np.ndarray) -> np.ndarray:
+        """The panel index of raw positions (pixel-centre coordinates, rounded), -1 off the panels."""
+        col, row = np.rint(np.asarray(fs)).astype(np.intp), np.rint(np.asarray(ss)).astype(np.intp)
+        inside = (row >= 0) & (row < self.raw_shape[0]) & (col >= 0) & (col < self.raw_shape[1])
+        out = np.full(col.shape, -1, dtype=np.int32)
+        out[inside] = self.panel_index[row[inside], col[inside]]
+        return out
+
+    def to_lab(self, fs: np.ndarray, ss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lab (x, y), pixels from the beam, of raw positions such as peakXPosRaw/peakYPosRaw (NaN off the panels).
+
+        Parameters
+        ----------
+        fs, ss : numpy.ndarray
+            Raw positions, pixel-centre origin (the pixel holding the position gives the panel).
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            x and y.
+        """
+        fs, ss = np.asarray(fs, dtype=np.float64), np.asarray(ss, dtype=np.float64)
+        which = self.panel_of(fs, ss)
+        x, y = np.full(fs.shape, np.nan), np.full(fs.shape, np.nan)
+        for k in np.unique(which[which >= 0]):
+            on = which == k
+            x[on], y[on] = self.panels[k].lab(fs[on], ss[on])
+        return x, y
+
+    # ------------------------------------------------------------------ the assembled crop
+    def crop_origin(self, side: int = CROP_SIDE) -> tuple[float, float]:
+        """Lab (x, y) of the centre of the crop's pixel (0, 0): the beam near the crop's centre, pixel centres aligned.
+
+        The crop's grid is shifted by less than a pixel so that its pixel centres fall on those of the first
+        panel (an image from panels on one grid is then a copy of their pixels, no pixel read twice).
+
+        Parameters
+        ----------
+        side : int
+            Crop side, pixels.
+
+        Returns
+        -------
+        (float, float)
+        """
+        origin = []
+        for first in self.panels[0].first_centre:
+            shift = first - math.floor(first)
+            origin.append(round(-(side - 1) / 2 - shift) + shift)
+        return origin[0], origin[1]
+
+    def crop_map(self, side: int = CROP_SIDE) -> _Crop:
+        """The raw pixel that each pixel of a side x side crop around the beam shows (built once per side)."""
+        if side not in self._crops:
+            self._crops[side] = self._build_crop(side)
+        return self._crops[side]
+
+    def _build_crop(self, side: int) -> _Crop:
+        x0, y0 = self.crop_origin(side)
+        rows, cols = np.indices((side, side))
+        x, y = (cols + x0).ravel(), (rows + y0).ravel()
+        source = np.full(side * side, -1, dtype=np.int64)
+        width = self.raw_shape[1]
+        for panel in self.panels:
+            fs, ss = panel.raw(x, y)
+            col, row = np.floor(fs + 0.5), np.floor(ss + 0.5)  # the pixel whose area holds the point
+            on = (col >= panel.min_fs) & (col <= panel.max_fs) & (row >= panel.min_ss) & (row <= panel.max_ss)
+            on &= source < 0  # the first panel listed wins where two touch
+            source[on] = row[on].astype(np.int64) * width + col[on].astype(np.int64)
+        good = source >= 0
+        good[good] = self.mask.ravel()[source[good]]
+        return _Crop(side, (x0, y0), np.where(good, source, 0).reshape(side, side), good.reshape(side, side))
+
+    def crop(self, frames: np.ndarray, side: int = CROP_SIDE) -> np.ndarray:
+        """The assembled side x side crop around the beam of raw frames (float32, pixels off the panels 0).
+
+        Parameters
+        ----------
+        frames : numpy.ndarray, shape (n, ss, fs) or (ss, fs)
+            Raw frames.
+        side : int
+            Crop side.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n, side, side) or (side, side)
+        """
+        frames = np.asarray(frames)
+        self.check_shape(frames.shape[-2:], "the frames")
+        crop = self.crop_map(side)
+        flat = frames.reshape(*frames.shape[:-2], -1)
+        out = np.take(flat, crop.source, axis=-1).astype(np.float32)
+        out *= crop.good
+        return out
+
+    def to_crop(self, fs: np.ndarray, ss: np.ndarray, side: int = CROP_SIDE) -> tuple[np.ndarray, np.ndarray]:
+        """Crop (x, y) of raw positions (e.g. peaks found on raw frames), pixel-centre origin.
+
+        Parameters
+        ----------
+        fs, ss : numpy.ndarray
+            Raw positions.
+        side : int
+            Crop side.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            Positions in the crop of :meth:`crop` (NaN off the panels).
+        """
+        x, y = self.to_lab(fs, ss)
+        x0, y0 = self.crop_origin(side)
+        return x - x0, y - y0
+
+    def good_pixels(self, run_file: str | Path | None = None) -> np.ndarray:
+        """The geometry's good raw pixels: on a panel, not in a bad region or ``no_index`` panel, not masked.
+
+        Parameters
+        ----------
+        run_file : str or Path, optional
+            The run file that holds the masks given without ``mask_file`` (they are skipped without one).
+
+        Returns
+        -------
+        numpy.ndarray of bool, raw_shape
+        """
+        good = self.mask.copy()
+        for spec in self.masks:
+            where = self.path.parent / spec.file if spec.file is not None else run_file
+            if where is not None:
+                good &= _read_mask(Path(where), spec, self)
+        return good
+
+
+@dataclass(frozen=True)
+class _Crop:
+    """A crop's source raw pixel (flat index) per crop pixel, whether it is a good pixel, and its lab origin."""
+
+    side: int
+    origin: tuple[float, float]
+    source: np.ndarray
+    good: np.ndarray
+
+
+def _read_mask(path: Path, spec: MaskSpec, geom: DetectorGeometry) -> np.ndarray:
+    """Good pixels of an HDF5 mask (``goodbits`` all set, ``badbits`` none)."""
+    import h5py
+
+    from hitbench.data.cxi import _open
+
+    with _open(path) as h5:
+        if spec.data not in h5:
+            raise HitbenchError(f"{geom.path}: mask {spec.data} is not in {path}; fix the mask lines or the file")
+        values = np.asarray(h5[spec.data][()])
+        if not isinstance(h5[spec.data], h5py.Dataset) or values.shape[-2:] != geom.raw_shape:
+            raise HitbenchError(f"{geom.path}: mask {path}:{spec.data} has shape {values.shape}, the panels cover "
+                                f"{geom.raw_shape}; give the mask of this detector")
+    values = values.reshape(geom.raw_shape).astype(np.int64)
+    return ((values & spec.goodbits) == spec.goodbits) & ((values & spec.badbits) == 0)
+
+
+# ---------------------------------------------------------------------- reading a .geom file
+def _number(path: Path, line: int, key: str, value: str, *, integer: bool = False) -> float:
+    try:
+        number = int(value, 0) if integer and not value.lstrip("+-").replace(".", "", 1).isdigit() else float(value)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise HitbenchError(f"{path}:{line}: {key} = {value}: not {kind}; give {kind}") from None
+    if not math.isfinite(number) or (integer and number != int(number)):
+        raise HitbenchError(f"{path}:{line}: {key} = {value}: give a finite {'whole ' if integer else ''}number")
+    return int(number) if integer else float(number)
+
+
+def _vector(path: Path, line: int, key: str, value: str) -> tuple[float, float]:
+    """``+0.0000x +1.0000y`` (z ignored) as (x, y)."""
+    text = value.replace(" ", "")
+    parts = {"x": 0.0, "y": 0.0, "z": 0.0}
+    pos = 0
+    for match in _VECTOR_TERM.finditer(value):
+        if value[pos : match.start()].strip():
+            break
+        sign, number, axis = match.groups()
+        parts[axis] = (-1.0 if sign == "-" else 1.0) * (float(number) if number not in ("", ".") else 1.0)
+        pos = match.end()
+    if not text or value[pos:].strip() or pos == 0:
+        raise HitbenchError(f"{path}:{line}: {key} = {value}: not a direction; write it as e.g. '+0.0000x +1.0000y'")
+    if math.hypot(parts["x"], parts["y"]) < 1e-6:
+        raise HitbenchError(f"{path}:{line}: {key} = {value}: has no x or y part; a panel's {key} must lie in x-y")
+    return parts["x"], parts["y"]
+
+
+def _parse_lines(path: Path) -> list[tuple[int, str, str]]:
+    """(line number, key, value) of every setting, comments and blank lines dropped."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="strict")
+    except FileNotFoundError:
+        raise HitbenchError(f"{path}: no such geometry file; check the --geometry path") from None
+    except IsADirectoryError:
+        raise HitbenchError(f"{path}: is a folder; give a CrystFEL .geom file") from None
+    except UnicodeDecodeError:
+        raise HitbenchError(f"{path}: not a text file; give a CrystFEL .geom file") from None
+    except OSError as exc:
+        raise HitbenchError(f"{path}: cannot read ({exc.strerror})") from None
+    out = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split(";", 1)[0].strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise HitbenchError(f"{path}:{number}: '{line}' is not 'key = value'; fix the line or comment it out "
+                                "with ';'")
+        out.append((number, key, value))
+    if not out:
+        raise HitbenchError(f"{path}: no settings (empty or only comments); give a CrystFEL .geom file")
+    return out
+
+
+def _check_key(path: Path, line: int, key: str, scope: str) -> None:
+    if key in PANEL_KEYS or _NUMBERED.match(key):
+        return
+    raise HitbenchError(f"{path}:{line}: unknown key '{key}' ({scope}); see crystfel_geometry(5) for the keys "
+                        "(panel keys: min_fs, max_fs, min_ss, max_ss, corner_x, corner_y, fs, ss, res, clen, coffset)")
+
+
+def read_geom(path: str | Path) -> DetectorGeometry:
+    """Read and check a CrystFEL geometry file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.geom`` file.
+
+    Returns
+    -------
+    DetectorGeometry
+
+    Raises
+    ------
+    HitbenchError
+        One line naming the file and line: a line that is not ``key = value``, an unknown key, a value that is
+        not a number or a direction, a panel missing a required key (the beam centre is ``corner_x``/``corner_y``,
+        the camera length ``clen``), an empty or inverted pixel range, parallel fs/ss, panels overlapping in the
+        raw frame or in the lab, a bad region naming no panel or an unknown one, or no panels.
+    """
+    path = Path(path)
+    defaults: dict[str, tuple[int, str]] = {}
+    panels: dict[str, dict[str, tuple[int, str]]] = {}
+    first_line: dict[str, int] = {}
+    bad: dict[str, dict[str, tuple[int, str]]] = {}
+    for line, key, value in _parse_lines(path):
+        owner, slash, name = key.rpartition("/")
+        if not slash:
+            if not _GROUPS.match(key):
+                _check_key(path, line, key, "a global setting")
+                defaults[key] = (line, value)
+            continue
+        if not owner or "/" in owner:
+            raise HitbenchError(f"{path}:{line}: '{key}': give PANEL/KEY or bad_REGION/KEY")
+        if owner.startswith("bad"):
+            if name not in _BAD_KEYS:
+                raise HitbenchError(f"{path}:{line}: unknown key '{name}' of bad region {owner}; give min_x, max_x, "
+                                    "min_y, max_y, or min_fs, max_fs, min_ss, max_ss with panel")
+            bad.setdefault(owner, {})[name] = (line, value)
+            first_line.setdefault(owner, line)
+            continue
+        _check_key(path, line, name, f"panel {owner}")
+        if owner not in panels:
+            panels[owner] = dict(defaults)  # the defaults given so far
+            first_line[owner] = line
+        panels[owner][name] = (line, value)
+    if not panels:
+        raise HitbenchError(f"{path}: no panels (no PANEL/min_fs ... lines); give at least one panel")
+    built = [_panel(path, name, settings, first_line[name]) for name, settings in panels.items()]
+    _check_overlaps(path, built)
+    regions = [_bad_region(path, name, settings, first_line[name], built) for name, settings in bad.items()]
+    geom = DetectorGeometry(path, built, regions, _masks(path, defaults), _data(path, defaults),
+                            _optional_number(path, defaults, "photon_energy"),
+                            _optional_number(path, defaults, "adu_per_photon"))
+    if not geom.mask.any():
+        raise HitbenchError(f"{path}: no good pixel left (bad regions and no_index cover every panel); fix them")
+    return geom
+
+
+def _optional_number(path: Path, settings: dict[str, tuple[int, str]], key: str) -> float | None:
+    if key not in settings:
+        return None
+    line, value = settings[key]
+    if value.startswith("/"):  # an HDF5 path: a value per run file
+        return None
+    return _number(path, line, key, value.split()[0])
+
+
+def _panel(path: Path, name: str, settings: dict[str, tuple[int, str]], line: int) -> Panel:
+    for key in _REQUIRED:
+        if key not in settings:
+            what = {"corner_x": " (the beam centre: corner_x/corner_y place the panel relative to the beam)",
+                    "corner_y": " (the beam centre: corner_x/corner_y place the panel relative to the beam)",
+                    "clen": " (the camera length, metres, or the HDF5 path holding it)",
+                    "res": " (pixels per metre)"}.get(key, "")
+            raise HitbenchError(f"{path}:{line}: panel {name} has no {key}{what}; add '{name}/{key} = ...' or a "
+                                f"global '{key} = ...' before the panels")
+    value: dict[str, float] = {}
+    for key in ("min_fs", "max_fs", "min_ss", "max_ss"):
+        at, text = settings[key]
+        value[key] = _number(path, at, f"{name}/{key}", text, integer=True)
+        if value[key] < 0:
+            raise HitbenchError(f"{path}:{at}: {name}/{key} = {text}: give 0 or more (raw pixels)")
+    for low, high in (("min_fs", "max_fs"), ("min_ss", "max_ss")):
+        if value[high] < value[low]:
+            at = settings[high][0]
+            raise HitbenchError(f"{path}:{at}: panel {name}: {high} {value[high]} is below {low} {value[low]}; "
+                                "give the inclusive pixel range")
+    for key in ("corner_x", "corner_y", "res", "coffset"):
+        if key in settings:
+            value[key] = _number(path, settings[key][0], f"{name}/{key}", settings[key][1])
+    if value["res"] <= 0:
+        raise HitbenchError(f"{path}:{settings['res'][0]}: {name}/res = {settings['res'][1]}: give the pixels per "
+                            "metre, a positive number")
+    clen_line, clen_text = settings["clen"]
+    clen: float | str = clen_text if clen_text.startswith("/") else _number(path, clen_line, f"{name}/clen", clen_text)
+    if isinstance(clen, float) and clen <= 0:
+        raise HitbenchError(f"{path}:{clen_line}: {name}/clen = {clen_text}: give the camera length in metres, "
+                            "a positive number")
+    fs = _vector(path, settings["fs"][0], f"{name}/fs", settings["fs"][1])
+    ss = _vector(path, settings["ss"][0], f"{name}/ss", settings["ss"][1])
+    if abs(fs[0] * ss[1] - ss[0] * fs[1]) < 1e-6:
+        raise HitbenchError(f"{path}:{settings['ss'][0]}: panel {name}: fs ({settings['fs'][1]}) and ss "
+                            f"({settings['ss'][1]}) are parallel; give perpendicular directions")
+    no_index = False
+    if "no_index" in settings:
+        no_index = bool(_number(path, settings["no_index"][0], f"{name}/no_index", settings["no_index"][1],
+                                integer=True))
+    return Panel(name, value["min_fs"], value["max_fs"], value["min_ss"], value["max_ss"], value["corner_x"],
+                 value["corner_y"], fs, ss, value["res"], clen, value.get("coffset", 0.0), no_index, line)
+
+
+def _check_overlaps(path: Path, panels: list[Panel]) -> None:
+    """Refuse two panels sharing raw pixels, or covering the same lab area (by more than a tenth of a pixel)."""
+    for i, a in enumerate(panels):
+        for b in panels[i + 1 :]:
+            if a.min_fs <= b.max_fs and b.min_fs <= a.max_fs and a.min_ss <= b.max_ss and b.min_ss <= a.max_ss:
+                raise HitbenchError(
+                    f"{path}:{b.line}: panels {a.name} and {b.name} share raw pixels (fs {max(a.min_fs, b.min_fs)}-"
+                    f"{min(a.max_fs, b.max_fs)}, ss {max(a.min_ss, b.min_ss)}-{min(a.max_ss, b.max_ss)}); give each "
+                    "panel its own min_fs..max_fs, min_ss..max_ss")
+            if _outlines_overlap(a.outline(), b.outline(), 0.1):
+                raise HitbenchError(
+                    f"{path}:{b.line}: panels {a.name} and {b.name} overlap on the detector (their corner_x/corner_y "
+                    "and fs/ss put them on the same place); fix the corners")
+
+
+def _outlines_overlap(a: np.ndarray, b: np.ndarray, tolerance: float) -> bool:
+    """Whether two convex quadrilaterals overlap by more than ``tolerance`` (separating-axis test)."""
+    for poly in (a, b):
+        edges = np.roll(poly, -1, axis=0) - poly
+        for ex, ey in edges:
+            normal = np.array([-ey, ex]) / math.hypot(ex, ey)
+            pa, pb = a @ normal, b @ normal
+            if pa.max() <= pb.min() + tolerance or pb.max() <= pa.min() + tolerance:
+                return False
+    return True
+
+
+def _bad_region(path: Path, name: str, settings: dict[str, tuple[int, str]], line: int,
+                panels: list[Panel]) -> BadRegion:
+    lab, raw = ("min_x", "max_x", "min_y", "max_y"), ("min_fs", "max_fs", "min_ss", "max_ss")
+    given = set(settings) - {"panel"}
+    if given == set(lab):
+        keys, is_raw = lab, False
+    elif given == set(raw):
+        keys, is_raw = raw, True
+    else:
+        raise HitbenchError(f"{path}:{line}: bad region {name} gives {', '.join(sorted(given)) or 'no bounds'}; give "
+                            "all four of min_x, max_x, min_y, max_y, or of min_fs, max_fs, min_ss, max_ss")
+    bounds = tuple(_number(path, settings[k][0], f"{name}/{k}", settings[k][1]) for k in keys)
+    panel = settings["panel"][1] if "panel" in settings else None
+    if is_raw and panel is None:
+        raise HitbenchError(f"{path}:{line}: bad region {name} is in fs/ss; add '{name}/panel = PANEL' (the panel "
+                            "it lies on)")
+    if panel is not None and panel not in [p.name for p in panels]:
+        raise HitbenchError(f"{path}:{settings['panel'][0]}: bad region {name}: no panel '{panel}'; name one of the "
+                            "file's panels")
+    return BadRegion(name, bounds, is_raw, panel, line)
+
+
+def _masks(path: Path, settings: dict[str, tuple[int, str]]) -> list[MaskSpec]:
+    """The masks of the global settings (CrystFEL 0.9 ``mask``..., 0.10 ``maskN_data``...)."""
+    groups: dict[str, dict[str, tuple[int, str]]] = {}
+    old = {"mask": "data", "mask_file": "file", "mask_good": "goodbits", "mask_bad": "badbits"}
+    for key, item in settings.items():
+        if key in old:
+            groups.setdefault("mask", {})[old[key]] = item
+        elif key.startswith("mask") and "_" in key:
+            prefix, part = key.split("_", 1)
+            groups.setdefault(prefix, {})[part] = item
+    specs = []
+    for prefix, parts in groups.items():
+        if "data" not in parts:
+            line = min(at for at, _ in parts.values())
+            raise HitbenchError(f"{path}:{line}: mask {prefix} has no {prefix}_data (its HDF5 path); add it or drop "
+                                "the mask lines")
+        bits = {k: _number(path, parts[k][0], f"{prefix}_{k}", parts[k][1], integer=True) if k in parts else 0
+                for k in ("goodbits", "badbits")}
+        file = parts["file"][1] if "file" in parts else None
+        specs.append(MaskSpec(parts["data"][1], file, int(bits["goodbits"]), int(bits["badbits"])))
+    return specs
+
+
+def _data(path: Path, settings: dict[str, tuple[int, str]]) -> str | None:
+    """The frame stack's HDF5 path; the dims must say (frame, ss, fs)."""
+    dims = {int(key[3:]): item for key, item in settings.items() if key.startswith("dim")}
+    if dims:
+        order = [dims[k][1] for k in sorted(dims)]
+        if order != ["%", "ss", "fs"]:
+            line = dims[min(dims)][0]
+            raise HitbenchError(f"{path}:{line}: dims {' '.join(order)}: hitbench reads (frame, ss, fs) stacks; give "
+                                "dim0 = %, dim1 = ss, dim2 = fs")
+    if "data" not in settings:
+        return None
+    return settings["data"][1]
+
+
+# ---------------------------------------------------------------------- writing a .geom file
+def geom_text(panels: list[Panel], *, photon_energy: float | None = None, adu_per_photon: float | None = None,
+              data: str | None = None, header: str = "") -> str:
+    """A CrystFEL geometry file of panels (the inverse of :func:`read_geom`).
+
+    Parameters
+    ----------
+    panels : list of Panel
+        The panels (each with a numeric clen).
+    photon_energy : float, optional
+        eV.
+    adu_per_photon : float, optional
+        Detector units per photon.
+    data : str, optional
+        HDF5 path of the frames (with dims %, ss, fs).
+    header : str
+        Comment lines put first (without the ``;``).
+
+    Returns
+    -------
+    str
+    """
+    lines = [f"; {text}" for text in header.splitlines()]
+    if photon_energy is not None:
+        lines.append(f"photon_energy = {photon_energy:g}")
+    if adu_per_photon is not None:
+        lines.append(f"adu_per_photon = {adu_per_photon:g}")
+    if data is not None:
+        lines += [f"data = {data}", "dim0 = %", "dim1 = ss", "dim2 = fs"]
+    for panel in panels:
+        lines.append("")
+        lines += [f"{panel.name}/{key} = {getattr(panel, key)}" for key in ("min_fs", "max_fs", "min_ss", "max_ss")]
+        lines += [f"{panel.name}/corner_x = {panel.corner_x:.4f}", f"{panel.name}/corner_y = {panel.corner_y:.4f}"]
+        for key in ("fs", "ss"):
+            vx, vy = getattr(panel, key)
+            lines.append(f"{panel.name}/{key} = {vx:+.6f}x {vy:+.6f}y")
+        lines += [f"{panel.name}/res = {panel.res:.6g}", f"{panel.name}/clen = {panel.clen:.6g}",
+                  f"{panel.name}/coffset = {panel.coffset:g}"]
+    return "\n".join(lines) + "\n"
