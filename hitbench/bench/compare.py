@@ -129,7 +129,7 @@ def _experiment(
 def _check_labelled(experiment: Experiment, geometry: Path) -> None:
     """Runs of raw frames are labelled with their geometry first (``hitbench label --geometry``)."""
     for run in experiment.runs.values():
-        if "label" in getattr(run, "fields", ()) and "geometry" not in run.attrs:
+        if "label" in getattr(run, "fields", ()) and not run.attrs.get("geometry"):
             raise HitbenchError(f"{run.path}: labelled without a geometry (peaks found on the raw frames as one "
                                 f"panel); label it again with `hitbench label --geometry {geometry} {run.path}`")
 

@@ -254,9 +254,11 @@ class DetectorGeometry:
                     f"{where}; give the geometry of this detector"
                 )
         if shape != self.raw_shape:
+            last = max(self.panels, key=lambda p: (p.max_ss, p.max_fs))
             raise HitbenchError(
-                f"{self.path}: the panels cover {self.raw_shape[0]} x {self.raw_shape[1]} (ss x fs) pixels but the "
-                f"frames of {where} are {shape[0]} x {shape[1]}; give the geometry of this detector"
+                f"{self.path}:{last.line}: the panels cover {self.raw_shape[0]} x {self.raw_shape[1]} (ss x fs) "
+                f"pixels (panel {last.name} ends at ss {last.max_ss}, fs {last.max_fs}) but the frames of {where} are "
+                f"{shape[0]} x {shape[1]}; give the geometry of this detector"
             )
 
     def panel_of(self, fs: np.ndarray, ss: np.ndarray) -> np.ndarray:

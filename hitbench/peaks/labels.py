@@ -63,7 +63,8 @@ def label_run(
 
     Peaks go to /entry_1/result_1 (nPeaks, peakXPosRaw, peakYPosRaw, peakTotalIntensity), the
     fields ``n_peaks`` and ``label`` to /entry_1/hitbench, and the finder's parameters and the
-    label rule to attributes of /entry_1/hitbench (``peakfinder8``, ``label_rule``, JSON).
+    label rule to attributes of /entry_1/hitbench (``peakfinder8``, ``label_rule``, JSON), with a geometry its
+    file as ``geometry`` (an empty ``geometry`` when a run labelled with one is labelled again without).
     The frames are not rewritten; the update is staged so that an interruption leaves the
     previous results.
 
@@ -106,6 +107,8 @@ def label_run(
         mask = run.mask & geometry.good_pixels(run.path)
         finder = raw_finder(finder, geometry)
         attrs["geometry"] = str(geometry.path.resolve())
+    elif "geometry" in run.attrs:  # labelled before with a geometry: no more
+        attrs["geometry"] = ""
     starts = range(0, run.n_frames, chunk_size)
     table = PeakTable.concatenate(
         Parallel(n_jobs=n_jobs)(

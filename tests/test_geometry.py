@@ -1,0 +1,347 @@
+"""Multi-panel detectors: CrystFEL .geom files, peakfinder8 on raw frames, the assembled crop, `--geometry`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from helpers import assert_one_line_error
+from scipy.spatial import cKDTree
+
+from hitbench.cli import main
+from hitbench.data.assembled import AssembledRun
+from hitbench.data.cxi import CXIRun
+from hitbench.data.geom import read_geom
+from hitbench.errors import HitbenchError
+from hitbench.methods import registry
+from hitbench.peaks import PeakFinder8
+from hitbench.peaks.labels import raw_finder
+from hitbench.simulate import load_experiment, simulate_run
+from hitbench.simulate.runs import layout
+
+#: Two 4 x 6 (ss x fs) panels stacked in the raw frame: p0 upright left of the beam, p1 turned 90 degrees to its right.
+GEOM = """\
+; two panels, global defaults first
+clen = 0.1        ; metres
+res = 10000
+photon_energy = 9500
+data = /entry_1/data_1/data
+dim0 = %
+dim1 = ss
+dim2 = fs
+
+p0/min_fs = 0
+p0/max_fs = 5
+p0/min_ss = 0
+p0/max_ss = 3
+p0/corner_x = -7
+p0/corner_y = -2
+p0/fs = +1.0000x +0.0000y
+p0/ss = +0.0000x +1.0000y
+
+p1/min_fs = 0
+p1/max_fs = 5
+p1/min_ss = 4
+p1/max_ss = 7
+p1/corner_x = 5
+p1/corner_y = -3
+p1/fs = +0.0000x +1.0000y
+p1/ss = -1.0000x +0.0000y
+p1/coffset = 0.001
+
+bad_corner/min_fs = 0
+bad_corner/max_fs = 0
+bad_corner/min_ss = 0
+bad_corner/max_ss = 0
+bad_corner/panel = p0
+bad_far/min_x = 3.5
+bad_far/max_x = 10
+bad_far/min_y = 2.4
+bad_far/max_y = 10
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "det.geom") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_reads_panels_defaults_bad_regions(tmp_path: Path) -> None:
+    geom = read_geom(_write(tmp_path, GEOM))
+    assert geom.raw_shape == (8, 6)
+    assert [p.name for p in geom.panels] == ["p0", "p1"]
+    assert geom.panels[0].clen == 0.1 and geom.panels[1].res == 10000  # the defaults before the panels
+    assert geom.data == "/entry_1/data_1/data" and geom.photon_energy == 9500
+    # p0 pixel (fs 0, ss 0): centre at the corner + half a step along fs and ss
+    assert (geom.x[0, 0], geom.y[0, 0]) == (-6.5, -1.5)
+    # p1 pixel (fs 2, ss 5 = its second row): fs runs along +y, ss along -x
+    assert (geom.x[5, 2], geom.y[5, 2]) == (5 - 0.5 - 1, -3 + 0.5 + 2)
+    assert geom.radius[5, 2] == pytest.approx(np.hypot(3.5, -0.5))
+    assert geom.x_m[0, 0] == pytest.approx(-6.5e-4)
+    assert (geom.panel_index[:4] == 0).all() and (geom.panel_index[4:] == 1).all()
+    bad = ~geom.mask
+    assert bad[0, 0]  # bad_corner, raw fs/ss
+    far = (geom.x >= 3.5) & (geom.y >= 2.4)  # bad_far, lab x/y
+    assert far.any() and (bad == far | (np.indices(bad.shape).sum(0) == 0)).all()
+
+
+def test_raw_positions_map_to_lab_and_back(tmp_path: Path) -> None:
+    geom = read_geom(_write(tmp_path, GEOM))
+    fs = np.array([0.0, 2.3, 5.0, 1.0])
+    ss = np.array([0.0, 5.2, 7.4, 3.0])
+    x, y = geom.to_lab(fs, ss)
+    for k, (f, s) in enumerate(zip(fs, ss, strict=True)):
+        panel = geom.panels[geom.panel_of(f, s)]
+        assert panel.raw(x[k], y[k]) == pytest.approx((f, s))
+    assert np.isnan(geom.to_lab(np.array([9.0]), np.array([0.0]))[0]).all()  # off the frame
+
+
+def test_crop_assembles_the_panels_around_the_beam(tmp_path: Path) -> None:
+    geom = read_geom(_write(tmp_path, GEOM))
+    frames = np.arange(2 * 8 * 6, dtype=np.float32).reshape(2, 8, 6) + 1
+    crop = geom.crop(frames, side=16)
+    assert crop.shape == (2, 16, 16)
+    # every good raw pixel appears once, at its lab position in the crop
+    x0, y0 = geom.crop_origin(16)
+    ss, fs = np.nonzero(geom.mask)
+    cx, cy = geom.to_crop(fs.astype(float), ss.astype(float), side=16)
+    assert np.allclose(cx, np.rint(cx)) and np.allclose(cy, np.rint(cy))
+    assert np.array_equal(crop[:, np.rint(cy).astype(int), np.rint(cx).astype(int)], frames[:, ss, fs])
+    assert np.count_nonzero(crop[0]) == np.count_nonzero(geom.mask)  # gaps and bad pixels are 0
+    assert geom.crop_map(16) is geom.crop_map(16)  # built once per side
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        (GEOM.replace("p0/corner_y = -2", "p0/corner_y -2"), 15, "is not 'key = value'"),
+        (GEOM.replace("p1/coffset", "p1/cofset"), 27, "unknown key 'cofset'"),
+        (GEOM.replace("p1/fs = +0.0000x +1.0000y", "p1/fs = up"), 25, "not a direction"),
+        (GEOM.replace("p1/ss = -1.0000x +0.0000y", "p1/ss = +0.0000x +2.0000y"), 26, "parallel"),
+        (GEOM.replace("p0/corner_x = -7\n", ""), 10, "has no corner_x (the beam centre"),
+        (GEOM.replace("clen = 0.1        ; metres\n", ""), 9, "has no clen"),
+        (GEOM.replace("p1/min_ss = 4", "p1/min_ss = 3"), 19, "share raw pixels"),
+        (GEOM.replace("p1/corner_x = 5", "p1/corner_x = -4"), 19, "overlap on the detector"),
+        (GEOM.replace("p0/max_fs = 5", "p0/max_fs = -1"), 11, "give 0 or more"),
+        (GEOM.replace("p0/max_ss = 3", "p0/max_ss = 2x"), 13, "not a whole number"),
+        (GEOM.replace("bad_corner/panel = p0", "bad_corner/panel = q7"), 33, "no panel 'q7'"),
+        (GEOM.replace("bad_far/max_y = 10\n", ""), 34, "give all four"),
+        (GEOM.replace("dim1 = ss", "dim1 = 3"), 6, "dim0 = %, dim1 = ss, dim2 = fs"),
+    ],
+)
+def test_bad_geometry_is_one_line_naming_file_and_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(HitbenchError) as caught:
+        read_geom(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{line}:"), message
+    assert fragment in message and "\n" not in message
+
+
+def test_panels_that_do_not_fit_the_frames(tmp_path: Path) -> None:
+    geom = read_geom(_write(tmp_path, GEOM))
+    with pytest.raises(HitbenchError, match=r"det.geom:19: panel p1 \(fs 0-5, ss 4-7\) does not fit the 6 x 6"):
+        geom.check_shape((6, 6), "run.cxi")
+    with pytest.raises(HitbenchError, match="det.geom:19: the panels cover 8 x 6 .* frames of run.cxi are 8 x 9"):
+        geom.check_shape((8, 9), "run.cxi")
+
+
+def test_mask_file_bits(tmp_path: Path) -> None:
+    bits = np.zeros((8, 6), dtype=np.uint16)
+    bits[2, 3] = 4  # bad bit
+    bits[6, 1] = 1 | 4
+    with h5py.File(tmp_path / "mask.h5", "w") as h5:
+        h5["/data/mask"] = bits
+    text = GEOM + "mask0_data = /data/mask\nmask0_file = mask.h5\nmask0_badbits = 4\n"
+    geom = read_geom(_write(tmp_path, text.replace("bad_", "; bad_")))
+    good = geom.good_pixels()
+    assert not good[2, 3] and not good[6, 1] and good.sum() == 8 * 6 - 2
+
+
+def test_no_peak_spans_two_panels() -> None:
+    """Two spots either side of a raw panel boundary: one peak each with the panel map, one merged peak without."""
+    frame = np.random.default_rng(0).normal(10, 2, (40, 30)).astype(np.float32)
+    frame[18:20, 14:16] += 400  # the last rows of panel 0
+    frame[20:22, 14:16] += 400  # the first rows of panel 1 (another place on the detector)
+    panels = np.repeat([0, 1], 20)[:, None] * np.ones((1, 30), dtype=int)
+    plain = PeakFinder8(adc_threshold=100, center=(0, 0)).find(frame)
+    aware = PeakFinder8(adc_threshold=100, center=(0, 0), panel_map=panels).find(frame)
+    assert len(plain) == 1 and plain.npix[0] == 8
+    assert len(aware) == 2 and sorted(aware.y.round(1)) == [18.5, 20.5]
+
+
+@pytest.fixture(scope="module")
+def panels_run():
+    exp = load_experiment("tiny-panels")
+    return exp, layout(exp), simulate_run(exp, 1, n_frames=48, seed=2)
+
+
+def _match(found: np.ndarray, truth: np.ndarray, tol: float = 1.5) -> tuple[int, int]:
+    """Found peaks within ``tol`` of a true spot, and true spots within ``tol`` of a found peak."""
+    if not len(found) or not len(truth):
+        return 0, 0
+    return (int((cKDTree(truth).query(found)[0] <= tol).sum()), int((cKDTree(found).query(truth)[0] <= tol).sum()))
+
+
+def test_raw_peaks_match_true_spots_as_on_the_assembled_image(panels_run) -> None:
+    exp, raw, sim = panels_run
+    geom = raw.geometry()
+    assert sim.frames.shape[1:] == geom.raw_shape == (4 * 48, 64)
+    finder = raw_finder(PeakFinder8(), geom)
+    assembled = PeakFinder8(center=raw.centre)
+    totals = np.zeros((2, 4))
+    mapped = []
+    for i in np.flatnonzero(sim.truth["hit"]):
+        frame = sim.frames[i].astype(np.float32) * sim.mask
+        image = np.zeros(raw.shape, np.float32)
+        image.flat[raw.raw_index.ravel()] = frame.ravel()
+        image_mask = np.zeros(raw.shape, bool)
+        image_mask.flat[raw.raw_index.ravel()] = sim.mask.ravel()
+        known = np.isfinite(sim.truth["spot_x"][i])
+        p = finder.find(frame, mask=sim.mask)
+        q = assembled.find(image, mask=image_mask)
+        truth_raw = np.c_[sim.truth["spot_x"][i][known], sim.truth["spot_y"][i][known]]
+        truth_image = np.c_[sim.truth["spot_x_image"][i][known], sim.truth["spot_y_image"][i][known]]
+        totals[0] += (*_match(np.c_[p.x, p.y], truth_raw), len(p), len(truth_raw))
+        totals[1] += (*_match(np.c_[q.x, q.y], truth_image), len(q), len(truth_image))
+        x, y = geom.to_lab(p.x, p.y)  # raw peaks through the geometry into the assembled image
+        assert len(p) == len(q)
+        if len(p):
+            mapped.append(cKDTree(np.c_[q.x, q.y]).query(np.c_[x + raw.centre[0], y + raw.centre[1]])[0])
+        # the true spots' raw positions map to their assembled ones
+        tx, ty = geom.to_lab(truth_raw[:, 0], truth_raw[:, 1])
+        assert np.allclose(np.c_[tx + raw.centre[0], ty + raw.centre[1]], truth_image, atol=1e-3)
+    precision, recall = totals[:, 0] / totals[:, 2], totals[:, 1] / totals[:, 3]
+    assert precision[0] >= 0.95 and recall[0] >= 0.5, (precision, recall)
+    assert precision[0] == pytest.approx(precision[1], abs=0.02) and recall[0] == pytest.approx(recall[1], abs=0.02)
+    # the same peaks and centroids; a peak whose background annulus crosses a gap in the assembled image takes
+    # another panel's pixels there, on the raw frame only its own (a thousandth of a pixel here)
+    assert np.median(np.concatenate(mapped)) < 1e-9 and np.concatenate(mapped).max() < 0.01
+
+
+def test_label_info_and_assembled_run(tmp_path: Path) -> None:
+    runner = CliRunner()
+    sim = tmp_path / "sim"
+    result = runner.invoke(main, ["simulate", "--preset", "tiny-panels", "--out", str(sim), "--runs", "1",
+                                  "--scale", "0.25"])
+    assert result.exit_code == 0, result.output
+    geom_file = sim / "tiny-panels.geom"
+    run_file = sim / "run_0001.cxi"
+    result = runner.invoke(main, ["label", str(run_file), "--geometry", str(geom_file)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["info", str(run_file), "--geometry", str(geom_file)])
+    assert result.exit_code == 0 and "4 panels, raw frame 192 x 64" in result.output, result.output
+    run = CXIRun(run_file)
+    peaks, spot_x, spot_y = run.peaks, run.field("spot_x"), run.field("spot_y")
+    hit = int(np.flatnonzero(run.field("hit"))[0])
+    found = np.c_[peaks.x[hit, : peaks.n_peaks[hit]], peaks.y[hit, : peaks.n_peaks[hit]]]
+    truth = np.c_[spot_x[hit], spot_y[hit]][np.isfinite(spot_x[hit])]
+    assert _match(found, truth)[0] >= 0.9 * len(found)  # peakXPosRaw/peakYPosRaw are raw positions
+    assembled = AssembledRun(run_file, read_geom(geom_file), side=96)
+    crops = assembled.read(0, 3)
+    assert crops.shape == (3, 96, 96) and assembled.frame_shape == (96, 96)
+    assert np.array_equal(assembled.read_at(np.array([1, 2])), crops[1:])
+    # a raw peak lands on a bright pixel of the crop
+    cx, cy = (np.rint(c).astype(int) for c in read_geom(geom_file).to_crop(found[:, 0], found[:, 1], side=96))
+    inside = (cx >= 0) & (cx < 96) & (cy >= 0) & (cy < 96)
+    frame = assembled.read(hit, hit + 1)[0]
+    assert inside.sum() >= 3 and np.median(frame[cy[inside], cx[inside]]) > 100
+
+
+def test_bad_geometry_on_the_command_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    sim = tmp_path / "sim"
+    assert runner.invoke(main, ["simulate", "--preset", "tiny", "--out", str(sim), "--runs", "1", "--scale",
+                                "0.1"]).exit_code == 0
+    geom = _write(tmp_path, GEOM)
+    result = runner.invoke(main, ["label", str(sim / "run_0001.cxi"), "--geometry", str(geom)])
+    assert_one_line_error(result, "det.geom:19: the panels cover 8 x 6", "run_0001.cxi are 96 x 96")
+    bad = _write(tmp_path, GEOM.replace("p1/coffset", "p1/cofset"), "typo.geom")
+    result = runner.invoke(main, ["info", str(sim / "run_0001.cxi"), "--geometry", str(bad)])
+    assert_one_line_error(result, "typo.geom:27: unknown key 'cofset'")
+    result = runner.invoke(main, ["compare", "--preset", "tiny", "--geometry", str(geom), "--out",
+                                  str(tmp_path / "out")])
+    assert_one_line_error(result, "--geometry", "goes with --data")
+    result = runner.invoke(main, ["compare", "--data", str(sim), "--geometry", str(tmp_path / "none.geom"), "--out",
+                                  str(tmp_path / "out")])
+    assert_one_line_error(result, "none.geom: no such geometry file")
+
+
+def test_compare_on_a_preset_of_panels(tmp_path: Path) -> None:
+    """A preset of whole panels is labelled on its raw frames with its own .geom; the methods see the 96x96 crop."""
+    result = CliRunner().invoke(main, [
+        "compare", "--preset", "tiny-panels", "--scale", "0.3", "--methods", "intensity,litpix,svm,peaks",
+        "--train-runs", "1-2", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+    ])
+    assert result.exit_code == 0, result.output
+    folder = next(p for p in (tmp_path / "cache" / "simulated").glob("tiny-panels-*") if p.is_dir())
+    run = CXIRun(folder / "run_0003.cxi")
+    assert run.frame_shape == (192, 64) and run.attrs["geometry"] == str((folder / "tiny-panels.geom").resolve())
+    examples = np.load(tmp_path / "out" / "examples.npz")
+    assert examples["frames"].shape[1:] == (96, 96)
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv.gz")
+    assert set(scores.method) == {"intensity", "litpix", "svm", "peaks"}
+
+
+@pytest.fixture(scope="module")
+def raw_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Raw multi-panel runs of tiny-panels (a fifth of the events), labelled with their geometry."""
+    root = tmp_path_factory.mktemp("raw-data")
+    runner = CliRunner()
+    assert runner.invoke(main, ["simulate", "--preset", "tiny-panels", "--out", str(root / "sim"), "--scale",
+                                "0.2"]).exit_code == 0
+    runs = sorted(str(p) for p in (root / "sim").glob("*.cxi"))
+    geom = root / "sim" / "tiny-panels.geom"
+    result = runner.invoke(main, ["label", *runs, "--geometry", str(geom)])
+    assert result.exit_code == 0, result.output
+    return root, geom
+
+
+def test_compare_with_geometry_needs_geometry_labels(raw_data: tuple[Path, Path], tmp_path: Path) -> None:
+    root, geom = raw_data
+    other = tmp_path / "other"
+    other.mkdir()
+    for path in (root / "sim").glob("*.cxi"):
+        (other / path.name).write_bytes(path.read_bytes())
+    result = CliRunner().invoke(main, ["label", str(other / "run_0001.cxi")])  # raw frames as one panel
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["compare", "--data", str(other), "--geometry", str(geom), "--methods",
+                                       "intensity", "--out", str(tmp_path / "out")])
+    assert_one_line_error(result, "run_0001.cxi: labelled without a geometry", "hitbench label --geometry")
+
+
+@pytest.mark.slow  # trains every method, the cnn among them, on 350x350 crops
+def test_compare_with_geometry_runs_every_method_and_predict_agrees(
+    raw_data: tuple[Path, Path], tmp_path: Path, fast_params
+) -> None:
+    root, geom = raw_data
+    names = registry.names()
+    params = [f"--param={name}.{key}={value!r}" for name in names for key, value in fast_params(name).items()]
+    result = CliRunner().invoke(main, [
+        "compare", "--data", str(root / "sim"), "--geometry", str(geom), "--methods", ",".join(names),
+        "--train-runs", "1-2", "--test-runs", "3", *params, "--param", "cnn.epochs=3",
+        "--param", "cnn-robust.method__epochs=3", "--out", str(tmp_path / "out"), "--cache-dir",
+        str(tmp_path / "cache"), "--save-models",
+    ])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv.gz")
+    assert set(scores.method) == set(names)
+    examples = np.load(tmp_path / "out" / "examples.npz")
+    assert examples["frames"].shape[1:] == (350, 350)  # the study's crop around the beam
+    for name in ("svm", "cnn"):
+        out = tmp_path / f"predict-{name}"
+        result = CliRunner().invoke(main, ["predict", "--model", str(tmp_path / "out" / "models" / f"{name}-seed0.hbm"),
+                                           "--geometry", str(geom), "--out", str(out), "--hits-cxi",
+                                           str(root / "sim" / "run_0003.cxi")])
+        assert result.exit_code == 0, result.output
+        predicted = pd.read_csv(out / "run_0003.hits.csv").set_index("event")
+        compared = scores[(scores.method == name) & (scores.run == 3)].set_index("event")
+        np.testing.assert_allclose(predicted.loc[compared.index, "score"], compared.score, rtol=1e-5, atol=1e-5)
+        hits = CXIRun(out / "run_0003.hits.cxi")
+        assert hits.frame_shape == (192, 64)  # the hits keep their raw frames and raw peaks, for indexamajig
+        assert f"your geometry {geom}" in result.output
