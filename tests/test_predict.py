@@ -127,10 +127,10 @@ def test_interrupted_run_leaves_no_output(
     run_path, model_path = run_and_model
     chunk = predict.predict_chunk
 
-    def failing(model, run, start, stop, keep, trust):
+    def failing(model, run, start, stop, *rest):
         if start > 0:
             raise KeyboardInterrupt
-        return chunk(model, run, start, stop, keep, trust)
+        return chunk(model, run, start, stop, *rest)
 
     monkeypatch.setattr(predict, "predict_chunk", failing)
     with pytest.raises(KeyboardInterrupt):
