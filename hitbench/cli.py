@@ -123,9 +123,9 @@ def info_command(path: Path, geometry: Path | None, data_path: str | None) -> No
     from rich.console import Console
     from rich.table import Table
 
-    from hitbench.data.cxi import DATA, CXIRun
     from hitbench.data.formats import read_image
     from hitbench.data.geom import read_geom
+    from hitbench.data.nexus import MasterRun, open_run
 
     detector = read_geom(geometry) if geometry is not None else None
     if not path.exists():
@@ -135,8 +135,10 @@ def info_command(path: Path, geometry: Path | None, data_path: str | None) -> No
                             "folder to `hitbench compare --data`")
     table = Table(title=str(path), show_header=False)
     if path.suffix.lower() in HDF5_SUFFIXES or (path.is_file() and h5py.is_hdf5(path)):
-        run = CXIRun(path, data_path or (detector.data if detector is not None else None) or DATA)
-        table.add_row("format", "CXI/HDF5")
+        run = open_run(path, data_path or (detector.data if detector is not None else None))
+        table.add_row("format", "NeXus master + data files" if isinstance(run, MasterRun) else "CXI/HDF5")
+        if isinstance(run, MasterRun) and run.beam_center is not None:
+            table.add_row("beam centre (x, y)", f"{run.beam_center[0]:.2f}, {run.beam_center[1]:.2f} px")
         table.add_row("frames", str(run.n_frames))
         table.add_row("frame shape", f"{run.frame_shape[0]} x {run.frame_shape[1]}")
         table.add_row("dtype", str(run.dtype))

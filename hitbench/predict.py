@@ -33,6 +33,7 @@ from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
 from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff, write_list
 from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter
 from hitbench.data.geom import CROP_SIDE, DetectorGeometry, read_geom
+from hitbench.data.nexus import open_run
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES
 from hitbench.methods.base import HitMethod
@@ -184,7 +185,7 @@ def predict_chunk(
         Scores and 0/1 labels of the chunk's frames, and the hits' data when asked.
     """
     model = _model_in_worker(model_path, trust_pickle)
-    run = CXIRun(run_path)
+    run = open_run(run_path)
     raw = run.read(start, stop, apply_mask=False)
     try:
         frames = raw * run.mask if crop is None else crop(raw)
@@ -265,7 +266,7 @@ def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool,
     shape = getattr(model, "frame_shape_", None)
     opened, seen = [], {}
     for path in runs:
-        run = CXIRun(path)
+        run = open_run(path)
         if run.n_frames == 0:
             raise HitbenchError(f"{path}: no frames to predict (the run is empty); leave it out")
         if geometry is not None:

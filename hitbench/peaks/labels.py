@@ -10,8 +10,9 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
-from hitbench.data.cxi import DATA, CXIRun, update_cxi
+from hitbench.data.cxi import update_cxi
 from hitbench.data.geom import DetectorGeometry
+from hitbench.data.nexus import MasterRun, open_run
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES
 from hitbench.labelrule import HIT_ABOVE, MISS_BELOW, peak_labels, rule_record
@@ -37,10 +38,10 @@ def raw_finder(finder: PeakFinder8, geometry: DetectorGeometry) -> PeakFinder8:
     return replace(finder, radius_map=geometry.radius, panel_map=geometry.panel_index)
 
 
-def _find_chunk(path: str, start: int, stop: int, finder: PeakFinder8, data_path: str = DATA,
+def _find_chunk(path: str, start: int, stop: int, finder: PeakFinder8, data_path: str | None = None,
                 mask: np.ndarray | None = None) -> PeakTable:
-    """Peaks of frames ``start:stop`` of a CXI file (a joblib worker: it opens the file itself)."""
-    run = CXIRun(path, data_path)
+    """Peaks of frames ``start:stop`` of a run file (a joblib worker: it opens the file itself)."""
+    run = open_run(path, data_path)
     try:
         return finder.find_stack(run.read(start, stop), mask=run.mask if mask is None else mask)
     except HitbenchError as exc:
@@ -86,7 +87,9 @@ def label_run(
         The detector's geometry: the frames are raw multi-panel frames, searched with :func:`raw_finder` and the
         geometry's good pixels, and the peaks are written in raw coordinates (as Cheetah and CrystFEL expect).
     data_path : str, optional
-        HDF5 path of the frames (default the geometry's ``data``, else the CXI layout's).
+        HDF5 path of the frames (default the geometry's ``data``, else a NeXus master's linked stacks, else the
+        CXI layout's; see :func:`hitbench.data.nexus.open_run`). A master file that records the beam centre
+        gives it to the finder, unless the finder has one or a geometry is given.
 
     Returns
     -------
@@ -96,8 +99,8 @@ def label_run(
     if chunk_size < 1:
         raise HitbenchError(f"chunk_size={chunk_size}: give 1 frame or more")
     dataset_filters(compression)  # an unknown choice fails before the search
-    data_path = data_path or (geometry.data if geometry is not None else None) or DATA
-    run = CXIRun(path, data_path)
+    data_path = data_path or (geometry.data if geometry is not None else None)
+    run = open_run(path, data_path)
     if run.n_frames == 0:
         raise HitbenchError(f"{run.path}: no frames to label (the run is empty); leave it out")
     mask = None
@@ -107,6 +110,8 @@ def label_run(
         mask = run.mask & geometry.good_pixels(run.path)
         finder = raw_finder(finder, geometry)
         attrs["geometry"] = str(geometry.path.resolve())
+    elif isinstance(run, MasterRun) and run.beam_center is not None and finder.center is None:
+        finder = replace(finder, center=run.beam_center)
     elif "geometry" in run.attrs:  # labelled before with a geometry: no more
         attrs["geometry"] = ""
     starts = range(0, run.n_frames, chunk_size)

@@ -1,0 +1,104 @@
+"""Facility HDF5: NeXus/Eiger master files linking bitshuffle-LZ4 data files, and --data-path for other layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import hdf5plugin
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers import assert_one_line_error
+
+from hitbench.cli import main
+from hitbench.data.cxi import CXIRun
+from hitbench.data.nexus import MasterRun, open_run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run 1 of the tiny preset (24 frames of 96 x 96), labelled as a CXI file."""
+    root = tmp_path_factory.mktemp("nexus")
+    runner = CliRunner()
+    assert runner.invoke(main, ["simulate", "--preset", "tiny", "--out", str(root), "--runs", "1", "--scale",
+                                "0.2"]).exit_code == 0
+    assert runner.invoke(main, ["label", str(root / "run_0001.cxi")]).exit_code == 0
+    return root / "run_0001.cxi"
+
+
+def _eiger(folder: Path, run: CXIRun, split: int = 10) -> Path:
+    """An Eiger-style master (links, pixel mask, geometry, beam centre) and two bitshuffle-LZ4 data files."""
+    frames = run.read(apply_mask=False).astype(np.int32)  # tiny is an integrating detector: ADU below 0 too
+    parts = [frames[:split], frames[split:]]
+    for k, part in enumerate(parts, start=1):
+        with h5py.File(folder / f"series_data_{k:06d}.h5", "w") as h5:
+            h5.create_dataset("/entry/data/data", data=part, chunks=(1, *part.shape[1:]),
+                              **hdf5plugin.Bitshuffle(cname="lz4"))
+    master = folder / "series_master.h5"
+    with h5py.File(master, "w") as h5:
+        for k in range(1, len(parts) + 1):
+            h5[f"/entry/data/data_{k:06d}"] = h5py.ExternalLink(f"series_data_{k:06d}.h5", "/entry/data/data")
+        det = h5.create_group("/entry/instrument/detector")
+        det["detectorSpecific/pixel_mask"] = (~run.mask).astype(np.uint32)
+        det["detector_distance"] = run.geometry.distance
+        det["x_pixel_size"] = run.geometry.x_pixel_size
+        det["y_pixel_size"] = run.geometry.y_pixel_size
+        det["beam_center_x"] = run.attrs["beam_centre_x"]
+        det["beam_center_y"] = run.attrs["beam_centre_y"]
+        h5["/entry/instrument/beam/incident_wavelength"] = run.attrs["wavelength_angstrom"]
+    return master
+
+
+def test_master_reads_the_linked_frames(tiny_run: Path, tmp_path: Path) -> None:
+    run = CXIRun(tiny_run)
+    master = open_run(_eiger(tmp_path, run))
+    assert isinstance(master, MasterRun)
+    assert master.n_frames == run.n_frames and master.frame_shape == run.frame_shape
+    assert np.array_equal(master.mask, run.mask)
+    np.testing.assert_array_equal(master.read(), run.read())
+    np.testing.assert_array_equal(master.read(8, 13), run.read(8, 13))  # across the two data files
+    np.testing.assert_array_equal(master.read_at(np.array([0, 9, 10, 17])), run.read_at(np.array([0, 9, 10, 17])))
+    assert master.geometry.distance == run.geometry.distance
+    assert master.geometry.photon_energy == pytest.approx(run.geometry.photon_energy, rel=1e-6)
+    assert master.beam_center == (run.attrs["beam_centre_x"], run.attrs["beam_centre_y"])
+    with h5py.File(tmp_path / "series_data_000001.h5") as h5:
+        assert str(hdf5plugin.BSHUF_ID) in h5["/entry/data/data"]._filters  # bitshuffle on disk
+
+
+def test_label_and_info_of_a_master(tiny_run: Path, tmp_path: Path) -> None:
+    run = CXIRun(tiny_run)
+    master = _eiger(tmp_path, run)
+    runner = CliRunner()
+    result = runner.invoke(main, ["info", str(master)])
+    assert result.exit_code == 0 and "NeXus master + data files" in result.output, result.output
+    result = runner.invoke(main, ["label", str(master)])
+    assert result.exit_code == 0, result.output
+    labelled = open_run(master)
+    # the beam centre the master records is where the CXI run's finder centred: the same peaks
+    np.testing.assert_array_equal(labelled.field("n_peaks"), run.field("n_peaks"))
+    np.testing.assert_allclose(labelled.peaks.x, run.peaks.x, atol=1e-4)
+
+
+def test_data_path_for_another_layout(tiny_run: Path, tmp_path: Path) -> None:
+    run = CXIRun(tiny_run)
+    path = tmp_path / "jungfrau.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("/data/JF06T08V01/data", data=run.read(apply_mask=False).astype(np.float32),
+                          **hdf5plugin.Bitshuffle(cname="lz4"))
+    runner = CliRunner()
+    result = runner.invoke(main, ["label", str(path)])
+    assert_one_line_error(result, "jungfrau.h5: no frames at '/entry_1/data_1/data'", "data path")
+    result = runner.invoke(main, ["label", str(path), "--data-path", "/data/JF06T08V01/data"])
+    assert result.exit_code == 0, result.output
+    assert int((CXIRun(path, "/data/JF06T08V01/data").field("label") == 1).sum()) > 0
+    result = runner.invoke(main, ["info", str(path), "--data-path", "/data/JF06T08V01"])
+    assert_one_line_error(result, "no frames at '/data/JF06T08V01'")
+
+
+def test_missing_data_file_is_one_line(tiny_run: Path, tmp_path: Path) -> None:
+    master = _eiger(tmp_path, CXIRun(tiny_run))
+    (tmp_path / "series_data_000002.h5").unlink()
+    result = CliRunner().invoke(main, ["info", str(master)])
+    assert_one_line_error(result, "series_master.h5:/entry/data/data_000002 is an external link to "
+                          "series_data_000002.h5", "missing")
