@@ -305,7 +305,12 @@ class PoissonSignificance(StatelessTransformer):
     On frames in photons (:class:`PhotonConversion`): the background ``b`` is that of
     :class:`BackgroundSubtraction` and the local variance ``v`` (photon noise plus readout
     noise, photons squared) the square of :class:`RobustScale`'s trimmed tile noise of the
-    background-subtracted frame. A pixel ``x`` photons above the background is given the
+    background-subtracted frame, but never less than the tile's photon rate: the mean photons
+    per pixel of the tile over the batch's frames (Poisson variance equals the mean). The
+    trimmed noise alone misses photons rarer than its trim (2 % of a tile's pixels): on a
+    photon-sparse detector (0.002 photon per pixel) it measures the readout noise only, and a
+    lone background photon would look like a 3-sigma event. Bragg spots and hot pixels can
+    only raise a tile's rate, making the tile more conservative. A pixel ``x`` photons above the background is given the
     probability that a background pixel reaches it, with the background counted as a
     Poisson variable of the local variance (shifted to the background level, so that a
     readout-noise-only region of a photon-sparse detector, where ``v`` is small, gets the
@@ -348,7 +353,8 @@ class PoissonSignificance(StatelessTransformer):
         frames = check_frames(X, where="PoissonSignificance")
         block = int(self.block)
         excess = BackgroundSubtraction(block=block).transform(frames)
-        variance = np.square(RobustScale(block=block).noise(excess))
+        rate = interpolate(sorted_tiles(frames, block).mean(axis=(0, 3))[np.newaxis], frames.shape[1:], block)
+        variance = np.maximum(np.square(RobustScale(block=block).noise(excess)), rate)
         z = excess / np.sqrt(variance)
         tail = z > 2
         v, x = variance[tail].astype(np.float64), excess[tail].astype(np.float64)
