@@ -152,8 +152,6 @@ def info_command(path: Path, geometry: Path | None, data_path: str | None) -> No
             detector.check_shape(run.frame_shape, str(path))
             _geometry_rows(table, detector, run.mask & detector.good_pixels(path))
     else:
-        if detector is not None:
-            raise HitbenchError(f"--geometry {geometry}: goes with HDF5 runs of raw frames; {path} is an image file")
         image = read_image(path)
         table.add_row("format", "detector image (fabio)")
         table.add_row("frame shape", f"{image.frame.shape[0]} x {image.frame.shape[1]}")
@@ -161,6 +159,9 @@ def info_command(path: Path, geometry: Path | None, data_path: str | None) -> No
         geometry = image.geometry
         if image.beam_center is not None:
             table.add_row("beam centre (x, y)", f"{image.beam_center[0]:.2f}, {image.beam_center[1]:.2f} px")
+        if detector is not None:
+            detector.check_shape(image.frame.shape, str(path))
+            _geometry_rows(table, detector, image.mask & detector.good_pixels())
     if geometry is not None:
         table.add_row("distance", f"{geometry.distance * 1e3:.1f} mm")
         table.add_row("pixel size", f"{geometry.x_pixel_size * 1e6:.0f} x {geometry.y_pixel_size * 1e6:.0f} um")

@@ -13,8 +13,9 @@ from helpers import assert_one_line_error
 from scipy.spatial import cKDTree
 
 from hitbench.cli import main
-from hitbench.data.assembled import AssembledRun
+from hitbench.data.assembled import AssembledRun, assembled_experiment
 from hitbench.data.cxi import CXIRun
+from hitbench.data.dataset import open_experiment
 from hitbench.data.geom import read_geom
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
@@ -345,3 +346,29 @@ def test_compare_with_geometry_runs_every_method_and_predict_agrees(
         hits = CXIRun(out / "run_0003.hits.cxi")
         assert hits.frame_shape == (192, 64)  # the hits keep their raw frames and raw peaks, for indexamajig
         assert f"your geometry {geom}" in result.output
+
+
+def test_image_files_of_raw_frames_with_geometry(raw_data: tuple[Path, Path], tmp_path: Path) -> None:
+    """Raw multi-panel frames saved one per image file (EDF here), labelled in a CSV: assembled through the geometry."""
+    import fabio.edfimage
+
+    root, geom = raw_data
+    run = CXIRun(root / "sim" / "run_0001.cxi")
+    frames, truth = run.read(0, 12, apply_mask=False), run.field("hit")[:12]
+    rows = ["file,label"]
+    for i, frame in enumerate(frames):
+        fabio.edfimage.EdfImage(data=frame.astype(np.int32)).write(str(tmp_path / f"frame_{i:02d}.edf"))
+        rows.append(f"frame_{i:02d}.edf,{'hit' if truth[i] else 'miss'}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["info", str(tmp_path / "frame_00.edf"), "--geometry", str(geom)])
+    assert result.exit_code == 0 and "4 panels, raw frame 192 x 64" in result.output, result.output
+    result = runner.invoke(main, ["compare", "--data", str(tmp_path), "--geometry", str(geom), "--methods",
+                                  "intensity,litpix", "--out", str(tmp_path / "out"), "--cache-dir",
+                                  str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    examples = np.load(tmp_path / "out" / "examples.npz")
+    assert examples["frames"].shape[1:] == (350, 350)
+    image_run = next(iter(assembled_experiment(open_experiment(tmp_path), read_geom(geom), 350).runs.values()))
+    expected = read_geom(geom).crop(np.maximum(frames[:1], 0), 350)[0] * image_run.mask  # negative pixels: masked
+    assert image_run.mask.sum() > 4000 and np.array_equal(image_run.read(0, 1)[0], expected)

@@ -79,8 +79,8 @@ def run_identity(run: Run) -> tuple:
     files = [run.path] if isinstance(run, CXIRun) else run.files
     stats = [(str(Path(f).resolve()), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
     extra = run.labels.tobytes() if isinstance(run, ImageRun) else b""
-    if isinstance(run, AssembledRun):  # the crop depends on the geometry
-        extra = run.geometry_key
+    if isinstance(run, AssembledRun | ImageRun):  # the crop depends on the geometry
+        extra += run.geometry_key
     return (tuple(stats), extra, run.frame_shape)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hitbench.data.cxi import DATA, CXIRun
-from hitbench.data.dataset import Experiment
+from hitbench.data.dataset import Experiment, ImageRun
 from hitbench.data.geom import CROP_SIDE, DetectorGeometry
 
 
@@ -86,7 +86,7 @@ class AssembledRun(CXIRun):
 
 
 def assembled_experiment(experiment: Experiment, geometry: DetectorGeometry, side: int = CROP_SIDE) -> Experiment:
-    """The experiment with every CXI run read through the geometry (:class:`AssembledRun`).
+    """The experiment with every run read through the geometry (:class:`AssembledRun`, image runs assembled too).
 
     Parameters
     ----------
@@ -101,6 +101,6 @@ def assembled_experiment(experiment: Experiment, geometry: DetectorGeometry, sid
     -------
     Experiment
     """
-    runs = {name: AssembledRun(run.path, geometry, side) if isinstance(run, CXIRun) else run
-            for name, run in experiment.runs.items()}
+    runs = {name: AssembledRun(run.path, geometry, side) if isinstance(run, CXIRun)
+            else ImageRun(run.files, run.labels, run.name, side, geometry) for name, run in experiment.runs.items()}
     return Experiment(experiment.name, runs, list(experiment.train_runs))

@@ -24,6 +24,7 @@ import numpy as np
 
 from hitbench.data.cxi import CXIRun
 from hitbench.data.formats import CROP_SIZE, crop, read_image
+from hitbench.data.geom import DetectorGeometry
 from hitbench.errors import HitbenchError
 from hitbench.frames import CHUNK_FRAMES, FrameSource, check_frames
 from hitbench.geometry import Geometry
@@ -50,10 +51,16 @@ class ImageRun:
         Run name.
     crop_size : int
         Side of the square crop around the beam centre.
+    detector : DetectorGeometry, optional
+        The images are raw multi-panel frames: each is assembled through this geometry and cropped around its beam.
     """
 
-    def __init__(self, files: list[Path], labels: np.ndarray, name: str, crop_size: int = CROP_SIZE) -> None:
+    def __init__(self, files: list[Path], labels: np.ndarray, name: str, crop_size: int = CROP_SIZE,
+                 detector: DetectorGeometry | None = None) -> None:
         self.files = list(files)
+        self.detector = detector
+        #: What the crop depends on besides the files, for cache keys (the geometry file's text).
+        self.geometry_key = detector.path.read_bytes() if detector is not None else b""
         self.labels = np.asarray(labels, dtype=np.int8)
         self.name = name
         self.crop_size = int(crop_size)
@@ -67,8 +74,14 @@ class ImageRun:
 
     def _frame(self, index: int) -> tuple[np.ndarray, np.ndarray, Geometry | None]:
         image = read_image(self.files[index])
-        frame, mask = crop(image.frame, image.mask, self.crop_size, image.beam_center)
-        return frame, mask, image.geometry
+        if self.detector is None:
+            frame, mask = crop(image.frame, image.mask, self.crop_size, image.beam_center)
+            return frame, mask, image.geometry
+        self.detector.check_shape(image.frame.shape, str(self.files[index]))
+        where = self.detector.crop_map(self.crop_size)
+        good = image.mask & self.detector.good_pixels()
+        mask = where.good & good.ravel()[where.source]
+        return image.frame.ravel()[where.source] * mask, mask, image.geometry
 
     @property
     def mask(self) -> np.ndarray:
