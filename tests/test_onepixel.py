@@ -59,6 +59,17 @@ def test_poisson_significance_follows_the_poisson_tail_of_a_dense_background():
     assert np.median(z) == pytest.approx(0.0, abs=0.5)
 
 
+def test_poisson_significance_of_lone_photons_on_a_photon_sparse_detector():
+    """0.002 photon per pixel, readout 0.02 photon (Jungfrau-like in keV): photons rarer than the noise's trim."""
+    rng = np.random.default_rng(3)
+    photons = rng.poisson(0.002, (32, 100, 100))
+    frames = (12.4 * photons + rng.normal(0, 0.25, photons.shape)).astype(np.float32)
+    z = PoissonSignificance().fit_transform(frames / np.float32(12.4))
+    assert (z > 3).mean() < 0.00135 * 1.5  # no more than a normal variable's tail
+    assert np.median(z[photons == 1]) < 3  # a lone background photon is not a 3-sigma event
+    assert (z[photons >= 3] > 4).all()  # three photons on one pixel are
+
+
 def test_lone_pixel_level_and_rule():
     x = np.zeros((1, 20, 20), dtype=np.float32)
     x[0, 5, 5] = 12.0  # a one-pixel Bragg spot, far above the background
@@ -95,6 +106,7 @@ def test_photon_conversion_counts_good_pixels_that_read_zero():
     assert PhotonConversion().estimate(frames) == pytest.approx(28.0, rel=0.15)
 
 
+@pytest.mark.slow  # a cross-validated grid search over the spot settings
 def test_spot_settings_search_uses_only_the_frames_it_is_given(onepixel_run):
     frames, detectable = onepixel_run
     search = spot_settings_search(frames, detectable, n_splits=3)
