@@ -133,6 +133,7 @@ def test_crop_assembles_the_panels_around_the_beam(tmp_path: Path) -> None:
         (GEOM.replace("bad_corner/panel = p0", "bad_corner/panel = q7"), 33, "no panel 'q7'"),
         (GEOM.replace("bad_far/max_y = 10\n", ""), 34, "give all four"),
         (GEOM.replace("dim1 = ss", "dim1 = 3"), 6, "dim0 = %, dim1 = ss, dim2 = fs"),
+        (GEOM.replace("p1/coffset = 0.001", "p1/dim1 = 1"), 27, "a panel dimension (n, panel, ss, fs)"),
     ],
 )
 def test_bad_geometry_is_one_line_naming_file_and_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:

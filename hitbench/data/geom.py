@@ -529,6 +529,9 @@ def read_geom(path: str | Path) -> DetectorGeometry:
             first_line.setdefault(owner, line)
             continue
         _check_key(path, line, name, f"panel {owner}")
+        if name.startswith("dim") and value not in ("%", "ss", "fs"):
+            raise HitbenchError(f"{path}:{line}: {key} = {value}: frames with a panel dimension (n, panel, ss, fs) "
+                                "are not read yet; store the panels stacked along ss and give their min_ss..max_ss")
         if owner not in panels:
             panels[owner] = dict(defaults)  # the defaults given so far
             first_line[owner] = line
