@@ -230,7 +230,7 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
     import numpy as np
 
     from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
-    from hitbench.data.cxi import CXIRun
+    from hitbench.data.cxi import DATA, CXIRun
     from hitbench.data.geom import read_geom
     from hitbench.parallel import parallel_backend
     from hitbench.peaks import PeakFinder8
@@ -238,9 +238,6 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
 
     _check_finder_options(finder_options, chunk_size)
     detector = read_geom(geometry) if geometry is not None else None
-    if detector is not None and crystfel_out:
-        raise HitbenchError("--crystfel-out with --geometry: give indexamajig your own .geom (the peaks are in raw "
-                            "coordinates); hitbench writes single-panel geometries only")
     handoffs = {path: handoff_paths(crystfel_out, path.stem, path.stem) for path in paths} if crystfel_out else {}
     if len(handoffs) != len({files[0] for files in handoffs.values()}):
         raise HitbenchError("--crystfel-out: two runs share a file name, their CrystFEL files would collide")
@@ -253,7 +250,8 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
         click.echo(f"{path}: {labels.size} frames, {int((labels == 1).sum())} hits, {int((labels == 0).sum())} "
                    f"misses, {int((labels == -1).sum())} ambiguous")
         if path in handoffs:
-            _echo_crystfel(*write_handoff(CXIRun(path), np.flatnonzero(labels == 1), handoffs[path]))
+            run = CXIRun(path, data_path or (detector.data if detector is not None else None) or DATA)
+            _echo_crystfel(*write_handoff(run, np.flatnonzero(labels == 1), handoffs[path], detector))
 
 
 def _check_finder_options(options: dict[str, float | int | None], chunk_size: int) -> None:

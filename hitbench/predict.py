@@ -30,7 +30,7 @@ import numpy as np
 from hitbench import modelfile
 from hitbench.atomic import atomic_path
 from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
-from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff, write_list
+from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
 from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter
 from hitbench.data.geom import CROP_SIDE, DetectorGeometry, read_geom
 from hitbench.data.nexus import open_run
@@ -362,13 +362,9 @@ def predict_runs(
         n_hits = _predict_run(model_path, run, hit_list, cxi_path if hits_cxi else None, chunk_size, n_jobs, advance,
                               compression, trust_pickle, crop)
         crystfel, notes = [], []
-        if hits_cxi and detector is not None:
-            list_file = crystfel_paths(run.path, out_dir)[0]
-            crystfel = [write_list(list_file, cxi_path, range(n_hits))]
-            notes = [f"indexamajig: give it your geometry {detector.path} (the peaks are in raw coordinates), "
-                     "with peak_list = /entry_1/result_1 and peak_list_type = cxi"]
-        elif hits_cxi:
-            crystfel, notes = write_handoff(CXIRun(cxi_path), range(n_hits), crystfel_paths(run.path, out_dir))
+        if hits_cxi:
+            crystfel, notes = write_handoff(CXIRun(cxi_path), range(n_hits), crystfel_paths(run.path, out_dir),
+                                            detector)
         summaries.append(
             RunSummary(run.path, run.n_frames, n_hits, time.perf_counter() - start_time, hit_list,
                        cxi_path if hits_cxi else None, tuple(crystfel), tuple(notes))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import h5py
@@ -11,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import assert_one_line_error
 from scipy.spatial import cKDTree
+from test_crystfel import INDEXAMAJIG, _check_indexing, _index
 
 from hitbench.cli import main
 from hitbench.data.assembled import AssembledRun, assembled_experiment
@@ -346,7 +348,8 @@ def test_compare_with_geometry_runs_every_method_and_predict_agrees(
         np.testing.assert_allclose(predicted.loc[compared.index, "score"], compared.score, rtol=1e-5, atol=1e-5)
         hits = CXIRun(out / "run_0003.hits.cxi")
         assert hits.frame_shape == (192, 64)  # the hits keep their raw frames and raw peaks, for indexamajig
-        assert f"your geometry {geom}" in result.output
+        handed = (out / "run_0003.geom").read_text()  # the detector's own geometry, with the peak table added
+        assert "peak_list = /entry_1/result_1" in handed and handed.endswith(geom.read_text())
 
 
 def test_image_files_of_raw_frames_with_geometry(raw_data: tuple[Path, Path], tmp_path: Path) -> None:
@@ -373,3 +376,39 @@ def test_image_files_of_raw_frames_with_geometry(raw_data: tuple[Path, Path], tm
     image_run = next(iter(assembled_experiment(open_experiment(tmp_path), read_geom(geom), 350).runs.values()))
     expected = read_geom(geom).crop(np.maximum(frames[:1], 0), 350)[0] * image_run.mask  # negative pixels: masked
     assert image_run.mask.sum() > 4000 and np.array_equal(image_run.read(0, 1)[0], expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(INDEXAMAJIG is None, reason="CrystFEL's indexamajig not installed (../shared/crystfel/install.sh)")
+def test_indexamajig_reads_raw_peaks_through_the_geometry(tmp_path: Path) -> None:
+    """cxi-streptavidin on 2 x 2 whole CSPAD-sized panels turned 0, 90, 180, 270 degrees, run 90 (57 frames).
+
+    indexamajig takes the raw peaks (``--peaks=cxi``) with the handed-off geometry; on the frames it indexes, the
+    reflections it predicts lie on the simulator's raw spot positions: the panels' corners, fs/ss directions and
+    the pixel-centre convention agree with CrystFEL's.
+    """
+    text = resources.files("hitbench.simulate").joinpath("presets/cxi-streptavidin.toml").read_text()
+    text = text.replace("panel_shape = [185, 194]",
+                        'panel_shape = [185, 194]\npanels = "2x2"\npanel_rotations = [0, 90, 180, 270]')
+    # the geometry places the panels around the nominal beam centre: no per-run beam-centre jitter here
+    text = text.replace("beam_centre_jitter_px = 1.0", "beam_centre_jitter_px = 0.0")
+    experiment = tmp_path / "panels.toml"
+    experiment.write_text(text.replace('name = "cxi-streptavidin"', 'name = "strep-panels"'))
+    runner = CliRunner()
+    result = runner.invoke(main, ["simulate", "--experiment", str(experiment), "--out", str(tmp_path / "sim"),
+                                  "--runs", "90", "--scale", "0.005"])
+    assert result.exit_code == 0, result.output
+    run_file, out = tmp_path / "sim" / "run_0090.cxi", tmp_path / "crystfel"
+    result = runner.invoke(main, ["label", str(run_file), "--geometry", str(tmp_path / "sim" / "strep-panels.geom"),
+                                  "--crystfel-out", str(out)])
+    assert result.exit_code == 0, result.output
+    geom_text = (out / "run_0090.geom").read_text()
+    assert "peak_list = /entry_1/result_1" in geom_text and "p3/fs = +0.000000x -1.000000y" in geom_text
+    run = CXIRun(run_file)
+    chunks = _index(out / "run_0090.lst", out / "run_0090.geom", tmp_path, "--peaks=cxi", "--no-revalidate",
+                    "--indexing=asdf", "-p", str(out / "run_0090.cell"))
+    indexed, distances = _check_indexing(chunks, run)  # predictions within 0.5 px of the raw true spots
+    assert indexed >= 0.5 * len(chunks), (indexed, len(chunks))
+    rms = np.sqrt(np.mean(np.square(distances)))
+    print(f"indexamajig asdf on raw panels: {indexed}/{len(chunks)} hits indexed; predicted spots to the raw true "
+          f"ones: rms {rms:.3f} px, max {max(distances):.3f} px (n={len(distances)})")

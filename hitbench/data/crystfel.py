@@ -21,6 +21,7 @@ from pathlib import Path
 
 from hitbench.atomic import atomic_path
 from hitbench.data.cxi import DATA, DETECTOR, RESULT, CXIRun
+from hitbench.data.geom import DetectorGeometry
 from hitbench.errors import HitbenchError
 
 #: Run attributes the geometry file needs (besides the CXI geometry).
@@ -141,6 +142,41 @@ def geometry_text(run: CXIRun) -> str:
     return "\n".join(lines) + "\n"
 
 
+def raw_geometry_text(detector: DetectorGeometry, run: CXIRun) -> str:
+    """A multi-panel detector's own geometry, with what indexamajig needs to read a run of its raw frames.
+
+    The run's peaks are in raw coordinates (``hitbench label --geometry``), so the user's geometry places them;
+    lines the file lacks are put first: the peak table (``peak_list``, ``peak_list_type = cxi``), the frames
+    (``data`` and dims), the run's mask, the photon energy and ``adu_per_photon`` where the run records them.
+
+    Parameters
+    ----------
+    detector : DetectorGeometry
+        The geometry the run was labelled with.
+    run : CXIRun
+        The CXI file indexamajig will read.
+
+    Returns
+    -------
+    str
+        The geometry file's text.
+    """
+    keys = detector.global_keys
+    lines = [f"; {detector.path.name} for {run.path.name} (hitbench): peaks in raw coordinates from {RESULT}"]
+    if "peak_list" not in keys:
+        lines += [f"peak_list = {RESULT}", "peak_list_type = cxi"]
+    if "data" not in keys:
+        lines += [f"data = {run.data_path}"] + ([] if any(k.startswith("dim") for k in keys) else
+                                                ["dim0 = %", "dim1 = ss", "dim2 = fs"])
+    if run.has_mask and not any(k.startswith("mask") for k in keys):
+        lines += [f"mask0_data = {DETECTOR}/mask", "mask0_goodbits = 0x0", "mask0_badbits = 0xffff"]
+    if not {"photon_energy", "wavelength", "electron_voltage"} & keys and run.geometry is not None:
+        lines.append(f"photon_energy = {run.geometry.photon_energy:.6g}")
+    if not {"adu_per_photon", "adu_per_eV"} & keys and "gain_adu_per_photon" in run.attrs:
+        lines.append(f"adu_per_photon = {float(run.attrs['gain_adu_per_photon']):.6g}")
+    return "\n".join(lines) + "\n\n" + detector.path.read_text()
+
+
 def write_geometry(path: str | Path, run: CXIRun) -> Path:
     """Write a run's CrystFEL geometry file (see :func:`geometry_text`).
 
@@ -243,7 +279,8 @@ def handoff_paths(out_dir: Path, list_stem: str, run_stem: str) -> tuple[Path, P
     return out_dir / f"{list_stem}.lst", out_dir / f"{run_stem}.geom", out_dir / f"{run_stem}.cell"
 
 
-def write_handoff(run: CXIRun, events: Iterable[int], paths: tuple[Path, Path, Path]) -> tuple[list[Path], list[str]]:
+def write_handoff(run: CXIRun, events: Iterable[int], paths: tuple[Path, Path, Path],
+                  detector: DetectorGeometry | None = None) -> tuple[list[Path], list[str]]:
     """Write the list file of ``events`` of a CXI file, and its geometry and cell files when the run allows.
 
     Parameters
@@ -254,6 +291,9 @@ def write_handoff(run: CXIRun, events: Iterable[int], paths: tuple[Path, Path, P
         Frames to list.
     paths : (Path, Path, Path)
         List, geometry and cell files (see :func:`handoff_paths`); none may exist.
+    detector : DetectorGeometry, optional
+        The frames are raw multi-panel frames of this detector: the geometry file is its own
+        (:func:`raw_geometry_text`).
 
     Returns
     -------
@@ -263,8 +303,10 @@ def write_handoff(run: CXIRun, events: Iterable[int], paths: tuple[Path, Path, P
     list_file, geometry_file, cell_file = paths
     written = [write_list(list_file, run.path, events)]
     notes = []
-    gaps = geometry_gaps(run)
-    if gaps:
+    gaps = geometry_gaps(run) if detector is None else []
+    if detector is not None:
+        written.append(_write_new(geometry_file, raw_geometry_text(detector, run)))
+    elif gaps:
         notes.append(f"no {geometry_file.name}: the run lacks {'; '.join(gaps)}")
     else:
         written.append(write_geometry(geometry_file, run))

@@ -173,6 +173,8 @@ class DetectorGeometry:
         eV, if given as a number.
     adu_per_photon : float or None
         If given.
+    global_keys : frozenset of str
+        The keys the file sets for the whole detector (without a panel name).
     """
 
     path: Path
@@ -182,6 +184,7 @@ class DetectorGeometry:
     data: str | None = None
     photon_energy: float | None = None
     adu_per_photon: float | None = None
+    global_keys: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.raw_shape = (max(p.max_ss for p in self.panels) + 1, max(p.max_fs for p in self.panels) + 1)
@@ -543,7 +546,7 @@ def read_geom(path: str | Path) -> DetectorGeometry:
     regions = [_bad_region(path, name, settings, first_line[name], built) for name, settings in bad.items()]
     geom = DetectorGeometry(path, built, regions, _masks(path, defaults), _data(path, defaults),
                             _optional_number(path, defaults, "photon_energy"),
-                            _optional_number(path, defaults, "adu_per_photon"))
+                            _optional_number(path, defaults, "adu_per_photon"), frozenset(defaults))
     if not geom.mask.any():
         raise HitbenchError(f"{path}: no good pixel left (bad regions and no_index cover every panel); fix them")
     return geom
@@ -717,6 +720,9 @@ def geom_text(panels: list[Panel], *, photon_energy: float | None = None, adu_pe
         lines.append(f"adu_per_photon = {adu_per_photon:g}")
     if data is not None:
         lines += [f"data = {data}", "dim0 = %", "dim1 = ss", "dim2 = fs"]
+    shared_clen = len({panel.clen for panel in panels}) == 1  # CrystFEL 0.10 and later take clen for all panels
+    if shared_clen:
+        lines.append(f"clen = {panels[0].clen:.6g}")
     for panel in panels:
         lines.append("")
         lines += [f"{panel.name}/{key} = {getattr(panel, key)}" for key in ("min_fs", "max_fs", "min_ss", "max_ss")]
@@ -724,6 +730,9 @@ def geom_text(panels: list[Panel], *, photon_energy: float | None = None, adu_pe
         for key in ("fs", "ss"):
             vx, vy = getattr(panel, key)
             lines.append(f"{panel.name}/{key} = {vx:+.6f}x {vy:+.6f}y")
-        lines += [f"{panel.name}/res = {panel.res:.6g}", f"{panel.name}/clen = {panel.clen:.6g}",
-                  f"{panel.name}/coffset = {panel.coffset:g}"]
+        lines.append(f"{panel.name}/res = {panel.res:.8g}")
+        if not shared_clen:
+            lines.append(f"{panel.name}/clen = {panel.clen:.6g}")
+        if panel.coffset:
+            lines.append(f"{panel.name}/coffset = {panel.coffset:g}")
     return "\n".join(lines) + "\n"
