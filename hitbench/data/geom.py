@@ -189,18 +189,19 @@ class DetectorGeometry:
     def __post_init__(self) -> None:
         self.raw_shape = (max(p.max_ss for p in self.panels) + 1, max(p.max_fs for p in self.panels) + 1)
         self.panel_index = np.full(self.raw_shape, -1, dtype=np.int32)
-        self.x = np.full(self.raw_shape, np.nan)
-        self.y = np.full(self.raw_shape, np.nan)
-        self.res = np.full(self.raw_shape, np.nan)
+        #: Lab x and y of every raw pixel's centre, pixels from the beam (float32: 4-megapixel maps stay small;
+        #: :meth:`to_lab` maps positions in float64), NaN off the panels.
+        self.x = np.full(self.raw_shape, np.nan, dtype=np.float32)
+        self.y = np.full(self.raw_shape, np.nan, dtype=np.float32)
+        #: Distance of every pixel from the beam, pixels (0 off the panels; they are masked).
+        self.radius = np.zeros(self.raw_shape)
         for k, panel in enumerate(self.panels):
             ss, fs = np.mgrid[panel.min_ss : panel.max_ss + 1, panel.min_fs : panel.max_fs + 1]
             region = (slice(panel.min_ss, panel.max_ss + 1), slice(panel.min_fs, panel.max_fs + 1))
             self.panel_index[region] = k
-            self.x[region], self.y[region] = panel.lab(fs, ss)
-            self.res[region] = panel.res
+            x, y = panel.lab(fs, ss)
+            self.x[region], self.y[region], self.radius[region] = x, y, np.hypot(x, y)
         on_panel = self.panel_index >= 0
-        #: Distance of every pixel from the beam, pixels (0 off the panels; they are masked).
-        self.radius = np.where(on_panel, np.hypot(np.nan_to_num(self.x), np.nan_to_num(self.y)), 0.0)
         self.mask = on_panel.copy()
         for k, panel in enumerate(self.panels):
             if panel.no_index:
@@ -213,12 +214,17 @@ class DetectorGeometry:
     @property
     def x_m(self) -> np.ndarray:
         """Lab x of every raw pixel, metres (NaN off the panels)."""
-        return self.x / self.res
+        return self.x / self._res()
 
     @property
     def y_m(self) -> np.ndarray:
         """Lab y of every raw pixel, metres (NaN off the panels)."""
-        return self.y / self.res
+        return self.y / self._res()
+
+    def _res(self) -> np.ndarray:
+        """Pixels per metre of every raw pixel's panel (NaN off the panels)."""
+        res = np.array([p.res for p in self.panels] + [np.nan])
+        return res[self.panel_index]
 
     @property
     def clen(self) -> float | None:
