@@ -134,8 +134,8 @@ def test_crop_assembles_the_panels_around_the_beam(tmp_path: Path) -> None:
         (GEOM.replace("p0/max_ss = 3", "p0/max_ss = 2x"), 13, "not a whole number"),
         (GEOM.replace("bad_corner/panel = p0", "bad_corner/panel = q7"), 33, "no panel 'q7'"),
         (GEOM.replace("bad_far/max_y = 10\n", ""), 34, "give all four"),
-        (GEOM.replace("dim1 = ss", "dim1 = 3"), 6, "dim0 = %, dim1 = ss, dim2 = fs"),
-        (GEOM.replace("p1/coffset = 0.001", "p1/dim1 = 1"), 27, "a panel dimension (n, panel, ss, fs)"),
+        (GEOM.replace("dim1 = ss", "dim1 = 3"), 7, "panel p0: dims % 3 fs"),
+        (GEOM.replace("p1/coffset = 0.001", "p1/dim1 = 1"), 27, "panel p1: dims % 1 fs"),
     ],
 )
 def test_bad_geometry_is_one_line_naming_file_and_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:
@@ -412,3 +412,28 @@ def test_indexamajig_reads_raw_peaks_through_the_geometry(tmp_path: Path) -> Non
     rms = np.sqrt(np.mean(np.square(distances)))
     print(f"indexamajig asdf on raw panels: {indexed}/{len(chunks)} hits indexed; predicted spots to the raw true "
           f"ones: rms {rms:.3f} px, max {max(distances):.3f} px (n={len(distances)})")
+
+
+def test_stack_with_a_panel_dimension(raw_data: tuple[Path, Path], tmp_path: Path) -> None:
+    """(n, module, ss, fs) frames (AGIPD-style) with ``PANEL/dim1 = MODULE``: the same peaks as the panels stacked."""
+    root, geom = raw_data
+    run = CXIRun(root / "sim" / "run_0002.cxi")
+    frames = run.read(apply_mask=False)
+    path = tmp_path / "modules.h5"
+    with h5py.File(path, "w") as h5:
+        h5["/data/data"] = frames.reshape(len(frames), 4, 48, 64)
+    text = geom.read_text().replace("data = /entry_1/data_1/data", "data = /data/data")
+    text = text.replace("dim1 = ss\ndim2 = fs", "dim2 = ss\ndim3 = fs")
+    for k in range(4):  # each panel is module k, its rows counted in the module
+        text = text.replace(f"p{k}/min_ss = {48 * k}\n", f"p{k}/dim1 = {k}\np{k}/min_ss = 0\n")
+        text = text.replace(f"p{k}/max_ss = {48 * k + 47}\n", f"p{k}/max_ss = 47\n")
+    text += "bad_spot/min_fs = 3\nbad_spot/max_fs = 3\nbad_spot/min_ss = 5\nbad_spot/max_ss = 5\nbad_spot/panel = p2\n"
+    modules = _write(tmp_path, text, "modules.geom")
+    detector = read_geom(modules)
+    assert [p.min_ss for p in detector.panels] == [0, 48, 96, 144] and not detector.mask[96 + 5, 3]
+    assert np.array_equal(CXIRun(path, "/data/data").read(apply_mask=False), frames)
+    result = CliRunner().invoke(main, ["label", str(path), "--geometry", str(modules)])
+    assert result.exit_code == 0, result.output
+    stacked = CXIRun(path, "/data/data")
+    np.testing.assert_array_equal(stacked.field("label"), run.field("label"))
+    assert abs(stacked.field("n_peaks") - run.field("n_peaks")).max() <= 1  # one pixel masked on p2

@@ -456,20 +456,23 @@ class CXIRun:
                 f"{self.path}: no frames at '{data_path}'; a CXI file keeps them at {DATA} (give the right data path)"
             )
         dset = h5[data_path]
-        if dset.ndim != 3:
+        if dset.ndim not in (3, 4):
             raise HitbenchError(
-                f"{self.path}:{data_path} has shape {dset.shape}; expected a frame stack (n_frames, height, width)"
+                f"{self.path}:{data_path} has shape {dset.shape}; expected a frame stack (n_frames, height, width) "
+                "or (n_frames, panel, ss, fs)"
             )
         if not _is_real(dset.dtype) or dset.dtype == bool:
             raise HitbenchError(
                 f"{self.path}:{data_path} has dtype {dset.dtype}; expected real-valued (integer or float) frames"
             )
         self.n_frames = int(dset.shape[0])
-        self.frame_shape: tuple[int, int] = (int(dset.shape[1]), int(dset.shape[2]))
+        # an (n, panel, ss, fs) stack (AGIPD, Jungfrau modules) is read with its panels stacked along ss
+        self._stored_shape = tuple(int(s) for s in dset.shape[1:])
+        self.frame_shape: tuple[int, int] = (int(np.prod(dset.shape[1:-1])), int(dset.shape[-1]))
         self.dtype = dset.dtype
         # frames per HDF5 chunk, read a whole block at a time when a block is small enough to keep
         per_chunk = int(dset.chunks[0]) if dset.chunks else 1
-        block_bytes = per_chunk * dset.shape[1] * dset.shape[2] * dset.dtype.itemsize
+        block_bytes = per_chunk * self.frame_shape[0] * self.frame_shape[1] * dset.dtype.itemsize
         self._block_frames = per_chunk if block_bytes <= BLOCK_BYTES else 1
         self._block: tuple[int, np.ndarray] | None = None  # (first frame, frames) of the last block read
         det = h5.get(DETECTOR)
@@ -567,7 +570,8 @@ class CXIRun:
                     if n > 0 and self._block_frames > 1:
                         self._read_blocks(dataset, span, frames[at : at + n])
                     elif n > 0:
-                        dataset().read_direct(frames, source_sel=np.s_[span], dest_sel=np.s_[at : at + n])
+                        dataset().read_direct(frames.reshape(len(frames), *self._stored_shape), source_sel=np.s_[span],
+                                              dest_sel=np.s_[at : at + n])
                     at += n
         except OSError as exc:
             raise _access_error(self.path, exc) or HitbenchError(
@@ -586,7 +590,7 @@ class CXIRun:
             first = pos - pos % self._block_frames
             if self._block is None or self._block[0] != first:
                 stop = min(first + self._block_frames, self.n_frames)
-                self._block = (first, dataset()[first:stop])
+                self._block = (first, dataset()[first:stop].reshape(-1, *self.frame_shape))
             block = self._block[1]
             end = min(span.stop, first + len(block))
             if end <= pos:  # the stack ends before the span (a truncated file)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -538,9 +538,6 @@ def read_geom(path: str | Path) -> DetectorGeometry:
             first_line.setdefault(owner, line)
             continue
         _check_key(path, line, name, f"panel {owner}")
-        if name.startswith("dim") and value not in ("%", "ss", "fs"):
-            raise HitbenchError(f"{path}:{line}: {key} = {value}: frames with a panel dimension (n, panel, ss, fs) "
-                                "are not read yet; store the panels stacked along ss and give their min_ss..max_ss")
         if owner not in panels:
             panels[owner] = dict(defaults)  # the defaults given so far
             first_line[owner] = line
@@ -548,8 +545,10 @@ def read_geom(path: str | Path) -> DetectorGeometry:
     if not panels:
         raise HitbenchError(f"{path}: no panels (no PANEL/min_fs ... lines); give at least one panel")
     built = [_panel(path, name, settings, first_line[name]) for name, settings in panels.items()]
+    offsets = _stack_offsets(path, built, panels)
+    built = [replace(p, min_ss=p.min_ss + offsets[p.name], max_ss=p.max_ss + offsets[p.name]) for p in built]
     _check_overlaps(path, built)
-    regions = [_bad_region(path, name, settings, first_line[name], built) for name, settings in bad.items()]
+    regions = [_bad_region(path, name, settings, first_line[name], built, offsets) for name, settings in bad.items()]
     geom = DetectorGeometry(path, built, regions, _masks(path, defaults), _data(path, defaults),
                             _optional_number(path, defaults, "photon_energy"),
                             _optional_number(path, defaults, "adu_per_photon"), frozenset(defaults))
@@ -638,8 +637,37 @@ def _outlines_overlap(a: np.ndarray, b: np.ndarray, tolerance: float) -> bool:
     return True
 
 
+def _stack_offsets(path: Path, panels: list[Panel], settings: dict[str, dict[str, tuple[int, str]]]) -> dict[str, int]:
+    """Rows each panel moves by when an (n, panel, ss, fs) stack is read with its panels stacked along ss.
+
+    The dims of every panel (its own or the defaults) are either ``%, ss, fs`` (no move) or ``%, K, ss, fs``: the
+    panel is module K of the stack, read at ss ``K * rows + min_ss`` (rows: the modules' ss size, the largest
+    ``max_ss + 1``), as :class:`hitbench.data.cxi.CXIRun` reads such a stack.
+    """
+    rows = max(p.max_ss for p in panels) + 1
+    offsets, stacked = {}, set()
+    for panel in panels:
+        dims = {int(key[3:]): item for key, item in settings[panel.name].items() if key.startswith("dim")}
+        order = [dims[k][1] for k in sorted(dims)]
+        if not dims or order == ["%", "ss", "fs"]:
+            offsets[panel.name] = 0
+        elif sorted(dims) == [0, 1, 2, 3] and [order[0], *order[2:]] == ["%", "ss", "fs"] and order[1].isdigit():
+            offsets[panel.name] = int(order[1]) * rows
+            stacked.add(panel.name)
+        else:
+            line = dims[1][0] if 1 in dims else max(at for at, _ in dims.values())
+            raise HitbenchError(f"{path}:{line}: panel {panel.name}: dims {' '.join(order)}: hitbench reads (frame, "
+                                "ss, fs) stacks, or (frame, panel, ss, fs) with the panel's module number; give dim0 = "
+                                "%, dim1 = ss, dim2 = fs, or dim0 = %, PANEL/dim1 = MODULE, dim2 = ss, dim3 = fs")
+    if 0 < len(stacked) < len(panels):
+        line = min(settings[p.name]["dim1"][0] for p in panels if "dim1" in settings[p.name])
+        raise HitbenchError(f"{path}:{line}: some panels give a module number (dim1) and some do not; give every "
+                            "panel its module, or none")
+    return offsets
+
+
 def _bad_region(path: Path, name: str, settings: dict[str, tuple[int, str]], line: int,
-                panels: list[Panel]) -> BadRegion:
+                panels: list[Panel], offsets: dict[str, int]) -> BadRegion:
     lab, raw = ("min_x", "max_x", "min_y", "max_y"), ("min_fs", "max_fs", "min_ss", "max_ss")
     given = set(settings) - {"panel"}
     if given == set(lab):
@@ -657,6 +685,8 @@ def _bad_region(path: Path, name: str, settings: dict[str, tuple[int, str]], lin
     if panel is not None and panel not in [p.name for p in panels]:
         raise HitbenchError(f"{path}:{settings['panel'][0]}: bad region {name}: no panel '{panel}'; name one of the "
                             "file's panels")
+    if is_raw:  # fs/ss in the panel's module, as its min_ss..max_ss
+        bounds = (bounds[0], bounds[1], bounds[2] + offsets[panel], bounds[3] + offsets[panel])
     return BadRegion(name, bounds, is_raw, panel, line)
 
 
@@ -684,14 +714,7 @@ def _masks(path: Path, settings: dict[str, tuple[int, str]]) -> list[MaskSpec]:
 
 
 def _data(path: Path, settings: dict[str, tuple[int, str]]) -> str | None:
-    """The frame stack's HDF5 path; the dims must say (frame, ss, fs)."""
-    dims = {int(key[3:]): item for key, item in settings.items() if key.startswith("dim")}
-    if dims:
-        order = [dims[k][1] for k in sorted(dims)]
-        if order != ["%", "ss", "fs"]:
-            line = dims[min(dims)][0]
-            raise HitbenchError(f"{path}:{line}: dims {' '.join(order)}: hitbench reads (frame, ss, fs) stacks; give "
-                                "dim0 = %, dim1 = ss, dim2 = fs")
+    """The frame stack's HDF5 path (the dims are checked per panel, :func:`_stack_offsets`)."""
     if "data" not in settings:
         return None
     return settings["data"][1]
