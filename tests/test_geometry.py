@@ -437,3 +437,21 @@ def test_stack_with_a_panel_dimension(raw_data: tuple[Path, Path], tmp_path: Pat
     stacked = CXIRun(path, "/data/data")
     np.testing.assert_array_equal(stacked.field("label"), run.field("label"))
     assert abs(stacked.field("n_peaks") - run.field("n_peaks")).max() <= 1  # one pixel masked on p2
+
+
+def test_resolution_limits_use_each_pixels_radius(panels_run) -> None:
+    """--max-res/--min-res on raw frames are radii from the beam through the geometry, not from the frame's centre."""
+    _, raw, sim = panels_run
+    geom = raw.geometry()
+    hits = np.flatnonzero(sim.truth["hit"])
+    frames = sim.frames[hits].astype(np.float32) * sim.mask
+    limited = raw_finder(PeakFinder8(min_res=15, max_res=40), geom)
+    everything = raw_finder(PeakFinder8(), geom)
+    radii, n_all = [], 0
+    for frame in frames:
+        peaks = limited.find(frame, sim.mask)
+        x, y = geom.to_lab(peaks.x, peaks.y)
+        radii.append(np.hypot(x, y))
+        n_all += len(everything.find(frame, sim.mask))
+    radii = np.concatenate(radii)
+    assert len(radii) > 20 and 14 <= radii.min() and radii.max() <= 41 and len(radii) < n_all
