@@ -493,10 +493,11 @@ def report_command(results: Path, docs: Path, study_scale: bool, others: tuple[P
               "Unpickling runs any code the file holds: only for files you made yourself.")
 @_compression_option
 @_geometry_option
+@_data_path_option
 @_dask_options
 def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chunk_size: int, hits_cxi: bool,
-                    n_jobs: int, trust_pickle: bool, compression: str, geometry: Path | None, scheduler: str | None,
-                    dask_workers: int | None) -> None:
+                    n_jobs: int, trust_pickle: bool, compression: str, geometry: Path | None, data_path: str | None,
+                    scheduler: str | None, dask_workers: int | None) -> None:
     """Classify every frame of CXI runs; write RUN.hits.csv (event, score, label) per run into OUT."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -511,7 +512,7 @@ def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chu
         with parallel_backend(scheduler, dask_workers):
             summaries = predict_runs(model_path, list(runs), out_dir, chunk_size=chunk_size, hits_cxi=hits_cxi,
                                      n_jobs=n_jobs, progress=_progress_factory(progress), compression=compression,
-                                     trust_pickle=trust_pickle, geometry=geometry)
+                                     trust_pickle=trust_pickle, geometry=geometry, data_path=data_path)
     finally:
         if progress.live.is_started:
             progress.stop()

@@ -159,7 +159,7 @@ def raw_crop(run: CXIRun, geometry: DetectorGeometry, side: int) -> RawCrop:
 
 def predict_chunk(
     model_path: Path, run_path: Path, start: int, stop: int, keep_hits: bool, trust_pickle: bool = False,
-    crop: RawCrop | None = None,
+    crop: RawCrop | None = None, data_path: str | None = None,
 ) -> ChunkResult:
     """Score frames ``start:stop`` of a run; with ``keep_hits`` also return the hit frames, peaks and fields.
 
@@ -178,6 +178,8 @@ def predict_chunk(
         See :func:`load_model`.
     crop : RawCrop, optional
         The frames are raw multi-panel frames; the model sees this crop of them.
+    data_path : str, optional
+        HDF5 path of the frames (see :func:`hitbench.data.nexus.open_run`).
 
     Returns
     -------
@@ -185,7 +187,7 @@ def predict_chunk(
         Scores and 0/1 labels of the chunk's frames, and the hits' data when asked.
     """
     model = _model_in_worker(model_path, trust_pickle)
-    run = open_run(run_path)
+    run = open_run(run_path, data_path)
     raw = run.read(start, stop, apply_mask=False)
     try:
         frames = raw * run.mask if crop is None else crop(raw)
@@ -262,11 +264,11 @@ def crystfel_paths(run_path: Path, out_dir: Path) -> tuple[Path, Path, Path]:
 
 
 def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool,
-                geometry: DetectorGeometry | None = None) -> list[CXIRun]:
+                geometry: DetectorGeometry | None = None, data_path: str | None = None) -> list[CXIRun]:
     shape = getattr(model, "frame_shape_", None)
     opened, seen = [], {}
     for path in runs:
-        run = open_run(path)
+        run = open_run(path, data_path)
         if run.n_frames == 0:
             raise HitbenchError(f"{path}: no frames to predict (the run is empty); leave it out")
         if geometry is not None:
@@ -302,6 +304,7 @@ def predict_runs(
     compression: str = DEFAULT_COMPRESSION,
     trust_pickle: bool = False,
     geometry: str | Path | None = None,
+    data_path: str | None = None,
 ) -> list[RunSummary]:
     """Classify every frame of each run and write its hit list (and hits-only CXI file).
 
@@ -330,6 +333,9 @@ def predict_runs(
     geometry : str or Path, optional
         CrystFEL geometry of raw multi-panel frames: the model scores each frame's assembled crop around the
         beam, of the side of the frames it was trained on (see :func:`raw_crop`).
+    data_path : str, optional
+        HDF5 path of the (n, ss, fs) frames (default the geometry's ``data``, else a NeXus master's linked stacks,
+        else the CXI layout's).
 
     Returns
     -------
@@ -352,7 +358,8 @@ def predict_runs(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HitbenchError(f"{out_dir}: cannot create the output folder ({exc.strerror}); use another --out") from None
-    opened = _check_runs(model, [Path(r) for r in runs], out_dir, hits_cxi, detector)
+    data_path = data_path or (detector.data if detector is not None else None)
+    opened = _check_runs(model, [Path(r) for r in runs], out_dir, hits_cxi, detector, data_path)
     summaries = []
     for run in opened:
         start_time = time.perf_counter()
@@ -360,7 +367,7 @@ def predict_runs(
         hit_list, cxi_path = output_paths(run.path, out_dir)
         crop = raw_crop(run, detector, side) if detector is not None else None
         n_hits = _predict_run(model_path, run, hit_list, cxi_path if hits_cxi else None, chunk_size, n_jobs, advance,
-                              compression, trust_pickle, crop)
+                              compression, trust_pickle, crop, data_path)
         crystfel, notes = [], []
         if hits_cxi:
             crystfel, notes = write_handoff(CXIRun(cxi_path), range(n_hits), crystfel_paths(run.path, out_dir),
@@ -382,10 +389,11 @@ def _hits_writer(run: CXIRun, path: Path, compression: str) -> CXIWriter:
 
 def _predict_run(model_path: Path, run: CXIRun, hit_list: Path, cxi_path: Path | None, chunk_size: int, n_jobs: int,
                  advance: Callable[[], None] | None, compression: str, trust_pickle: bool,
-                 crop: RawCrop | None = None) -> int:
+                 crop: RawCrop | None = None, data_path: str | None = None) -> int:
     n_hits = 0
     tasks = (
-        joblib.delayed(predict_chunk)(model_path, run.path, start, stop, cxi_path is not None, trust_pickle, crop)
+        joblib.delayed(predict_chunk)(model_path, run.path, start, stop, cxi_path is not None, trust_pickle, crop,
+                                      data_path)
         for start, stop in _chunks(run, chunk_size)
     )
     with atomic_path(hit_list, overwrite=False) as tmp, open(tmp, "w", newline="") as text:

@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import hdf5plugin
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from helpers import assert_one_line_error
@@ -14,6 +15,8 @@ from helpers import assert_one_line_error
 from hitbench.cli import main
 from hitbench.data.cxi import CXIRun
 from hitbench.data.nexus import MasterRun, open_run
+from hitbench.methods import registry
+from hitbench.modelfile import save_model
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +105,24 @@ def test_missing_data_file_is_one_line(tiny_run: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["info", str(master)])
     assert_one_line_error(result, "series_master.h5:/entry/data/data_000002 is an external link to "
                           "series_data_000002.h5", "missing")
+
+
+def test_predict_reads_masters_and_other_layouts(tiny_run: Path, tmp_path: Path) -> None:
+    """`hitbench predict` scores a NeXus master and a --data-path file as it scores the CXI run of the same frames."""
+    run = CXIRun(tiny_run)
+    model = registry.get("litpix").fit(run.read(), (run.field("hit") == 1).astype(int))
+    model_path = save_model(model, tmp_path / "litpix.hbm", {"fit_seconds": 0.0, "n_train": 24, "n_train_hits": 0})
+    master = _eiger(tmp_path, run)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as h5:
+        h5["/data/frames"] = run.read(apply_mask=False)
+        h5["/entry_1/instrument_1/detector_1/mask"] = (~run.mask).astype(np.uint16)
+    scores = {}
+    for name, args in {"cxi": [str(tiny_run)], "master": [str(master)],
+                       "other": [str(other), "--data-path", "/data/frames"]}.items():
+        out = tmp_path / name
+        result = CliRunner().invoke(main, ["predict", "--model", str(model_path), "--out", str(out), *args])
+        assert result.exit_code == 0, result.output
+        scores[name] = pd.read_csv(next(out.glob("*.hits.csv"))).score.to_numpy()
+    np.testing.assert_allclose(scores["master"], scores["cxi"], rtol=1e-6)
+    np.testing.assert_allclose(scores["other"], scores["cxi"], rtol=1e-6)
