@@ -125,7 +125,7 @@ def info_command(path: Path, geometry: Path | None, data_path: str | None) -> No
 
     from hitbench.data.formats import read_image
     from hitbench.data.geom import read_geom
-    from hitbench.data.nexus import MasterRun, open_run
+    from hitbench.data.nexus import MasterRun, data_path_for, open_run
 
     detector = read_geom(geometry) if geometry is not None else None
     if not path.exists():
@@ -135,7 +135,7 @@ def info_command(path: Path, geometry: Path | None, data_path: str | None) -> No
                             "folder to `hitbench compare --data`")
     table = Table(title=str(path), show_header=False)
     if path.suffix.lower() in HDF5_SUFFIXES or (path.is_file() and h5py.is_hdf5(path)):
-        run = open_run(path, data_path or (detector.data if detector is not None else None))
+        run = open_run(path, data_path_for(path, data_path, detector.data if detector is not None else None))
         table.add_row("format", "NeXus master + data files" if isinstance(run, MasterRun) else "CXI/HDF5")
         if isinstance(run, MasterRun) and run.beam_center is not None:
             table.add_row("beam centre (x, y)", f"{run.beam_center[0]:.2f}, {run.beam_center[1]:.2f} px")
@@ -230,8 +230,8 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
     import numpy as np
 
     from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
-    from hitbench.data.cxi import DATA, CXIRun
     from hitbench.data.geom import read_geom
+    from hitbench.data.nexus import data_path_for, open_run
     from hitbench.parallel import parallel_backend
     from hitbench.peaks import PeakFinder8
     from hitbench.peaks.labels import label_run
@@ -250,7 +250,7 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
         click.echo(f"{path}: {labels.size} frames, {int((labels == 1).sum())} hits, {int((labels == 0).sum())} "
                    f"misses, {int((labels == -1).sum())} ambiguous")
         if path in handoffs:
-            run = CXIRun(path, data_path or (detector.data if detector is not None else None) or DATA)
+            run = open_run(path, data_path_for(path, data_path, detector.data if detector is not None else None))
             _echo_crystfel(*write_handoff(run, np.flatnonzero(labels == 1), handoffs[path], detector))
 
 
@@ -404,11 +404,13 @@ def _dask_options(command):
               "and add tables/seeds.md (the spread over seeds).")
 @click.option("--save-models", is_flag=True, help="Also copy the trained models to OUT/models/.")
 @_geometry_option
+@_data_path_option
 @_dask_options
 def compare_command(methods: str, data: Path | None, preset: str | None, scale: float | None, train_runs: str | None,
                     test_runs: str | None, cross_experiment: tuple[str, ...], labels: str, params: tuple[str, ...],
                     holdout: float, out: Path, cache_dir: Path | None, n_jobs: int, seeds: str,
-                    save_models: bool, geometry: Path | None, scheduler: str | None, dask_workers: int | None) -> None:
+                    save_models: bool, geometry: Path | None, data_path: str | None, scheduler: str | None,
+                    dask_workers: int | None) -> None:
     """Train and test hit finders across runs (and experiments); print and write Table II-style results."""
     import time
 
@@ -433,7 +435,7 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
         methods=names, out=out, cache_dir=cache_dir or default_cache_dir(), data=data, preset=preset, scale=scale,
         train_runs=train_runs, test_runs=test_runs, cross_experiment=list(cross_experiment), labels=labels,
         params=parse_params(params, names), seeds=seed_list, holdout=holdout, n_jobs=n_jobs,
-        save_models=save_models, geometry=geometry,
+        save_models=save_models, geometry=geometry, data_path=data_path,
     )
     console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets whole table rows
     start = time.perf_counter()

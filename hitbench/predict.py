@@ -33,7 +33,7 @@ from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
 from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
 from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter
 from hitbench.data.geom import CROP_SIDE, DetectorGeometry, read_geom
-from hitbench.data.nexus import open_run
+from hitbench.data.nexus import data_path_for, open_run
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES
 from hitbench.methods.base import HitMethod
@@ -268,7 +268,7 @@ def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool,
     shape = getattr(model, "frame_shape_", None)
     opened, seen = [], {}
     for path in runs:
-        run = open_run(path, data_path)
+        run = open_run(path, data_path_for(path, data_path, geometry.data if geometry is not None else None))
         if run.n_frames == 0:
             raise HitbenchError(f"{path}: no frames to predict (the run is empty); leave it out")
         if geometry is not None:
@@ -358,7 +358,6 @@ def predict_runs(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HitbenchError(f"{out_dir}: cannot create the output folder ({exc.strerror}); use another --out") from None
-    data_path = data_path or (detector.data if detector is not None else None)
     opened = _check_runs(model, [Path(r) for r in runs], out_dir, hits_cxi, detector, data_path)
     summaries = []
     for run in opened:
@@ -367,7 +366,8 @@ def predict_runs(
         hit_list, cxi_path = output_paths(run.path, out_dir)
         crop = raw_crop(run, detector, side) if detector is not None else None
         n_hits = _predict_run(model_path, run, hit_list, cxi_path if hits_cxi else None, chunk_size, n_jobs, advance,
-                              compression, trust_pickle, crop, data_path)
+                              compression, trust_pickle, crop,
+                              data_path_for(run.path, data_path, detector.data if detector is not None else None))
         crystfel, notes = [], []
         if hits_cxi:
             crystfel, notes = write_handoff(CXIRun(cxi_path), range(n_hits), crystfel_paths(run.path, out_dir),

@@ -246,7 +246,7 @@ def test_label_info_and_assembled_run(tmp_path: Path) -> None:
     found = np.c_[peaks.x[hit, : peaks.n_peaks[hit]], peaks.y[hit, : peaks.n_peaks[hit]]]
     truth = np.c_[spot_x[hit], spot_y[hit]][np.isfinite(spot_x[hit])]
     assert _match(found, truth)[0] >= 0.9 * len(found)  # peakXPosRaw/peakYPosRaw are raw positions
-    assembled = AssembledRun(run_file, read_geom(geom_file), side=96)
+    assembled = AssembledRun(CXIRun(run_file), read_geom(geom_file), side=96)
     crops = assembled.read(0, 3)
     assert crops.shape == (3, 96, 96) and assembled.frame_shape == (96, 96)
     assert np.array_equal(assembled.read_at(np.array([1, 2])), crops[1:])

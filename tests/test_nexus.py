@@ -30,18 +30,18 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "run_0001.cxi"
 
 
-def _eiger(folder: Path, run: CXIRun, split: int = 10) -> Path:
+def _eiger(folder: Path, run: CXIRun, split: int = 10, stem: str = "series") -> Path:
     """An Eiger-style master (links, pixel mask, geometry, beam centre) and two bitshuffle-LZ4 data files."""
     frames = run.read(apply_mask=False).astype(np.int32)  # tiny is an integrating detector: ADU below 0 too
     parts = [frames[:split], frames[split:]]
     for k, part in enumerate(parts, start=1):
-        with h5py.File(folder / f"series_data_{k:06d}.h5", "w") as h5:
+        with h5py.File(folder / f"{stem}_data_{k:06d}.h5", "w") as h5:
             h5.create_dataset("/entry/data/data", data=part, chunks=(1, *part.shape[1:]),
                               **hdf5plugin.Bitshuffle(cname="lz4"))
-    master = folder / "series_master.h5"
+    master = folder / f"{stem}_master.h5"
     with h5py.File(master, "w") as h5:
         for k in range(1, len(parts) + 1):
-            h5[f"/entry/data/data_{k:06d}"] = h5py.ExternalLink(f"series_data_{k:06d}.h5", "/entry/data/data")
+            h5[f"/entry/data/data_{k:06d}"] = h5py.ExternalLink(f"{stem}_data_{k:06d}.h5", "/entry/data/data")
         det = h5.create_group("/entry/instrument/detector")
         det["detectorSpecific/pixel_mask"] = (~run.mask).astype(np.uint32)
         det["detector_distance"] = run.geometry.distance
@@ -126,3 +126,26 @@ def test_predict_reads_masters_and_other_layouts(tiny_run: Path, tmp_path: Path)
         scores[name] = pd.read_csv(next(out.glob("*.hits.csv"))).score.to_numpy()
     np.testing.assert_allclose(scores["master"], scores["cxi"], rtol=1e-6)
     np.testing.assert_allclose(scores["other"], scores["cxi"], rtol=1e-6)
+
+
+def test_compare_on_masters_through_a_single_panel_geometry(tiny_run: Path, tmp_path: Path) -> None:
+    """A folder of Eiger-style masters, labelled and compared through a one-panel .geom that places the beam."""
+    run = CXIRun(tiny_run)
+    cx, cy = run.attrs["beam_centre_x"], run.attrs["beam_centre_y"]
+    geom = tmp_path / "eiger.geom"
+    geom.write_text(f"clen = 0.03\nres = 9090.91\ndata = /entry/data/data\ndim0 = %\ndim1 = ss\ndim2 = fs\n"
+                    f"p0/min_fs = 0\np0/max_fs = 95\np0/min_ss = 0\np0/max_ss = 95\np0/fs = +1.0x\np0/ss = +1.0y\n"
+                    f"p0/corner_x = {-(cx + 0.5)}\np0/corner_y = {-(cy + 0.5)}\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    masters = [_eiger(data, run, split=5 * k, stem=f"run{k}") for k in (1, 2)]  # data files beside their masters
+    runner = CliRunner()
+    result = runner.invoke(main, ["label", *map(str, masters), "--geometry", str(geom)])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(open_run(masters[0]).field("n_peaks"), run.field("n_peaks"))  # same beam, peaks
+    result = runner.invoke(main, ["compare", "--data", str(data), "--geometry", str(geom), "--methods",
+                                  "intensity,litpix", "--train-runs", "run1_master", "--out", str(tmp_path / "out"),
+                                  "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv.gz")
+    assert set(scores.run.astype(str)) == {"run1_master", "run2_master"}

@@ -96,6 +96,7 @@ class CompareSettings:
     n_jobs: int = 1
     save_models: bool = False
     geometry: Path | None = None
+    data_path: str | None = None
 
 
 def _experiment(
@@ -108,7 +109,8 @@ def _experiment(
     # name (give the folder as ./NAME or with --data); --data is a Path, always data
     preset = isinstance(source, str) and source in preset_names()
     if not preset and path.exists() and path.suffix != ".toml":
-        experiment = open_experiment(path, crop_size=crop)
+        experiment = open_experiment(path, crop_size=crop,
+                                     data_path=settings.data_path if source == settings.data else None)
         if settings.geometry is not None and source == settings.data:
             experiment = assembled_experiment(experiment, read_geom(settings.geometry), crop)
             _check_labelled(experiment, settings.geometry)
@@ -181,6 +183,8 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
     if settings.geometry is not None and settings.data is None:
         raise HitbenchError(f"--geometry {settings.geometry}: goes with --data (a folder of runs of raw frames); a "
                             "preset of whole panels (detector.panels) writes and uses its own geometry")
+    if settings.data_path is not None and settings.data is None:
+        raise HitbenchError(f"--data-path {settings.data_path}: goes with --data (a folder of HDF5 runs)")
     if settings.geometry is not None:
         read_geom(settings.geometry)  # a bad geometry fails before any work
     _check_writable(settings.out)

@@ -9,43 +9,40 @@ once per geometry (:meth:`hitbench.data.geom.DetectorGeometry.crop_map`).
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 
-from hitbench.data.cxi import DATA, CXIRun
+from hitbench.data.cxi import CXIRun
 from hitbench.data.dataset import Experiment, ImageRun
 from hitbench.data.geom import CROP_SIDE, DetectorGeometry
 
 
 class AssembledRun(CXIRun):
-    """A CXI run of raw multi-panel frames, read as the assembled crop around the beam.
+    """A run of raw multi-panel frames (a CXI file, a NeXus master, any HDF5 layout), read as the assembled crop.
 
     Everything but the frames (fields, peaks in raw coordinates, attributes) is the run file's.
 
     Parameters
     ----------
-    path : str or Path
-        The run file.
+    raw : CXIRun
+        The run of raw frames (from :func:`hitbench.data.nexus.open_run`).
     geometry : DetectorGeometry
         The detector's geometry (its panels must fit the frames).
     side : int
         Side of the square crop.
-    data_path : str, optional
-        HDF5 path of the frames (default the geometry's ``data``, else the CXI layout's).
     """
 
-    def __init__(self, path: str | Path, geometry: DetectorGeometry, side: int = CROP_SIDE,
-                 data_path: str | None = None) -> None:
-        super().__init__(path, data_path or geometry.data or DATA)
-        geometry.check_shape(self.frame_shape, str(self.path))
-        self.raw_shape = self.frame_shape
-        self.raw_mask = self.mask & geometry.good_pixels(self.path)
+    def __init__(self, raw: CXIRun, geometry: DetectorGeometry, side: int = CROP_SIDE) -> None:
+        geometry.check_shape(raw.frame_shape, str(raw.path))
+        self._raw = raw
+        for name in ("path", "data_path", "n_frames", "dtype", "has_mask", "geometry", "attrs", "fields", "has_peaks"):
+            setattr(self, name, getattr(raw, name))
+        self.raw_shape = raw.frame_shape
+        self.raw_mask = raw.mask & geometry.good_pixels(raw.path)
         self._crop = geometry.crop_map(side)
         #: What the crop depends on, for cache keys: the geometry file's text and the side.
         self.geometry_key = hashlib.sha256(geometry.path.read_bytes() + str(side).encode()).digest()
         self.geometry_path = geometry.path
-        self._raw = CXIRun(path, self.data_path)
         self.frame_shape = (side, side)
         self.mask = self._crop.good & self.raw_mask.ravel()[self._crop.source]
 
@@ -101,6 +98,6 @@ def assembled_experiment(experiment: Experiment, geometry: DetectorGeometry, sid
     -------
     Experiment
     """
-    runs = {name: AssembledRun(run.path, geometry, side) if isinstance(run, CXIRun)
+    runs = {name: AssembledRun(run, geometry, side) if isinstance(run, CXIRun)
             else ImageRun(run.files, run.labels, run.name, side, geometry) for name, run in experiment.runs.items()}
     return Experiment(experiment.name, runs, list(experiment.train_runs))

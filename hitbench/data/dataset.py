@@ -25,6 +25,7 @@ import numpy as np
 from hitbench.data.cxi import CXIRun
 from hitbench.data.formats import CROP_SIZE, crop, read_image
 from hitbench.data.geom import DetectorGeometry
+from hitbench.data.nexus import open_run
 from hitbench.errors import HitbenchError
 from hitbench.frames import CHUNK_FRAMES, FrameSource, check_frames
 from hitbench.geometry import Geometry
@@ -352,15 +353,19 @@ def read_labels_csv(path: Path, crop_size: int = CROP_SIZE) -> ImageRun:
     return ImageRun(list(first), labels, name=path.parent.name, crop_size=crop_size)
 
 
-def _cxi_run(path: Path) -> CXIRun:
-    run = CXIRun(path)
+def _cxi_run(path: Path, data_path: str | None = None) -> CXIRun:
+    run = open_run(path, data_path)
     if run.n_frames == 0:
         raise HitbenchError(f"{path}: no frames (the run is empty); move it out of the data folder")
     return run
 
 
-def open_experiment(source: str | Path, crop_size: int = CROP_SIZE) -> Experiment:
+def open_experiment(source: str | Path, crop_size: int = CROP_SIZE, data_path: str | None = None) -> Experiment:
     """Open an experiment from a folder of CXI files, a labels CSV or a folder holding labels.csv.
+
+    A folder's runs are its ``*.cxi`` files and NeXus master files (``*_master.h5``, ``*.nxs``; see
+    :mod:`hitbench.data.nexus`); with ``data_path``, every ``*.cxi``, ``*.h5``, ``*.hdf5`` and ``*.nxs`` file, its
+    frames read at that HDF5 path.
 
     Parameters
     ----------
@@ -368,6 +373,8 @@ def open_experiment(source: str | Path, crop_size: int = CROP_SIZE) -> Experimen
         Where the data is.
     crop_size : int
         Crop side for image runs.
+    data_path : str, optional
+        HDF5 path of the (n, ss, fs) frames in every run file.
 
     Returns
     -------
@@ -381,18 +388,20 @@ def open_experiment(source: str | Path, crop_size: int = CROP_SIZE) -> Experimen
         run = read_labels_csv(source, crop_size)
         return Experiment(source.parent.name, {run.name: run})
     if source.is_file():
-        run = _cxi_run(source)
+        run = _cxi_run(source, data_path)
         return Experiment(source.stem, {str(run.attrs.get("run", source.stem)): run})
     if (source / "labels.csv").is_file():
         run = read_labels_csv(source / "labels.csv", crop_size)
         return Experiment(source.name, {run.name: run})
-    cxi_files = sorted(source.glob("*.cxi"))
+    patterns = ("*.cxi", "*.h5", "*.hdf5", "*.nxs") if data_path else ("*.cxi", "*_master.h5", "*.nxs")
+    cxi_files = sorted({path for pattern in patterns for path in source.glob(pattern)})
     if not cxi_files:
-        raise HitbenchError(f"{source}: no *.cxi files and no labels.csv; simulate some with `hitbench simulate`")
+        raise HitbenchError(f"{source}: no *.cxi files, NeXus masters or labels.csv; simulate some with `hitbench "
+                            "simulate`")
     runs: dict[str, Run] = {}
     name = source.name
     for path in cxi_files:
-        run = _cxi_run(path)
+        run = _cxi_run(path, data_path)
         run_name = str(run.attrs.get("run", path.stem))
         if run_name in runs:
             raise HitbenchError(f"{path} and {run_source(runs[run_name])}: both are run '{run_name}' (their 'run' "

@@ -151,6 +151,31 @@ def _nexus_geometry(h5: h5py.File) -> Geometry | None:
     return Geometry(values["distance"], values["x"], values["y"], photon_energy_ev(values["wavelength"]))
 
 
+def data_path_for(path: str | Path, data_path: str | None, geometry_data: str | None) -> str | None:
+    """The frames' HDF5 path for a run: the one given, else a geometry's ``data`` line where the file has it.
+
+    A geometry's ``data`` (e.g. Eiger's ``/entry/data/data``, the path inside its data files) is a hint: a
+    file without it (a NeXus master) gets None, the choice of :func:`open_run`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The run file.
+    data_path : str or None
+        ``--data-path``.
+    geometry_data : str or None
+        The geometry's ``data`` line.
+
+    Returns
+    -------
+    str or None
+    """
+    if data_path is not None or geometry_data is None:
+        return data_path
+    with _open(Path(path)) as h5:
+        return geometry_data if geometry_data in h5 else None
+
+
 def open_run(path: str | Path, data_path: str | None = None) -> CXIRun:
     """A run's reader: the frames at ``data_path``, else a NeXus master's linked stacks, else the CXI layout's.
 

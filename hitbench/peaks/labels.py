@@ -12,7 +12,7 @@ from joblib import Parallel, delayed
 from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
 from hitbench.data.cxi import update_cxi
 from hitbench.data.geom import DetectorGeometry
-from hitbench.data.nexus import MasterRun, open_run
+from hitbench.data.nexus import MasterRun, data_path_for, open_run
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES
 from hitbench.labelrule import HIT_ABOVE, MISS_BELOW, peak_labels, rule_record
@@ -87,9 +87,10 @@ def label_run(
         The detector's geometry: the frames are raw multi-panel frames, searched with :func:`raw_finder` and the
         geometry's good pixels, and the peaks are written in raw coordinates (as Cheetah and CrystFEL expect).
     data_path : str, optional
-        HDF5 path of the frames (default the geometry's ``data``, else a NeXus master's linked stacks, else the
-        CXI layout's; see :func:`hitbench.data.nexus.open_run`). A master file that records the beam centre
-        gives it to the finder, unless the finder has one or a geometry is given.
+        HDF5 path of the frames (default the geometry's ``data`` where the file has it, else a NeXus master's
+        linked stacks, else the CXI layout's; see :func:`hitbench.data.nexus.data_path_for` and ``open_run``). A
+        master file that records the beam centre gives it to the finder, unless the finder has one or a geometry
+        is given.
 
     Returns
     -------
@@ -99,7 +100,7 @@ def label_run(
     if chunk_size < 1:
         raise HitbenchError(f"chunk_size={chunk_size}: give 1 frame or more")
     dataset_filters(compression)  # an unknown choice fails before the search
-    data_path = data_path or (geometry.data if geometry is not None else None)
+    data_path = data_path_for(path, data_path, geometry.data if geometry is not None else None)
     run = open_run(path, data_path)
     if run.n_frames == 0:
         raise HitbenchError(f"{run.path}: no frames to label (the run is empty); leave it out")
