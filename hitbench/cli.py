@@ -153,7 +153,8 @@ def info_command(path: Path, geometry: Path | None, data_path: str | None) -> No
             _geometry_rows(table, detector, run.mask & detector.good_pixels(path))
     else:
         image = read_image(path)
-        table.add_row("format", "detector image (fabio)")
+        table.add_row("format", "detector image (fabio)" if image.panels == 1 else
+                      f"multi-panel CBF: {image.panels} panels stacked along ss (give --geometry to assemble them)")
         table.add_row("frame shape", f"{image.frame.shape[0]} x {image.frame.shape[1]}")
         table.add_row("good pixels", f"{int(image.mask.sum())} of {image.mask.size}")
         geometry = image.geometry

@@ -455,3 +455,47 @@ def test_resolution_limits_use_each_pixels_radius(panels_run) -> None:
         n_all += len(everything.find(frame, sim.mask))
     radii = np.concatenate(radii)
     assert len(radii) > 20 and 14 <= radii.min() and radii.max() <= 41 and len(radii) < n_all
+
+
+def _multi_panel_cbf(path: Path, panels: list[np.ndarray]) -> Path:
+    """A CBF file with one byte-offset binary section per panel, in an array_data loop (as cctbx writes CSPAD)."""
+    from fabio.compression import compByteOffset
+
+    parts = [b"###CBF: VERSION 1.5\r\ndata_multi_panel\r\n\r\nloop_\r\n_array_data.array_id\r\n"
+             b"_array_data.binary_id\r\n_array_data.data\r\n"]
+    for k, panel in enumerate(panels, start=1):
+        data = compByteOffset(panel.astype(np.int32))
+        parts.append(
+            f"ASIC{k} {k}\r\n;\r\n--CIF-BINARY-FORMAT-SECTION--\r\nContent-Type: application/octet-stream;\r\n"
+            f'     conversions="x-CBF_BYTE_OFFSET"\r\nContent-Transfer-Encoding: BINARY\r\n'
+            f"X-Binary-Size: {len(data)}\r\n"
+            f'X-Binary-ID: {k}\r\nX-Binary-Element-Type: "signed 32-bit integer"\r\n'
+            f"X-Binary-Element-Byte-Order: LITTLE_ENDIAN\r\nX-Binary-Number-of-Elements: {panel.size}\r\n"
+            f"X-Binary-Size-Fastest-Dimension: {panel.shape[1]}\r\nX-Binary-Size-Second-Dimension: {panel.shape[0]}\r\n"
+            "\r\n".encode() + b"\x0c\x1a\x04\xd5" + data + b"\r\n--CIF-BINARY-FORMAT-SECTION----\r\n;\r\n")
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def test_multi_panel_cbf_with_geometry(raw_data: tuple[Path, Path], tmp_path: Path) -> None:
+    """A CBF file of one section per panel: read stacked along ss, assembled with --geometry, refused without."""
+    from hitbench.data.formats import read_image
+
+    root, geom = raw_data
+    run = CXIRun(root / "sim" / "run_0001.cxi")
+    frames, truth = run.read(0, 8, apply_mask=False), run.field("hit")[:8]
+    rows = ["file,label"]
+    for i, frame in enumerate(frames):
+        _multi_panel_cbf(tmp_path / f"f{i}.cbf", list(frame.reshape(4, 48, 64)))
+        rows.append(f"f{i}.cbf,{'hit' if truth[i] else 'miss'}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    image = read_image(tmp_path / "f0.cbf")
+    assert image.panels == 4 and np.array_equal(image.frame, np.maximum(frames[0], 0))
+    runner = CliRunner()
+    result = runner.invoke(main, ["info", str(tmp_path / "f0.cbf")])
+    assert result.exit_code == 0 and "multi-panel CBF: 4 panels" in result.output, result.output
+    out = ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--methods", "intensity"]
+    result = runner.invoke(main, ["compare", "--data", str(tmp_path), *out])
+    assert_one_line_error(result, "f0.cbf: a multi-panel CBF (4 panels", "give its --geometry")
+    result = runner.invoke(main, ["compare", "--data", str(tmp_path), "--geometry", str(geom), *out])
+    assert result.exit_code == 0, result.output

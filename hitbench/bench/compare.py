@@ -109,10 +109,12 @@ def _experiment(
     # name (give the folder as ./NAME or with --data); --data is a Path, always data
     preset = isinstance(source, str) and source in preset_names()
     if not preset and path.exists() and path.suffix != ".toml":
-        experiment = open_experiment(path, crop_size=crop,
-                                     data_path=settings.data_path if source == settings.data else None)
-        if settings.geometry is not None and source == settings.data:
-            experiment = assembled_experiment(experiment, read_geom(settings.geometry), crop)
+        ours = source == settings.data  # --cross-experiment data is read as it is
+        detector = read_geom(settings.geometry) if settings.geometry is not None and ours else None
+        experiment = open_experiment(path, crop_size=crop, data_path=settings.data_path if ours else None,
+                                     detector=detector)
+        if detector is not None:
+            experiment = assembled_experiment(experiment, detector, crop)
             _check_labelled(experiment, settings.geometry)
         return experiment
     if preset or path.suffix == ".toml":

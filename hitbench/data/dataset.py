@@ -75,6 +75,9 @@ class ImageRun:
 
     def _frame(self, index: int) -> tuple[np.ndarray, np.ndarray, Geometry | None]:
         image = read_image(self.files[index])
+        if self.detector is None and image.panels > 1:
+            raise HitbenchError(f"{self.files[index]}: a multi-panel CBF ({image.panels} panels, stacked along ss: "
+                                f"{image.frame.shape[0]} x {image.frame.shape[1]}); give its --geometry FILE.geom")
         if self.detector is None:
             frame, mask = crop(image.frame, image.mask, self.crop_size, image.beam_center)
             return frame, mask, image.geometry
@@ -311,7 +314,7 @@ def label_sources(run: Run, kind: str) -> list[str]:
     return [k for k, fields in LABEL_KINDS.items() if k == kind or set(fields) <= set(run.fields)]
 
 
-def read_labels_csv(path: Path, crop_size: int = CROP_SIZE) -> ImageRun:
+def read_labels_csv(path: Path, crop_size: int = CROP_SIZE, detector: DetectorGeometry | None = None) -> ImageRun:
     """An image run from a labels CSV (columns ``file`` and ``label``).
 
     Parameters
@@ -320,6 +323,8 @@ def read_labels_csv(path: Path, crop_size: int = CROP_SIZE) -> ImageRun:
         The CSV file; image paths in it are relative to its folder.
     crop_size : int
         Crop side.
+    detector : DetectorGeometry, optional
+        The images are raw multi-panel frames of this detector (see :class:`ImageRun`).
 
     Returns
     -------
@@ -350,7 +355,7 @@ def read_labels_csv(path: Path, crop_size: int = CROP_SIZE) -> ImageRun:
             raise HitbenchError(f"{path}:{line}: {row['file'].strip()} is labelled '{label}' here and otherwise in "
                                 f"row {first[file][0]}; list each image once with one label")
     labels = np.array([label for _, label in first.values()])
-    return ImageRun(list(first), labels, name=path.parent.name, crop_size=crop_size)
+    return ImageRun(list(first), labels, name=path.parent.name, crop_size=crop_size, detector=detector)
 
 
 def _cxi_run(path: Path, data_path: str | None = None) -> CXIRun:
@@ -360,7 +365,8 @@ def _cxi_run(path: Path, data_path: str | None = None) -> CXIRun:
     return run
 
 
-def open_experiment(source: str | Path, crop_size: int = CROP_SIZE, data_path: str | None = None) -> Experiment:
+def open_experiment(source: str | Path, crop_size: int = CROP_SIZE, data_path: str | None = None,
+                    detector: DetectorGeometry | None = None) -> Experiment:
     """Open an experiment from a folder of CXI files, a labels CSV or a folder holding labels.csv.
 
     A folder's runs are its ``*.cxi`` files and NeXus master files (``*_master.h5``, ``*.nxs``; see
@@ -375,6 +381,9 @@ def open_experiment(source: str | Path, crop_size: int = CROP_SIZE, data_path: s
         Crop side for image runs.
     data_path : str, optional
         HDF5 path of the (n, ss, fs) frames in every run file.
+    detector : DetectorGeometry, optional
+        Image files are raw multi-panel frames of this detector (CXI runs are read through it by
+        :func:`hitbench.data.assembled.assembled_experiment`).
 
     Returns
     -------
@@ -385,13 +394,13 @@ def open_experiment(source: str | Path, crop_size: int = CROP_SIZE, data_path: s
     if not source.exists():
         raise HitbenchError(f"{source}: no such file or folder; give a folder of CXI files or a labels CSV")
     if source.is_file() and source.suffix == ".csv":
-        run = read_labels_csv(source, crop_size)
+        run = read_labels_csv(source, crop_size, detector)
         return Experiment(source.parent.name, {run.name: run})
     if source.is_file():
         run = _cxi_run(source, data_path)
         return Experiment(source.stem, {str(run.attrs.get("run", source.stem)): run})
     if (source / "labels.csv").is_file():
-        run = read_labels_csv(source / "labels.csv", crop_size)
+        run = read_labels_csv(source / "labels.csv", crop_size, detector)
         return Experiment(source.name, {run.name: run})
     patterns = ("*.cxi", "*.h5", "*.hdf5", "*.nxs") if data_path else ("*.cxi", "*_master.h5", "*.nxs")
     cxi_files = sorted({path for pattern in patterns for path in source.glob(pattern)})

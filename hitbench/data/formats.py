@@ -40,12 +40,15 @@ class DetectorImage:
         From the header, where it gives distance, pixel size and wavelength.
     beam_center : tuple of float or None
         (x, y) in pixels, from the header.
+    panels : int
+        Binary sections of a multi-panel CBF file, stacked along ss in ``frame`` (1: one frame as stored).
     """
 
     frame: np.ndarray
     mask: np.ndarray
     geometry: Geometry | None
     beam_center: tuple[float, float] | None
+    panels: int = 1
 
 
 def _finite(key: str, text: str) -> float:
@@ -98,19 +101,23 @@ CBF_BINARY_START = b"\x0c\x1a\x04\xd5"
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open}
 
 
-def _check_cbf(path: Path) -> None:
-    """Refuse a CBF file without a binary section before fabio reads it (fabio would loop for ever)."""
+def _check_cbf(path: Path) -> bytes | None:
+    """Refuse a CBF file without a binary section before fabio reads it (fabio would loop for ever).
+
+    Returns the file's bytes (decompressed) for a CBF file, else None.
+    """
     names = path.name.lower().rsplit(".", 2)
     if "cbf" not in names[1:]:
-        return
+        return None
     try:
         with _OPENERS.get(path.suffix.lower(), open)(path, "rb") as file:
-            found = CBF_BINARY_START in file.read()
+            content = file.read()
     except (OSError, EOFError, ValueError) as exc:
         raise HitbenchError(f"{path}: not a readable detector image ({exc})") from None
-    if not found:
+    if CBF_BINARY_START not in content:
         raise HitbenchError(f"{path}: CBF file without a binary section (its start marker is missing or damaged); "
                             "the file is truncated or corrupt")
+    return content
 
 
 def read_image(path: str | Path) -> DetectorImage:
@@ -124,14 +131,23 @@ def read_image(path: str | Path) -> DetectorImage:
     Returns
     -------
     DetectorImage
-        Frame, mask, geometry and beam centre.
+        Frame, mask, geometry and beam centre. A multi-panel CBF file (a binary section per panel) gives its
+        sections stacked along ss (:mod:`hitbench.data.cbfpanels`), to be assembled with a geometry.
     """
     import fabio  # imported here: listing methods or reading CXI files must not pay for it
+
+    from hitbench.data.cbfpanels import read_cbf_panels  # it takes CBF_BINARY_START from this module
 
     path = Path(path)
     if not path.is_file():
         raise HitbenchError(f"{path}: no such file; check the path")
-    _check_cbf(path)
+    content = _check_cbf(path)
+    panels = read_cbf_panels(path, content) if content is not None else None
+    if panels is not None:
+        frame = panels[0].astype(np.float32)
+        mask = frame >= 0
+        frame[~mask] = 0
+        return DetectorImage(frame, mask, None, None, panels=panels[1])
     try:
         image = fabio.open(str(path))
         data = np.asarray(image.data)
