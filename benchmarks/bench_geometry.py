@@ -2,7 +2,8 @@
 
 The detector is Jungfrau-4M-like: eight 512 x 1024 modules in a 4 x 2 grid (36- and 8-pixel gaps), stored raw
 as a (4096, 1024) frame, 4.19 megapixels, with its .geom: the cxi-streptavidin experiment (9.5 keV, 0.10 m,
-110 um pixels) simulated on it with ``[detector] panels`` (hitbench.simulate.panels). Timed, on one core:
+110 um pixels) simulated on it with ``[detector] panels`` (hitbench.simulate.panels), the truth listing every
+spot (max_spots 8192). Timed, on one core:
 
 - reading the .geom (parsing, per-pixel positions, radius and panel maps);
 - ``find`` and ``count`` of the raw finder (each pixel's radius from the geometry, peaks kept on one panel),
@@ -41,6 +42,7 @@ BRIGHT_PHOTONS = 20.0
 PANELS = {
     'panel_shape = [185, 194]': 'panel_shape = [512, 1024]\npanels = "4x2"',
     "panel_gap_px = [6, 6]": "panel_gap_px = [36, 8]",
+    "max_spots = 512": "max_spots = 8192",  # the truth lists every spot of the whole detector
 }
 
 
