@@ -8,6 +8,9 @@ from scipy.constants import angstrom
 
 from hitbench.constants import wavelength_angstrom
 
+#: Side of the square crop around the beam that the methods see, pixels (the reference study's 350 x 350).
+CROP_SIZE = 350
+
 
 @dataclass(frozen=True)
 class Geometry:

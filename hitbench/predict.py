@@ -32,10 +32,11 @@ from hitbench.atomic import atomic_path
 from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
 from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
 from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter
-from hitbench.data.geom import CROP_SIDE, DetectorGeometry, read_geom
+from hitbench.data.geom import DetectorGeometry, read_geom
 from hitbench.data.nexus import data_path_for, open_run
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES
+from hitbench.geometry import CROP_SIZE
 from hitbench.methods.base import HitMethod
 from hitbench.peaktable import MAX_PEAKS, PeakTable
 
@@ -348,7 +349,7 @@ def predict_runs(
     model = load_model(model_path, trust_pickle=trust_pickle)  # a one-line error before any work
     detector = read_geom(geometry) if geometry is not None else None
     trained = getattr(model, "frame_shape_", None)
-    side = int(trained[0]) if trained is not None else CROP_SIDE
+    side = int(trained[0]) if trained is not None else CROP_SIZE
     if detector is not None and trained is not None and trained[0] != trained[1]:
         raise HitbenchError(f"--geometry {geometry}: the model was trained on {trained[0]}x{trained[1]} frames; the "
                             "assembled crop is square, give a model trained on square crops")

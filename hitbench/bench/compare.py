@@ -20,9 +20,9 @@ from hitbench.bench.runner import Comparison
 from hitbench.bench.tables import write_tables
 from hitbench.data.assembled import assembled_experiment
 from hitbench.data.dataset import Experiment, open_experiment, run_labels, select_runs
-from hitbench.data.formats import CROP_SIZE
 from hitbench.data.geom import read_geom
 from hitbench.errors import HitbenchError
+from hitbench.geometry import CROP_SIZE
 from hitbench.methods import registry
 
 #: The reference study's five methods, compared when --methods is not given.

@@ -14,7 +14,8 @@ import numpy as np
 
 from hitbench.data.cxi import CXIRun
 from hitbench.data.dataset import Experiment, ImageRun
-from hitbench.data.geom import CROP_SIDE, DetectorGeometry
+from hitbench.data.geom import DetectorGeometry
+from hitbench.geometry import CROP_SIZE
 
 
 class AssembledRun(CXIRun):
@@ -32,7 +33,7 @@ class AssembledRun(CXIRun):
         Side of the square crop.
     """
 
-    def __init__(self, raw: CXIRun, geometry: DetectorGeometry, side: int = CROP_SIDE) -> None:
+    def __init__(self, raw: CXIRun, geometry: DetectorGeometry, side: int = CROP_SIZE) -> None:
         geometry.check_shape(raw.frame_shape, str(raw.path))
         self._raw = raw
         for name in ("path", "data_path", "n_frames", "dtype", "has_mask", "geometry", "attrs", "fields", "has_peaks"):
@@ -82,7 +83,7 @@ class AssembledRun(CXIRun):
         return self._assemble(self._raw.read_at(indices))
 
 
-def assembled_experiment(experiment: Experiment, geometry: DetectorGeometry, side: int = CROP_SIDE) -> Experiment:
+def assembled_experiment(experiment: Experiment, geometry: DetectorGeometry, side: int = CROP_SIZE) -> Experiment:
     """The experiment with every run read through the geometry (:class:`AssembledRun`, image runs assembled too).
 
     Parameters

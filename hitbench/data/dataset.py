@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from hitbench.data.cxi import CXIRun
-from hitbench.data.formats import CROP_SIZE, crop, read_image
+from hitbench.data.formats import crop, read_image
 from hitbench.data.geom import DetectorGeometry
 from hitbench.data.nexus import open_run
 from hitbench.errors import HitbenchError
 from hitbench.frames import CHUNK_FRAMES, FrameSource, check_frames
-from hitbench.geometry import Geometry
+from hitbench.geometry import CROP_SIZE, Geometry
 from hitbench.labelrule import MISS_BELOW
 
 #: Label kinds and the per-frame fields of a CXI run each is made from.

@@ -18,10 +18,8 @@ import numpy as np
 
 from hitbench.constants import photon_energy_ev
 from hitbench.errors import HitbenchError
-from hitbench.geometry import Geometry
+from hitbench.geometry import CROP_SIZE, Geometry
 
-#: Side of the square region a frame is cropped to, pixels (the reference study's 350x350 crop).
-CROP_SIZE = 350
 #: File endings read through fabio (compressed variants are recognised by fabio too).
 IMAGE_SUFFIXES = (".cbf", ".img", ".smv", ".edf", ".tif", ".tiff", ".mccd")
 

@@ -35,9 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from hitbench.errors import HitbenchError
-
-#: Side of the square crop the methods see (the study's 350 x 350).
-CROP_SIDE = 350
+from hitbench.geometry import CROP_SIZE
 
 #: Keys a panel takes (also as defaults before the panels).
 PANEL_KEYS = frozenset({
@@ -300,7 +298,7 @@ class DetectorGeometry:
         return x, y
 
     # ------------------------------------------------------------------ the assembled crop
-    def crop_origin(self, side: int = CROP_SIDE) -> tuple[float, float]:
+    def crop_origin(self, side: int = CROP_SIZE) -> tuple[float, float]:
         """Lab (x, y) of the centre of the crop's pixel (0, 0): the beam near the crop's centre, pixel centres aligned.
 
         The crop's grid is shifted by less than a pixel so that its pixel centres fall on those of the first
@@ -321,7 +319,7 @@ class DetectorGeometry:
             origin.append(round(-(side - 1) / 2 - shift) + shift)
         return origin[0], origin[1]
 
-    def crop_map(self, side: int = CROP_SIDE) -> _Crop:
+    def crop_map(self, side: int = CROP_SIZE) -> _Crop:
         """The raw pixel that each pixel of a side x side crop around the beam shows (built once per side)."""
         if side not in self._crops:
             self._crops[side] = self._build_crop(side)
@@ -343,7 +341,7 @@ class DetectorGeometry:
         good[good] = self.mask.ravel()[source[good]]
         return _Crop(side, (x0, y0), np.where(good, source, 0).reshape(side, side), good.reshape(side, side))
 
-    def crop(self, frames: np.ndarray, side: int = CROP_SIDE) -> np.ndarray:
+    def crop(self, frames: np.ndarray, side: int = CROP_SIZE) -> np.ndarray:
         """The assembled side x side crop around the beam of raw frames (float32, pixels off the panels 0).
 
         Parameters
@@ -365,7 +363,7 @@ class DetectorGeometry:
         out *= crop.good
         return out
 
-    def to_crop(self, fs: np.ndarray, ss: np.ndarray, side: int = CROP_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    def to_crop(self, fs: np.ndarray, ss: np.ndarray, side: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
         """Crop (x, y) of raw positions (e.g. peaks found on raw frames), pixel-centre origin.
 
         Parameters
