@@ -18,6 +18,7 @@ from scipy.spatial import cKDTree
 from hitbench.cli import main
 from hitbench.data.crystfel import cell_text, geometry_gaps, geometry_text, lattice, write_list
 from hitbench.data.cxi import CXIRun, write_cxi
+from hitbench.data.geom import read_geom
 from hitbench.errors import HitbenchError
 from hitbench.geometry import Geometry
 from hitbench.methods import registry
@@ -116,11 +117,13 @@ def test_crystfel_files_of_a_simulated_run(tiny: Pipeline) -> None:
     keys = dict(re.findall(r"^(\S+) = (\S+)", geom, re.M))
     assert float(keys["p0/corner_x"]) == pytest.approx(-(centre_x + 0.5), abs=1e-4)
     assert float(keys["p0/corner_y"]) == pytest.approx(-(centre_y + 0.5), abs=1e-4)
-    assert float(keys["res"]) == pytest.approx(1 / 110e-6) and float(keys["clen"]) == 0.03
+    assert float(keys["p0/res"]) == pytest.approx(1 / 110e-6) and float(keys["clen"]) == 0.03
     assert float(keys["photon_energy"]) == 9500 and float(keys["adu_per_photon"]) == run.attrs["gain_adu_per_photon"]
     assert keys["peak_list"] == "/entry_1/result_1" and keys["peak_list_type"] == "cxi"
     assert keys["mask0_data"] == "/entry_1/instrument_1/detector_1/mask"
     assert keys["p0/max_fs"] == "95" and keys["p0/max_ss"] == "95"
+    (panel,) = read_geom(tiny.predict_out / "run_0001.geom").panels  # hitbench reads the geometry it writes
+    assert panel.lab(centre_x, centre_y) == pytest.approx((0.0, 0.0), abs=1e-4)  # the beam centre is the origin
     assert (tiny.predict_out / "run_0001.cell").read_text() == cell_text([79.1, 79.1, 37.9, 90, 90, 90])
 
 

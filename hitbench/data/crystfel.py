@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from hitbench.atomic import atomic_path
-from hitbench.data.cxi import DATA, DETECTOR, RESULT, CXIRun
-from hitbench.data.geom import DetectorGeometry
+from hitbench.data.cxi import DETECTOR, RESULT, CXIRun
+from hitbench.data.geom import DetectorGeometry, Panel, geom_text
 from hitbench.errors import HitbenchError
 
 #: Run attributes the geometry file needs (besides the CXI geometry).
@@ -107,39 +107,17 @@ def geometry_text(run: CXIRun) -> str:
     gaps = geometry_gaps(run)
     if gaps:
         raise HitbenchError(f"{run.path}: no CrystFEL geometry without {'; '.join(gaps)}")
-    geometry, attrs = run.geometry, run.attrs
-    centre_x, centre_y = float(attrs["beam_centre_x"]), float(attrs["beam_centre_y"])
+    centre_x, centre_y = float(run.attrs["beam_centre_x"]), float(run.attrs["beam_centre_y"])
     height, width = run.frame_shape
-    mask = (
-        [f"mask0_data = {DETECTOR}/mask", "mask0_goodbits = 0x0", "mask0_badbits = 0xffff"] if run.has_mask else []
-    )
+    panel = Panel("p0", 0, width - 1, 0, height - 1, -(centre_x + 0.5), -(centre_y + 0.5), (1.0, 0.0), (0.0, 1.0),
+                  1.0 / run.geometry.x_pixel_size, run.geometry.distance)
     lines = [
         f"; CrystFEL geometry of {run.path.name} (hitbench): one {width}x{height} panel, beam centre at pixel "
         f"({centre_x:.3f}, {centre_y:.3f})",
         "; hitbench counts pixels from their centre, CrystFEL from their corner: corner = -(beam centre + 0.5)",
-        f"photon_energy = {geometry.photon_energy:.6g}",
-        f"clen = {geometry.distance:.6g}",
-        f"res = {1.0 / geometry.x_pixel_size:.8g}",
-        f"adu_per_photon = {float(attrs['gain_adu_per_photon']):.6g}",
-        "",
-        f"data = {DATA}",
-        "dim0 = %",
-        "dim1 = ss",
-        "dim2 = fs",
-        *mask,
-        f"peak_list = {RESULT}",
-        "peak_list_type = cxi",
-        "",
-        "p0/min_fs = 0",
-        f"p0/max_fs = {width - 1}",
-        "p0/min_ss = 0",
-        f"p0/max_ss = {height - 1}",
-        "p0/fs = +1.0x",
-        "p0/ss = +1.0y",
-        f"p0/corner_x = {-(centre_x + 0.5):.4f}",
-        f"p0/corner_y = {-(centre_y + 0.5):.4f}",
+        *_reading_lines(run, set()),
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + geom_text([panel])
 
 
 def raw_geometry_text(detector: DetectorGeometry, run: CXIRun) -> str:
@@ -161,8 +139,18 @@ def raw_geometry_text(detector: DetectorGeometry, run: CXIRun) -> str:
     str
         The geometry file's text.
     """
-    keys = detector.global_keys
-    lines = [f"; {detector.path.name} for {run.path.name} (hitbench): peaks in raw coordinates from {RESULT}"]
+    lines = [f"; {detector.path.name} for {run.path.name} (hitbench): peaks in raw coordinates from {RESULT}",
+             *_reading_lines(run, detector.global_keys)]
+    return "\n".join(lines) + "\n\n" + detector.path.read_text()
+
+
+def _reading_lines(run: CXIRun, keys: set[str]) -> list[str]:
+    """What indexamajig needs to read ``run`` that a geometry with the global ``keys`` lacks.
+
+    The peak table (``peak_list``, ``peak_list_type = cxi``), the frames (``data`` and dims), the run's mask, the
+    photon energy and ``adu_per_photon``, the last two where the run records them.
+    """
+    lines = []
     if "peak_list" not in keys:
         lines += [f"peak_list = {RESULT}", "peak_list_type = cxi"]
     if "data" not in keys:
@@ -174,7 +162,7 @@ def raw_geometry_text(detector: DetectorGeometry, run: CXIRun) -> str:
         lines.append(f"photon_energy = {run.geometry.photon_energy:.6g}")
     if not {"adu_per_photon", "adu_per_eV"} & keys and "gain_adu_per_photon" in run.attrs:
         lines.append(f"adu_per_photon = {float(run.attrs['gain_adu_per_photon']):.6g}")
-    return "\n".join(lines) + "\n\n" + detector.path.read_text()
+    return lines
 
 
 def write_geometry(path: str | Path, run: CXIRun) -> Path:
