@@ -109,8 +109,9 @@ def _geometry_option(command):
 
 def _data_path_option(command):
     """The --data-path option: where the (n, ss, fs) frame stack is in an HDF5 file."""
-    return click.option("--data-path", help="HDF5 path of the (n, ss, fs) frame stack [default: the geometry's "
-                        "'data' line, else /entry_1/data_1/data].")(command)
+    return click.option("--data-path", help="HDF5 path of the (n, ss, fs) or (n, panel, ss, fs) frame stack "
+                        "[default: the geometry's 'data' line where the file has it, else a NeXus master's linked "
+                        "/entry/data/data_NNNNNN stacks, else /entry_1/data_1/data].")(command)
 
 
 @main.command("info")
