@@ -65,12 +65,12 @@ def test_table_one_has_11098_trainable_parameters_at_350():
         ("Conv2D", (344, 344, 4)),
         ("Dropout", (344, 344, 4)),
         ("BatchNormalization", (344, 344, 4)),
-        ("ReLU", (344, 344, 4)),
         ("MaxPooling2D", (68, 68, 4)),
+        ("ReLU", (68, 68, 4)),  # after the pooling: the same values (test_relu_after_pooling_...)
         ("Conv2D", (62, 62, 4)),
         ("BatchNormalization", (62, 62, 4)),
-        ("ReLU", (62, 62, 4)),
         ("MaxPooling2D", (12, 12, 4)),
+        ("ReLU", (12, 12, 4)),
         ("Dropout", (12, 12, 4)),
         ("Flatten", (576,)),
         ("Dense", (16,)),
@@ -290,9 +290,14 @@ def test_tensorflow_load_notices_dropped_and_other_output_kept(capfd: pytest.Cap
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
         os.write(2, b"I0000 00:00:1796212038.448482   31700 cudart_stub.cc:31] Could not find cuda drivers\n")
         os.write(2, b"another thread's line\n")
+        os.write(2, b"I0000 00:00:1796212038.5   31700 cpu_feature_guard.cc:210] This TensorFlow binary is optimized\n")
+        os.write(2, b"To enable the following instructions: AVX2, rebuild TensorFlow\n")  # the record goes on
+        os.write(2, b"E0000 00:00:1796212038.6   31700 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR\n")
         os.write(2, b"W0000 00:00:1796212038.448482   31700 port.cc:1] a warning\n")
+        os.write(2, b"and its second line\n")
     kept = capfd.readouterr().err.splitlines()
-    assert kept == ["another thread's line", "W0000 00:00:1796212038.448482   31700 port.cc:1] a warning"]
+    assert kept == ["another thread's line", "W0000 00:00:1796212038.448482   31700 port.cc:1] a warning",
+                    "and its second line"]
     with _load_notices_dropped(quiet=False):
         os.write(2, b"I0000 00:00:1.5  1 port.cc:1] shown when the user asks for TensorFlow's log\n")
     assert "shown" in capfd.readouterr().err
@@ -338,3 +343,28 @@ def test_cnn_robust_fits_its_cut_between_the_training_classes():
     assert fixed.threshold_ == 0.3
     with pytest.raises(HitbenchError, match="decision_threshold"):
         ReferenceCNN(epochs=1, decision_threshold=1.5).fit(frames, labels)
+
+
+def test_relu_after_pooling_computes_table_one_exactly() -> None:
+    """The network pools before its ReLUs; in Table I's order (ReLU, then pooling) the same layers give the
+    same outputs and the same gradients, to the bit."""
+    import tensorflow as tf
+
+    from hitbench.methods import tf_runtime
+
+    keras = tf_runtime.keras()
+    model = build_model((64, 64), dropout=0.0, seed=3)
+    layers = {layer.name: layer for layer in model.layers}
+    table_one = ["conv1", "dropout1", "bn_rows1", "relu1", "pool1", "conv2", "bn_rows2", "relu2", "pool2",
+                 "dropout2", "flatten", "dense1", "bn_dense1", "relu3", "dropout3", "dense2"]
+    assert [layer.name for layer in model.layers] != table_one  # the order really differs
+    reference = keras.Sequential([keras.Input((64, 64, 1))] + [layers[name] for name in table_one])
+    frames = tf.constant(np.random.default_rng(0).standard_normal((6, 64, 64, 1)).astype(np.float32))
+    for training in (False, True):
+        with tf.GradientTape(persistent=True) as tape:
+            ours, theirs = model(frames, training=training), reference(frames, training=training)
+            ours_hit, theirs_hit = tf.reduce_sum(ours[:, 1]), tf.reduce_sum(theirs[:, 1])
+        assert np.array_equal(ours.numpy(), theirs.numpy())
+        for a, b in zip(tape.gradient(ours_hit, model.trainable_variables),
+                        tape.gradient(theirs_hit, model.trainable_variables), strict=True):
+            assert np.array_equal(a.numpy(), b.numpy())

@@ -21,6 +21,10 @@ The network, for an input frame of H x W pixels (350 x 350 in the study)::
     Dropout
     Dense 2, softmax                 (miss, hit)
 
+The ReLU of each stage is computed after its max pooling: ReLU is monotone, so
+``relu(maxpool(x)) == maxpool(relu(x))`` exactly, values and gradients alike, and it then runs
+on 68 x 68 instead of 344 x 344 activations per frame.
+
 11,098 trainable parameters at 350 x 350. Training: categorical cross-entropy, SGD with
 momentum 0.9 and learning rate 0.002 decayed as ``lr / (1 + 1e-4 * step)`` (Keras 1's
 ``decay``, :class:`keras.optimizers.schedules.InverseTimeDecay`), batch 100.
@@ -74,12 +78,12 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int =
             layers.Conv2D(4, 7, kernel_initializer=weights(), name="conv1"),
             ByteDropout(dropout, seed=next(seeds), name="dropout1"),
             RowBatchNormalization(axis=1, name="bn_rows1"),
-            layers.ReLU(name="relu1"),
             layers.MaxPooling2D(5, name="pool1"),
+            layers.ReLU(name="relu1"),
             layers.Conv2D(4, 7, kernel_initializer=weights(), name="conv2"),
             RowBatchNormalization(axis=1, name="bn_rows2"),
-            layers.ReLU(name="relu2"),
             layers.MaxPooling2D(5, name="pool2"),
+            layers.ReLU(name="relu2"),
             ByteDropout(dropout, seed=next(seeds), name="dropout2"),
             layers.Flatten(name="flatten"),
             layers.Dense(16, kernel_initializer=weights(), name="dense1"),

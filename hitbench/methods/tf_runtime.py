@@ -3,14 +3,15 @@
 TensorFlow is imported only when a network is built or trained (:func:`keras`), never at module
 import, so listing methods or using the other methods stays light. At that first import
 ``TF_CPP_MIN_LOG_LEVEL`` is set to 3 (TensorFlow's C++ log lines: device notices, tf.data
-notices, a failed ``cuInit`` on a machine without a GPU) unless the user has set it. TensorFlow
-2.21 also prints a few INFO lines while it loads, before its logging reads that setting (the
-oneDNN notice, "Could not find cuda drivers"): while the import runs, standard error goes to a
-temporary file, and afterwards everything in it except those lines is written back, so what
-other threads wrote meanwhile is delayed, never lost (and a user who sets ``TF_CPP_MIN_LOG_LEVEL=0``
-sees every line). Nothing else of the process is touched: no global random generator is seeded
-(the network seeds its own layers and batches) and TensorFlow's op determinism is left as the
-user set it (switched on, it would refuse the user's own unseeded random ops).
+notices) unless the user has set it. TensorFlow 2.21 also prints a few lines while it loads and
+looks for devices, before its logging reads that setting (the oneDNN notice, "Could not find cuda
+drivers", the CPU-instructions notice, a failed ``cuInit`` on a machine without a GPU): while the
+import and the device search run, standard error goes to a temporary file, and afterwards
+everything in it except those notices is written back, so what other threads wrote meanwhile is
+delayed, never lost (and a user who sets ``TF_CPP_MIN_LOG_LEVEL=0`` sees every line). Nothing
+else of the process is touched: no global random generator is seeded (the network seeds its own
+layers and batches) and TensorFlow's op determinism is left as the user set it (switched on, it
+would refuse the user's own unseeded random ops).
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-#: TensorFlow's load-time notices: absl INFO lines (``I0000 00:00:...  123 port.cc:153] ...``) and absl's
-#: warning that they come before its logging is set up.
-_LOAD_NOTICE = re.compile(
-    rb"I\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::InitializeLog\(\)"
+#: An absl INFO log record (``I0000 00:00:1796212038.448  123 port.cc:153] ...``).
+_INFO_RECORD = re.compile(rb"I\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
+#: Other lines dropped while TensorFlow loads: absl's note that logging is not set up yet, the second line of
+#: the CPU-instructions notice, and the failed ``cuInit`` of a machine without a GPU.
+_LOAD_NOTICES = (
+    b"WARNING: All log messages before absl::InitializeLog()",
+    b"To enable the following instructions:",
+    b"failed call to cuInit",
 )
 
 
@@ -41,7 +46,11 @@ def keras() -> ModuleType:
     if "hitbench.methods.cnn_layers" not in sys.modules:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with _load_notices_dropped(quiet=os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"):
+            import tensorflow as tf
+
             import hitbench.methods.cnn_layers  # noqa: F401  (registers the network's layers for loading)
+
+            tf.config.list_physical_devices()  # the device search, with its notices, happens here
     import keras
 
     return keras
@@ -64,5 +73,12 @@ def _load_notices_dropped(quiet: bool) -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().splitlines(keepends=True) if not _LOAD_NOTICE.match(line)]
-            os.write(2, b"".join(kept))
+            os.write(2, _without_load_notices(captured.read()))
+
+
+def _without_load_notices(text: bytes) -> bytes:
+    """``text`` less TensorFlow's load-time notices: INFO records and the lines of :data:`_LOAD_NOTICES`."""
+    lines = text.splitlines(keepends=True)
+    return b"".join(
+        line for line in lines if not _INFO_RECORD.match(line) and not any(n in line for n in _LOAD_NOTICES)
+    )
