@@ -141,7 +141,8 @@ def info_command(path: Path, geometry: Path | None, data_path: str | None) -> No
         if isinstance(run, MasterRun) and run.beam_center is not None:
             table.add_row("beam centre (x, y)", f"{run.beam_center[0]:.2f}, {run.beam_center[1]:.2f} px")
         table.add_row("frames", str(run.n_frames))
-        table.add_row("frame shape", f"{run.frame_shape[0]} x {run.frame_shape[1]}")
+        table.add_row("frame shape", f"{run.frame_shape[0]} x {run.frame_shape[1]}" + (
+            f" ({run.n_panels} panels stacked along ss; give --geometry to assemble them)" if run.n_panels > 1 else ""))
         table.add_row("dtype", str(run.dtype))
         table.add_row("good pixels", f"{int(run.mask.sum())} of {run.mask.size}")
         geometry = run.geometry

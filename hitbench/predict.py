@@ -31,7 +31,7 @@ from hitbench import modelfile
 from hitbench.atomic import atomic_path
 from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
 from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
-from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter
+from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter, check_panel_stack
 from hitbench.data.geom import DetectorGeometry, read_geom
 from hitbench.data.nexus import data_path_for, open_run
 from hitbench.errors import HitbenchError
@@ -272,6 +272,7 @@ def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool,
         run = open_run(path, data_path_for(path, data_path, geometry.data if geometry is not None else None))
         if run.n_frames == 0:
             raise HitbenchError(f"{path}: no frames to predict (the run is empty); leave it out")
+        check_panel_stack(run, geometry)
         if geometry is not None:
             geometry.check_shape(run.frame_shape, str(path))
         elif shape is not None and tuple(run.frame_shape) != tuple(shape):

@@ -67,10 +67,19 @@ def test_cxirun_reads_every_frame_stack(shape: tuple[int, int, int], dtype: str,
     np.testing.assert_array_equal(frames, data[:2].astype(np.float32))
 
 
-#: What is not a run: a stack of other than 3 dimensions, frames that are not real numbers, a mask of another shape.
+def test_cxirun_reads_a_panel_stack(tmp_path: Path) -> None:
+    """(n_frames, panel, ss, fs), as AGIPD or Jungfrau modules are stored: read with the panels stacked along ss."""
+    data = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    run = CXIRun(_cxi(str(tmp_path), data, None))
+    assert run.n_panels == 3 and run.frame_shape == (12, 5)
+    np.testing.assert_array_equal(run.read(), data.reshape(2, 12, 5))
+
+
+#: What is not a run: a stack of other than 3 dimensions (or 4: panels, see test_cxirun_reads_a_panel_stack),
+#: frames that are not real numbers, a mask of another shape.
 NOT_A_RUN = st.one_of(
     st.tuples(
-        st.lists(st.integers(0, 6), min_size=1, max_size=4).filter(lambda s: len(s) != 3),
+        st.lists(st.integers(0, 6), min_size=1, max_size=5).filter(lambda s: len(s) not in (3, 4)),
         st.sampled_from(REAL_DTYPES + OTHER_DTYPES),
         st.none(),
     ),

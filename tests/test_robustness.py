@@ -146,12 +146,16 @@ UNREADABLE = {
     "strings": ["dtype"],
     "complex": ["complex64"],
     "2d": ["(n_frames, height, width)"],
-    "4d": ["(n_frames, height, width)"],
     "mask_shape": ["mask", "shape"],
     "mask_strings": ["mask", "dtype"],
     "geometry_text": ["distance"],
 }
-BAD_FRAMES = {"nan": ["NaN or Inf"], "inf": ["NaN or Inf"], "zero_frames": ["no frames"]}
+BAD_FRAMES = {
+    "nan": ["NaN or Inf"],
+    "inf": ["NaN or Inf"],
+    "zero_frames": ["no frames"],
+    "4d": ["2 panels a frame", "--geometry"],  # (n, panel, ss, fs): readable, but not searched or cropped as one image
+}
 
 
 @pytest.mark.parametrize("name", sorted(UNREADABLE))
@@ -165,6 +169,12 @@ def test_info_describes_odd_frames(workspace: dict, name: str) -> None:
     result = _invoke(["info", workspace["bad"][name]])
     assert result.exit_code == 0, result.output
     assert "frames" in result.output and "96 x 96" in result.output
+
+
+def test_info_describes_a_panel_stack(workspace: dict) -> None:
+    result = _invoke(["info", workspace["bad"]["4d"]])
+    assert result.exit_code == 0, result.output
+    assert "2 panels stacked along ss" in " ".join(result.output.split())
 
 
 @pytest.mark.parametrize("name", sorted({**UNREADABLE, **BAD_FRAMES}))

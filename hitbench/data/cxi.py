@@ -329,6 +329,25 @@ def _peak_arrays(peaks: PeakTable, max_peaks: int) -> dict[str, np.ndarray]:
     }
 
 
+def check_panel_stack(run: CXIRun, geometry: object | None) -> None:
+    """Refuse a run stored panel by panel, (n_frames, panel, ss, fs), when no geometry says where its panels are.
+
+    Without one, its panels would be searched for peaks and cropped as if they were one image.
+
+    Parameters
+    ----------
+    run : CXIRun
+        The run.
+    geometry : DetectorGeometry or None
+        The ``--geometry`` given, if any.
+    """
+    if geometry is None and run.n_panels > 1:
+        raise HitbenchError(
+            f"{run.path}:{run.data_path} holds {run.n_panels} panels a frame (n_frames, panel, ss, fs); give the "
+            "detector's CrystFEL geometry with --geometry so that they are placed where they sit"
+        )
+
+
 def write_cxi(
     path: str | Path,
     frames: np.ndarray,
@@ -468,6 +487,7 @@ class CXIRun:
         self.n_frames = int(dset.shape[0])
         # an (n, panel, ss, fs) stack (AGIPD, Jungfrau modules) is read with its panels stacked along ss
         self._stored_shape = tuple(int(s) for s in dset.shape[1:])
+        self.n_panels = int(np.prod(self._stored_shape[:-2]))
         self.frame_shape: tuple[int, int] = (int(np.prod(dset.shape[1:-1])), int(dset.shape[-1]))
         self.dtype = dset.dtype
         # frames per HDF5 chunk, read a whole block at a time when a block is small enough to keep

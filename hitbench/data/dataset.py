@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hitbench.data.cxi import CXIRun
+from hitbench.data.cxi import CXIRun, check_panel_stack
 from hitbench.data.formats import crop, read_image
 from hitbench.data.geom import DetectorGeometry
 from hitbench.data.nexus import open_run
@@ -358,10 +358,11 @@ def read_labels_csv(path: Path, crop_size: int = CROP_SIZE, detector: DetectorGe
     return ImageRun(list(first), labels, name=path.parent.name, crop_size=crop_size, detector=detector)
 
 
-def _cxi_run(path: Path, data_path: str | None = None) -> CXIRun:
+def _cxi_run(path: Path, data_path: str | None, detector: DetectorGeometry | None) -> CXIRun:
     run = open_run(path, data_path)
     if run.n_frames == 0:
         raise HitbenchError(f"{path}: no frames (the run is empty); move it out of the data folder")
+    check_panel_stack(run, detector)
     return run
 
 
@@ -397,7 +398,7 @@ def open_experiment(source: str | Path, crop_size: int = CROP_SIZE, data_path: s
         run = read_labels_csv(source, crop_size, detector)
         return Experiment(source.parent.name, {run.name: run})
     if source.is_file():
-        run = _cxi_run(source, data_path)
+        run = _cxi_run(source, data_path, detector)
         return Experiment(source.stem, {str(run.attrs.get("run", source.stem)): run})
     if (source / "labels.csv").is_file():
         run = read_labels_csv(source / "labels.csv", crop_size, detector)
@@ -410,7 +411,7 @@ def open_experiment(source: str | Path, crop_size: int = CROP_SIZE, data_path: s
     runs: dict[str, Run] = {}
     name = source.name
     for path in cxi_files:
-        run = _cxi_run(path, data_path)
+        run = _cxi_run(path, data_path, detector)
         run_name = str(run.attrs.get("run", path.stem))
         if run_name in runs:
             raise HitbenchError(f"{path} and {run_source(runs[run_name])}: both are run '{run_name}' (their 'run' "

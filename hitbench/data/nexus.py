@@ -94,6 +94,7 @@ class MasterRun(CXIRun):
         self.dtype = np.result_type(*dtypes)
         self._block_frames = 1
         self._block = None
+        self.n_panels = 1  # Eiger stacks are (n, ss, fs)
         mask_key = f"{NEXUS_DETECTOR}/detectorSpecific/pixel_mask"
         self.has_mask = mask_key in h5
         self.mask = np.ones(self.frame_shape, dtype=bool)

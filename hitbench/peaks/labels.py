@@ -10,7 +10,7 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
-from hitbench.data.cxi import update_cxi
+from hitbench.data.cxi import check_panel_stack, update_cxi
 from hitbench.data.geom import DetectorGeometry
 from hitbench.data.nexus import MasterRun, data_path_for, open_run
 from hitbench.errors import HitbenchError
@@ -104,6 +104,7 @@ def label_run(
     run = open_run(path, data_path)
     if run.n_frames == 0:
         raise HitbenchError(f"{run.path}: no frames to label (the run is empty); leave it out")
+    check_panel_stack(run, geometry)
     mask = None
     attrs = {}
     if geometry is not None:
