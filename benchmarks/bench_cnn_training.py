@@ -108,7 +108,9 @@ def main() -> None:
         paths = (("hitbench ReferenceCNN.fit (memory)", frames), ("hitbench ReferenceCNN.fit (CXI)", streamed))
         for name, source in paths:
             results[name] = ms_per_frame_epoch(
-                lambda e, s=source: ReferenceCNN(**{**settings, "epochs": e}).fit(s, labels), len(labels), args.epochs,
+                lambda e, s=source: ReferenceCNN(**{**settings, "epochs": e}).fit(s, labels),
+                len(labels),
+                args.epochs,
                 args.repeats,
             )
     baseline = results["plain Keras model.fit (arrays in memory)"]

@@ -40,7 +40,7 @@ MATCH_PX = 1.5
 BRIGHT_PHOTONS = 20.0
 #: The preset's detector table, made Jungfrau-4M-like.
 PANELS = {
-    'panel_shape = [185, 194]': 'panel_shape = [512, 1024]\npanels = "4x2"',
+    "panel_shape = [185, 194]": 'panel_shape = [512, 1024]\npanels = "4x2"',
     "panel_gap_px = [6, 6]": "panel_gap_px = [36, 8]",
     "max_spots = 512": "max_spots = 8192",  # the truth lists every spot of the whole detector
 }
@@ -75,8 +75,9 @@ def main() -> None:
         exp = _experiment(Path(tmp))
         raw = layout(exp)
         geom_file = Path(tmp) / "jungfrau4m.geom"
-        geom_file.write_text(raw.geom_text(exp.beam.photon_energy_ev, exp.detector.gain_adu_per_photon,
-                                           "/entry_1/data_1/data"))
+        geom_file.write_text(
+            raw.geom_text(exp.beam.photon_energy_ev, exp.detector.gain_adu_per_photon, "/entry_1/data_1/data")
+        )
         start = time.perf_counter()
         geom = read_geom(geom_file)
         read_ms = 1e3 * (time.perf_counter() - start)
@@ -109,13 +110,20 @@ def main() -> None:
             n_true += int((cKDTree(spots).query(found)[0] <= MATCH_PX).sum())
             n_bright_found += int((cKDTree(found).query(spots[bright])[0] <= MATCH_PX).sum())
     result = {
-        "detector": {"panels": len(geom.panels), "panel_shape": list(exp.detector.panel_shape),
-                     "raw_shape": list(geom.raw_shape), "megapixels": geom.raw_shape[0] * geom.raw_shape[1] / 1e6},
+        "detector": {
+            "panels": len(geom.panels),
+            "panel_shape": list(exp.detector.panel_shape),
+            "raw_shape": list(geom.raw_shape),
+            "megapixels": geom.raw_shape[0] * geom.raw_shape[1] / 1e6,
+        },
         "frames": int(len(frames)),
         "hits": int(sim.truth["hit"].sum()),
         "read_geom_ms": read_ms,
-        "find_ms_per_frame": {"median": float(np.median(find_ms)), "min": float(np.min(find_ms)),
-                              "max": float(np.max(find_ms))},
+        "find_ms_per_frame": {
+            "median": float(np.median(find_ms)),
+            "min": float(np.min(find_ms)),
+            "max": float(np.max(find_ms)),
+        },
         "count_ms_per_frame": float(np.median(count_ms)),
         "find_without_panel_map_ms_per_frame": float(np.median(plain_ms)),
         "crop_map_350_build_ms": crop_map_ms,
@@ -124,9 +132,13 @@ def main() -> None:
         "precision": n_true / n_peaks if n_peaks else None,
         "recall_spots_ge_20_photons": n_bright_found / n_bright if n_bright else None,
         "simulate_s": simulate_s,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "load_average_1min": os.getloadavg()[0],
-                    "note": "measured under the load of other agents sharing 2 cores, at nice 19; one core used"},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "load_average_1min": os.getloadavg()[0],
+            "note": "measured under the load of other agents sharing 2 cores, at nice 19; one core used",
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

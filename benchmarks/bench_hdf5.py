@@ -38,7 +38,9 @@ CHUNK = 32
 SETTINGS = [
     ("gzip-rle (default)", "gzip", (compression.GZIP_LEVEL, compression.GZIP_STRATEGY)),
     *((f"gzip-{level}", "gzip", (level, zlib.Z_DEFAULT_STRATEGY)) for level in (1, 4, 6)),
-    ("none", "none", None), ("blosc-lz4 (lz4)", "lz4", None), ("bitshuffle-lz4 (bitshuffle)", "bitshuffle", None),
+    ("none", "none", None),
+    ("blosc-lz4 (lz4)", "lz4", None),
+    ("bitshuffle-lz4 (bitshuffle)", "bitshuffle", None),
 ]
 
 
@@ -49,7 +51,7 @@ def _measure(frames: np.ndarray, mask: np.ndarray, choice: str, deflate: tuple |
         start = time.perf_counter()
         with CXIWriter(path, frames.shape[1:], mask=mask, dtype=frames.dtype, compression=choice) as writer:
             for i in range(0, len(frames), CHUNK):
-                writer.append(frames[i:i + CHUNK])
+                writer.append(frames[i : i + CHUNK])
         write_s = time.perf_counter() - start
     start = time.perf_counter()
     run = CXIRun(path)
@@ -69,12 +71,24 @@ def main() -> None:
     args = parser.parse_args()
     sim = simulate_run(load_experiment("cxi-streptavidin"), run=90, n_frames=args.frames, seed=0)
     fractions = np.random.default_rng(0).uniform(-0.5, 0.5, sim.frames.shape).astype(np.float32)
-    stacks = {f"{sim.frames.dtype} (simulator)": sim.frames, "int32": sim.frames.astype(np.int32),
-              "float32 (calibrated)": sim.frames.astype(np.float32) + fractions * sim.mask}
-    result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-              "load_average_before": os.getloadavg()[0], "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version,
-              "hdf5plugin": hdf5plugin.version, "frames": args.frames, "frame_shape": list(sim.frames.shape[1:]),
-              "hits": int(sim.truth["hit"].sum()), "repeats": args.repeats, "results": {}}
+    stacks = {
+        f"{sim.frames.dtype} (simulator)": sim.frames,
+        "int32": sim.frames.astype(np.int32),
+        "float32 (calibrated)": sim.frames.astype(np.float32) + fractions * sim.mask,
+    }
+    result = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_before": os.getloadavg()[0],
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+        "hdf5plugin": hdf5plugin.version,
+        "frames": args.frames,
+        "frame_shape": list(sim.frames.shape[1:]),
+        "hits": int(sim.truth["hit"].sum()),
+        "repeats": args.repeats,
+        "results": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for dtype, frames in stacks.items():
             rows = {}

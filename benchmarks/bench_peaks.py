@@ -78,6 +78,7 @@ def run_metrics(finder: PeakFinder8, sim) -> dict:
 
 def timing(finder: PeakFinder8, frames: np.ndarray, mask: np.ndarray, repeats: int = 3) -> dict:
     """Best-of-``repeats`` milliseconds per frame of count and find."""
+
     def best(fn) -> float:
         times = []
         for _ in range(repeats):
@@ -102,8 +103,13 @@ def main() -> None:
     args = parser.parse_args()
 
     finder = PeakFinder8()
-    result = {"finder": finder.get_params(), "match_px": MATCH_PX, "seed": args.seed, "presets": {},
-              "machine": platform.processor() or platform.machine()}
+    result = {
+        "finder": finder.get_params(),
+        "match_px": MATCH_PX,
+        "seed": args.seed,
+        "presets": {},
+        "machine": platform.processor() or platform.machine(),
+    }
     for preset, runs in RUNS.items():
         exp = load_experiment(preset)
         per_run = {}

@@ -26,8 +26,13 @@ def main() -> None:
     args = parser.parse_args()
     exp = load_experiment("cxi-streptavidin")
     simulate_run(exp, run=90, n_frames=64, seed=0, n_jobs=2)  # warm up the worker pool
-    result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-              "load_average_before": os.getloadavg()[0], "frame_shape": list(exp.frame_shape), "frames_per_s": {}}
+    result = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_before": os.getloadavg()[0],
+        "frame_shape": list(exp.frame_shape),
+        "frames_per_s": {},
+    }
     for n_jobs in (1, 2):
         start = time.perf_counter()
         simulate_run(exp, run=90, n_frames=args.frames, seed=0, n_jobs=n_jobs)
@@ -36,7 +41,9 @@ def main() -> None:
         start = time.perf_counter()
         paths = write_experiment(exp, tmp, seed=0, n_jobs=2)
         result["default_dataset"] = {
-            "preset": exp.name, "scale": exp.scale, "runs": len(paths),
+            "preset": exp.name,
+            "scale": exp.scale,
+            "runs": len(paths),
             "frames": sum(exp.n_frames(run) for run in exp.runs),
             "wall_s_n_jobs_2": round(time.perf_counter() - start, 2),
             "bytes": sum(p.stat().st_size for p in paths),

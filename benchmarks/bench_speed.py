@@ -65,12 +65,14 @@ def fast_methods(train: tuple, frames: np.ndarray, repeats: int) -> list[dict]:
         method = registry.get(name).fit(*train)
         total = best(lambda m=method: m.decision_function(frames), repeats)
         kernel = best(lambda m=method: m._score(frames), repeats)
-        rows.append({
-            "method": name,
-            "frames_per_s": round(len(frames) / total, 1),
-            "kernel_frames_per_s": round(len(frames) / kernel, 1),
-            "check_frames_per_s": round(len(frames) / check_s, 1),
-        })
+        rows.append(
+            {
+                "method": name,
+                "frames_per_s": round(len(frames) / total, 1),
+                "kernel_frames_per_s": round(len(frames) / kernel, 1),
+                "check_frames_per_s": round(len(frames) / check_s, 1),
+            }
+        )
     return rows
 
 
@@ -94,11 +96,22 @@ def write_run(path: Path, sim, n_frames: int) -> None:
 def end_to_end(model: Path, run: Path, out: Path, chunk_size: int) -> dict:
     """`hitbench predict` in a fresh subprocess: wall time and that subprocess's peak RSS."""
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec, so it would include this (large) process
-    command = [sys.executable, "-c", "import sys; from hitbench.cli import main; sys.argv[0] = 'hitbench';"
-               "\ntry:\n main()\nfinally:\n print('MAXRSS', [l.split()[1] for l in open('/proc/self/status') "
-               "if l.startswith('VmHWM')][0])",
-               "predict", "--model", str(model), "--out", str(out), "--chunk-size", str(chunk_size), "--hits-cxi",
-               str(run)]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from hitbench.cli import main; sys.argv[0] = 'hitbench';"
+        "\ntry:\n main()\nfinally:\n print('MAXRSS', [l.split()[1] for l in open('/proc/self/status') "
+        "if l.startswith('VmHWM')][0])",
+        "predict",
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--chunk-size",
+        str(chunk_size),
+        "--hits-cxi",
+        str(run),
+    ]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -130,21 +143,30 @@ def markdown(result: dict) -> str:
         "|---|---:|---:|---:|",
     ]
     for row in result["fast_methods"]:
-        lines.append(f"| {row['method']} | {row['frames_per_s']} | {row['kernel_frames_per_s']} | "
-                     f"{row['check_frames_per_s']} |")
+        lines.append(
+            f"| {row['method']} | {row['frames_per_s']} | {row['kernel_frames_per_s']} | {row['check_frames_per_s']} |"
+        )
     pf = result["peak_finder"]
     lines += ["", f"Peak finder (`PeakFinder8.count`): **{pf['ms_per_frame']} ms/frame** ({pf['frames']} frames)."]
     cnn = result.get("cnn")
     if cnn and "keras" in cnn:
-        lines += ["", f"cnn, same run: Keras {cnn['keras']['ms_per_frame']} ms/frame, ONNX Runtime "
-                  f"{cnn['onnx']['ms_per_frame']} ms/frame (ratio {cnn['onnx_speedup']}x)."]
-    lines += ["", "End to end, `hitbench predict --hits-cxi` with a litpix model (fresh process, peak RSS of that "
-              "process):", "",
-              "| frames | run file (GiB) | chunk | seconds | frames/s | frames/s after start-up | peak RSS (MiB) |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"cnn, same run: Keras {cnn['keras']['ms_per_frame']} ms/frame, ONNX Runtime "
+            f"{cnn['onnx']['ms_per_frame']} ms/frame (ratio {cnn['onnx_speedup']}x).",
+        ]
+    lines += [
+        "",
+        "End to end, `hitbench predict --hits-cxi` with a litpix model (fresh process, peak RSS of that process):",
+        "",
+        "| frames | run file (GiB) | chunk | seconds | frames/s | frames/s after start-up | peak RSS (MiB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in result["end_to_end"]:
-        lines.append(f"| {row['frames']} | {row['run_file_gib']} | {row['chunk_size']} | {row['seconds']} | "
-                     f"{row['frames_per_s']} | {row['frames_per_s_after_start']} | {row['peak_rss_mib']} |")
+        lines.append(
+            f"| {row['frames']} | {row['run_file_gib']} | {row['chunk_size']} | {row['seconds']} | "
+            f"{row['frames_per_s']} | {row['frames_per_s_after_start']} | {row['peak_rss_mib']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -168,9 +190,13 @@ def main() -> None:
     hit = np.asarray(sim.truth["hit"]).astype(np.int64)
     train = (sim.frames[:128], hit[:128])
     frames = np.ascontiguousarray(np.resize(sim.frames, (args.memory_frames, *SHAPE)))
-    result = {"benchmark": "speed", "preset": PRESET, "frame_shape": list(SHAPE),
-              "fast_methods": fast_methods(train, frames, args.repeats),
-              "peak_finder": peak_finder(sim.frames[:32], sim.mask)}
+    result = {
+        "benchmark": "speed",
+        "preset": PRESET,
+        "frame_shape": list(SHAPE),
+        "fast_methods": fast_methods(train, frames, args.repeats),
+        "peak_finder": peak_finder(sim.frames[:32], sim.mask),
+    }
     del frames
     if args.cnn:
         cnn_args = argparse.Namespace(cnn_epochs=args.cnn_epochs, repeats=args.repeats)
@@ -186,7 +212,9 @@ def main() -> None:
             rows.append(end_to_end(model, run, Path(out), args.chunk_size))
     result["end_to_end"] = rows
     result["machine"] = {
-        "cpus": os.cpu_count(), "platform": platform.platform(), "load_before": load_before,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "note": "other helpers' tests and benchmarks shared the 2 CPUs; timings are noisy",
     }

@@ -103,8 +103,9 @@ def write_error(path: Path, exc: BaseException, needed: int | None = None) -> Hi
         free = "free space unknown"
     need = f", about {_size(needed)} needed" if needed is not None else ""
     cause = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-    return HitbenchError(f"{path}: writing failed ({cause}); {free}{need}. Nothing was changed: free space or "
-                         "write elsewhere")
+    return HitbenchError(
+        f"{path}: writing failed ({cause}); {free}{need}. Nothing was changed: free space or write elsewhere"
+    )
 
 
 def check_free_space(path: Path, needed: int) -> None:
@@ -119,8 +120,10 @@ def check_free_space(path: Path, needed: int) -> None:
     """
     free = shutil.disk_usage(Path(path).parent).free
     if free < needed:
-        raise HitbenchError(f"{path}: needs about {_size(needed)} free on its disk, {_size(free)} free; "
-                            "nothing was changed: free space or move the file")
+        raise HitbenchError(
+            f"{path}: needs about {_size(needed)} free on its disk, {_size(free)} free; "
+            "nothing was changed: free space or move the file"
+        )
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], *, suffix: str = "") -> None:

@@ -33,8 +33,14 @@ def _n_jobs(ctx: click.Context, param: click.Parameter, value: int) -> int:
 
 def _n_jobs_option(help_text: str):
     """The --n-jobs option of a command: -1 all cores, 0 and below -1 refused, above the cores clamped."""
-    return click.option("--n-jobs", type=int, default=1, show_default=True, callback=_n_jobs,
-                        help=f"{help_text}; -1 all cores, more than the cores are lowered to them.")
+    return click.option(
+        "--n-jobs",
+        type=int,
+        default=1,
+        show_default=True,
+        callback=_n_jobs,
+        help=f"{help_text}; -1 all cores, more than the cores are lowered to them.",
+    )
 
 
 def _check_seed(seed: int, option: str = "--seed") -> int:
@@ -101,17 +107,23 @@ def methods_command() -> None:
 
 def _geometry_option(command):
     """The --geometry option: a CrystFEL .geom of the raw multi-panel frames (see :mod:`hitbench.data.geom`)."""
-    return click.option("--geometry", type=click.Path(path_type=Path),
-                        help="CrystFEL geometry (.geom) of raw multi-panel frames: peaks are found on the raw frames "
-                        "(each pixel's radius from the beam, no peak across two panels) and written in raw "
-                        "coordinates; the methods see the assembled 350x350 crop around the beam.")(command)
+    return click.option(
+        "--geometry",
+        type=click.Path(path_type=Path),
+        help="CrystFEL geometry (.geom) of raw multi-panel frames: peaks are found on the raw frames "
+        "(each pixel's radius from the beam, no peak across two panels) and written in raw "
+        "coordinates; the methods see the assembled 350x350 crop around the beam.",
+    )(command)
 
 
 def _data_path_option(command):
     """The --data-path option: where the (n, ss, fs) frame stack is in an HDF5 file."""
-    return click.option("--data-path", help="HDF5 path of the (n, ss, fs) or (n, panel, ss, fs) frame stack "
-                        "[default: the geometry's 'data' line where the file has it, else a NeXus master's linked "
-                        "/entry/data/data_NNNNNN stacks, else /entry_1/data_1/data].")(command)
+    return click.option(
+        "--data-path",
+        help="HDF5 path of the (n, ss, fs) or (n, panel, ss, fs) frame stack "
+        "[default: the geometry's 'data' line where the file has it, else a NeXus master's linked "
+        "/entry/data/data_NNNNNN stacks, else /entry_1/data_1/data].",
+    )(command)
 
 
 @main.command("info")
@@ -132,8 +144,10 @@ def info_command(path: Path, geometry: Path | None, data_path: str | None) -> No
     if not path.exists():
         raise HitbenchError(f"{path}: no such file; check the path")
     if path.is_dir():
-        raise HitbenchError(f"{path}: is a folder; give one of its files (a CXI run or a detector image), or the "
-                            "folder to `hitbench compare --data`")
+        raise HitbenchError(
+            f"{path}: is a folder; give one of its files (a CXI run or a detector image), or the "
+            "folder to `hitbench compare --data`"
+        )
     table = Table(title=str(path), show_header=False)
     if path.suffix.lower() in HDF5_SUFFIXES or (path.is_file() and h5py.is_hdf5(path)):
         run = open_run(path, data_path_for(path, data_path, detector.data if detector is not None else None))
@@ -141,8 +155,15 @@ def info_command(path: Path, geometry: Path | None, data_path: str | None) -> No
         if isinstance(run, MasterRun) and run.beam_center is not None:
             table.add_row("beam centre (x, y)", f"{run.beam_center[0]:.2f}, {run.beam_center[1]:.2f} px")
         table.add_row("frames", str(run.n_frames))
-        table.add_row("frame shape", f"{run.frame_shape[0]} x {run.frame_shape[1]}" + (
-            f" ({run.n_panels} panels stacked along ss; give --geometry to assemble them)" if run.n_panels > 1 else ""))
+        table.add_row(
+            "frame shape",
+            f"{run.frame_shape[0]} x {run.frame_shape[1]}"
+            + (
+                f" ({run.n_panels} panels stacked along ss; give --geometry to assemble them)"
+                if run.n_panels > 1
+                else ""
+            ),
+        )
         table.add_row("dtype", str(run.dtype))
         table.add_row("good pixels", f"{int(run.mask.sum())} of {run.mask.size}")
         geometry = run.geometry
@@ -155,8 +176,12 @@ def info_command(path: Path, geometry: Path | None, data_path: str | None) -> No
             _geometry_rows(table, detector, run.mask & detector.good_pixels(path))
     else:
         image = read_image(path)
-        table.add_row("format", "detector image (fabio)" if image.panels == 1 else
-                      f"multi-panel CBF: {image.panels} panels stacked along ss (give --geometry to assemble them)")
+        table.add_row(
+            "format",
+            "detector image (fabio)"
+            if image.panels == 1
+            else f"multi-panel CBF: {image.panels} panels stacked along ss (give --geometry to assemble them)",
+        )
         table.add_row("frame shape", f"{image.frame.shape[0]} x {image.frame.shape[1]}")
         table.add_row("good pixels", f"{int(image.mask.sum())} of {image.mask.size}")
         geometry = image.geometry
@@ -179,8 +204,10 @@ def _geometry_rows(table: object, detector: object, good: object) -> None:
     import numpy as np
 
     panels = detector.panels
-    table.add_row("geometry", f"{detector.path}: {len(panels)} panels, raw frame {detector.raw_shape[0]} x "
-                  f"{detector.raw_shape[1]} (ss x fs)")
+    table.add_row(
+        "geometry",
+        f"{detector.path}: {len(panels)} panels, raw frame {detector.raw_shape[0]} x {detector.raw_shape[1]} (ss x fs)",
+    )
     table.add_row("panel pixels", ", ".join(sorted({f"{p.shape[0]} x {p.shape[1]}" for p in panels})))
     clen = detector.clen
     table.add_row("camera length", f"{clen * 1e3:.1f} mm" if clen is not None else f"from each run ({panels[0].clen})")
@@ -192,11 +219,15 @@ def _geometry_rows(table: object, detector: object, good: object) -> None:
 
 def _compression_option(command):
     """The --compression option of the commands that write HDF5 (see :mod:`hitbench.data.compression`)."""
-    return click.option("--compression", type=click.Choice(COMPRESSIONS), default=DEFAULT_COMPRESSION,
-                        show_default=True,
-                        help="HDF5 compression of what is written: gzip (deflate + shuffle, which any HDF5 reader, "
-                        "CrystFEL included, reads), none, or lz4 (Blosc) / bitshuffle, whose readers need "
-                        "hdf5plugin.")(command)
+    return click.option(
+        "--compression",
+        type=click.Choice(COMPRESSIONS),
+        default=DEFAULT_COMPRESSION,
+        show_default=True,
+        help="HDF5 compression of what is written: gzip (deflate + shuffle, which any HDF5 reader, "
+        "CrystFEL included, reads), none, or lz4 (Blosc) / bitshuffle, whose readers need "
+        "hdf5plugin.",
+    )(command)
 
 
 def _echo_crystfel(written: list[Path] | tuple[Path, ...], notes: list[str] | tuple[str, ...]) -> None:
@@ -220,15 +251,27 @@ def _echo_crystfel(written: list[Path] | tuple[Path, ...], notes: list[str] | tu
 @click.option("--hit-above", type=int, default=HIT_ABOVE, show_default=True, help="More peaks than this: hit (1).")
 @click.option("--chunk-size", type=int, default=TASK_FRAMES, show_default=True, help="Frames per chunk.")
 @_n_jobs_option("joblib workers over chunks")
-@click.option("--crystfel-out", type=click.Path(path_type=Path),
-              help="Also write, into this folder, RUN.lst (the frames labelled hit), RUN.geom and RUN.cell for "
-              "CrystFEL's indexamajig.")
+@click.option(
+    "--crystfel-out",
+    type=click.Path(path_type=Path),
+    help="Also write, into this folder, RUN.lst (the frames labelled hit), RUN.geom and RUN.cell for "
+    "CrystFEL's indexamajig.",
+)
 @_compression_option
 @_geometry_option
 @_data_path_option
-def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chunk_size: int, n_jobs: int,
-                  crystfel_out: Path | None, compression: str, geometry: Path | None, data_path: str | None,
-                  **finder_options: float | int | None) -> None:
+def label_command(
+    paths: tuple[Path, ...],
+    miss_below: int,
+    hit_above: int,
+    chunk_size: int,
+    n_jobs: int,
+    crystfel_out: Path | None,
+    compression: str,
+    geometry: Path | None,
+    data_path: str | None,
+    **finder_options: float | int | None,
+) -> None:
     """Find peaks (peakfinder8) in CXI runs and write them, peak counts and labels into each file."""
     import numpy as np
 
@@ -248,10 +291,21 @@ def label_command(paths: tuple[Path, ...], miss_below: int, hit_above: int, chun
     finder = PeakFinder8(**{k: v for k, v in finder_options.items() if v is not None})
     for path in paths:
         with parallel_backend():
-            labels = label_run(path, finder, miss_below=miss_below, hit_above=hit_above, chunk_size=chunk_size,
-                               n_jobs=n_jobs, compression=compression, geometry=detector, data_path=data_path)
-        click.echo(f"{path}: {labels.size} frames, {int((labels == 1).sum())} hits, {int((labels == 0).sum())} "
-                   f"misses, {int((labels == -1).sum())} ambiguous")
+            labels = label_run(
+                path,
+                finder,
+                miss_below=miss_below,
+                hit_above=hit_above,
+                chunk_size=chunk_size,
+                n_jobs=n_jobs,
+                compression=compression,
+                geometry=detector,
+                data_path=data_path,
+            )
+        click.echo(
+            f"{path}: {labels.size} frames, {int((labels == 1).sum())} hits, {int((labels == 0).sum())} "
+            f"misses, {int((labels == -1).sum())} ambiguous"
+        )
         if path in handoffs:
             run = open_run(path, data_path_for(path, data_path, detector.data if detector is not None else None))
             _echo_crystfel(*write_handoff(run, np.flatnonzero(labels == 1), handoffs[path], detector))
@@ -276,8 +330,10 @@ def _check_finder_options(options: dict[str, float | int | None], chunk_size: in
             raise HitbenchError(f"{option(name)} {options[name]}: give 0 or more")
     for low, high in (("min_res", "max_res"), ("min_pixel_count", "max_pixel_count")):
         if options[low] is not None and options[high] is not None and options[low] >= options[high]:
-            raise HitbenchError(f"{option(low)} {options[low]} and {option(high)} {options[high]}: the range is "
-                                f"empty, every frame would be a miss; give {option(low)} below {option(high)}")
+            raise HitbenchError(
+                f"{option(low)} {options[low]} and {option(high)} {options[high]}: the range is "
+                f"empty, every frame would be a miss; give {option(low)} below {option(high)}"
+            )
     if chunk_size < 1:
         raise HitbenchError(f"--chunk-size {chunk_size}: give 1 or more frames per chunk")
 
@@ -291,8 +347,16 @@ def _check_finder_options(options: dict[str, float | int | None], chunk_size: in
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @_n_jobs_option("Parallel workers (joblib)")
 @_compression_option
-def simulate_command(preset: str | None, experiment_file: Path | None, out_dir: Path, runs_text: str | None,
-                     scale: float | None, seed: int, n_jobs: int, compression: str) -> None:
+def simulate_command(
+    preset: str | None,
+    experiment_file: Path | None,
+    out_dir: Path,
+    runs_text: str | None,
+    scale: float | None,
+    seed: int,
+    n_jobs: int,
+    compression: str,
+) -> None:
     """Simulate an experiment's runs: one CXI file per run (existing files are never overwritten)."""
     from hitbench.data.dataset import select_runs
     from hitbench.parallel import parallel_backend
@@ -305,8 +369,9 @@ def simulate_command(preset: str | None, experiment_file: Path | None, out_dir: 
     exp = load_experiment(_preset(preset) if preset is not None else experiment_file)
     runs = [int(r) for r in select_runs(runs_text, [str(r) for r in exp.runs], option="--runs")] if runs_text else None
     with parallel_backend():
-        for path in write_experiment(exp, out_dir, runs=runs, scale=scale, seed=seed, n_jobs=n_jobs,
-                                     compression=compression):
+        for path in write_experiment(
+            exp, out_dir, runs=runs, scale=scale, seed=seed, n_jobs=n_jobs, compression=compression
+        ):
             click.echo(str(path))
 
 
@@ -319,8 +384,10 @@ def _preset(preset: str) -> str:
 
     if preset in preset_names() or not Path(preset).is_dir():
         return preset
-    raise HitbenchError(f"--preset {preset}: is a folder; --preset takes a preset name ({', '.join(preset_names())}) "
-                        f"or an experiment TOML file, give data with --data {preset}")
+    raise HitbenchError(
+        f"--preset {preset}: is a folder; --preset takes a preset name ({', '.join(preset_names())}) "
+        f"or an experiment TOML file, give data with --data {preset}"
+    )
 
 
 #: Seconds between two progress lines when the output is not a terminal (a log file).
@@ -374,46 +441,97 @@ def _print_table(console: object, title: str, table: object) -> None:
 
 def _dask_options(command):
     """The --scheduler/--dask-workers options (see :func:`hitbench.parallel.parallel_backend`)."""
-    command = click.option("--dask-workers", type=int, help="Run the joblib work on a local Dask cluster of N "
-                           "worker processes.")(command)
-    return click.option("--scheduler", help="Run the joblib work on the Dask cluster at this scheduler address "
-                        "(tcp://HOST:PORT); workers must see the same files.")(command)
+    command = click.option(
+        "--dask-workers", type=int, help="Run the joblib work on a local Dask cluster of N worker processes."
+    )(command)
+    return click.option(
+        "--scheduler",
+        help="Run the joblib work on the Dask cluster at this scheduler address "
+        "(tcp://HOST:PORT); workers must see the same files.",
+    )(command)
 
 
 @main.command("compare")
-@click.option("--methods", default=",".join(("intensity", "litpix", "svm", "peaks", "cnn")), show_default=True,
-              help="Comma-separated method names (see `hitbench methods`).")
+@click.option(
+    "--methods",
+    default=",".join(("intensity", "litpix", "svm", "peaks", "cnn")),
+    show_default=True,
+    help="Comma-separated method names (see `hitbench methods`).",
+)
 @click.option("--data", type=click.Path(path_type=Path), help="Folder of CXI runs, or a labels CSV of image files.")
-@click.option("--preset", help="Simulated experiment (name or TOML file) when --data is not given "
-              "[default: cxi-streptavidin].")
+@click.option(
+    "--preset", help="Simulated experiment (name or TOML file) when --data is not given [default: cxi-streptavidin]."
+)
 @click.option("--scale", type=float, help="Fraction of the preset's events to simulate [default: the preset's].")
 @click.option("--train-runs", help="Runs to train on, e.g. 90-93 [default: the preset's training runs].")
 @click.option("--test-runs", help="Runs to test on [default: all].")
-@click.option("--cross-experiment", multiple=True,
-              help="Also test on another experiment: a preset name (always the preset; a folder of that name is "
-              "given as ./NAME), a folder of CXI runs or of images with labels.csv (repeatable).")
-@click.option("--labels", type=click.Choice(["peaks", "truth"]), default="peaks", show_default=True,
-              help="peaks: the study's peak-count rule; truth: the simulator's crystal-in-beam truth.")
+@click.option(
+    "--cross-experiment",
+    multiple=True,
+    help="Also test on another experiment: a preset name (always the preset; a folder of that name is "
+    "given as ./NAME), a folder of CXI runs or of images with labels.csv (repeatable).",
+)
+@click.option(
+    "--labels",
+    type=click.Choice(["peaks", "truth"]),
+    default="peaks",
+    show_default=True,
+    help="peaks: the study's peak-count rule; truth: the simulator's crystal-in-beam truth.",
+)
 @click.option("--param", "params", multiple=True, help="Method parameter METHOD.NAME=VALUE (repeatable).")
-@click.option("--holdout", type=float, default=0.3, show_default=True,
-              help="Fraction of each training run's frames held out to score it.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("hitbench-results"), show_default=True,
-              help="Folder for results, tables and figures.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache of simulated data and trained models "
-              "[default: $HITBENCH_CACHE or ~/.cache/hitbench].")
+@click.option(
+    "--holdout",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="Fraction of each training run's frames held out to score it.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("hitbench-results"),
+    show_default=True,
+    help="Folder for results, tables and figures.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    help="Cache of simulated data and trained models [default: $HITBENCH_CACHE or ~/.cache/hitbench].",
+)
 @_n_jobs_option("joblib workers")
-@click.option("--seed", "seeds", default="0", show_default=True,
-              help="Seed of simulation, splits and training; several (0,1,2) repeat the training "
-              "and add tables/seeds.md (the spread over seeds).")
+@click.option(
+    "--seed",
+    "seeds",
+    default="0",
+    show_default=True,
+    help="Seed of simulation, splits and training; several (0,1,2) repeat the training "
+    "and add tables/seeds.md (the spread over seeds).",
+)
 @click.option("--save-models", is_flag=True, help="Also copy the trained models to OUT/models/.")
 @_geometry_option
 @_data_path_option
 @_dask_options
-def compare_command(methods: str, data: Path | None, preset: str | None, scale: float | None, train_runs: str | None,
-                    test_runs: str | None, cross_experiment: tuple[str, ...], labels: str, params: tuple[str, ...],
-                    holdout: float, out: Path, cache_dir: Path | None, n_jobs: int, seeds: str,
-                    save_models: bool, geometry: Path | None, data_path: str | None, scheduler: str | None,
-                    dask_workers: int | None) -> None:
+def compare_command(
+    methods: str,
+    data: Path | None,
+    preset: str | None,
+    scale: float | None,
+    train_runs: str | None,
+    test_runs: str | None,
+    cross_experiment: tuple[str, ...],
+    labels: str,
+    params: tuple[str, ...],
+    holdout: float,
+    out: Path,
+    cache_dir: Path | None,
+    n_jobs: int,
+    seeds: str,
+    save_models: bool,
+    geometry: Path | None,
+    data_path: str | None,
+    scheduler: str | None,
+    dask_workers: int | None,
+) -> None:
     """Train and test hit finders across runs (and experiments); print and write Table II-style results."""
     import time
 
@@ -435,15 +553,29 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
     _check_scale(scale)
     preset = _preset(preset) if preset is not None else None
     settings = CompareSettings(
-        methods=names, out=out, cache_dir=cache_dir or default_cache_dir(), data=data, preset=preset, scale=scale,
-        train_runs=train_runs, test_runs=test_runs, cross_experiment=list(cross_experiment), labels=labels,
-        params=parse_params(params, names), seeds=seed_list, holdout=holdout, n_jobs=n_jobs,
-        save_models=save_models, geometry=geometry, data_path=data_path,
+        methods=names,
+        out=out,
+        cache_dir=cache_dir or default_cache_dir(),
+        data=data,
+        preset=preset,
+        scale=scale,
+        train_runs=train_runs,
+        test_runs=test_runs,
+        cross_experiment=list(cross_experiment),
+        labels=labels,
+        params=parse_params(params, names),
+        seeds=seed_list,
+        holdout=holdout,
+        n_jobs=n_jobs,
+        save_models=save_models,
+        geometry=geometry,
+        data_path=data_path,
     )
     console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets whole table rows
     start = time.perf_counter()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console)
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
     try:
         with parallel_backend(scheduler, dask_workers):
             outcome = run_compare(settings, " ".join(["hitbench", *sys.argv[1:]]), _progress_factory(progress))
@@ -453,23 +585,40 @@ def compare_command(methods: str, data: Path | None, preset: str | None, scale: 
     for stem, table in outcome["tables"].items():
         if stem == "pairs":  # one row per test: too long for the terminal
             found = int((table["better"] != "none").sum())
-            console.print(f"{len(table)} paired tests (McNemar, Holm), {found} significant at {ALPHA:.0%}: "
-                          f"{out}/tables/pairs.md")
+            console.print(
+                f"{len(table)} paired tests (McNemar, Holm), {found} significant at {ALPHA:.0%}: {out}/tables/pairs.md"
+            )
             continue
         _print_table(console, table_title(stem, outcome["results"]), table)
-    console.print(f"trained {outcome['trained']} model(s), scored {outcome['predicted']} run(s) "
-                  f"(the rest from the cache) in {time.perf_counter() - start:.1f} s; results in {out}/")
+    console.print(
+        f"trained {outcome['trained']} model(s), scored {outcome['predicted']} run(s) "
+        f"(the rest from the cache) in {time.perf_counter() - start:.1f} s; results in {out}/"
+    )
 
 
 @main.command("report")
 @click.argument("results", type=click.Path(path_type=Path))
-@click.option("--docs", type=click.Path(path_type=Path), default=Path("docs"), show_default=True,
-              help="mkdocs docs folder to write results.md and img/results/ into.")
-@click.option("--study-scale", is_flag=True, help="Write study-scale.md instead: each method's Table II beside the "
-              "study's (DOCS/reference/study_table2.csv), and the cost of each step.")
-@click.option("--with", "others", multiple=True, type=click.Path(path_type=Path),
-              help="With --study-scale: another results folder of the same data whose methods get tables of "
-              "their own, e.g. the cnn with the study's settings (repeatable).")
+@click.option(
+    "--docs",
+    type=click.Path(path_type=Path),
+    default=Path("docs"),
+    show_default=True,
+    help="mkdocs docs folder to write results.md and img/results/ into.",
+)
+@click.option(
+    "--study-scale",
+    is_flag=True,
+    help="Write study-scale.md instead: each method's Table II beside the "
+    "study's (DOCS/reference/study_table2.csv), and the cost of each step.",
+)
+@click.option(
+    "--with",
+    "others",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="With --study-scale: another results folder of the same data whose methods get tables of "
+    "their own, e.g. the cnn with the study's settings (repeatable).",
+)
 def report_command(results: Path, docs: Path, study_scale: bool, others: tuple[Path, ...]) -> None:
     """Regenerate the docs' results page and figures (or the study-scale page) from saved `hitbench compare` folders."""
     if others and not study_scale:
@@ -487,22 +636,46 @@ def report_command(results: Path, docs: Path, study_scale: bool, others: tuple[P
 
 @main.command("predict")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path),
-              help="Model file (.hbm) from `hitbench compare --save-models`, or a .keras file of the cnn.")
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Model file (.hbm) from `hitbench compare --save-models`, or a .keras file of the cnn.",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--chunk-size", type=int, default=TASK_FRAMES, show_default=True, help="Frames per chunk.")
-@click.option("--hits-cxi", is_flag=True, help="Also write RUN.hits.cxi (the hit frames with their peaks and "
-              "fields) and, for CrystFEL's indexamajig, RUN.hits.lst, RUN.geom and RUN.cell.")
+@click.option(
+    "--hits-cxi",
+    is_flag=True,
+    help="Also write RUN.hits.cxi (the hit frames with their peaks and "
+    "fields) and, for CrystFEL's indexamajig, RUN.hits.lst, RUN.geom and RUN.cell.",
+)
 @_n_jobs_option("joblib workers over chunks")
-@click.option("--trust-pickle", is_flag=True, help="Also read a pickled (joblib) model of an older hitbench. "
-              "Unpickling runs any code the file holds: only for files you made yourself.")
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Also read a pickled (joblib) model of an older hitbench. "
+    "Unpickling runs any code the file holds: only for files you made yourself.",
+)
 @_compression_option
 @_geometry_option
 @_data_path_option
 @_dask_options
-def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chunk_size: int, hits_cxi: bool,
-                    n_jobs: int, trust_pickle: bool, compression: str, geometry: Path | None, data_path: str | None,
-                    scheduler: str | None, dask_workers: int | None) -> None:
+def predict_command(
+    runs: tuple[Path, ...],
+    model_path: Path,
+    out_dir: Path,
+    chunk_size: int,
+    hits_cxi: bool,
+    n_jobs: int,
+    trust_pickle: bool,
+    compression: str,
+    geometry: Path | None,
+    data_path: str | None,
+    scheduler: str | None,
+    dask_workers: int | None,
+) -> None:
     """Classify every frame of CXI runs; write RUN.hits.csv (event, score, label) per run into OUT."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -511,19 +684,38 @@ def predict_command(runs: tuple[Path, ...], model_path: Path, out_dir: Path, chu
     from hitbench.predict import predict_runs
 
     console = Console(stderr=True)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=True, disable=not console.is_terminal)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
     try:
         with parallel_backend(scheduler, dask_workers):
-            summaries = predict_runs(model_path, list(runs), out_dir, chunk_size=chunk_size, hits_cxi=hits_cxi,
-                                     n_jobs=n_jobs, progress=_progress_factory(progress), compression=compression,
-                                     trust_pickle=trust_pickle, geometry=geometry, data_path=data_path)
+            summaries = predict_runs(
+                model_path,
+                list(runs),
+                out_dir,
+                chunk_size=chunk_size,
+                hits_cxi=hits_cxi,
+                n_jobs=n_jobs,
+                progress=_progress_factory(progress),
+                compression=compression,
+                trust_pickle=trust_pickle,
+                geometry=geometry,
+                data_path=data_path,
+            )
     finally:
         if progress.live.is_started:
             progress.stop()
     for s in summaries:
         rate = s.n_frames / s.seconds if s.seconds else float("inf")
         outputs = ", ".join(str(p) for p in (s.hit_list, s.hits_cxi) if p is not None)
-        click.echo(f"{s.run}: {s.n_frames} frames, {s.n_hits} hits ({100 * s.n_hits / max(1, s.n_frames):.1f}%), "
-                   f"{rate:.0f} frames/s -> {outputs}")
+        click.echo(
+            f"{s.run}: {s.n_frames} frames, {s.n_hits} hits ({100 * s.n_hits / max(1, s.n_frames):.1f}%), "
+            f"{rate:.0f} frames/s -> {outputs}"
+        )
         _echo_crystfel(s.crystfel, s.notes)

@@ -66,11 +66,13 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> HitMethod:
         with open(path, "rb") as file:
             first = file.read(1)
     except IsADirectoryError:
-        raise HitbenchError(f"--model {path}: a folder; give a model file (.hbm from `hitbench compare "
-                            "--save-models`)") from None
+        raise HitbenchError(
+            f"--model {path}: a folder; give a model file (.hbm from `hitbench compare --save-models`)"
+        ) from None
     except FileNotFoundError:
-        raise HitbenchError(f"--model {path}: no such file; give a model saved by `hitbench compare --save-models`"
-                            ) from None
+        raise HitbenchError(
+            f"--model {path}: no such file; give a model saved by `hitbench compare --save-models`"
+        ) from None
     except OSError as exc:
         raise HitbenchError(f"--model {path}: cannot read it ({exc.strerror})") from None
     if modelfile.is_model_file(path):
@@ -159,8 +161,14 @@ def raw_crop(run: CXIRun, geometry: DetectorGeometry, side: int) -> RawCrop:
 
 
 def predict_chunk(
-    model_path: Path, run_path: Path, start: int, stop: int, keep_hits: bool, trust_pickle: bool = False,
-    crop: RawCrop | None = None, data_path: str | None = None,
+    model_path: Path,
+    run_path: Path,
+    start: int,
+    stop: int,
+    keep_hits: bool,
+    trust_pickle: bool = False,
+    crop: RawCrop | None = None,
+    data_path: str | None = None,
 ) -> ChunkResult:
     """Score frames ``start:stop`` of a run; with ``keep_hits`` also return the hit frames, peaks and fields.
 
@@ -264,8 +272,14 @@ def crystfel_paths(run_path: Path, out_dir: Path) -> tuple[Path, Path, Path]:
     return handoff_paths(out_dir, f"{run_path.stem}.hits", run_path.stem)
 
 
-def _check_runs(model: object, runs: list[Path], out_dir: Path, hits_cxi: bool,
-                geometry: DetectorGeometry | None = None, data_path: str | None = None) -> list[CXIRun]:
+def _check_runs(
+    model: object,
+    runs: list[Path],
+    out_dir: Path,
+    hits_cxi: bool,
+    geometry: DetectorGeometry | None = None,
+    data_path: str | None = None,
+) -> list[CXIRun]:
     shape = getattr(model, "frame_shape_", None)
     opened, seen = [], {}
     for path in runs:
@@ -352,8 +366,10 @@ def predict_runs(
     trained = getattr(model, "frame_shape_", None)
     side = int(trained[0]) if trained is not None else CROP_SIZE
     if detector is not None and trained is not None and trained[0] != trained[1]:
-        raise HitbenchError(f"--geometry {geometry}: the model was trained on {trained[0]}x{trained[1]} frames; the "
-                            "assembled crop is square, give a model trained on square crops")
+        raise HitbenchError(
+            f"--geometry {geometry}: the model was trained on {trained[0]}x{trained[1]} frames; the "
+            "assembled crop is square, give a model trained on square crops"
+        )
     model_path = Path(model_path).resolve()
     out_dir = Path(out_dir)
     try:
@@ -367,16 +383,35 @@ def predict_runs(
         advance = progress(run.path.name, -(-run.n_frames // chunk_size)) if progress else None
         hit_list, cxi_path = output_paths(run.path, out_dir)
         crop = raw_crop(run, detector, side) if detector is not None else None
-        n_hits = _predict_run(model_path, run, hit_list, cxi_path if hits_cxi else None, chunk_size, n_jobs, advance,
-                              compression, trust_pickle, crop,
-                              data_path_for(run.path, data_path, detector.data if detector is not None else None))
+        n_hits = _predict_run(
+            model_path,
+            run,
+            hit_list,
+            cxi_path if hits_cxi else None,
+            chunk_size,
+            n_jobs,
+            advance,
+            compression,
+            trust_pickle,
+            crop,
+            data_path_for(run.path, data_path, detector.data if detector is not None else None),
+        )
         crystfel, notes = [], []
         if hits_cxi:
-            crystfel, notes = write_handoff(CXIRun(cxi_path), range(n_hits), crystfel_paths(run.path, out_dir),
-                                            detector)
+            crystfel, notes = write_handoff(
+                CXIRun(cxi_path), range(n_hits), crystfel_paths(run.path, out_dir), detector
+            )
         summaries.append(
-            RunSummary(run.path, run.n_frames, n_hits, time.perf_counter() - start_time, hit_list,
-                       cxi_path if hits_cxi else None, tuple(crystfel), tuple(notes))
+            RunSummary(
+                run.path,
+                run.n_frames,
+                n_hits,
+                time.perf_counter() - start_time,
+                hit_list,
+                cxi_path if hits_cxi else None,
+                tuple(crystfel),
+                tuple(notes),
+            )
         )
     return summaries
 
@@ -385,17 +420,36 @@ def _hits_writer(run: CXIRun, path: Path, compression: str) -> CXIWriter:
     with h5py.File(run.path, "r") as h5:
         max_peaks = h5[f"{RESULT}/peakXPosRaw"].shape[1] if run.has_peaks else MAX_PEAKS
     attrs = {**run.attrs, "source_run_file": str(run.path)}
-    return CXIWriter(path, run.frame_shape, mask=run.mask, geometry=run.geometry, attrs=attrs, max_peaks=max_peaks,
-                     dtype=run.dtype, compression=compression)
+    return CXIWriter(
+        path,
+        run.frame_shape,
+        mask=run.mask,
+        geometry=run.geometry,
+        attrs=attrs,
+        max_peaks=max_peaks,
+        dtype=run.dtype,
+        compression=compression,
+    )
 
 
-def _predict_run(model_path: Path, run: CXIRun, hit_list: Path, cxi_path: Path | None, chunk_size: int, n_jobs: int,
-                 advance: Callable[[], None] | None, compression: str, trust_pickle: bool,
-                 crop: RawCrop | None = None, data_path: str | None = None) -> int:
+def _predict_run(
+    model_path: Path,
+    run: CXIRun,
+    hit_list: Path,
+    cxi_path: Path | None,
+    chunk_size: int,
+    n_jobs: int,
+    advance: Callable[[], None] | None,
+    compression: str,
+    trust_pickle: bool,
+    crop: RawCrop | None = None,
+    data_path: str | None = None,
+) -> int:
     n_hits = 0
     tasks = (
-        joblib.delayed(predict_chunk)(model_path, run.path, start, stop, cxi_path is not None, trust_pickle, crop,
-                                      data_path)
+        joblib.delayed(predict_chunk)(
+            model_path, run.path, start, stop, cxi_path is not None, trust_pickle, crop, data_path
+        )
         for start, stop in _chunks(run, chunk_size)
     )
     with atomic_path(hit_list, overwrite=False) as tmp, open(tmp, "w", newline="") as text:
@@ -404,8 +458,12 @@ def _predict_run(model_path: Path, run: CXIRun, hit_list: Path, cxi_path: Path |
             writer = _hits_writer(run, cxi_path, compression) if cxi_path is not None else None
             text.write("event,score,label\n")
             for chunk in joblib.Parallel(n_jobs=n_jobs, return_as="generator")(tasks):
-                rows = zip(range(chunk.start, chunk.start + chunk.scores.size), chunk.scores.tolist(),
-                           chunk.labels.tolist(), strict=True)
+                rows = zip(
+                    range(chunk.start, chunk.start + chunk.scores.size),
+                    chunk.scores.tolist(),
+                    chunk.labels.tolist(),
+                    strict=True,
+                )
                 text.writelines(f"{e},{s!r},{v}\n" for e, s, v in rows)
                 n_hits += int(chunk.labels.sum())
                 if writer is not None and chunk.hit_frames.shape[0]:

@@ -45,8 +45,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _compare(runs: Path, tmp_path: Path, *args: object):
-    return _run("compare", "--data", runs, "--labels", "truth", "--methods", "intensity", "--out", tmp_path / "out",
-                "--cache-dir", tmp_path / "cache", *args)
+    return _run(
+        "compare",
+        "--data",
+        runs,
+        "--labels",
+        "truth",
+        "--methods",
+        "intensity",
+        "--out",
+        tmp_path / "out",
+        "--cache-dir",
+        tmp_path / "cache",
+        *args,
+    )
 
 
 def _cbf(path: Path, header: str = "", data: np.ndarray | None = None) -> Path:
@@ -165,8 +177,16 @@ def test_label_options_that_make_every_frame_a_miss_refused(
 
 
 def test_peak_window_without_a_count_refused(runs: Path, tmp_path: Path) -> None:
-    result = _compare(runs, tmp_path, "--methods", "peaks", "--param", "peaks.min_num_peaks_for_hit=20",
-                      "--param", "peaks.max_num_peaks_for_hit=5")
+    result = _compare(
+        runs,
+        tmp_path,
+        "--methods",
+        "peaks",
+        "--param",
+        "peaks.min_num_peaks_for_hit=20",
+        "--param",
+        "peaks.max_num_peaks_for_hit=5",
+    )
     assert_one_line_error(result, "min_num_peaks_for_hit=20 and max_num_peaks_for_hit=5", "every frame would be a miss")
 
 
@@ -197,16 +217,28 @@ def test_boolean_frames_and_all_bad_mask_refused(tmp_path: Path) -> None:
         (["--methods", "svm", "--param", "svm.block_size=100000"], ["svm.block_size=100000", "1 to 96"]),
     ],
 )
-def test_compare_options_refused_with_one_line(runs: Path, tmp_path: Path, options: list[str],
-                                               fragments: list[str]) -> None:
+def test_compare_options_refused_with_one_line(
+    runs: Path, tmp_path: Path, options: list[str], fragments: list[str]
+) -> None:
     assert_one_line_error(_compare(runs, tmp_path, *options), *fragments)
 
 
 def test_scale_refused_with_one_line(tmp_path: Path) -> None:
     assert_one_line_error(_run("simulate", "--preset", "tiny", "--scale", "inf", "--out", tmp_path), "--scale inf")
     assert_one_line_error(_run("simulate", "--preset", "tiny", "--scale", "0", "--out", tmp_path), "--scale 0.0")
-    result = _run("compare", "--preset", "tiny", "--scale", "1e-9", "--methods", "intensity", "--out",
-                  tmp_path / "out", "--cache-dir", tmp_path / "cache")
+    result = _run(
+        "compare",
+        "--preset",
+        "tiny",
+        "--scale",
+        "1e-9",
+        "--methods",
+        "intensity",
+        "--out",
+        tmp_path / "out",
+        "--cache-dir",
+        tmp_path / "cache",
+    )
     assert_one_line_error(result, "run 1: 1 labelled frame(s), too few", "a larger --scale")
 
 
@@ -255,11 +287,16 @@ def test_bad_model_files_refused(runs: Path, tmp_path: Path) -> None:
     os.symlink("loop2", tmp_path / "loop1")
     os.symlink("loop1", tmp_path / "loop2")
     joblib.dump(types.SimpleNamespace(threshold_=0.5), tmp_path / "other.joblib")
-    expected = {"garbage.keras": "", "empty.keras": "", "loop1": "Too many levels of symbolic links",
-                "other.joblib": "holds a SimpleNamespace, not a fitted hitbench method"}
+    expected = {
+        "garbage.keras": "",
+        "empty.keras": "",
+        "loop1": "Too many levels of symbolic links",
+        "other.joblib": "holds a SimpleNamespace, not a fitted hitbench method",
+    }
     for model, fragment in expected.items():
-        result = _run("predict", runs / "run_0001.cxi", "--model", tmp_path / model, "--out", tmp_path / "out",
-                      "--trust-pickle")
+        result = _run(
+            "predict", runs / "run_0001.cxi", "--model", tmp_path / model, "--out", tmp_path / "out", "--trust-pickle"
+        )
         assert_one_line_error(result, f"--model {tmp_path / model}", fragment)
 
 
@@ -275,8 +312,19 @@ def test_cache_folder_that_cannot_be_written(runs: Path, tmp_path: Path) -> None
             pass
         else:
             pytest.skip("cannot make a folder unwritable here (chattr +i refused and running as root)")
-        result = _run("compare", "--data", runs, "--labels", "truth", "--methods", "intensity", "--out",
-                      tmp_path / "out", "--cache-dir", cache)
+        result = _run(
+            "compare",
+            "--data",
+            runs,
+            "--labels",
+            "truth",
+            "--methods",
+            "intensity",
+            "--out",
+            tmp_path / "out",
+            "--cache-dir",
+            cache,
+        )
         assert_one_line_error(result, str(cache), "cannot write there")
     finally:
         subprocess.run(["chattr", "-i", str(cache)], capture_output=True)
@@ -333,8 +381,11 @@ def _workers_outlive_sigkill(command: list[str], cwd: Path) -> set[int]:
         while True:
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < end, "no two busy workers within 240 s"
-            workers = {pid for pid in _descendants(proc.pid)
-                       if b"loky" in Path(f"/proc/{pid}/cmdline").read_bytes() and _cpu_seconds(pid) > 1.0}
+            workers = {
+                pid
+                for pid in _descendants(proc.pid)
+                if b"loky" in Path(f"/proc/{pid}/cmdline").read_bytes() and _cpu_seconds(pid) > 1.0
+            }
             workers -= {pid for pid in workers if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()}
             if len(workers) >= 2:
                 break
@@ -373,9 +424,26 @@ def test_busy_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_compare_workers_exit_when_compare_is_killed(runs: Path, tmp_path: Path) -> None:
-    command = [HITBENCH, "compare", "--data", str(runs), "--labels", "truth", "--methods", "cnn", "--seed", "0,1",
-               "--param", "cnn.epochs=100000", "--n-jobs", "2", "--out", str(tmp_path / "out"), "--cache-dir",
-               str(tmp_path / "cache")]
+    command = [
+        HITBENCH,
+        "compare",
+        "--data",
+        str(runs),
+        "--labels",
+        "truth",
+        "--methods",
+        "cnn",
+        "--seed",
+        "0,1",
+        "--param",
+        "cnn.epochs=100000",
+        "--n-jobs",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     if available_cores() < 2:
         pytest.skip("one core: --n-jobs 2 is lowered to 1 worker")
     left = _workers_outlive_sigkill(command, tmp_path)
@@ -394,8 +462,14 @@ def test_unreadable_locked_and_broken_link_files_told_apart(
     run = tmp_path / "run.cxi"
     run.write_bytes((runs / "run_0001.cxi").read_bytes())
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import h5py, sys, time; f = h5py.File({str(run)!r}, 'r+'); print(flush=True); "
-         "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            f"import h5py, sys, time; f = h5py.File({str(run)!r}, 'r+'); print(flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         holder.stdout.readline()
         assert_one_line_error(_run("info", run), f"{run}: locked by another process", "HDF5_USE_FILE_LOCKING=FALSE")
@@ -404,8 +478,9 @@ def test_unreadable_locked_and_broken_link_files_told_apart(
         holder.wait()
     with h5py.File(tmp_path / "linked.cxi", "w") as h5:
         h5["/entry_1/data_1/data"] = h5py.ExternalLink("frames.h5", "/data")
-    assert_one_line_error(_run("info", tmp_path / "linked.cxi"), "external link to frames.h5:/data",
-                          f"missing: {tmp_path / 'frames.h5'}")
+    assert_one_line_error(
+        _run("info", tmp_path / "linked.cxi"), "external link to frames.h5:/data", f"missing: {tmp_path / 'frames.h5'}"
+    )
     real_open = builtins.open
 
     def denied(file, *args, **kwargs):

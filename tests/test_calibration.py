@@ -36,11 +36,28 @@ def _results(ece: dict[str, float]) -> pd.DataFrame:
     for method, value in ece.items():
         for run in ("3", "4"):
             row = {
-                "method": method, "labeller": False, "protocol": "cross-run", "test_experiment": "tiny",
-                "train_experiment": "tiny", "test_run": run, "train_run": False, "scored_against": "peaks",
-                "events": 10, "ambiguous": 0, "scored": 10, "hit_percent": 50.0, "seed": 0, "ece": value,
-                "n_train": 10, "fit_seconds": 1.0, "predict_ms_per_frame": 1.0, "frames_per_second": 1e3,
-                "tp": 5, "fp": 0, "tn": 5, "fn": 0,
+                "method": method,
+                "labeller": False,
+                "protocol": "cross-run",
+                "test_experiment": "tiny",
+                "train_experiment": "tiny",
+                "test_run": run,
+                "train_run": False,
+                "scored_against": "peaks",
+                "events": 10,
+                "ambiguous": 0,
+                "scored": 10,
+                "hit_percent": 50.0,
+                "seed": 0,
+                "ece": value,
+                "n_train": 10,
+                "fit_seconds": 1.0,
+                "predict_ms_per_frame": 1.0,
+                "frames_per_second": 1e3,
+                "tp": 5,
+                "fp": 0,
+                "tn": 5,
+                "fn": 0,
             }
             rows.append(row | {key: 1.0 for rate in RATES for key in (rate, f"{rate}_lo", f"{rate}_hi")})
     return pd.DataFrame(rows)
@@ -49,8 +66,15 @@ def _results(ece: dict[str, float]) -> pd.DataFrame:
 def _scores(methods: list[str]) -> pd.DataFrame:
     rng = np.random.default_rng(1)
     p = rng.uniform(0, 1, 200)
-    frame = {"seed": 0, "experiment": "tiny", "run": "3", "event": np.arange(200), "score": p,
-             "label": (rng.uniform(0, 1, 200) < p).astype(int), "predicted": (p > 0.5).astype(int)}
+    frame = {
+        "seed": 0,
+        "experiment": "tiny",
+        "run": "3",
+        "event": np.arange(200),
+        "score": p,
+        "label": (rng.uniform(0, 1, 200) < p).astype(int),
+        "predicted": (p > 0.5).astype(int),
+    }
     return pd.concat([pd.DataFrame(frame | {"method": m}) for m in methods], ignore_index=True)
 
 

@@ -208,9 +208,7 @@ def test_flipped_batches_show_every_frame_once_per_epoch_in_one_of_four_orientat
     original = stored.frames.copy()
     x = original[..., np.newaxis]
     y = np.eye(2, dtype=np.float32)[np.arange(23) % 2]
-    batches = training_batches(
-        stored, np.arange(23), y, 5, standardise=lambda f: f[..., np.newaxis], seed=1, flip=True
-    )
+    batches = training_batches(stored, np.arange(23), y, 5, standardise=lambda f: f[..., np.newaxis], seed=1, flip=True)
     orientations = [lambda f: f, lambda f: f[:, ::-1], lambda f: f[::-1], lambda f: f[::-1, ::-1]]
     used = set()
     for _ in range(3):
@@ -296,8 +294,11 @@ def test_tensorflow_load_notices_dropped_and_other_output_kept(capfd: pytest.Cap
         os.write(2, b"W0000 00:00:1796212038.448482   31700 port.cc:1] a warning\n")
         os.write(2, b"and its second line\n")
     kept = capfd.readouterr().err.splitlines()
-    assert kept == ["another thread's line", "W0000 00:00:1796212038.448482   31700 port.cc:1] a warning",
-                    "and its second line"]
+    assert kept == [
+        "another thread's line",
+        "W0000 00:00:1796212038.448482   31700 port.cc:1] a warning",
+        "and its second line",
+    ]
     with _load_notices_dropped(quiet=False):
         os.write(2, b"I0000 00:00:1.5  1 port.cc:1] shown when the user asks for TensorFlow's log\n")
     assert "shown" in capfd.readouterr().err
@@ -355,8 +356,24 @@ def test_relu_after_pooling_computes_table_one_exactly() -> None:
     keras = tf_runtime.keras()
     model = build_model((64, 64), dropout=0.0, seed=3)
     layers = {layer.name: layer for layer in model.layers}
-    table_one = ["conv1", "dropout1", "bn_rows1", "relu1", "pool1", "conv2", "bn_rows2", "relu2", "pool2",
-                 "dropout2", "flatten", "dense1", "bn_dense1", "relu3", "dropout3", "dense2"]
+    table_one = [
+        "conv1",
+        "dropout1",
+        "bn_rows1",
+        "relu1",
+        "pool1",
+        "conv2",
+        "bn_rows2",
+        "relu2",
+        "pool2",
+        "dropout2",
+        "flatten",
+        "dense1",
+        "bn_dense1",
+        "relu3",
+        "dropout3",
+        "dense2",
+    ]
     assert [layer.name for layer in model.layers] != table_one  # the order really differs
     reference = keras.Sequential([keras.Input((64, 64, 1))] + [layers[name] for name in table_one])
     frames = tf.constant(np.random.default_rng(0).standard_normal((6, 64, 64, 1)).astype(np.float32))
@@ -365,6 +382,9 @@ def test_relu_after_pooling_computes_table_one_exactly() -> None:
             ours, theirs = model(frames, training=training), reference(frames, training=training)
             ours_hit, theirs_hit = tf.reduce_sum(ours[:, 1]), tf.reduce_sum(theirs[:, 1])
         assert np.array_equal(ours.numpy(), theirs.numpy())
-        for a, b in zip(tape.gradient(ours_hit, model.trainable_variables),
-                        tape.gradient(theirs_hit, model.trainable_variables), strict=True):
+        for a, b in zip(
+            tape.gradient(ours_hit, model.trainable_variables),
+            tape.gradient(theirs_hit, model.trainable_variables),
+            strict=True,
+        ):
             assert np.array_equal(a.numpy(), b.numpy())

@@ -46,15 +46,33 @@ class Pipeline:
 
 def _pipeline(root: Path, preset: str, run: int, scale: float, *compression: str) -> Pipeline:
     """simulate -> label --crystfel-out -> predict --hits-cxi with a litpix model trained on the run's truth."""
-    _cli("simulate", "--preset", preset, "--runs", str(run), "--scale", str(scale), "--out", str(root / "sim"),
-         *compression)
+    _cli(
+        "simulate",
+        "--preset",
+        preset,
+        "--runs",
+        str(run),
+        "--scale",
+        str(scale),
+        "--out",
+        str(root / "sim"),
+        *compression,
+    )
     path = root / "sim" / f"run_{run:04d}.cxi"
     _cli("label", str(path), "--crystfel-out", str(root / "label"), *compression)
     sim = CXIRun(path)
     model = registry.get("litpix").fit(sim.read(), sim.field("hit").astype(int))
     save_model(model, root / "litpix.hbm")
-    _cli("predict", "--model", str(root / "litpix.hbm"), "--out", str(root / "predict"), "--hits-cxi", str(path),
-         *compression)
+    _cli(
+        "predict",
+        "--model",
+        str(root / "litpix.hbm"),
+        "--out",
+        str(root / "predict"),
+        "--hits-cxi",
+        str(path),
+        *compression,
+    )
     return Pipeline(path, root / "label", root / "predict")
 
 
@@ -81,8 +99,9 @@ def _read_without_plugins(paths: list[Path], tmp_path: Path) -> subprocess.Compl
     empty = tmp_path / "no-plugins"
     empty.mkdir(exist_ok=True)
     env = {"HDF5_PLUGIN_PATH": str(empty), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-c", READ_EVERYTHING, *map(str, paths)], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", READ_EVERYTHING, *map(str, paths)], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_plain_hdf5_reads_everything_hitbench_writes(tiny: Pipeline, tmp_path: Path) -> None:
@@ -129,8 +148,18 @@ def test_crystfel_files_of_a_simulated_run(tiny: Pipeline) -> None:
 
 def test_existing_crystfel_file_refused_before_work(tiny: Pipeline, tmp_path: Path) -> None:
     (tmp_path / "run_0001.geom").write_text("mine")
-    result = CliRunner().invoke(main, ["predict", "--model", str(tiny.predict_out.parent / "litpix.hbm"),
-                                       "--out", str(tmp_path), "--hits-cxi", str(tiny.run)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            "--model",
+            str(tiny.predict_out.parent / "litpix.hbm"),
+            "--out",
+            str(tmp_path),
+            "--hits-cxi",
+            str(tiny.run),
+        ],
+    )
     assert result.exit_code == 1 and "run_0001.geom: already exists" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run_0001.geom"]
     assert (tmp_path / "run_0001.geom").read_text() == "mine"
@@ -140,8 +169,9 @@ def test_run_without_beam_centre_gets_list_only(tmp_path: Path) -> None:
     geometry = Geometry(0.1, 75e-6, 75e-6, 12e3)
     path = write_cxi(tmp_path / "user.cxi", np.zeros((3, 16, 20), np.uint16), geometry=geometry)
     run = CXIRun(path)
-    assert geometry_gaps(run) == [f"attribute {key} of /entry_1/hitbench"
-                                  for key in ("beam_centre_x", "beam_centre_y", "gain_adu_per_photon")]
+    assert geometry_gaps(run) == [
+        f"attribute {key} of /entry_1/hitbench" for key in ("beam_centre_x", "beam_centre_y", "gain_adu_per_photon")
+    ]
     with pytest.raises(HitbenchError, match="no CrystFEL geometry without attribute beam_centre_x"):
         geometry_text(run)
     write_list(tmp_path / "user.lst", path, [0, 2])
@@ -150,16 +180,19 @@ def test_run_without_beam_centre_gets_list_only(tmp_path: Path) -> None:
         write_list(tmp_path / "user.lst", path, [1])
 
 
-@pytest.mark.parametrize(("cell", "expected"), [
-    ((57.9, 57.9, 86.0, 90, 90, 90), ("tetragonal", "c")),
-    ((40.0, 50.0, 50.0, 90, 90, 90), ("tetragonal", "a")),
-    ((40.0, 50.0, 60.0, 90, 90, 90), ("orthorhombic", "*")),
-    ((78.0, 78.0, 78.0, 90, 90, 90), ("cubic", "*")),
-    ((60.0, 60.0, 90.0, 90, 90, 120), ("hexagonal", "c")),
-    ((50.0, 50.0, 50.0, 80, 80, 80), ("rhombohedral", "*")),
-    ((40.0, 50.0, 60.0, 90, 101.5, 90), ("monoclinic", "b")),
-    ((40.0, 50.0, 60.0, 80, 85, 95), ("triclinic", "*")),
-])
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ((57.9, 57.9, 86.0, 90, 90, 90), ("tetragonal", "c")),
+        ((40.0, 50.0, 50.0, 90, 90, 90), ("tetragonal", "a")),
+        ((40.0, 50.0, 60.0, 90, 90, 90), ("orthorhombic", "*")),
+        ((78.0, 78.0, 78.0, 90, 90, 90), ("cubic", "*")),
+        ((60.0, 60.0, 90.0, 90, 90, 120), ("hexagonal", "c")),
+        ((50.0, 50.0, 50.0, 80, 80, 80), ("rhombohedral", "*")),
+        ((40.0, 50.0, 60.0, 90, 101.5, 90), ("monoclinic", "b")),
+        ((40.0, 50.0, 60.0, 80, 85, 95), ("triclinic", "*")),
+    ],
+)
 def test_lattice_from_cell(cell: tuple[float, ...], expected: tuple[str, str]) -> None:
     assert lattice(cell) == expected
     text = cell_text(cell)
@@ -179,27 +212,36 @@ class Chunk:
 
 
 def _table(body: str, start: str, end: str, columns: tuple[int, int]) -> np.ndarray:
-    rows = [line.split() for block in re.findall(rf"{start}\n[^\n]*\n(.*?){end}", body, re.S)
-            for line in block.splitlines()]
+    rows = [
+        line.split() for block in re.findall(rf"{start}\n[^\n]*\n(.*?){end}", body, re.S) for line in block.splitlines()
+    ]
     return np.array([(float(r[columns[0]]), float(r[columns[1]])) for r in rows]).reshape(-1, 2)
 
 
 def _stream(text: str) -> list[Chunk]:
-    return [Chunk(
-        filename=re.search(r"^Image filename: (.*)$", body, re.M).group(1),
-        event=int(re.search(r"^Event: //(\d+)$", body, re.M).group(1)),
-        num_peaks=int(re.search(r"^num_peaks = (\d+)$", body, re.M).group(1)),
-        indexed_by=re.search(r"^indexed_by = (\S+)$", body, re.M).group(1),
-        peaks=_table(body, "Peaks from peak search", "End of peak list", (0, 1)),
-        predicted=_table(body, "Reflections measured after indexing", "End of reflections", (7, 8)),
-    ) for body in text.split("----- Begin chunk -----")[1:]]
+    return [
+        Chunk(
+            filename=re.search(r"^Image filename: (.*)$", body, re.M).group(1),
+            event=int(re.search(r"^Event: //(\d+)$", body, re.M).group(1)),
+            num_peaks=int(re.search(r"^num_peaks = (\d+)$", body, re.M).group(1)),
+            indexed_by=re.search(r"^indexed_by = (\S+)$", body, re.M).group(1),
+            peaks=_table(body, "Peaks from peak search", "End of peak list", (0, 1)),
+            predicted=_table(body, "Reflections measured after indexing", "End of reflections", (7, 8)),
+        )
+        for body in text.split("----- Begin chunk -----")[1:]
+    ]
 
 
 def _index(lst: Path, geom: Path, cwd: Path, *options: str) -> list[Chunk]:
     stream = cwd / f"{lst.stem}.stream"
     stream.unlink(missing_ok=True)
-    result = subprocess.run([INDEXAMAJIG, "-i", str(lst), "-g", str(geom), "-o", str(stream), "-j", "1", *options],
-                            cwd=cwd, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [INDEXAMAJIG, "-i", str(lst), "-g", str(geom), "-o", str(stream), "-j", "1", *options],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     n_listed = len(lst.read_text().splitlines())
     assert f"Final: {n_listed} images processed" in result.stderr, result.stderr[-2000:]
@@ -246,13 +288,23 @@ def test_indexamajig_indexes_the_hits(tmp_path: Path) -> None:
     indexed_hits, _ = _check_indexing(chunks, hits)
     assert indexed_hits >= 1
     # CrystFEL applies the geometry's mask: its own peakfinder8, even at one pixel per peak, finds none on bad pixels
-    own = _index(all_frames, geom, tmp_path, "--peaks=peakfinder8", "--threshold=100", "--min-snr=5",
-                 "--min-pix-count=1", "--indexing=none")
+    own = _index(
+        all_frames,
+        geom,
+        tmp_path,
+        "--peaks=peakfinder8",
+        "--threshold=100",
+        "--min-snr=5",
+        "--min-pix-count=1",
+        "--indexing=none",
+    )
     found = np.concatenate([c.peaks for c in own]).astype(int)  # fs, ss from the pixel corner: the pixel's index
     assert len(found) > 100 and run.mask[found[:, 1], found[:, 0]].all()
-    print(f"indexamajig asdf: {indexed}/{run.n_frames} frames indexed ({int(run.field('hit').sum())} true hits), "
-          f"{indexed_hits}/{hits.n_frames} of predict's hits; predicted spots to true: "
-          f"rms {np.sqrt(np.mean(np.square(distances))):.3f} px, max {max(distances):.3f} px (n={len(distances)})")
+    print(
+        f"indexamajig asdf: {indexed}/{run.n_frames} frames indexed ({int(run.field('hit').sum())} true hits), "
+        f"{indexed_hits}/{hits.n_frames} of predict's hits; predicted spots to true: "
+        f"rms {np.sqrt(np.mean(np.square(distances))):.3f} px, max {max(distances):.3f} px (n={len(distances)})"
+    )
 
 
 def test_label_refuses_existing_crystfel_files_before_touching_the_run(tiny: Pipeline) -> None:

@@ -51,8 +51,17 @@ def _invoke(*args: str):
 @pytest.mark.slow
 def test_compare_on_cluster_equals_local(scheduler: str, tmp_path: Path) -> None:
     _invoke(*COMPARE, "--out", str(tmp_path / "local"), "--cache-dir", str(tmp_path / "c1"))
-    _invoke(*COMPARE, "--out", str(tmp_path / "dask"), "--cache-dir", str(tmp_path / "c2"), "--n-jobs", "2",
-            "--scheduler", scheduler)
+    _invoke(
+        *COMPARE,
+        "--out",
+        str(tmp_path / "dask"),
+        "--cache-dir",
+        str(tmp_path / "c2"),
+        "--n-jobs",
+        "2",
+        "--scheduler",
+        scheduler,
+    )
     tables = sorted(p.name for p in (tmp_path / "local" / "tables").iterdir() if not p.name.startswith("speed."))
     assert {"table2_litpix.md", "summary.csv"} <= set(tables)
     for name in tables:

@@ -162,24 +162,38 @@ def test_compressed_and_plain_images(tmp_path: Path) -> None:
     np.testing.assert_array_equal(run_labels(run, "truth"), [0, 1])
 
 
-@pytest.mark.parametrize(("compression", "filters"), [
-    ("gzip", {h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE}),
-    ("none", set()),
-    ("lz4", {32001}),  # Blosc (registered HDF5 filter id)
-    ("bitshuffle", {32008}),
-])
+@pytest.mark.parametrize(
+    ("compression", "filters"),
+    [
+        ("gzip", {h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE}),
+        ("none", set()),
+        ("lz4", {32001}),  # Blosc (registered HDF5 filter id)
+        ("bitshuffle", {32008}),
+    ],
+)
 def test_compression_choices_keep_types_and_values(tmp_path: Path, compression: str, filters: set[int]) -> None:
     ex = _example()
     frames = np.random.default_rng(1).poisson(30.0, (12, 24, 30)).astype(np.int32)
-    path = write_cxi(tmp_path / "run.cxi", frames, mask=ex["mask"], fields=ex["fields"], peaks=ex["peaks"],
-                     max_peaks=8, compression=compression)
+    path = write_cxi(
+        tmp_path / "run.cxi",
+        frames,
+        mask=ex["mask"],
+        fields=ex["fields"],
+        peaks=ex["peaks"],
+        max_peaks=8,
+        compression=compression,
+    )
     update_cxi(path, fields={"label": np.ones(12, np.int8)}, compression=compression)
     with h5py.File(path) as h5:
         datasets = []
         h5.visititems(lambda name, item: datasets.append(item) if isinstance(item, h5py.Dataset) else None)
         arrays = [d for d in datasets if d.ndim]  # all but the scalar geometry
-        assert {d.name for d in arrays} >= {"/entry_1/data_1/data", "/entry_1/instrument_1/detector_1/mask",
-                                             "/entry_1/result_1/nPeaks", "/entry_1/hitbench/label"}
+        assert {d.name for d in arrays} >= {
+            "/entry_1/data_1/data",
+            "/entry_1/instrument_1/detector_1/mask",
+            "/entry_1/result_1/nPeaks",
+            "/entry_1/hitbench/label",
+        }
         for dset in arrays:
             plist = dset.id.get_create_plist()
             assert {plist.get_filter(i)[0] for i in range(plist.get_nfilters())} == filters, dset.name

@@ -31,8 +31,9 @@ def run_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     experiment = load_experiment("tiny")
     sim = simulate_run(experiment, run=experiment.runs[0], n_frames=30, seed=0)
     root = tmp_path_factory.mktemp("full")
-    return write_cxi(root / "run_0001.cxi", sim.frames, mask=sim.mask, attrs={"run": 1},
-                     fields={"hit": np.asarray(sim.truth["hit"])})
+    return write_cxi(
+        root / "run_0001.cxi", sim.frames, mask=sim.mask, attrs={"run": 1}, fields={"hit": np.asarray(sim.truth["hit"])}
+    )
 
 
 def _limited(limit: int, *args: object) -> subprocess.CompletedProcess:
@@ -40,8 +41,9 @@ def _limited(limit: int, *args: object) -> subprocess.CompletedProcess:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    return subprocess.run([HITBENCH, *map(str, args)], capture_output=True, text=True, preexec_fn=fill_at_limit,
-                          timeout=300)
+    return subprocess.run(
+        [HITBENCH, *map(str, args)], capture_output=True, text=True, preexec_fn=fill_at_limit, timeout=300
+    )
 
 
 def _files(folder: Path) -> dict[str, bytes]:

@@ -231,8 +231,9 @@ def test_raw_peaks_match_true_spots_as_on_the_assembled_image(panels_run) -> Non
 def test_label_info_and_assembled_run(tmp_path: Path) -> None:
     runner = CliRunner()
     sim = tmp_path / "sim"
-    result = runner.invoke(main, ["simulate", "--preset", "tiny-panels", "--out", str(sim), "--runs", "1",
-                                  "--scale", "0.25"])
+    result = runner.invoke(
+        main, ["simulate", "--preset", "tiny-panels", "--out", str(sim), "--runs", "1", "--scale", "0.25"]
+    )
     assert result.exit_code == 0, result.output
     geom_file = sim / "tiny-panels.geom"
     run_file = sim / "run_0001.cxi"
@@ -260,28 +261,48 @@ def test_label_info_and_assembled_run(tmp_path: Path) -> None:
 def test_bad_geometry_on_the_command_line(tmp_path: Path) -> None:
     runner = CliRunner()
     sim = tmp_path / "sim"
-    assert runner.invoke(main, ["simulate", "--preset", "tiny", "--out", str(sim), "--runs", "1", "--scale",
-                                "0.1"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["simulate", "--preset", "tiny", "--out", str(sim), "--runs", "1", "--scale", "0.1"]
+        ).exit_code
+        == 0
+    )
     geom = _write(tmp_path, GEOM)
     result = runner.invoke(main, ["label", str(sim / "run_0001.cxi"), "--geometry", str(geom)])
     assert_one_line_error(result, "det.geom:19: the panels cover 8 x 6", "run_0001.cxi are 96 x 96")
     bad = _write(tmp_path, GEOM.replace("p1/coffset", "p1/cofset"), "typo.geom")
     result = runner.invoke(main, ["info", str(sim / "run_0001.cxi"), "--geometry", str(bad)])
     assert_one_line_error(result, "typo.geom:27: unknown key 'cofset'")
-    result = runner.invoke(main, ["compare", "--preset", "tiny", "--geometry", str(geom), "--out",
-                                  str(tmp_path / "out")])
+    result = runner.invoke(
+        main, ["compare", "--preset", "tiny", "--geometry", str(geom), "--out", str(tmp_path / "out")]
+    )
     assert_one_line_error(result, "--geometry", "goes with --data")
-    result = runner.invoke(main, ["compare", "--data", str(sim), "--geometry", str(tmp_path / "none.geom"), "--out",
-                                  str(tmp_path / "out")])
+    result = runner.invoke(
+        main, ["compare", "--data", str(sim), "--geometry", str(tmp_path / "none.geom"), "--out", str(tmp_path / "out")]
+    )
     assert_one_line_error(result, "none.geom: no such geometry file")
 
 
 def test_compare_on_a_preset_of_panels(tmp_path: Path) -> None:
     """A preset of whole panels is labelled on its raw frames with its own .geom; the methods see the 96x96 crop."""
-    result = CliRunner().invoke(main, [
-        "compare", "--preset", "tiny-panels", "--scale", "0.3", "--methods", "intensity,litpix,svm,peaks",
-        "--train-runs", "1-2", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            "--preset",
+            "tiny-panels",
+            "--scale",
+            "0.3",
+            "--methods",
+            "intensity,litpix,svm,peaks",
+            "--train-runs",
+            "1-2",
+            "--out",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     folder = next(p for p in (tmp_path / "cache" / "simulated").glob("tiny-panels-*") if p.is_dir())
     run = CXIRun(folder / "run_0003.cxi")
@@ -297,8 +318,12 @@ def raw_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Raw multi-panel runs of tiny-panels (a fifth of the events), labelled with their geometry."""
     root = tmp_path_factory.mktemp("raw-data")
     runner = CliRunner()
-    assert runner.invoke(main, ["simulate", "--preset", "tiny-panels", "--out", str(root / "sim"), "--scale",
-                                "0.2"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["simulate", "--preset", "tiny-panels", "--out", str(root / "sim"), "--scale", "0.2"]
+        ).exit_code
+        == 0
+    )
     runs = sorted(str(p) for p in (root / "sim").glob("*.cxi"))
     geom = root / "sim" / "tiny-panels.geom"
     result = runner.invoke(main, ["label", *runs, "--geometry", str(geom)])
@@ -314,8 +339,20 @@ def test_compare_with_geometry_needs_geometry_labels(raw_data: tuple[Path, Path]
         (other / path.name).write_bytes(path.read_bytes())
     result = CliRunner().invoke(main, ["label", str(other / "run_0001.cxi")])  # raw frames as one panel
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(main, ["compare", "--data", str(other), "--geometry", str(geom), "--methods",
-                                       "intensity", "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            "--data",
+            str(other),
+            "--geometry",
+            str(geom),
+            "--methods",
+            "intensity",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert_one_line_error(result, "run_0001.cxi: labelled without a geometry", "hitbench label --geometry")
 
 
@@ -326,12 +363,32 @@ def test_compare_with_geometry_runs_every_method_and_predict_agrees(
     root, geom = raw_data
     names = registry.names()
     params = [f"--param={name}.{key}={value!r}" for name in names for key, value in fast_params(name).items()]
-    result = CliRunner().invoke(main, [
-        "compare", "--data", str(root / "sim"), "--geometry", str(geom), "--methods", ",".join(names),
-        "--train-runs", "1-2", "--test-runs", "3", *params, "--param", "cnn.epochs=3",
-        "--param", "cnn-robust.method__epochs=3", "--out", str(tmp_path / "out"), "--cache-dir",
-        str(tmp_path / "cache"), "--save-models",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            "--data",
+            str(root / "sim"),
+            "--geometry",
+            str(geom),
+            "--methods",
+            ",".join(names),
+            "--train-runs",
+            "1-2",
+            "--test-runs",
+            "3",
+            *params,
+            "--param",
+            "cnn.epochs=3",
+            "--param",
+            "cnn-robust.method__epochs=3",
+            "--out",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--save-models",
+        ],
+    )
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(tmp_path / "out" / "scores.csv.gz")
     assert set(scores.method) == set(names)
@@ -339,9 +396,20 @@ def test_compare_with_geometry_runs_every_method_and_predict_agrees(
     assert examples["frames"].shape[1:] == (350, 350)  # the study's crop around the beam
     for name in ("svm", "cnn"):
         out = tmp_path / f"predict-{name}"
-        result = CliRunner().invoke(main, ["predict", "--model", str(tmp_path / "out" / "models" / f"{name}-seed0.hbm"),
-                                           "--geometry", str(geom), "--out", str(out), "--hits-cxi",
-                                           str(root / "sim" / "run_0003.cxi")])
+        result = CliRunner().invoke(
+            main,
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "out" / "models" / f"{name}-seed0.hbm"),
+                "--geometry",
+                str(geom),
+                "--out",
+                str(out),
+                "--hits-cxi",
+                str(root / "sim" / "run_0003.cxi"),
+            ],
+        )
         assert result.exit_code == 0, result.output
         predicted = pd.read_csv(out / "run_0003.hits.csv").set_index("event")
         compared = scores[(scores.method == name) & (scores.run == 3)].set_index("event")
@@ -367,9 +435,22 @@ def test_image_files_of_raw_frames_with_geometry(raw_data: tuple[Path, Path], tm
     runner = CliRunner()
     result = runner.invoke(main, ["info", str(tmp_path / "frame_00.edf"), "--geometry", str(geom)])
     assert result.exit_code == 0 and "4 panels, raw frame 192 x 64" in result.output, result.output
-    result = runner.invoke(main, ["compare", "--data", str(tmp_path), "--geometry", str(geom), "--methods",
-                                  "intensity,litpix", "--out", str(tmp_path / "out"), "--cache-dir",
-                                  str(tmp_path / "cache")])
+    result = runner.invoke(
+        main,
+        [
+            "compare",
+            "--data",
+            str(tmp_path),
+            "--geometry",
+            str(geom),
+            "--methods",
+            "intensity,litpix",
+            "--out",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     examples = np.load(tmp_path / "out" / "examples.npz")
     assert examples["frames"].shape[1:] == (350, 350)
@@ -388,30 +469,55 @@ def test_indexamajig_reads_raw_peaks_through_the_geometry(tmp_path: Path) -> Non
     the pixel-centre convention agree with CrystFEL's.
     """
     text = resources.files("hitbench.simulate").joinpath("presets/cxi-streptavidin.toml").read_text()
-    text = text.replace("panel_shape = [185, 194]",
-                        'panel_shape = [185, 194]\npanels = "2x2"\npanel_rotations = [0, 90, 180, 270]')
+    text = text.replace(
+        "panel_shape = [185, 194]", 'panel_shape = [185, 194]\npanels = "2x2"\npanel_rotations = [0, 90, 180, 270]'
+    )
     # the geometry places the panels around the nominal beam centre: no per-run beam-centre jitter here
     text = text.replace("beam_centre_jitter_px = 1.0", "beam_centre_jitter_px = 0.0")
     experiment = tmp_path / "panels.toml"
     experiment.write_text(text.replace('name = "cxi-streptavidin"', 'name = "strep-panels"'))
     runner = CliRunner()
-    result = runner.invoke(main, ["simulate", "--experiment", str(experiment), "--out", str(tmp_path / "sim"),
-                                  "--runs", "90", "--scale", "0.005"])
+    result = runner.invoke(
+        main,
+        [
+            "simulate",
+            "--experiment",
+            str(experiment),
+            "--out",
+            str(tmp_path / "sim"),
+            "--runs",
+            "90",
+            "--scale",
+            "0.005",
+        ],
+    )
     assert result.exit_code == 0, result.output
     run_file, out = tmp_path / "sim" / "run_0090.cxi", tmp_path / "crystfel"
-    result = runner.invoke(main, ["label", str(run_file), "--geometry", str(tmp_path / "sim" / "strep-panels.geom"),
-                                  "--crystfel-out", str(out)])
+    result = runner.invoke(
+        main,
+        ["label", str(run_file), "--geometry", str(tmp_path / "sim" / "strep-panels.geom"), "--crystfel-out", str(out)],
+    )
     assert result.exit_code == 0, result.output
     geom_text = (out / "run_0090.geom").read_text()
     assert "peak_list = /entry_1/result_1" in geom_text and "p3/fs = +0.000000x -1.000000y" in geom_text
     run = CXIRun(run_file)
-    chunks = _index(out / "run_0090.lst", out / "run_0090.geom", tmp_path, "--peaks=cxi", "--no-revalidate",
-                    "--indexing=asdf", "-p", str(out / "run_0090.cell"))
+    chunks = _index(
+        out / "run_0090.lst",
+        out / "run_0090.geom",
+        tmp_path,
+        "--peaks=cxi",
+        "--no-revalidate",
+        "--indexing=asdf",
+        "-p",
+        str(out / "run_0090.cell"),
+    )
     indexed, distances = _check_indexing(chunks, run)  # predictions within 0.5 px of the raw true spots
     assert indexed >= 0.5 * len(chunks), (indexed, len(chunks))
     rms = np.sqrt(np.mean(np.square(distances)))
-    print(f"indexamajig asdf on raw panels: {indexed}/{len(chunks)} hits indexed; predicted spots to the raw true "
-          f"ones: rms {rms:.3f} px, max {max(distances):.3f} px (n={len(distances)})")
+    print(
+        f"indexamajig asdf on raw panels: {indexed}/{len(chunks)} hits indexed; predicted spots to the raw true "
+        f"ones: rms {rms:.3f} px, max {max(distances):.3f} px (n={len(distances)})"
+    )
 
 
 def test_stack_with_a_panel_dimension(raw_data: tuple[Path, Path], tmp_path: Path) -> None:
@@ -461,8 +567,10 @@ def _multi_panel_cbf(path: Path, panels: list[np.ndarray]) -> Path:
     """A CBF file with one byte-offset binary section per panel, in an array_data loop (as cctbx writes CSPAD)."""
     from fabio.compression import compByteOffset
 
-    parts = [b"###CBF: VERSION 1.5\r\ndata_multi_panel\r\n\r\nloop_\r\n_array_data.array_id\r\n"
-             b"_array_data.binary_id\r\n_array_data.data\r\n"]
+    parts = [
+        b"###CBF: VERSION 1.5\r\ndata_multi_panel\r\n\r\nloop_\r\n_array_data.array_id\r\n"
+        b"_array_data.binary_id\r\n_array_data.data\r\n"
+    ]
     for k, panel in enumerate(panels, start=1):
         data = compByteOffset(panel.astype(np.int32))
         parts.append(
@@ -472,7 +580,11 @@ def _multi_panel_cbf(path: Path, panels: list[np.ndarray]) -> Path:
             f'X-Binary-ID: {k}\r\nX-Binary-Element-Type: "signed 32-bit integer"\r\n'
             f"X-Binary-Element-Byte-Order: LITTLE_ENDIAN\r\nX-Binary-Number-of-Elements: {panel.size}\r\n"
             f"X-Binary-Size-Fastest-Dimension: {panel.shape[1]}\r\nX-Binary-Size-Second-Dimension: {panel.shape[0]}\r\n"
-            "\r\n".encode() + b"\x0c\x1a\x04\xd5" + data + b"\r\n--CIF-BINARY-FORMAT-SECTION----\r\n;\r\n")
+            "\r\n".encode()
+            + b"\x0c\x1a\x04\xd5"
+            + data
+            + b"\r\n--CIF-BINARY-FORMAT-SECTION----\r\n;\r\n"
+        )
     path.write_bytes(b"".join(parts))
     return path
 

@@ -24,8 +24,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run 1 of the tiny preset (24 frames of 96 x 96), labelled as a CXI file."""
     root = tmp_path_factory.mktemp("nexus")
     runner = CliRunner()
-    assert runner.invoke(main, ["simulate", "--preset", "tiny", "--out", str(root), "--runs", "1", "--scale",
-                                "0.2"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["simulate", "--preset", "tiny", "--out", str(root), "--runs", "1", "--scale", "0.2"]
+        ).exit_code
+        == 0
+    )
     assert runner.invoke(main, ["label", str(root / "run_0001.cxi")]).exit_code == 0
     return root / "run_0001.cxi"
 
@@ -36,8 +40,9 @@ def _eiger(folder: Path, run: CXIRun, split: int = 10, stem: str = "series") -> 
     parts = [frames[:split], frames[split:]]
     for k, part in enumerate(parts, start=1):
         with h5py.File(folder / f"{stem}_data_{k:06d}.h5", "w") as h5:
-            h5.create_dataset("/entry/data/data", data=part, chunks=(1, *part.shape[1:]),
-                              **hdf5plugin.Bitshuffle(cname="lz4"))
+            h5.create_dataset(
+                "/entry/data/data", data=part, chunks=(1, *part.shape[1:]), **hdf5plugin.Bitshuffle(cname="lz4")
+            )
     master = folder / f"{stem}_master.h5"
     with h5py.File(master, "w") as h5:
         for k in range(1, len(parts) + 1):
@@ -87,8 +92,11 @@ def test_data_path_for_another_layout(tiny_run: Path, tmp_path: Path) -> None:
     run = CXIRun(tiny_run)
     path = tmp_path / "jungfrau.h5"
     with h5py.File(path, "w") as h5:
-        h5.create_dataset("/data/JF06T08V01/data", data=run.read(apply_mask=False).astype(np.float32),
-                          **hdf5plugin.Bitshuffle(cname="lz4"))
+        h5.create_dataset(
+            "/data/JF06T08V01/data",
+            data=run.read(apply_mask=False).astype(np.float32),
+            **hdf5plugin.Bitshuffle(cname="lz4"),
+        )
     runner = CliRunner()
     result = runner.invoke(main, ["label", str(path)])
     assert_one_line_error(result, "jungfrau.h5: no frames at '/entry_1/data_1/data'", "data path")
@@ -103,8 +111,9 @@ def test_missing_data_file_is_one_line(tiny_run: Path, tmp_path: Path) -> None:
     master = _eiger(tmp_path, CXIRun(tiny_run))
     (tmp_path / "series_data_000002.h5").unlink()
     result = CliRunner().invoke(main, ["info", str(master)])
-    assert_one_line_error(result, "series_master.h5:/entry/data/data_000002 is an external link to "
-                          "series_data_000002.h5", "missing")
+    assert_one_line_error(
+        result, "series_master.h5:/entry/data/data_000002 is an external link to series_data_000002.h5", "missing"
+    )
 
 
 def test_predict_reads_masters_and_other_layouts(tiny_run: Path, tmp_path: Path) -> None:
@@ -118,8 +127,11 @@ def test_predict_reads_masters_and_other_layouts(tiny_run: Path, tmp_path: Path)
         h5["/data/frames"] = run.read(apply_mask=False)
         h5["/entry_1/instrument_1/detector_1/mask"] = (~run.mask).astype(np.uint16)
     scores = {}
-    for name, args in {"cxi": [str(tiny_run)], "master": [str(master)],
-                       "other": [str(other), "--data-path", "/data/frames"]}.items():
+    for name, args in {
+        "cxi": [str(tiny_run)],
+        "master": [str(master)],
+        "other": [str(other), "--data-path", "/data/frames"],
+    }.items():
         out = tmp_path / name
         result = CliRunner().invoke(main, ["predict", "--model", str(model_path), "--out", str(out), *args])
         assert result.exit_code == 0, result.output
@@ -133,9 +145,11 @@ def test_compare_on_masters_through_a_single_panel_geometry(tiny_run: Path, tmp_
     run = CXIRun(tiny_run)
     cx, cy = run.attrs["beam_centre_x"], run.attrs["beam_centre_y"]
     geom = tmp_path / "eiger.geom"
-    geom.write_text(f"clen = 0.03\nres = 9090.91\ndata = /entry/data/data\ndim0 = %\ndim1 = ss\ndim2 = fs\n"
-                    f"p0/min_fs = 0\np0/max_fs = 95\np0/min_ss = 0\np0/max_ss = 95\np0/fs = +1.0x\np0/ss = +1.0y\n"
-                    f"p0/corner_x = {-(cx + 0.5)}\np0/corner_y = {-(cy + 0.5)}\n")
+    geom.write_text(
+        f"clen = 0.03\nres = 9090.91\ndata = /entry/data/data\ndim0 = %\ndim1 = ss\ndim2 = fs\n"
+        f"p0/min_fs = 0\np0/max_fs = 95\np0/min_ss = 0\np0/max_ss = 95\np0/fs = +1.0x\np0/ss = +1.0y\n"
+        f"p0/corner_x = {-(cx + 0.5)}\np0/corner_y = {-(cy + 0.5)}\n"
+    )
     data = tmp_path / "data"
     data.mkdir()
     masters = [_eiger(data, run, split=5 * k, stem=f"run{k}") for k in (1, 2)]  # data files beside their masters
@@ -143,9 +157,24 @@ def test_compare_on_masters_through_a_single_panel_geometry(tiny_run: Path, tmp_
     result = runner.invoke(main, ["label", *map(str, masters), "--geometry", str(geom)])
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(open_run(masters[0]).field("n_peaks"), run.field("n_peaks"))  # same beam, peaks
-    result = runner.invoke(main, ["compare", "--data", str(data), "--geometry", str(geom), "--methods",
-                                  "intensity,litpix", "--train-runs", "run1_master", "--out", str(tmp_path / "out"),
-                                  "--cache-dir", str(tmp_path / "cache")])
+    result = runner.invoke(
+        main,
+        [
+            "compare",
+            "--data",
+            str(data),
+            "--geometry",
+            str(geom),
+            "--methods",
+            "intensity,litpix",
+            "--train-runs",
+            "run1_master",
+            "--out",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(tmp_path / "out" / "scores.csv.gz")
     assert set(scores.run.astype(str)) == {"run1_master", "run2_master"}

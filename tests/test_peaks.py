@@ -226,8 +226,21 @@ def test_label_command_writes_peaks_and_labels(tmp_path):
     with h5py.File(path, "r") as h5:
         before = h5[DATA][()].tobytes()
 
-    args = [str(path), "--adc-threshold", "20", "--min-snr", "6", "--miss-below", "2", "--hit-above", "4",
-            "--chunk-size", "2", "--n-jobs", "2"]
+    args = [
+        str(path),
+        "--adc-threshold",
+        "20",
+        "--min-snr",
+        "6",
+        "--miss-below",
+        "2",
+        "--hit-above",
+        "4",
+        "--chunk-size",
+        "2",
+        "--n-jobs",
+        "2",
+    ]
     result = CliRunner().invoke(main, ["label", *args])
     assert result.exit_code == 0, result.output
 

@@ -54,8 +54,9 @@ def run_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     model = registry.get("litpix").fit(train.frames, np.asarray(train.truth["hit"]).astype(int))
     model_path = save_model(model, root / "litpix-seed1.hbm", {"fit_seconds": 0.0, "n_train": 60, "n_train_hits": 0})
     sim = simulate_run(experiment, run=experiment.runs[1], n_frames=N_FRAMES, seed=2)
-    run_path = write_cxi(root / "run_0002.cxi", sim.frames, mask=sim.mask, attrs={"run": 2},
-                         fields={"hit": np.asarray(sim.truth["hit"])})
+    run_path = write_cxi(
+        root / "run_0002.cxi", sim.frames, mask=sim.mask, attrs={"run": 2}, fields={"hit": np.asarray(sim.truth["hit"])}
+    )
     label_run(run_path, PeakFinder8())
     return run_path, model_path
 
@@ -66,8 +67,9 @@ def _predict(*args: str):
 
 def test_hit_list_and_hits_cxi(run_and_model: tuple[Path, Path], tmp_path: Path) -> None:
     run_path, model_path = run_and_model
-    result = _predict("--model", str(model_path), "--out", str(tmp_path), "--chunk-size", "16", "--hits-cxi",
-                      str(run_path))
+    result = _predict(
+        "--model", str(model_path), "--out", str(tmp_path), "--chunk-size", "16", "--hits-cxi", str(run_path)
+    )
     assert result.exit_code == 0, result.output
     model = load_model(model_path)
     run = CXIRun(run_path)
@@ -174,8 +176,9 @@ def test_bad_model_file(
         model.write_bytes(content)
     elif content is not None:
         joblib.dump(content, model)
-    result = _predict("--model", str(model), "--out", str(tmp_path / "o"), *(["--trust-pickle"] if trust else []),
-                      str(run_path))
+    result = _predict(
+        "--model", str(model), "--out", str(tmp_path / "o"), *(["--trust-pickle"] if trust else []), str(run_path)
+    )
     assert_one_line_error(result, fragment)
 
 
@@ -188,8 +191,9 @@ def test_chunk_size_checked(run_and_model: tuple[Path, Path], tmp_path: Path) ->
 def test_crystfel_list_and_what_the_geometry_lacks(run_and_model: tuple[Path, Path], tmp_path: Path) -> None:
     """The fixture run records no beam centre or gain: list file written, no .geom, the reason printed."""
     run_path, model_path = run_and_model
-    result = _predict("--model", str(model_path), "--out", str(tmp_path), "--hits-cxi", "--compression", "none",
-                      str(run_path))
+    result = _predict(
+        "--model", str(model_path), "--out", str(tmp_path), "--hits-cxi", "--compression", "none", str(run_path)
+    )
     assert result.exit_code == 0, result.output
     hits = tmp_path / "run_0002.hits.cxi"
     n_hits = CXIRun(hits).n_frames
@@ -211,11 +215,28 @@ def compared(tmp_path_factory: pytest.TempPathFactory, fast_params) -> Path:
     root = tmp_path_factory.mktemp("round-trip")
     names = registry.names()
     params = [f"--param={name}.{key}={value!r}" for name in names for key, value in fast_params(name).items()]
-    result = CliRunner().invoke(main, [
-        "compare", "--preset", "tiny", "--methods", ",".join(names), "--train-runs", "1-2",
-        "--test-runs", "3", *params, "--param", "peaks.max_num_peaks_for_hit=30",
-        "--out", str(root / "out"), "--cache-dir", str(root / "cache"), "--save-models",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            "--preset",
+            "tiny",
+            "--methods",
+            ",".join(names),
+            "--train-runs",
+            "1-2",
+            "--test-runs",
+            "3",
+            *params,
+            "--param",
+            "peaks.max_num_peaks_for_hit=30",
+            "--out",
+            str(root / "out"),
+            "--cache-dir",
+            str(root / "cache"),
+            "--save-models",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return root
 

@@ -36,8 +36,17 @@ def test_spot_position_follows_bragg_geometry():
     c, s = np.cos(theta), np.sin(theta)
     orientation = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])  # (1/a,0,0) -> (c/a, 0, -s/a)
     spots = physics.predict_spots(
-        orientation, basis, np.array([[1, 0, 0], [0, 1, 0], [2, 0, 0]]), wavelength=wavelength, bandwidth=1e-4,
-        mosaicity=1e-4, crystal_size=1e5, distance=distance, pixel_size=pixel, centre=(50.0, 60.0))
+        orientation,
+        basis,
+        np.array([[1, 0, 0], [0, 1, 0], [2, 0, 0]]),
+        wavelength=wavelength,
+        bandwidth=1e-4,
+        mosaicity=1e-4,
+        crystal_size=1e5,
+        distance=distance,
+        pixel_size=pixel,
+        centre=(50.0, 60.0),
+    )
     assert list(spots["index"]) == [0]  # (0,1,0) and (2,0,0) are far from the sphere
     expected_x = 50.0 + distance * np.tan(2 * theta) / pixel
     assert spots["x"][0] == pytest.approx(expected_x, abs=1e-6)
@@ -54,9 +63,14 @@ def test_simulated_spots_lie_on_lattice_points(tiny):
     x, y = sim.truth["spot_x"][frame, :n], sim.truth["spot_y"][frame, :n]
     geom = sim.geometry
     lam = geom.wavelength * 1e10
-    ray = np.stack([(x - sim.conditions["beam_centre_x"]) * geom.x_pixel_size,
-                    (y - sim.conditions["beam_centre_y"]) * geom.y_pixel_size,
-                    np.full(n, geom.distance)], axis=1)
+    ray = np.stack(
+        [
+            (x - sim.conditions["beam_centre_x"]) * geom.x_pixel_size,
+            (y - sim.conditions["beam_centre_y"]) * geom.y_pixel_size,
+            np.full(n, geom.distance),
+        ],
+        axis=1,
+    )
     s = ray / np.linalg.norm(ray, axis=1, keepdims=True) / lam - np.array([0, 0, 1 / lam])
     d = 1 / np.linalg.norm(s, axis=1)
     # d-spacings of a tetragonal cell: 1/d^2 = (h^2 + k^2)/a^2 + l^2/c^2 for some integers
@@ -96,9 +110,12 @@ def test_flat_field_variance_is_poisson_plus_readout():
         assert counts.var() == pytest.approx(lam, rel=0.03)
     # Through the full detector model: a miss frame pixel's variance = g^2 lam + sigma_read^2 (+ common mode).
     exp = load_experiment("tiny")
-    exp = dataclasses.replace(exp, background=dataclasses.replace(exp.background, jet_jitter=0.0, low_angle=0.0),
-                              beam=dataclasses.replace(exp.beam, flux_jitter=0.0),
-                              detector=dataclasses.replace(exp.detector, common_mode_adu=0.0, edge_noise_factor=1.0))
+    exp = dataclasses.replace(
+        exp,
+        background=dataclasses.replace(exp.background, jet_jitter=0.0, low_angle=0.0),
+        beam=dataclasses.replace(exp.beam, flux_jitter=0.0),
+        detector=dataclasses.replace(exp.detector, common_mode_adu=0.0, edge_noise_factor=1.0),
+    )
     exp = dataclasses.replace(exp, run_specs=tuple(dataclasses.replace(r, hit_fraction=0.0) for r in exp.run_specs))
     sim = simulate_run(exp, run=1, n_frames=64, seed=0)
     gain, read = sim.conditions["gain_adu_per_photon"], exp.detector.readout_noise_adu
@@ -136,8 +153,9 @@ def test_seed_reproducible_and_independent_of_n_jobs(tiny):
     assert not np.array_equal(a.frames, c.frames)
 
 
-@pytest.mark.parametrize(("field", "value"), [("detector.gain_adu_per_photon", "-3.0"), ("sample.colour", "1"),
-                                              ("beam.bandwidth", '"wide"')])
+@pytest.mark.parametrize(
+    ("field", "value"), [("detector.gain_adu_per_photon", "-3.0"), ("sample.colour", "1"), ("beam.bandwidth", '"wide"')]
+)
 def test_bad_preset_field_names_it(tmp_path, field, value):
     text = (resources.files("hitbench.simulate") / "presets" / "tiny.toml").read_text()
     section, key = field.split(".")
@@ -151,8 +169,9 @@ def test_bad_preset_field_names_it(tmp_path, field, value):
 
 def test_cli_simulate_writes_cxi_and_refuses_overwrite(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(main, ["simulate", "--preset", "tiny", "--out", str(tmp_path), "--runs", "1,3-4",
-                                  "--scale", "0.2"])
+    result = runner.invoke(
+        main, ["simulate", "--preset", "tiny", "--out", str(tmp_path), "--runs", "1,3-4", "--scale", "0.2"]
+    )
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["run_0001.cxi", "run_0003.cxi", "run_0004.cxi"]

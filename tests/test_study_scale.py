@@ -32,20 +32,59 @@ def _results(method: str, shift: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
     rows, scores, events = [], [], []
     for i, run in enumerate(RUNS):
         n = 20 + i
-        events += [{"experiment": "cxi-streptavidin", "run": run, "event": e, "label": e % 2,
-                    "label_peaks": e % 2, "label_truth": e % 2, "label_detectable": e % 2} for e in range(n)]
-        scores += [{"method": method, "seed": 0, "experiment": "cxi-streptavidin", "run": run, "event": e,
-                    "label": e % 2, "score": 0.5, "predicted": e % 2} for e in range(n)]
+        events += [
+            {
+                "experiment": "cxi-streptavidin",
+                "run": run,
+                "event": e,
+                "label": e % 2,
+                "label_peaks": e % 2,
+                "label_truth": e % 2,
+                "label_detectable": e % 2,
+            }
+            for e in range(n)
+        ]
+        scores += [
+            {
+                "method": method,
+                "seed": 0,
+                "experiment": "cxi-streptavidin",
+                "run": run,
+                "event": e,
+                "label": e % 2,
+                "score": 0.5,
+                "predicted": e % 2,
+            }
+            for e in range(n)
+        ]
         for kind, extra in (("peaks", 0), ("truth", 3)):
             tp, fn, tn, fp = 8 + i % 3 + shift, 2 + extra, 9, 1 + i % 2
-            row = {"method": method, "labeller": False, "protocol": "cross-run",
-                   "train_experiment": "cxi-streptavidin", "train_runs": "90,91,92,93",
-                   "test_experiment": "cxi-streptavidin", "test_run": run, "train_run": run in TRAIN,
-                   "labels": "peaks", "scored_against": kind, "events": n, "ambiguous": n - (tp + fn + tn + fp),
-                   "scored": tp + fn + tn + fp, "hit_percent": 100 * (tp + fn) / (tp + fn + tn + fp),
-                   "tp": tp, "fp": fp, "tn": tn, "fn": fn, "seed": 0}
-            for rate, (k, m) in {"sensitivity": (tp, tp + fn), "specificity": (tn, tn + fp),
-                                 "accuracy": (tp + tn, tp + fn + tn + fp)}.items():
+            row = {
+                "method": method,
+                "labeller": False,
+                "protocol": "cross-run",
+                "train_experiment": "cxi-streptavidin",
+                "train_runs": "90,91,92,93",
+                "test_experiment": "cxi-streptavidin",
+                "test_run": run,
+                "train_run": run in TRAIN,
+                "labels": "peaks",
+                "scored_against": kind,
+                "events": n,
+                "ambiguous": n - (tp + fn + tn + fp),
+                "scored": tp + fn + tn + fp,
+                "hit_percent": 100 * (tp + fn) / (tp + fn + tn + fp),
+                "tp": tp,
+                "fp": fp,
+                "tn": tn,
+                "fn": fn,
+                "seed": 0,
+            }
+            for rate, (k, m) in {
+                "sensitivity": (tp, tp + fn),
+                "specificity": (tn, tn + fp),
+                "accuracy": (tp + tn, tp + fn + tn + fp),
+            }.items():
                 row[rate] = k / m
                 row[f"{rate}_lo"], row[f"{rate}_hi"] = wilson_interval(k, m)
             for rate in set(RATES) - {"sensitivity", "specificity", "accuracy"}:
@@ -57,8 +96,12 @@ def _results(method: str, shift: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
 def _folder(path: Path, method: str, params: dict, shift: int = 0, **meta: object) -> Path:
     results, scores, events = _results(method, shift)
     write_results(path, results, scores, events)
-    record = {"command": f"hitbench compare --methods {method} --out {path}", "hitbench_version": "0.1.0",
-              "params": params, **meta}
+    record = {
+        "command": f"hitbench compare --methods {method} --out {path}",
+        "hitbench_version": "0.1.0",
+        "params": params,
+        **meta,
+    }
     (path / "meta.json").write_text(json.dumps(record))
     return path
 

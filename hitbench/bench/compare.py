@@ -111,8 +111,9 @@ def _experiment(
     if not preset and path.exists() and path.suffix != ".toml":
         ours = source == settings.data  # --cross-experiment data is read as it is
         detector = read_geom(settings.geometry) if settings.geometry is not None and ours else None
-        experiment = open_experiment(path, crop_size=crop, data_path=settings.data_path if ours else None,
-                                     detector=detector)
+        experiment = open_experiment(
+            path, crop_size=crop, data_path=settings.data_path if ours else None, detector=detector
+        )
         if detector is not None:
             experiment = assembled_experiment(experiment, detector, crop)
             _check_labelled(experiment, settings.geometry)
@@ -134,8 +135,10 @@ def _check_labelled(experiment: Experiment, geometry: Path) -> None:
     """Runs of raw frames are labelled with their geometry first (``hitbench label --geometry``)."""
     for run in experiment.runs.values():
         if "label" in getattr(run, "fields", ()) and not run.attrs.get("geometry"):
-            raise HitbenchError(f"{run.path}: labelled without a geometry (peaks found on the raw frames as one "
-                                f"panel); label it again with `hitbench label --geometry {geometry} {run.path}`")
+            raise HitbenchError(
+                f"{run.path}: labelled without a geometry (peaks found on the raw frames as one "
+                f"panel); label it again with `hitbench label --geometry {geometry} {run.path}`"
+            )
 
 
 def _default_train_runs(experiment: Experiment) -> list[str]:
@@ -183,8 +186,10 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
     if not 0 < settings.holdout < 1:
         raise HitbenchError(f"--holdout {settings.holdout}: give a fraction between 0 and 1")
     if settings.geometry is not None and settings.data is None:
-        raise HitbenchError(f"--geometry {settings.geometry}: goes with --data (a folder of runs of raw frames); a "
-                            "preset of whole panels (detector.panels) writes and uses its own geometry")
+        raise HitbenchError(
+            f"--geometry {settings.geometry}: goes with --data (a folder of runs of raw frames); a "
+            "preset of whole panels (detector.panels) writes and uses its own geometry"
+        )
     if settings.data_path is not None and settings.data is None:
         raise HitbenchError(f"--data-path {settings.data_path}: goes with --data (a folder of HDF5 runs)")
     if settings.geometry is not None:

@@ -32,8 +32,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HITBENCH_CACHE", Path.home() / ".cache" / "hitbench"))
 
 
-def _label_missing(experiment: Experiment, n_jobs: int, advance: Callable[[], None] | None,
-                   geometry: DetectorGeometry | None = None) -> None:
+def _label_missing(
+    experiment: Experiment, n_jobs: int, advance: Callable[[], None] | None, geometry: DetectorGeometry | None = None
+) -> None:
     from hitbench.peaks import PeakFinder8
     from hitbench.peaks.labels import label_run
 

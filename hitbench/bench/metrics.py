@@ -182,8 +182,12 @@ def bootstrap_intervals(
         auc.append((hit_counts * wins).sum(axis=1) / (n_hits * n_misses))
     tails = 100 * np.array([(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
     (b_lo, b_hi), (a_lo, a_hi) = (np.percentile(np.concatenate(v), tails) for v in (balanced, auc))
-    return {"balanced_accuracy_lo": float(b_lo), "balanced_accuracy_hi": float(b_hi),
-            "auc_lo": float(a_lo), "auc_hi": float(a_hi)}
+    return {
+        "balanced_accuracy_lo": float(b_lo),
+        "balanced_accuracy_hi": float(b_hi),
+        "auc_lo": float(a_lo),
+        "auc_hi": float(a_hi),
+    }
 
 
 def metric_intervals(

@@ -89,8 +89,9 @@ def setting_label(method: str, params: dict) -> str:
     str
         The text, empty for a method without parameters and without study settings to tell apart.
     """
-    listed = ", ".join(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}" for key, value in
-                       sorted(params.items()))
+    listed = ", ".join(
+        f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}" for key, value in sorted(params.items())
+    )
     study = STUDY_SETTINGS.get(method)
     if study is not None and all(key in params and params[key] == value for key, value in study.items()):
         return f"study settings: {listed}"
@@ -139,8 +140,9 @@ def beside_study(results: pd.DataFrame, method: str, kind: str, study: pd.DataFr
     for rate in ("Sen", "Spe"):
         table[f"{rate} - study"] = table[rate] - table[f"study {rate}"]
     table["study # events"] = table["study # events"].astype("Int64")
-    table[f"within {GOAL}"] = [_within(sen, spe) for sen, spe in zip(table["Sen - study"], table["Spe - study"],
-                                                                 strict=True)]
+    table[f"within {GOAL}"] = [
+        _within(sen, spe) for sen, spe in zip(table["Sen - study"], table["Spe - study"], strict=True)
+    ]
     return table
 
 
@@ -154,8 +156,10 @@ def _within(sen: float, spe: float) -> str:
 def closeness(table: pd.DataFrame) -> str:
     """One sentence: on how many runs (training runs apart) Sen and Spe lie within :data:`GOAL` of the study's."""
     parts = []
-    for label, rows in (("training runs", table[table["Run"].str.endswith("*")]),
-                        ("other runs", table[~table["Run"].str.endswith("*")])):
+    for label, rows in (
+        ("training runs", table[table["Run"].str.endswith("*")]),
+        ("other runs", table[~table["Run"].str.endswith("*")]),
+    ):
         counts = []
         for rate in ("Sen", "Spe"):
             delta = rows[f"{rate} - study"].dropna()
@@ -333,8 +337,9 @@ def _study_notes(kinds: list[str], study: pd.DataFrame) -> list[str]:
     ]
 
 
-def write_study_page(folder: Path, docs: Path, others: list[Path] | tuple[Path, ...] = (),
-                     command: str | None = None) -> Path:
+def write_study_page(
+    folder: Path, docs: Path, others: list[Path] | tuple[Path, ...] = (), command: str | None = None
+) -> Path:
     """Write ``docs/study-scale.md``: every method's Table II beside the study's, and the cost of each step.
 
     Parameters

@@ -350,8 +350,9 @@ def pairs(results: pd.DataFrame, scores: pd.DataFrame, events: pd.DataFrame) -> 
                             "winner": names[a] if a_only > b_only else names[b],
                         }
                     )
-    table = pd.DataFrame(rows, columns=["Run", "scored against", "seed", "A", "B", "A right, B wrong",
-                                        "B right, A wrong", "p", "winner"])
+    table = pd.DataFrame(
+        rows, columns=["Run", "scored against", "seed", "A", "B", "A right, B wrong", "B right, A wrong", "p", "winner"]
+    )
     table["p (Holm)"] = holm(table["p"].to_numpy())
     table["better"] = table["winner"].where(table["p (Holm)"] < ALPHA, "none")
     return table.drop(columns="winner")

@@ -99,7 +99,12 @@ def assembled_experiment(experiment: Experiment, geometry: DetectorGeometry, sid
     -------
     Experiment
     """
-    runs = {name: AssembledRun(run, geometry, side) if isinstance(run, CXIRun)
-            else run if run.detector is not None
-            else ImageRun(run.files, run.labels, run.name, side, geometry) for name, run in experiment.runs.items()}
+    runs = {
+        name: AssembledRun(run, geometry, side)
+        if isinstance(run, CXIRun)
+        else run
+        if run.detector is not None
+        else ImageRun(run.files, run.labels, run.name, side, geometry)
+        for name, run in experiment.runs.items()
+    }
     return Experiment(experiment.name, runs, list(experiment.train_runs))

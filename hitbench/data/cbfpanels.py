@@ -18,8 +18,14 @@ from hitbench.errors import HitbenchError
 
 #: Start of a CBF binary section's MIME header.
 MIME_BOUNDARY = b"--CIF-BINARY-FORMAT-SECTION--"
-_TYPES = {"signed 32-bit integer": np.int32, "unsigned 32-bit integer": np.uint32, "signed 16-bit integer": np.int16,
-          "unsigned 16-bit integer": np.uint16, "signed 8-bit integer": np.int8, "unsigned 8-bit integer": np.uint8}
+_TYPES = {
+    "signed 32-bit integer": np.int32,
+    "unsigned 32-bit integer": np.uint32,
+    "signed 16-bit integer": np.int16,
+    "unsigned 16-bit integer": np.uint16,
+    "signed 8-bit integer": np.int8,
+    "unsigned 8-bit integer": np.uint8,
+}
 
 
 def _header(text: bytes, key: str) -> str | None:
@@ -40,8 +46,9 @@ def _spans(content: bytes, where: str) -> list[tuple[bytes, int, int]]:
         try:
             size = int(_header(header, "X-Binary-Size") or "")
         except ValueError:
-            raise HitbenchError(f"{where}: binary section {len(spans) + 1} has no X-Binary-Size; the file is corrupt "
-                                "or not a CBF image") from None
+            raise HitbenchError(
+                f"{where}: binary section {len(spans) + 1} has no X-Binary-Size; the file is corrupt or not a CBF image"
+            ) from None
         spans.append((header, start + len(CBF_BINARY_START), size))
         at = start + len(CBF_BINARY_START) + size
 
@@ -54,20 +61,25 @@ def _decode(content: bytes, header: bytes, first: int, size: int, where: str) ->
         fast = int(_header(header, "X-Binary-Size-Fastest-Dimension") or "")
         slow = int(_header(header, "X-Binary-Size-Second-Dimension") or "")
     except ValueError:
-        raise HitbenchError(f"{where}: a binary section has no X-Binary-Size-Fastest-Dimension and "
-                            "-Second-Dimension; the file is corrupt or not a CBF image") from None
+        raise HitbenchError(
+            f"{where}: a binary section has no X-Binary-Size-Fastest-Dimension and "
+            "-Second-Dimension; the file is corrupt or not a CBF image"
+        ) from None
     conversion = _header(header, "conversions") or ""
     if "byte_offset" not in conversion.lower():
-        raise HitbenchError(f"{where}: a binary section is compressed as '{conversion}'; hitbench reads byte-offset "
-                            "CBF sections (x-CBF_BYTE_OFFSET), convert the file")
+        raise HitbenchError(
+            f"{where}: a binary section is compressed as '{conversion}'; hitbench reads byte-offset "
+            "CBF sections (x-CBF_BYTE_OFFSET), convert the file"
+        )
     element = _header(header, "X-Binary-Element-Type") or "signed 32-bit integer"
     kind = _TYPES.get(element.lower())
     if kind is None:
         raise HitbenchError(f"{where}: a binary section has element type '{element}'; give integer pixels")
     data = content[first : first + size]
     if len(data) < size:
-        raise HitbenchError(f"{where}: a binary section is cut short ({len(data)} of {size} bytes); the file is "
-                            "truncated")
+        raise HitbenchError(
+            f"{where}: a binary section is cut short ({len(data)} of {size} bytes); the file is truncated"
+        )
     return np.asarray(decByteOffset(data, size=fast * slow), dtype=kind).reshape(slow, fast)
 
 
@@ -92,6 +104,8 @@ def read_cbf_panels(path: Path, content: bytes) -> tuple[np.ndarray, int] | None
     sections = [_decode(content, *span, str(path)) for span in spans]
     shapes = {s.shape for s in sections}
     if len(shapes) != 1:
-        raise HitbenchError(f"{path}: its {len(sections)} panels have different shapes {sorted(shapes)}; hitbench "
-                            "stacks panels of one shape")
+        raise HitbenchError(
+            f"{path}: its {len(sections)} panels have different shapes {sorted(shapes)}; hitbench "
+            "stacks panels of one shape"
+        )
     return np.concatenate(sections, axis=0), len(sections)

@@ -109,8 +109,19 @@ def geometry_text(run: CXIRun) -> str:
         raise HitbenchError(f"{run.path}: no CrystFEL geometry without {'; '.join(gaps)}")
     centre_x, centre_y = float(run.attrs["beam_centre_x"]), float(run.attrs["beam_centre_y"])
     height, width = run.frame_shape
-    panel = Panel("p0", 0, width - 1, 0, height - 1, -(centre_x + 0.5), -(centre_y + 0.5), (1.0, 0.0), (0.0, 1.0),
-                  1.0 / run.geometry.x_pixel_size, run.geometry.distance)
+    panel = Panel(
+        "p0",
+        0,
+        width - 1,
+        0,
+        height - 1,
+        -(centre_x + 0.5),
+        -(centre_y + 0.5),
+        (1.0, 0.0),
+        (0.0, 1.0),
+        1.0 / run.geometry.x_pixel_size,
+        run.geometry.distance,
+    )
     lines = [
         f"; CrystFEL geometry of {run.path.name} (hitbench): one {width}x{height} panel, beam centre at pixel "
         f"({centre_x:.3f}, {centre_y:.3f})",
@@ -139,8 +150,10 @@ def raw_geometry_text(detector: DetectorGeometry, run: CXIRun) -> str:
     str
         The geometry file's text.
     """
-    lines = [f"; {detector.path.name} for {run.path.name} (hitbench): peaks in raw coordinates from {RESULT}",
-             *_reading_lines(run, detector.global_keys)]
+    lines = [
+        f"; {detector.path.name} for {run.path.name} (hitbench): peaks in raw coordinates from {RESULT}",
+        *_reading_lines(run, detector.global_keys),
+    ]
     return "\n".join(lines) + "\n\n" + detector.path.read_text()
 
 
@@ -154,8 +167,9 @@ def _reading_lines(run: CXIRun, keys: set[str]) -> list[str]:
     if "peak_list" not in keys:
         lines += [f"peak_list = {RESULT}", "peak_list_type = cxi"]
     if "data" not in keys:
-        lines += [f"data = {run.data_path}"] + ([] if any(k.startswith("dim") for k in keys) else
-                                                ["dim0 = %", "dim1 = ss", "dim2 = fs"])
+        lines += [f"data = {run.data_path}"] + (
+            [] if any(k.startswith("dim") for k in keys) else ["dim0 = %", "dim1 = ss", "dim2 = fs"]
+        )
     if run.has_mask and not any(k.startswith("mask") for k in keys):
         lines += [f"mask0_data = {DETECTOR}/mask", "mask0_goodbits = 0x0", "mask0_badbits = 0xffff"]
     if not {"photon_energy", "wavelength", "electron_voltage"} & keys and run.geometry is not None:
@@ -236,15 +250,20 @@ def cell_text(cell: Sequence[float]) -> str:
     lattice_type, unique_axis = lattice(cell)
     names = ("a", "b", "c", "al", "be", "ga")
     units = ("A",) * 3 + ("deg",) * 3
-    return "\n".join([
-        "CrystFEL unit cell file version 1.0",
-        "",
-        f"lattice_type = {lattice_type}",
-        "centering = P",
-        f"unique_axis = {unique_axis}",
-        "",
-        *(f"{name} = {float(value):.4f} {unit}" for name, value, unit in zip(names, cell, units, strict=True)),
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "CrystFEL unit cell file version 1.0",
+                "",
+                f"lattice_type = {lattice_type}",
+                "centering = P",
+                f"unique_axis = {unique_axis}",
+                "",
+                *(f"{name} = {float(value):.4f} {unit}" for name, value, unit in zip(names, cell, units, strict=True)),
+            ]
+        )
+        + "\n"
+    )
 
 
 def handoff_paths(out_dir: Path, list_stem: str, run_stem: str) -> tuple[Path, Path, Path]:
@@ -267,8 +286,9 @@ def handoff_paths(out_dir: Path, list_stem: str, run_stem: str) -> tuple[Path, P
     return out_dir / f"{list_stem}.lst", out_dir / f"{run_stem}.geom", out_dir / f"{run_stem}.cell"
 
 
-def write_handoff(run: CXIRun, events: Iterable[int], paths: tuple[Path, Path, Path],
-                  detector: DetectorGeometry | None = None) -> tuple[list[Path], list[str]]:
+def write_handoff(
+    run: CXIRun, events: Iterable[int], paths: tuple[Path, Path, Path], detector: DetectorGeometry | None = None
+) -> tuple[list[Path], list[str]]:
     """Write the list file of ``events`` of a CXI file, and its geometry and cell files when the run allows.
 
     Parameters

@@ -380,7 +380,13 @@ def write_cxi(
     if frames.ndim != 3:
         raise HitbenchError(f"{path}: frames have shape {frames.shape}, expected (n, H, W)")
     with CXIWriter(
-        path, frames.shape[1:], mask=mask, geometry=geometry, attrs=attrs, max_peaks=max_peaks, dtype=frames.dtype,
+        path,
+        frames.shape[1:],
+        mask=mask,
+        geometry=geometry,
+        attrs=attrs,
+        max_peaks=max_peaks,
+        dtype=frames.dtype,
         compression=compression,
     ) as writer:
         writer.append(frames, fields=fields, peaks=peaks)
@@ -463,8 +469,12 @@ class CXIRun:
             try:
                 self._read_metadata(h5)
             except (KeyError, OSError, RuntimeError, ValueError) as exc:  # h5py's errors for damaged objects
-                raise _broken_link(h5, self.data_path) or _broken_link(h5, f"{DETECTOR}/mask") or HitbenchError(
-                    f"{self.path}: HDF5 metadata unreadable ({exc}); the file may be corrupt, copy it again"
+                raise (
+                    _broken_link(h5, self.data_path)
+                    or _broken_link(h5, f"{DETECTOR}/mask")
+                    or HitbenchError(
+                        f"{self.path}: HDF5 metadata unreadable ({exc}); the file may be corrupt, copy it again"
+                    )
                 ) from None
 
     def _read_metadata(self, h5: h5py.File) -> None:
@@ -507,8 +517,9 @@ class CXIRun:
                 raise HitbenchError(f"{self.path}:{DETECTOR}/mask has shape {raw.shape}, frames are {self.frame_shape}")
             self.mask = raw == 0
             if not self.mask.any():
-                raise HitbenchError(f"{self.path}:{DETECTOR}/mask marks every pixel bad (0 = good); fix or remove the "
-                                    "mask")
+                raise HitbenchError(
+                    f"{self.path}:{DETECTOR}/mask marks every pixel bad (0 = good); fix or remove the mask"
+                )
         else:
             self.mask = np.ones(self.frame_shape, dtype=bool)
         self.geometry = _read_geometry(h5)
@@ -590,8 +601,11 @@ class CXIRun:
                     if n > 0 and self._block_frames > 1:
                         self._read_blocks(dataset, span, frames[at : at + n])
                     elif n > 0:
-                        dataset().read_direct(frames.reshape(len(frames), *self._stored_shape), source_sel=np.s_[span],
-                                              dest_sel=np.s_[at : at + n])
+                        dataset().read_direct(
+                            frames.reshape(len(frames), *self._stored_shape),
+                            source_sel=np.s_[span],
+                            dest_sel=np.s_[at : at + n],
+                        )
                     at += n
         except OSError as exc:
             raise _access_error(self.path, exc) or HitbenchError(

@@ -56,8 +56,14 @@ class ImageRun:
         The images are raw multi-panel frames: each is assembled through this geometry and cropped around its beam.
     """
 
-    def __init__(self, files: list[Path], labels: np.ndarray, name: str, crop_size: int = CROP_SIZE,
-                 detector: DetectorGeometry | None = None) -> None:
+    def __init__(
+        self,
+        files: list[Path],
+        labels: np.ndarray,
+        name: str,
+        crop_size: int = CROP_SIZE,
+        detector: DetectorGeometry | None = None,
+    ) -> None:
         self.files = list(files)
         self.detector = detector
         #: What the crop depends on besides the files, for cache keys (the geometry file's text).
@@ -76,8 +82,10 @@ class ImageRun:
     def _frame(self, index: int) -> tuple[np.ndarray, np.ndarray, Geometry | None]:
         image = read_image(self.files[index])
         if self.detector is None and image.panels > 1:
-            raise HitbenchError(f"{self.files[index]}: a multi-panel CBF ({image.panels} panels, stacked along ss: "
-                                f"{image.frame.shape[0]} x {image.frame.shape[1]}); give its --geometry FILE.geom")
+            raise HitbenchError(
+                f"{self.files[index]}: a multi-panel CBF ({image.panels} panels, stacked along ss: "
+                f"{image.frame.shape[0]} x {image.frame.shape[1]}); give its --geometry FILE.geom"
+            )
         if self.detector is None:
             frame, mask = crop(image.frame, image.mask, self.crop_size, image.beam_center)
             return frame, mask, image.geometry
@@ -352,8 +360,10 @@ def read_labels_csv(path: Path, crop_size: int = CROP_SIZE, detector: DetectorGe
         if file not in first:
             first[file] = (line, CSV_LABELS[label])
         elif first[file][1] != CSV_LABELS[label]:  # identical rows are kept once: a copy would be trained and tested
-            raise HitbenchError(f"{path}:{line}: {row['file'].strip()} is labelled '{label}' here and otherwise in "
-                                f"row {first[file][0]}; list each image once with one label")
+            raise HitbenchError(
+                f"{path}:{line}: {row['file'].strip()} is labelled '{label}' here and otherwise in "
+                f"row {first[file][0]}; list each image once with one label"
+            )
     labels = np.array([label for _, label in first.values()])
     return ImageRun(list(first), labels, name=path.parent.name, crop_size=crop_size, detector=detector)
 
@@ -366,8 +376,12 @@ def _cxi_run(path: Path, data_path: str | None, detector: DetectorGeometry | Non
     return run
 
 
-def open_experiment(source: str | Path, crop_size: int = CROP_SIZE, data_path: str | None = None,
-                    detector: DetectorGeometry | None = None) -> Experiment:
+def open_experiment(
+    source: str | Path,
+    crop_size: int = CROP_SIZE,
+    data_path: str | None = None,
+    detector: DetectorGeometry | None = None,
+) -> Experiment:
     """Open an experiment from a folder of CXI files, a labels CSV or a folder holding labels.csv.
 
     A folder's runs are its ``*.cxi`` files and NeXus master files (``*_master.h5``, ``*.nxs``; see
@@ -406,16 +420,19 @@ def open_experiment(source: str | Path, crop_size: int = CROP_SIZE, data_path: s
     patterns = ("*.cxi", "*.h5", "*.hdf5", "*.nxs") if data_path else ("*.cxi", "*_master.h5", "*.nxs")
     cxi_files = sorted({path for pattern in patterns for path in source.glob(pattern)})
     if not cxi_files:
-        raise HitbenchError(f"{source}: no *.cxi files, NeXus masters or labels.csv; simulate some with `hitbench "
-                            "simulate`")
+        raise HitbenchError(
+            f"{source}: no *.cxi files, NeXus masters or labels.csv; simulate some with `hitbench simulate`"
+        )
     runs: dict[str, Run] = {}
     name = source.name
     for path in cxi_files:
         run = _cxi_run(path, data_path, detector)
         run_name = str(run.attrs.get("run", path.stem))
         if run_name in runs:
-            raise HitbenchError(f"{path} and {run_source(runs[run_name])}: both are run '{run_name}' (their 'run' "
-                                "attribute); keep one of them in the data folder")
+            raise HitbenchError(
+                f"{path} and {run_source(runs[run_name])}: both are run '{run_name}' (their 'run' "
+                "attribute); keep one of them in the data folder"
+            )
         runs[run_name] = run
         name = str(run.attrs.get("experiment", name))
     return Experiment(name, runs)

@@ -113,8 +113,10 @@ def _check_cbf(path: Path) -> bytes | None:
     except (OSError, EOFError, ValueError) as exc:
         raise HitbenchError(f"{path}: not a readable detector image ({exc})") from None
     if CBF_BINARY_START not in content:
-        raise HitbenchError(f"{path}: CBF file without a binary section (its start marker is missing or damaged); "
-                            "the file is truncated or corrupt")
+        raise HitbenchError(
+            f"{path}: CBF file without a binary section (its start marker is missing or damaged); "
+            "the file is truncated or corrupt"
+        )
     return content
 
 
@@ -152,8 +154,10 @@ def read_image(path: str | Path) -> DetectorImage:
     except Exception as exc:  # fabio raises many types for unreadable files
         raise HitbenchError(f"{path}: not a readable detector image ({type(exc).__name__}: {exc})") from None
     if getattr(image, "nframes", 1) > 1:  # fabio's data is the first frame only
-        raise HitbenchError(f"{path}: holds {image.nframes} frames (pages); hitbench reads one frame per image file, "
-                            "save each frame to its own file and give each a row in labels.csv")
+        raise HitbenchError(
+            f"{path}: holds {image.nframes} frames (pages); hitbench reads one frame per image file, "
+            "save each frame to its own file and give each a row in labels.csv"
+        )
     if data.ndim != 2 or data.size == 0:
         raise HitbenchError(f"{path}: image has shape {data.shape}; expected a single 2-D frame")
     if not np.issubdtype(data.dtype, np.number):  # booleans are not pixel values (np.bool_ is not a number)

@@ -38,14 +38,54 @@ from hitbench.errors import HitbenchError
 from hitbench.geometry import CROP_SIZE
 
 #: Keys a panel takes (also as defaults before the panels).
-PANEL_KEYS = frozenset({
-    "min_fs", "max_fs", "min_ss", "max_ss", "corner_x", "corner_y", "fs", "ss", "res", "clen", "coffset",
-    "adu_per_eV", "adu_per_photon", "max_adu", "data", "no_index", "badrow_direction", "mask", "mask_file",
-    "mask_good", "mask_bad", "saturation_map", "saturation_map_file", "flag_lessthan", "flag_morethan",
-    "flag_equal", "photon_energy", "wavelength", "electron_voltage", "bandwidth", "photon_energy_bandwidth",
-    "photon_energy_scale", "peak_list", "peak_list_type", "detector_shift_x", "detector_shift_y", "rail_x",
-    "rail_y", "rail_z", "clen_for_centering", "orig_min_fs", "orig_max_fs", "orig_min_ss", "orig_max_ss",
-})
+PANEL_KEYS = frozenset(
+    {
+        "min_fs",
+        "max_fs",
+        "min_ss",
+        "max_ss",
+        "corner_x",
+        "corner_y",
+        "fs",
+        "ss",
+        "res",
+        "clen",
+        "coffset",
+        "adu_per_eV",
+        "adu_per_photon",
+        "max_adu",
+        "data",
+        "no_index",
+        "badrow_direction",
+        "mask",
+        "mask_file",
+        "mask_good",
+        "mask_bad",
+        "saturation_map",
+        "saturation_map_file",
+        "flag_lessthan",
+        "flag_morethan",
+        "flag_equal",
+        "photon_energy",
+        "wavelength",
+        "electron_voltage",
+        "bandwidth",
+        "photon_energy_bandwidth",
+        "photon_energy_scale",
+        "peak_list",
+        "peak_list_type",
+        "detector_shift_x",
+        "detector_shift_y",
+        "rail_x",
+        "rail_y",
+        "rail_z",
+        "clen_for_centering",
+        "orig_min_fs",
+        "orig_max_fs",
+        "orig_min_ss",
+        "orig_max_ss",
+    }
+)
 _NUMBERED = re.compile(r"^(dim\d+|mask\d+_(data|file|goodbits|badbits))$")
 _GROUPS = re.compile(r"^rigid_group(_collection)?_\S+$")
 _BAD_KEYS = frozenset({"min_x", "max_x", "min_y", "max_y", "min_fs", "max_fs", "min_ss", "max_ss", "panel"})
@@ -124,8 +164,9 @@ class Panel:
         n_ss, n_fs = self.shape
         f = np.array([0.0, n_fs, n_fs, 0.0])
         s = np.array([0.0, 0.0, n_ss, n_ss])
-        return np.stack([self.corner_x + f * self.fs[0] + s * self.ss[0],
-                         self.corner_y + f * self.fs[1] + s * self.ss[1]], axis=1)
+        return np.stack(
+            [self.corner_x + f * self.fs[0] + s * self.ss[0], self.corner_y + f * self.fs[1] + s * self.ss[1]], axis=1
+        )
 
 
 @dataclass(frozen=True)
@@ -423,8 +464,10 @@ def _read_mask(path: Path, spec: MaskSpec, geom: DetectorGeometry) -> np.ndarray
             raise HitbenchError(f"{geom.path}: mask {spec.data} is not in {path}; fix the mask lines or the file")
         values = np.asarray(h5[spec.data][()])
         if not isinstance(h5[spec.data], h5py.Dataset) or values.shape[-2:] != geom.raw_shape:
-            raise HitbenchError(f"{geom.path}: mask {path}:{spec.data} has shape {values.shape}, the panels cover "
-                                f"{geom.raw_shape}; give the mask of this detector")
+            raise HitbenchError(
+                f"{geom.path}: mask {path}:{spec.data} has shape {values.shape}, the panels cover "
+                f"{geom.raw_shape}; give the mask of this detector"
+            )
     values = values.reshape(geom.raw_shape).astype(np.int64)
     return ((values & spec.goodbits) == spec.goodbits) & ((values & spec.badbits) == 0)
 
@@ -479,8 +522,9 @@ def _parse_lines(path: Path) -> list[tuple[int, str, str]]:
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
-            raise HitbenchError(f"{path}:{number}: '{line}' is not 'key = value'; fix the line or comment it out "
-                                "with ';'")
+            raise HitbenchError(
+                f"{path}:{number}: '{line}' is not 'key = value'; fix the line or comment it out with ';'"
+            )
         out.append((number, key, value))
     if not out:
         raise HitbenchError(f"{path}: no settings (empty or only comments); give a CrystFEL .geom file")
@@ -490,8 +534,10 @@ def _parse_lines(path: Path) -> list[tuple[int, str, str]]:
 def _check_key(path: Path, line: int, key: str, scope: str) -> None:
     if key in PANEL_KEYS or _NUMBERED.match(key):
         return
-    raise HitbenchError(f"{path}:{line}: unknown key '{key}' ({scope}); see crystfel_geometry(5) for the keys "
-                        "(panel keys: min_fs, max_fs, min_ss, max_ss, corner_x, corner_y, fs, ss, res, clen, coffset)")
+    raise HitbenchError(
+        f"{path}:{line}: unknown key '{key}' ({scope}); see crystfel_geometry(5) for the keys "
+        "(panel keys: min_fs, max_fs, min_ss, max_ss, corner_x, corner_y, fs, ss, res, clen, coffset)"
+    )
 
 
 def read_geom(path: str | Path) -> DetectorGeometry:
@@ -530,8 +576,10 @@ def read_geom(path: str | Path) -> DetectorGeometry:
             raise HitbenchError(f"{path}:{line}: '{key}': give PANEL/KEY or bad_REGION/KEY")
         if owner.startswith("bad"):
             if name not in _BAD_KEYS:
-                raise HitbenchError(f"{path}:{line}: unknown key '{name}' of bad region {owner}; give min_x, max_x, "
-                                    "min_y, max_y, or min_fs, max_fs, min_ss, max_ss with panel")
+                raise HitbenchError(
+                    f"{path}:{line}: unknown key '{name}' of bad region {owner}; give min_x, max_x, "
+                    "min_y, max_y, or min_fs, max_fs, min_ss, max_ss with panel"
+                )
             bad.setdefault(owner, {})[name] = (line, value)
             first_line.setdefault(owner, line)
             continue
@@ -547,9 +595,16 @@ def read_geom(path: str | Path) -> DetectorGeometry:
     built = [replace(p, min_ss=p.min_ss + offsets[p.name], max_ss=p.max_ss + offsets[p.name]) for p in built]
     _check_overlaps(path, built)
     regions = [_bad_region(path, name, settings, first_line[name], built, offsets) for name, settings in bad.items()]
-    geom = DetectorGeometry(path, built, regions, _masks(path, defaults), _data(path, defaults),
-                            _optional_number(path, defaults, "photon_energy"),
-                            _optional_number(path, defaults, "adu_per_photon"), frozenset(defaults))
+    geom = DetectorGeometry(
+        path,
+        built,
+        regions,
+        _masks(path, defaults),
+        _data(path, defaults),
+        _optional_number(path, defaults, "photon_energy"),
+        _optional_number(path, defaults, "adu_per_photon"),
+        frozenset(defaults),
+    )
     if not geom.mask.any():
         raise HitbenchError(f"{path}: no good pixel left (bad regions and no_index cover every panel); fix them")
     return geom
@@ -567,12 +622,16 @@ def _optional_number(path: Path, settings: dict[str, tuple[int, str]], key: str)
 def _panel(path: Path, name: str, settings: dict[str, tuple[int, str]], line: int) -> Panel:
     for key in _REQUIRED:
         if key not in settings:
-            what = {"corner_x": " (the beam centre: corner_x/corner_y place the panel relative to the beam)",
-                    "corner_y": " (the beam centre: corner_x/corner_y place the panel relative to the beam)",
-                    "clen": " (the camera length, metres, or the HDF5 path holding it)",
-                    "res": " (pixels per metre)"}.get(key, "")
-            raise HitbenchError(f"{path}:{line}: panel {name} has no {key}{what}; add '{name}/{key} = ...' or a "
-                                f"global '{key} = ...' before the panels")
+            what = {
+                "corner_x": " (the beam centre: corner_x/corner_y place the panel relative to the beam)",
+                "corner_y": " (the beam centre: corner_x/corner_y place the panel relative to the beam)",
+                "clen": " (the camera length, metres, or the HDF5 path holding it)",
+                "res": " (pixels per metre)",
+            }.get(key, "")
+            raise HitbenchError(
+                f"{path}:{line}: panel {name} has no {key}{what}; add '{name}/{key} = ...' or a "
+                f"global '{key} = ...' before the panels"
+            )
     value: dict[str, float] = {}
     for key in ("min_fs", "max_fs", "min_ss", "max_ss"):
         at, text = settings[key]
@@ -582,30 +641,52 @@ def _panel(path: Path, name: str, settings: dict[str, tuple[int, str]], line: in
     for low, high in (("min_fs", "max_fs"), ("min_ss", "max_ss")):
         if value[high] < value[low]:
             at = settings[high][0]
-            raise HitbenchError(f"{path}:{at}: panel {name}: {high} {value[high]} is below {low} {value[low]}; "
-                                "give the inclusive pixel range")
+            raise HitbenchError(
+                f"{path}:{at}: panel {name}: {high} {value[high]} is below {low} {value[low]}; "
+                "give the inclusive pixel range"
+            )
     for key in ("corner_x", "corner_y", "res", "coffset"):
         if key in settings:
             value[key] = _number(path, settings[key][0], f"{name}/{key}", settings[key][1])
     if value["res"] <= 0:
-        raise HitbenchError(f"{path}:{settings['res'][0]}: {name}/res = {settings['res'][1]}: give the pixels per "
-                            "metre, a positive number")
+        raise HitbenchError(
+            f"{path}:{settings['res'][0]}: {name}/res = {settings['res'][1]}: give the pixels per "
+            "metre, a positive number"
+        )
     clen_line, clen_text = settings["clen"]
     clen: float | str = clen_text if clen_text.startswith("/") else _number(path, clen_line, f"{name}/clen", clen_text)
     if isinstance(clen, float) and clen <= 0:
-        raise HitbenchError(f"{path}:{clen_line}: {name}/clen = {clen_text}: give the camera length in metres, "
-                            "a positive number")
+        raise HitbenchError(
+            f"{path}:{clen_line}: {name}/clen = {clen_text}: give the camera length in metres, a positive number"
+        )
     fs = _vector(path, settings["fs"][0], f"{name}/fs", settings["fs"][1])
     ss = _vector(path, settings["ss"][0], f"{name}/ss", settings["ss"][1])
     if abs(fs[0] * ss[1] - ss[0] * fs[1]) < 1e-6:
-        raise HitbenchError(f"{path}:{settings['ss'][0]}: panel {name}: fs ({settings['fs'][1]}) and ss "
-                            f"({settings['ss'][1]}) are parallel; give perpendicular directions")
+        raise HitbenchError(
+            f"{path}:{settings['ss'][0]}: panel {name}: fs ({settings['fs'][1]}) and ss "
+            f"({settings['ss'][1]}) are parallel; give perpendicular directions"
+        )
     no_index = False
     if "no_index" in settings:
-        no_index = bool(_number(path, settings["no_index"][0], f"{name}/no_index", settings["no_index"][1],
-                                integer=True))
-    return Panel(name, value["min_fs"], value["max_fs"], value["min_ss"], value["max_ss"], value["corner_x"],
-                 value["corner_y"], fs, ss, value["res"], clen, value.get("coffset", 0.0), no_index, line)
+        no_index = bool(
+            _number(path, settings["no_index"][0], f"{name}/no_index", settings["no_index"][1], integer=True)
+        )
+    return Panel(
+        name,
+        value["min_fs"],
+        value["max_fs"],
+        value["min_ss"],
+        value["max_ss"],
+        value["corner_x"],
+        value["corner_y"],
+        fs,
+        ss,
+        value["res"],
+        clen,
+        value.get("coffset", 0.0),
+        no_index,
+        line,
+    )
 
 
 def _check_overlaps(path: Path, panels: list[Panel]) -> None:
@@ -616,11 +697,13 @@ def _check_overlaps(path: Path, panels: list[Panel]) -> None:
                 raise HitbenchError(
                     f"{path}:{b.line}: panels {a.name} and {b.name} share raw pixels (fs {max(a.min_fs, b.min_fs)}-"
                     f"{min(a.max_fs, b.max_fs)}, ss {max(a.min_ss, b.min_ss)}-{min(a.max_ss, b.max_ss)}); give each "
-                    "panel its own min_fs..max_fs, min_ss..max_ss")
+                    "panel its own min_fs..max_fs, min_ss..max_ss"
+                )
             if _outlines_overlap(a.outline(), b.outline(), 0.1):
                 raise HitbenchError(
                     f"{path}:{b.line}: panels {a.name} and {b.name} overlap on the detector (their corner_x/corner_y "
-                    "and fs/ss put them on the same place); fix the corners")
+                    "and fs/ss put them on the same place); fix the corners"
+                )
 
 
 def _outlines_overlap(a: np.ndarray, b: np.ndarray, tolerance: float) -> bool:
@@ -654,18 +737,23 @@ def _stack_offsets(path: Path, panels: list[Panel], settings: dict[str, dict[str
             stacked.add(panel.name)
         else:
             line = dims[1][0] if 1 in dims else max(at for at, _ in dims.values())
-            raise HitbenchError(f"{path}:{line}: panel {panel.name}: dims {' '.join(order)}: hitbench reads (frame, "
-                                "ss, fs) stacks, or (frame, panel, ss, fs) with the panel's module number; give dim0 = "
-                                "%, dim1 = ss, dim2 = fs, or dim0 = %, PANEL/dim1 = MODULE, dim2 = ss, dim3 = fs")
+            raise HitbenchError(
+                f"{path}:{line}: panel {panel.name}: dims {' '.join(order)}: hitbench reads (frame, "
+                "ss, fs) stacks, or (frame, panel, ss, fs) with the panel's module number; give dim0 = "
+                "%, dim1 = ss, dim2 = fs, or dim0 = %, PANEL/dim1 = MODULE, dim2 = ss, dim3 = fs"
+            )
     if 0 < len(stacked) < len(panels):
         line = min(settings[p.name]["dim1"][0] for p in panels if "dim1" in settings[p.name])
-        raise HitbenchError(f"{path}:{line}: some panels give a module number (dim1) and some do not; give every "
-                            "panel its module, or none")
+        raise HitbenchError(
+            f"{path}:{line}: some panels give a module number (dim1) and some do not; give every "
+            "panel its module, or none"
+        )
     return offsets
 
 
-def _bad_region(path: Path, name: str, settings: dict[str, tuple[int, str]], line: int,
-                panels: list[Panel], offsets: dict[str, int]) -> BadRegion:
+def _bad_region(
+    path: Path, name: str, settings: dict[str, tuple[int, str]], line: int, panels: list[Panel], offsets: dict[str, int]
+) -> BadRegion:
     lab, raw = ("min_x", "max_x", "min_y", "max_y"), ("min_fs", "max_fs", "min_ss", "max_ss")
     given = set(settings) - {"panel"}
     if given == set(lab):
@@ -673,16 +761,20 @@ def _bad_region(path: Path, name: str, settings: dict[str, tuple[int, str]], lin
     elif given == set(raw):
         keys, is_raw = raw, True
     else:
-        raise HitbenchError(f"{path}:{line}: bad region {name} gives {', '.join(sorted(given)) or 'no bounds'}; give "
-                            "all four of min_x, max_x, min_y, max_y, or of min_fs, max_fs, min_ss, max_ss")
+        raise HitbenchError(
+            f"{path}:{line}: bad region {name} gives {', '.join(sorted(given)) or 'no bounds'}; give "
+            "all four of min_x, max_x, min_y, max_y, or of min_fs, max_fs, min_ss, max_ss"
+        )
     bounds = tuple(_number(path, settings[k][0], f"{name}/{k}", settings[k][1]) for k in keys)
     panel = settings["panel"][1] if "panel" in settings else None
     if is_raw and panel is None:
-        raise HitbenchError(f"{path}:{line}: bad region {name} is in fs/ss; add '{name}/panel = PANEL' (the panel "
-                            "it lies on)")
+        raise HitbenchError(
+            f"{path}:{line}: bad region {name} is in fs/ss; add '{name}/panel = PANEL' (the panel it lies on)"
+        )
     if panel is not None and panel not in [p.name for p in panels]:
-        raise HitbenchError(f"{path}:{settings['panel'][0]}: bad region {name}: no panel '{panel}'; name one of the "
-                            "file's panels")
+        raise HitbenchError(
+            f"{path}:{settings['panel'][0]}: bad region {name}: no panel '{panel}'; name one of the file's panels"
+        )
     if is_raw:  # fs/ss in the panel's module, as its min_ss..max_ss
         bounds = (bounds[0], bounds[1], bounds[2] + offsets[panel], bounds[3] + offsets[panel])
     return BadRegion(name, bounds, is_raw, panel, line)
@@ -702,10 +794,13 @@ def _masks(path: Path, settings: dict[str, tuple[int, str]]) -> list[MaskSpec]:
     for prefix, parts in groups.items():
         if "data" not in parts:
             line = min(at for at, _ in parts.values())
-            raise HitbenchError(f"{path}:{line}: mask {prefix} has no {prefix}_data (its HDF5 path); add it or drop "
-                                "the mask lines")
-        bits = {k: _number(path, parts[k][0], f"{prefix}_{k}", parts[k][1], integer=True) if k in parts else 0
-                for k in ("goodbits", "badbits")}
+            raise HitbenchError(
+                f"{path}:{line}: mask {prefix} has no {prefix}_data (its HDF5 path); add it or drop the mask lines"
+            )
+        bits = {
+            k: _number(path, parts[k][0], f"{prefix}_{k}", parts[k][1], integer=True) if k in parts else 0
+            for k in ("goodbits", "badbits")
+        }
         file = parts["file"][1] if "file" in parts else None
         specs.append(MaskSpec(parts["data"][1], file, int(bits["goodbits"]), int(bits["badbits"])))
     return specs
@@ -719,8 +814,14 @@ def _data(path: Path, settings: dict[str, tuple[int, str]]) -> str | None:
 
 
 # ---------------------------------------------------------------------- writing a .geom file
-def geom_text(panels: list[Panel], *, photon_energy: float | None = None, adu_per_photon: float | None = None,
-              data: str | None = None, header: str = "") -> str:
+def geom_text(
+    panels: list[Panel],
+    *,
+    photon_energy: float | None = None,
+    adu_per_photon: float | None = None,
+    data: str | None = None,
+    header: str = "",
+) -> str:
     """A CrystFEL geometry file of panels (the inverse of :func:`read_geom`).
 
     Parameters

@@ -72,8 +72,10 @@ class MasterRun(CXIRun):
     def _read_master(self, h5: h5py.File) -> None:
         self._stacks = nexus_stacks(h5)
         if not self._stacks:
-            raise HitbenchError(f"{self.path}: no {NEXUS_DATA}/data_000001 ...; not a NeXus master file, give the "
-                                "frames' HDF5 path with --data-path")
+            raise HitbenchError(
+                f"{self.path}: no {NEXUS_DATA}/data_000001 ...; not a NeXus master file, give the "
+                "frames' HDF5 path with --data-path"
+            )
         shapes, dtypes = [], set()
         for key in self._stacks:
             error = _broken_link(h5, key)
@@ -81,13 +83,16 @@ class MasterRun(CXIRun):
                 raise error
             dset = h5[key]
             if not isinstance(dset, h5py.Dataset) or dset.ndim != 3:
-                raise HitbenchError(f"{self.path}:{key} is not an (n, ss, fs) frame stack; fix the link or give "
-                                    "--data-path")
+                raise HitbenchError(
+                    f"{self.path}:{key} is not an (n, ss, fs) frame stack; fix the link or give --data-path"
+                )
             shapes.append(dset.shape)
             dtypes.add(dset.dtype)
         if len({s[1:] for s in shapes}) != 1:
-            raise HitbenchError(f"{self.path}: the linked stacks have frames of different shapes "
-                                f"{sorted({s[1:] for s in shapes})}; link the stacks of one detector")
+            raise HitbenchError(
+                f"{self.path}: the linked stacks have frames of different shapes "
+                f"{sorted({s[1:] for s in shapes})}; link the stacks of one detector"
+            )
         self._starts = np.cumsum([0] + [s[0] for s in shapes])
         self.n_frames = int(self._starts[-1])
         self.frame_shape = (int(shapes[0][1]), int(shapes[0][2]))
@@ -101,14 +106,17 @@ class MasterRun(CXIRun):
         if self.has_mask:
             pixel_mask = np.asarray(h5[mask_key][()])
             if pixel_mask.shape != self.frame_shape:
-                raise HitbenchError(f"{self.path}:{mask_key} has shape {pixel_mask.shape}, frames are "
-                                    f"{self.frame_shape}; fix or remove the mask")
+                raise HitbenchError(
+                    f"{self.path}:{mask_key} has shape {pixel_mask.shape}, frames are "
+                    f"{self.frame_shape}; fix or remove the mask"
+                )
             self.mask = pixel_mask == 0
         self.geometry = _nexus_geometry(h5)
         centre = [f"{NEXUS_DETECTOR}/beam_center_x", f"{NEXUS_DETECTOR}/beam_center_y"]
         #: Beam centre (x, y) in pixels as the master records it, else None.
-        self.beam_center = tuple(float(np.asarray(h5[k][()]).reshape(())) for k in centre) if all(
-            k in h5 for k in centre) else None
+        self.beam_center = (
+            tuple(float(np.asarray(h5[k][()]).reshape(())) for k in centre) if all(k in h5 for k in centre) else None
+        )
         grp = h5.get("/entry_1/hitbench")
         self.attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in grp.attrs.items()} if grp else {}
         self.fields = sorted(k for k in grp if isinstance(grp[k], h5py.Dataset)) if grp is not None else []
@@ -130,8 +138,9 @@ class MasterRun(CXIRun):
                             h5[key].read_direct(frames, source_sel=source, dest_sel=np.s_[at : at + n])
                             at += n
         except (OSError, KeyError, TypeError) as exc:
-            raise HitbenchError(f"{self.path}: {what} unreadable ({exc}); a linked data file may be missing or "
-                                "corrupt") from None
+            raise HitbenchError(
+                f"{self.path}: {what} unreadable ({exc}); a linked data file may be missing or corrupt"
+            ) from None
         if apply_mask:
             frames *= self.mask
         return frames
@@ -139,8 +148,12 @@ class MasterRun(CXIRun):
 
 def _nexus_geometry(h5: h5py.File) -> Geometry | None:
     """Distance, pixel size and photon energy as an Eiger master records them, or None where one is missing."""
-    keys = {"distance": f"{NEXUS_DETECTOR}/detector_distance", "x": f"{NEXUS_DETECTOR}/x_pixel_size",
-            "y": f"{NEXUS_DETECTOR}/y_pixel_size", "wavelength": "/entry/instrument/beam/incident_wavelength"}
+    keys = {
+        "distance": f"{NEXUS_DETECTOR}/detector_distance",
+        "x": f"{NEXUS_DETECTOR}/x_pixel_size",
+        "y": f"{NEXUS_DETECTOR}/y_pixel_size",
+        "wavelength": "/entry/instrument/beam/incident_wavelength",
+    }
     if not all(key in h5 for key in keys.values()):
         return None
     values = {}

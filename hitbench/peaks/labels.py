@@ -38,8 +38,9 @@ def raw_finder(finder: PeakFinder8, geometry: DetectorGeometry) -> PeakFinder8:
     return replace(finder, radius_map=geometry.radius, panel_map=geometry.panel_index)
 
 
-def _find_chunk(path: str, start: int, stop: int, finder: PeakFinder8, data_path: str | None = None,
-                mask: np.ndarray | None = None) -> PeakTable:
+def _find_chunk(
+    path: str, start: int, stop: int, finder: PeakFinder8, data_path: str | None = None, mask: np.ndarray | None = None
+) -> PeakTable:
     """Peaks of frames ``start:stop`` of a run file (a joblib worker: it opens the file itself)."""
     run = open_run(path, data_path)
     try:
@@ -119,8 +120,7 @@ def label_run(
     starts = range(0, run.n_frames, chunk_size)
     table = PeakTable.concatenate(
         Parallel(n_jobs=n_jobs)(
-            delayed(_find_chunk)(str(run.path), start, start + chunk_size, finder, data_path, mask)
-            for start in starts
+            delayed(_find_chunk)(str(run.path), start, start + chunk_size, finder, data_path, mask) for start in starts
         )
     )
     labels = peak_labels(table.n_peaks, miss_below=miss_below, hit_above=hit_above)

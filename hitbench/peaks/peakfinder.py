@@ -235,8 +235,7 @@ class PeakFinder8:
         """
         frames = check_frames(frames, where="frames")
         geom = self._geometry(frames.shape[1:], mask)
-        return np.array([self._find_frame(frame.ravel(), geom, centroids=False) for frame in frames],
-                        dtype=np.int64)
+        return np.array([self._find_frame(frame.ravel(), geom, centroids=False) for frame in frames], dtype=np.int64)
 
     # ------------------------------------------------------------------ geometry
     def _check_params(self) -> None:
@@ -259,8 +258,15 @@ class PeakFinder8:
         """Radius bins, good pixels and annulus offsets for this shape and mask (cached)."""
         self._check_params()
         shape = tuple(int(s) for s in shape)
-        key = (shape, self.center, id(self.radius_map), id(self.panel_map), self.min_res, self.max_res,
-               self.local_bg_radius)
+        key = (
+            shape,
+            self.center,
+            id(self.radius_map),
+            id(self.panel_map),
+            self.min_res,
+            self.max_res,
+            self.local_bg_radius,
+        )
         cached = getattr(self, "_geometry_cache", None)
         if cached is not None and cached[0] == key:
             geom = cached[1]
@@ -414,8 +420,7 @@ class PeakFinder8:
         return local_offset, local_sigma
 
 
-def _groups_8connected(pix: np.ndarray, width: int, panels: np.ndarray | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def _groups_8connected(pix: np.ndarray, width: int, panels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Label 8-connected groups among sorted flat pixel indices (neighbours on another panel are not linked).
 
     Returns the group of every pixel (groups numbered in row-major order of their first pixel)

@@ -40,7 +40,7 @@ def grid_shape(text: str, where: str) -> tuple[int, int]:
     """
     match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
     if not match or min(int(match[1]), int(match[2])) < 1:
-        raise HitbenchError(f"{where} = {text!r}: give rows x columns of panels, e.g. \"2x2\" (or \"\" for a crop)")
+        raise HitbenchError(f'{where} = {text!r}: give rows x columns of panels, e.g. "2x2" (or "" for a crop)')
     return int(match[1]), int(match[2])
 
 
@@ -96,13 +96,26 @@ class RawLayout:
 
     def geom_text(self, photon_energy: float, adu_per_photon: float, data: str) -> str:
         """The CrystFEL geometry file of the layout."""
-        return geom_text(self.panels, photon_energy=photon_energy, adu_per_photon=adu_per_photon, data=data,
-                         header="Written by hitbench simulate: raw multi-panel frames, panels stacked along ss.\n"
-                                "corner_x/corner_y place each panel relative to the nominal beam centre.")
+        return geom_text(
+            self.panels,
+            photon_energy=photon_energy,
+            adu_per_photon=adu_per_photon,
+            data=data,
+            header="Written by hitbench simulate: raw multi-panel frames, panels stacked along ss.\n"
+            "corner_x/corner_y place each panel relative to the nominal beam centre.",
+        )
 
 
-def raw_layout(grid: tuple[int, int], panel_shape: tuple[int, int], gap: tuple[int, int], rotations: tuple[int, ...],
-               offset: tuple[float, float], pixel_size: float, distance: float, where: str) -> RawLayout:
+def raw_layout(
+    grid: tuple[int, int],
+    panel_shape: tuple[int, int],
+    gap: tuple[int, int],
+    rotations: tuple[int, ...],
+    offset: tuple[float, float],
+    pixel_size: float,
+    distance: float,
+    where: str,
+) -> RawLayout:
     """Place a grid of panels and derive its raw frame.
 
     Parameters
@@ -129,8 +142,10 @@ def raw_layout(grid: tuple[int, int], panel_shape: tuple[int, int], gap: tuple[i
     n_panels = grid[0] * grid[1]
     rotations = tuple(rotations) or (0,) * n_panels
     if len(rotations) != n_panels or any(r not in _DIRECTIONS for r in rotations):
-        raise HitbenchError(f"{where}.panel_rotations = {list(rotations)}: give {n_panels} angles (one per panel of "
-                            f"the {grid[0]}x{grid[1]} grid, row by row), each 0, 90, 180 or 270")
+        raise HitbenchError(
+            f"{where}.panel_rotations = {list(rotations)}: give {n_panels} angles (one per panel of "
+            f"the {grid[0]}x{grid[1]} grid, row by row), each 0, 90, 180 or 270"
+        )
     n_ss, n_fs = panel_shape
     sizes = [(n_ss, n_fs) if r in (0, 180) else (n_fs, n_ss) for r in rotations]  # (height, width) when placed
     heights = [max(sizes[i * grid[1] + j][0] for j in range(grid[1])) for i in range(grid[0])]
@@ -153,9 +168,20 @@ def raw_layout(grid: tuple[int, int], panel_shape: tuple[int, int], gap: tuple[i
         first_y = top if fs_dir[1] >= 0 and ss_dir[1] >= 0 else top + sizes[k][0] - 1
         lab = (first_x - centre[0], first_y - centre[1])
         corner = (lab[0] - 0.5 * (fs_dir[0] + ss_dir[0]), lab[1] - 0.5 * (fs_dir[1] + ss_dir[1]))
-        panel = Panel(f"p{k}", 0, n_fs - 1, k * n_ss, (k + 1) * n_ss - 1, corner[0], corner[1],
-                      (float(fs_dir[0]), float(fs_dir[1])), (float(ss_dir[0]), float(ss_dir[1])),
-                      1.0 / pixel_size, float(distance), line=0)
+        panel = Panel(
+            f"p{k}",
+            0,
+            n_fs - 1,
+            k * n_ss,
+            (k + 1) * n_ss - 1,
+            corner[0],
+            corner[1],
+            (float(fs_dir[0]), float(fs_dir[1])),
+            (float(ss_dir[0]), float(ss_dir[1])),
+            1.0 / pixel_size,
+            float(distance),
+            line=0,
+        )
         panels.append(panel)
         ss, fs = np.mgrid[panel.min_ss : panel.max_ss + 1, 0:n_fs]
         x, y = panel.lab(fs, ss)

@@ -34,11 +34,13 @@ def reciprocal_basis(cell: tuple[float, float, float, float, float, float]) -> n
     al, be, ga = np.radians(cell[3:])
     ca, cb, cg, sg = np.cos(al), np.cos(be), np.cos(ga), np.sin(ga)
     volume = a * b * c * np.sqrt(1 - ca**2 - cb**2 - cg**2 + 2 * ca * cb * cg)
-    real = np.array([
-        [a, b * cg, c * cb],
-        [0.0, b * sg, c * (ca - cb * cg) / sg],
-        [0.0, 0.0, volume / (a * b * sg)],
-    ])
+    real = np.array(
+        [
+            [a, b * cg, c * cb],
+            [0.0, b * sg, c * (ca - cb * cg) / sg],
+            [0.0, 0.0, volume / (a * b * sg)],
+        ]
+    )
     return np.linalg.inv(real).T
 
 
@@ -154,7 +156,7 @@ def predict_spots(
         "index": index,
         "x": centre[0] + ray[:, 0] * scale,
         "y": centre[1] + ray[:, 1] * scale,
-        "partiality": np.exp(-excitation[index] ** 2 / (2 * sigma2[index])),
+        "partiality": np.exp(-(excitation[index] ** 2) / (2 * sigma2[index])),
         "inv_d": s_len[index],
     }
 
@@ -191,8 +193,16 @@ def spot_stencil(x: np.ndarray, y: np.ndarray, sigma: float) -> tuple[np.ndarray
     return cols, rows, weights
 
 
-def background_profile(inv_d: np.ndarray, solid_angle: np.ndarray, *, low_angle: float, low_angle_falloff: float,
-                       water_ring: float, water_ring_d: float, water_ring_width: float) -> np.ndarray:
+def background_profile(
+    inv_d: np.ndarray,
+    solid_angle: np.ndarray,
+    *,
+    low_angle: float,
+    low_angle_falloff: float,
+    water_ring: float,
+    water_ring_d: float,
+    water_ring_width: float,
+) -> np.ndarray:
     """Jet (solvent + water ring) background per pixel, photons at nominal jet thickness and flux.
 
     Parameters

@@ -234,8 +234,11 @@ class Experiment:
 
 def preset_names() -> list[str]:
     """Names of the presets shipped with hitbench."""
-    return sorted(p.name[:-5] for p in resources.files("hitbench.simulate").joinpath("presets").iterdir()
-                  if p.name.endswith(".toml"))
+    return sorted(
+        p.name[:-5]
+        for p in resources.files("hitbench.simulate").joinpath("presets").iterdir()
+        if p.name.endswith(".toml")
+    )
 
 
 def _number(where: str, value: object, *, integer: bool = False, positive: bool = False) -> float | int:
@@ -284,7 +287,10 @@ def _section(cls: type, table: object, where: str, required: tuple[str, ...] = (
         if key not in table:
             raise HitbenchError(f"{where}.{key}: required field is missing")
     defaults = {
-        "kind": "", "pixel_size_m": 0.0, "distance_m": 0.0, "photon_energy_ev": 0.0,
+        "kind": "",
+        "pixel_size_m": 0.0,
+        "distance_m": 0.0,
+        "photon_energy_ev": 0.0,
         "cell": (0.0,) * 6,
     }
     values = {}
@@ -316,8 +322,19 @@ def _conditions(table: object, where: str) -> dict:
 
 
 def _experiment(doc: dict, source: str) -> Experiment:
-    top = {"name", "description", "scale", "frame_shape", "train_runs", "beam", "detector", "sample", "background",
-           "conditions", "runs"}
+    top = {
+        "name",
+        "description",
+        "scale",
+        "frame_shape",
+        "train_runs",
+        "beam",
+        "detector",
+        "sample",
+        "background",
+        "conditions",
+        "runs",
+    }
     for key in doc:
         if key not in top:
             raise HitbenchError(f"{source}: {key}: unknown field; known fields are {', '.join(sorted(top))}")
@@ -328,8 +345,7 @@ def _experiment(doc: dict, source: str) -> Experiment:
     shape = _value(f"{source}: frame_shape", (0, 0), doc["frame_shape"])
     if min(shape) < 8:
         raise HitbenchError(f"{source}: frame_shape must be at least 8 x 8 pixels, got {list(shape)}")
-    detector = _section(Detector, doc["detector"], f"{source}: detector",
-                        ("kind", "pixel_size_m", "distance_m"))
+    detector = _section(Detector, doc["detector"], f"{source}: detector", ("kind", "pixel_size_m", "distance_m"))
     if detector.kind not in ("integrating", "counting"):
         raise HitbenchError(f"{source}: detector.kind must be 'integrating' or 'counting', got {detector.kind!r}")
     for key in ("pixel_size_m", "distance_m", "gain_adu_per_photon", "saturation"):
@@ -338,19 +354,36 @@ def _experiment(doc: dict, source: str) -> Experiment:
         from hitbench.simulate.panels import grid_shape, raw_layout
 
         grid = grid_shape(detector.panels, f"{source}: detector.panels")
-        raw_layout(grid, detector.panel_shape, detector.panel_gap_px, detector.panel_rotations, (0.0, 0.0),
-                   detector.pixel_size_m, detector.distance_m, f"{source}: detector")
+        raw_layout(
+            grid,
+            detector.panel_shape,
+            detector.panel_gap_px,
+            detector.panel_rotations,
+            (0.0, 0.0),
+            detector.pixel_size_m,
+            detector.distance_m,
+            f"{source}: detector",
+        )
         if shape[0] != shape[1]:
-            raise HitbenchError(f"{source}: frame_shape {list(shape)}: with detector.panels it is the square crop "
-                                "around the beam the methods see; give two equal sides")
+            raise HitbenchError(
+                f"{source}: frame_shape {list(shape)}: with detector.panels it is the square crop "
+                "around the beam the methods see; give two equal sides"
+            )
     beam = _section(Beam, doc["beam"], f"{source}: beam", ("photon_energy_ev",))
     _number(f"{source}: beam.photon_energy_ev", beam.photon_energy_ev, positive=True)
     sample = _section(Sample, doc["sample"], f"{source}: sample", ("cell",))
     if min(sample.cell) <= 0:
         raise HitbenchError(f"{source}: sample.cell must hold positive lengths and angles, got {list(sample.cell)}")
     background = _section(Background, doc.get("background", {}), f"{source}: background")
-    conditions = {"flux": (1.0, 1.0), "background": (1.0, 1.0), "gain": (1.0, 1.0), "crystal_size_um": (1.0, 1.0),
-                  "crystal_size_spread": (0.5, 0.5), "new_hot_pixels": (0, 0), "dark_offset_adu": (0.0, 0.0)}
+    conditions = {
+        "flux": (1.0, 1.0),
+        "background": (1.0, 1.0),
+        "gain": (1.0, 1.0),
+        "crystal_size_um": (1.0, 1.0),
+        "crystal_size_spread": (0.5, 0.5),
+        "new_hot_pixels": (0, 0),
+        "dark_offset_adu": (0.0, 0.0),
+    }
     conditions.update(_conditions(doc.get("conditions", {}), f"{source}: conditions"))
     runs_doc = doc["runs"]
     if not isinstance(runs_doc, list) or not runs_doc:
@@ -377,9 +410,17 @@ def _experiment(doc: dict, source: str) -> Experiment:
     if not isinstance(train_runs, list) or any(r not in {s.id for s in specs} for r in train_runs):
         raise HitbenchError(f"{source}: train_runs must list ids of the experiment's runs, got {train_runs!r}")
     return Experiment(
-        name=name, description=_value(f"{source}: description", "", doc.get("description", "")),
-        scale=float(scale), frame_shape=tuple(int(s) for s in shape), beam=beam, detector=detector,
-        sample=sample, background=background, conditions=conditions, run_specs=tuple(specs), source=source,
+        name=name,
+        description=_value(f"{source}: description", "", doc.get("description", "")),
+        scale=float(scale),
+        frame_shape=tuple(int(s) for s in shape),
+        beam=beam,
+        detector=detector,
+        sample=sample,
+        background=background,
+        conditions=conditions,
+        run_specs=tuple(specs),
+        source=source,
         train_runs=tuple(train_runs),
     )
 

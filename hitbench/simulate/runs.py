@@ -237,9 +237,18 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
     mask.ravel()[base_hot] = False
     open_map = ~(gaps | beam_stop)
     inv_d, solid = physics.pixel_resolution(shape, centre, det.pixel_size_m, det.distance_m, wavelength)
-    jet_map = physics.background_profile(
-        inv_d, solid, low_angle=bg.low_angle, low_angle_falloff=bg.low_angle_falloff, water_ring=bg.water_ring,
-        water_ring_d=bg.water_ring_d, water_ring_width=bg.water_ring_width) * open_map
+    jet_map = (
+        physics.background_profile(
+            inv_d,
+            solid,
+            low_angle=bg.low_angle,
+            low_angle_falloff=bg.low_angle_falloff,
+            water_ring=bg.water_ring,
+            water_ring_d=bg.water_ring_d,
+            water_ring_width=bg.water_ring_width,
+        )
+        * open_map
+    )
     air_map = bg.air * solid * open_map
     gain = det.gain_adu_per_photon * drawn["gain"]
     noise_map = np.full(shape, det.readout_noise_adu, dtype=np.float32)
@@ -250,45 +259,101 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
     hot_index = np.concatenate([base_hot, new_hot])
     hot_photons = np.concatenate([base_hot_level, new_hot_level]) / gain
     model = _RunModel(
-        run=run, seed=seed, n_frames=n_frames, shape=shape, counting=det.kind == "counting",
-        hit_fraction=spec.hit_fraction, flux=drawn["flux"], jet=drawn["background"], gain=gain,
-        readout=det.readout_noise_adu, saturation=det.saturation, common_mode=det.common_mode_adu,
-        dark_offset=drawn["dark_offset_adu"], flux_jitter=beam.flux_jitter, jet_jitter=bg.jet_jitter,
+        run=run,
+        seed=seed,
+        n_frames=n_frames,
+        shape=shape,
+        counting=det.kind == "counting",
+        hit_fraction=spec.hit_fraction,
+        flux=drawn["flux"],
+        jet=drawn["background"],
+        gain=gain,
+        readout=det.readout_noise_adu,
+        saturation=det.saturation,
+        common_mode=det.common_mode_adu,
+        dark_offset=drawn["dark_offset_adu"],
+        flux_jitter=beam.flux_jitter,
+        jet_jitter=bg.jet_jitter,
         size_median_a=drawn["crystal_size_um"] * 1e4,
-        size_spread=drawn["crystal_size_spread"], jet_map=jet_map.astype(np.float32),
-        air_map=air_map.astype(np.float32), noise_map=noise_map,
-        open_map=open_map, mask=mask, gaps=gaps, dead=dead, panels=panels, hot_index=hot_index,
-        hot_photons=hot_photons, basis=basis, hkl=hkl, hkl_weight=hkl_weight, centre=centre,
-        wavelength=wavelength, bandwidth=beam.bandwidth, mosaicity=np.radians(sample.mosaicity_deg),
-        distance=det.distance_m, pixel_size=det.pixel_size_m, spot_photons=sample.spot_photons,
-        reference_size_a=sample.reference_size_um * 1e4, wilson_b=sample.wilson_b, spot_sigma=sample.spot_sigma_px,
-        max_spots=sample.max_spots, dtype=storage_dtype(det.kind, det.readout_noise_adu, det.saturation), raw=raw,
+        size_spread=drawn["crystal_size_spread"],
+        jet_map=jet_map.astype(np.float32),
+        air_map=air_map.astype(np.float32),
+        noise_map=noise_map,
+        open_map=open_map,
+        mask=mask,
+        gaps=gaps,
+        dead=dead,
+        panels=panels,
+        hot_index=hot_index,
+        hot_photons=hot_photons,
+        basis=basis,
+        hkl=hkl,
+        hkl_weight=hkl_weight,
+        centre=centre,
+        wavelength=wavelength,
+        bandwidth=beam.bandwidth,
+        mosaicity=np.radians(sample.mosaicity_deg),
+        distance=det.distance_m,
+        pixel_size=det.pixel_size_m,
+        spot_photons=sample.spot_photons,
+        reference_size_a=sample.reference_size_um * 1e4,
+        wilson_b=sample.wilson_b,
+        spot_sigma=sample.spot_sigma_px,
+        max_spots=sample.max_spots,
+        dtype=storage_dtype(det.kind, det.readout_noise_adu, det.saturation),
+        raw=raw,
     )
     conditions = {
-        "experiment": exp.name, "run": run, "seed": seed, "n_frames": n_frames, "events": spec.events,
-        "hit_fraction": spec.hit_fraction, **drawn, "gain_adu_per_photon": gain,
+        "experiment": exp.name,
+        "run": run,
+        "seed": seed,
+        "n_frames": n_frames,
+        "events": spec.events,
+        "hit_fraction": spec.hit_fraction,
+        **drawn,
+        "gain_adu_per_photon": gain,
         "hot_pixels_masked": int(base_hot.size),
-        "beam_centre_x": centre[0], "beam_centre_y": centre[1], "photon_energy_ev": beam.photon_energy_ev,
-        "wavelength_angstrom": wavelength, "detector_kind": det.kind, "unit_cell": tuple(sample.cell),
+        "beam_centre_x": centre[0],
+        "beam_centre_y": centre[1],
+        "photon_energy_ev": beam.photon_energy_ev,
+        "wavelength_angstrom": wavelength,
+        "detector_kind": det.kind,
+        "unit_cell": tuple(sample.cell),
         "truth_criterion": f"n_spots_detectable: expected spot photons >= {physics.DETECTABLE_SIGMA:g} max(sigma, 1), "
-                           "sigma^2 = background photons in the 3x3 box + 9 (readout noise / gain)^2",
+        "sigma^2 = background photons in the 3x3 box + 9 (readout noise / gain)^2",
     }
     return model, conditions
 
 
-def _frame_spots(m: _RunModel, orientation: np.ndarray, size: float, flux: float, bg_lam: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _frame_spots(
+    m: _RunModel, orientation: np.ndarray, size: float, flux: float, bg_lam: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Spots of one hit: recorded x, y, photons (brightest first), detectable flags, and pixel contributions."""
     spots = physics.predict_spots(
-        orientation, m.basis, m.hkl, wavelength=m.wavelength, bandwidth=m.bandwidth, mosaicity=m.mosaicity,
-        crystal_size=size, distance=m.distance, pixel_size=m.pixel_size, centre=m.centre)
+        orientation,
+        m.basis,
+        m.hkl,
+        wavelength=m.wavelength,
+        bandwidth=m.bandwidth,
+        mosaicity=m.mosaicity,
+        crystal_size=size,
+        distance=m.distance,
+        pixel_size=m.pixel_size,
+        centre=m.centre,
+    )
     h, w = m.shape
     x, y = spots["x"], spots["y"]
     col, row = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
     inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
     inside[inside] = m.mask[row[inside], col[inside]]
-    photons = (m.spot_photons * flux * (size / m.reference_size_a) ** 3 * m.hkl_weight[spots["index"]]
-               * np.exp(-m.wilson_b * spots["inv_d"] ** 2 / 2) * spots["partiality"])
+    photons = (
+        m.spot_photons
+        * flux
+        * (size / m.reference_size_a) ** 3
+        * m.hkl_weight[spots["index"]]
+        * np.exp(-m.wilson_b * spots["inv_d"] ** 2 / 2)
+        * spots["partiality"]
+    )
     order = np.argsort(-photons[inside], kind="stable")
     x, y, photons = x[inside][order], y[inside][order], photons[inside][order]
     cols, rows, weights = physics.spot_stencil(x, y, m.spot_sigma)
@@ -317,8 +382,11 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
     lam = (flux * jet).astype(np.float32)[:, None, None] * m.jet_map[None]
     lam += flux.astype(np.float32)[:, None, None] * m.air_map[None]
     truth = {
-        "hit": hit.astype(np.int8), "n_spots": np.zeros(n, np.int32), "n_spots_detectable": np.zeros(n, np.int32),
-        "flux": flux.astype(np.float32), "jet_thickness": jet.astype(np.float32),
+        "hit": hit.astype(np.int8),
+        "n_spots": np.zeros(n, np.int32),
+        "n_spots_detectable": np.zeros(n, np.int32),
+        "flux": flux.astype(np.float32),
+        "jet_thickness": jet.astype(np.float32),
         "crystal_size_um": np.where(hit, size / 1e4, np.nan).astype(np.float32),
         **{key: np.full((n, m.max_spots), np.nan, np.float32) for key in TRUTH_SPOTS},
     }
@@ -342,7 +410,7 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
     frames *= np.float32(m.gain)
     bank = rng.standard_normal(NOISE_BANK_FRAMES * h * w, dtype=np.float32)
     for i, start in enumerate(rng.integers(0, bank.size - h * w, size=n)):
-        frames[i] += bank[start:start + h * w].reshape(h, w) * m.noise_map
+        frames[i] += bank[start : start + h * w].reshape(h, w) * m.noise_map
     offsets = rng.normal(m.dark_offset, m.common_mode, size=(n, len(m.panels))).astype(np.float32)
     for k, (rs, cs) in enumerate(m.panels):
         frames[:, rs, cs] += offsets[:, k, None, None]
@@ -359,8 +427,16 @@ def layout(exp: Experiment) -> RawLayout | None:
     if not det.panels:
         return None
     where = f"{exp.source}: detector"
-    return raw_layout(grid_shape(det.panels, f"{where}.panels"), det.panel_shape, det.panel_gap_px,
-                      det.panel_rotations, exp.beam.beam_centre_offset_px, det.pixel_size_m, det.distance_m, where)
+    return raw_layout(
+        grid_shape(det.panels, f"{where}.panels"),
+        det.panel_shape,
+        det.panel_gap_px,
+        det.panel_rotations,
+        exp.beam.beam_centre_offset_px,
+        det.pixel_size_m,
+        det.distance_m,
+        where,
+    )
 
 
 def _stored(m: _RunModel, frames: np.ndarray, truth: dict) -> tuple[np.ndarray, dict]:
@@ -415,12 +491,22 @@ def _chunks(models: list[_RunModel], n_jobs: int, compression: str | None = None
 
 def _geometry(exp: Experiment) -> Geometry:
     det = exp.detector
-    return Geometry(distance=det.distance_m, x_pixel_size=det.pixel_size_m, y_pixel_size=det.pixel_size_m,
-                    photon_energy=exp.beam.photon_energy_ev)
+    return Geometry(
+        distance=det.distance_m,
+        x_pixel_size=det.pixel_size_m,
+        y_pixel_size=det.pixel_size_m,
+        photon_energy=exp.beam.photon_energy_ev,
+    )
 
 
-def simulate_run(exp: Experiment, run: int, n_frames: int | None = None, seed: int = 0,
-                 frame_shape: tuple[int, int] | None = None, n_jobs: int = 1) -> SimulatedRun:
+def simulate_run(
+    exp: Experiment,
+    run: int,
+    n_frames: int | None = None,
+    seed: int = 0,
+    frame_shape: tuple[int, int] | None = None,
+    n_jobs: int = 1,
+) -> SimulatedRun:
     """Simulate one run in memory.
 
     Parameters
@@ -456,8 +542,10 @@ def _shape(exp: Experiment, frame_shape: tuple[int, int] | None) -> tuple[int, i
     raw = layout(exp)
     if raw is not None:
         if frame_shape is not None:
-            raise HitbenchError(f"frame_shape {frame_shape}: {exp.name} simulates whole panels (detector.panels); "
-                                "its frames are the panels' raw frames, leave frame_shape out")
+            raise HitbenchError(
+                f"frame_shape {frame_shape}: {exp.name} simulates whole panels (detector.panels); "
+                "its frames are the panels' raw frames, leave frame_shape out"
+            )
         return raw.shape
     if frame_shape is None:
         return exp.frame_shape
@@ -472,10 +560,17 @@ def run_file_name(run: int) -> str:
     return f"run_{run:04d}.cxi"
 
 
-def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | None = None, scale: float | None = None,
-                     seed: int = 0, n_jobs: int = 1, frame_shape: tuple[int, int] | None = None,
-                     compression: str = DEFAULT_COMPRESSION,
-                     progress: Callable[[int], None] | None = None) -> list[Path]:
+def write_experiment(
+    exp: Experiment,
+    out_dir: str | Path,
+    runs: list[int] | None = None,
+    scale: float | None = None,
+    seed: int = 0,
+    n_jobs: int = 1,
+    frame_shape: tuple[int, int] | None = None,
+    compression: str = DEFAULT_COMPRESSION,
+    progress: Callable[[int], None] | None = None,
+) -> list[Path]:
     """Simulate runs of an experiment and write one CXI file per run, chunk by chunk.
 
     Frames go to /entry_1/data_1/data, the truth (see the module docstring) to /entry_1/hitbench/<key>, and
@@ -534,9 +629,16 @@ def write_experiment(exp: Experiment, out_dir: str | Path, runs: list[int] | Non
     try:
         for k, (frames, truth, encoded) in _chunks(models, n_jobs, compression):
             if k not in writers:
-                writers[k] = CXIWriter(paths[k], file_shape, mask=stored_mask(models[k]), geometry=_geometry(exp),
-                                       attrs=built[k][1], max_peaks=exp.sample.max_spots, dtype=models[k].dtype,
-                                       compression=compression)
+                writers[k] = CXIWriter(
+                    paths[k],
+                    file_shape,
+                    mask=stored_mask(models[k]),
+                    geometry=_geometry(exp),
+                    attrs=built[k][1],
+                    max_peaks=exp.sample.max_spots,
+                    dtype=models[k].dtype,
+                    compression=compression,
+                )
             writers[k].append(frames, fields=truth, encoded=encoded)
             done[k] += len(frames)
             if progress is not None:
