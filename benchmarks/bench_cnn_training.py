@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hitbench.data.cxi import CXIRun, write_cxi
+from hitbench.data.cxi import CXIRun
+from hitbench.data.cxi_write import write_cxi
 from hitbench.data.dataset import RunFrames
 from hitbench.methods import tf_runtime
 from hitbench.methods.cnn import ReferenceCNN

@@ -30,7 +30,8 @@ import hdf5plugin
 import numpy as np
 
 from hitbench.data import compression
-from hitbench.data.cxi import CXIRun, CXIWriter
+from hitbench.data.cxi import CXIRun
+from hitbench.data.cxi_write import CXIWriter
 from hitbench.simulate import load_experiment, simulate_run
 
 CHUNK = 32

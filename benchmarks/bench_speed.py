@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_methods  # noqa: E402  (the cnn helper's benchmark: its markdown and cnn measurement)
 
-from hitbench.data.cxi import CXIWriter  # noqa: E402
+from hitbench.data.cxi_write import CXIWriter  # noqa: E402
 from hitbench.methods import registry  # noqa: E402
 from hitbench.methods.base import check_frames  # noqa: E402
 from hitbench.modelfile import save_model  # noqa: E402

@@ -31,8 +31,10 @@ from hitbench import modelfile
 from hitbench.atomic import atomic_path
 from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
 from hitbench.data.crystfel import handoff_paths, refuse_existing, write_handoff
-from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, CXIWriter, check_panel_stack
-from hitbench.data.geom import DetectorGeometry, read_geom
+from hitbench.data.cxi import HITBENCH, RESULT, CXIRun, check_panel_stack
+from hitbench.data.cxi_write import CXIWriter
+from hitbench.data.detector import DetectorGeometry
+from hitbench.data.geom import read_geom
 from hitbench.data.nexus import data_path_for, open_run
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES

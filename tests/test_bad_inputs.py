@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from helpers import assert_one_line_error
 
 from hitbench.cli import main
-from hitbench.data.cxi import CXIRun, write_cxi
+from hitbench.data.cxi import CXIRun
+from hitbench.data.cxi_write import write_cxi
 from hitbench.data.dataset import open_experiment, read_labels_csv
 from hitbench.data.formats import CBF_BINARY_START, read_image
 from hitbench.errors import HitbenchError

@@ -12,7 +12,7 @@ from helpers import assert_one_line_error
 
 from hitbench import __version__
 from hitbench.cli import main
-from hitbench.data.cxi import write_cxi
+from hitbench.data.cxi_write import write_cxi
 from hitbench.geometry import Geometry
 
 

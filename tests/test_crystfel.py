@@ -17,7 +17,8 @@ from scipy.spatial import cKDTree
 
 from hitbench.cli import main
 from hitbench.data.crystfel import cell_text, geometry_gaps, geometry_text, lattice, write_list
-from hitbench.data.cxi import CXIRun, write_cxi
+from hitbench.data.cxi import CXIRun
+from hitbench.data.cxi_write import write_cxi
 from hitbench.data.geom import read_geom
 from hitbench.errors import HitbenchError
 from hitbench.geometry import Geometry

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from hitbench.cli import main
-from hitbench.data.cxi import write_cxi
+from hitbench.data.cxi_write import write_cxi
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
 from hitbench.modelfile import save_model

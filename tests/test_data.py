@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from hitbench.data.compression import GZIP_LEVEL
-from hitbench.data.cxi import CXIRun, CXIWriter, update_cxi, write_cxi
+from hitbench.data.cxi import CXIRun
+from hitbench.data.cxi_write import CXIWriter, update_cxi, write_cxi
 from hitbench.data.dataset import iter_frames, open_experiment, run_labels
 from hitbench.data.formats import crop, read_image
 from hitbench.errors import HitbenchError

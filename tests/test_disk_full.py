@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from helpers import assert_one_line_error
 
-from hitbench.data.cxi import CXIRun, update_cxi, write_cxi
+from hitbench.data.cxi import CXIRun
+from hitbench.data.cxi_write import update_cxi, write_cxi
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
 from hitbench.modelfile import save_model

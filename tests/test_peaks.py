@@ -216,7 +216,8 @@ def test_label_command_writes_peaks_and_labels(tmp_path):
     from click.testing import CliRunner
 
     from hitbench.cli import main
-    from hitbench.data.cxi import DATA, CXIRun, write_cxi
+    from hitbench.data.cxi import DATA, CXIRun
+    from hitbench.data.cxi_write import write_cxi
 
     many = np.stack([planted_frame(seed)[0] for seed in range(3)])
     frames = np.concatenate([many, np.stack([noise_frame(seed) for seed in (5, 6)])])

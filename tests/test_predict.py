@@ -14,7 +14,8 @@ from helpers import assert_one_line_error
 
 from hitbench import predict
 from hitbench.cli import main
-from hitbench.data.cxi import CXIRun, write_cxi
+from hitbench.data.cxi import CXIRun
+from hitbench.data.cxi_write import write_cxi
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
 from hitbench.modelfile import save_model

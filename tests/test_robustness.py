@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from helpers import assert_one_line_error, interruptible, wait_until_ready
 
 from hitbench.cli import main
-from hitbench.data.cxi import CXIRun, update_cxi, write_cxi
+from hitbench.data.cxi import CXIRun
+from hitbench.data.cxi_write import update_cxi, write_cxi
 
 SHAPE = (96, 96)  # the tiny preset's frames, so a model trained on it accepts these files
 COMPARE = ["compare", "--preset", "tiny", "--methods", "intensity,litpix", "--train-runs", "1-2"]

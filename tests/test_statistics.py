@@ -21,7 +21,7 @@ from hitbench.bench.metrics import (
 from hitbench.bench.runner import Comparison
 from hitbench.bench.tables import pairs, significantly_best, summary, table2, table_title
 from hitbench.cli import main
-from hitbench.data.cxi import write_cxi
+from hitbench.data.cxi_write import write_cxi
 from hitbench.data.dataset import Experiment, open_experiment
 from hitbench.peaks import PeakFinder8
 

@@ -7,7 +7,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from hitbench.data.cxi import CXIRun, write_cxi
+from hitbench.data.cxi import CXIRun
+from hitbench.data.cxi_write import write_cxi
 from hitbench.data.dataset import RunFrames
 from hitbench.frames import CHUNK_FRAMES, ArrayFrames
 from hitbench.methods import registry, thresholds

@@ -23,7 +23,8 @@ from hitbench.bench.costs import StepCosts
 from hitbench.data.assembled import assembled_experiment
 from hitbench.data.cxi import CXIRun
 from hitbench.data.dataset import Experiment, ImageRun, label_sources, open_experiment, run_labels
-from hitbench.data.geom import DetectorGeometry, read_geom
+from hitbench.data.detector import DetectorGeometry
+from hitbench.data.geom import read_geom
 from hitbench.errors import HitbenchError
 
 

@@ -3,7 +3,7 @@
 Peak finding works on the raw frames (:func:`hitbench.peaks.labels.label_run` with a geometry); the methods,
 which need images of one fixed size, see :class:`AssembledRun`: each frame assembled from its panels and
 cropped to a square around the beam (the study's 350 x 350), the raw pixel behind every crop pixel looked up
-once per geometry (:meth:`hitbench.data.geom.DetectorGeometry.crop_map`).
+once per geometry (:meth:`hitbench.data.detector.DetectorGeometry.crop_map`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from hitbench.data.cxi import CXIRun
 from hitbench.data.dataset import Experiment, ImageRun
-from hitbench.data.geom import DetectorGeometry
+from hitbench.data.detector import DetectorGeometry
 from hitbench.geometry import CROP_SIZE
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from hitbench.atomic import atomic_path
 from hitbench.data.cxi import DETECTOR, RESULT, CXIRun
-from hitbench.data.geom import DetectorGeometry, Panel, geom_text
+from hitbench.data.detector import DetectorGeometry, Panel
+from hitbench.data.geom import geom_text
 from hitbench.errors import HitbenchError
 
 #: Run attributes the geometry file needs (besides the CXI geometry).

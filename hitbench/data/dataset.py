@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from hitbench.data.cxi import CXIRun, check_panel_stack
+from hitbench.data.detector import DetectorGeometry
 from hitbench.data.formats import crop, read_image
-from hitbench.data.geom import DetectorGeometry
 from hitbench.data.nexus import open_run
 from hitbench.errors import HitbenchError
 from hitbench.frames import CHUNK_FRAMES, FrameSource, check_frames

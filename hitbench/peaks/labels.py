@@ -10,8 +10,9 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from hitbench.data.compression import DEFAULT_COMPRESSION, dataset_filters
-from hitbench.data.cxi import check_panel_stack, update_cxi
-from hitbench.data.geom import DetectorGeometry
+from hitbench.data.cxi import check_panel_stack
+from hitbench.data.cxi_write import update_cxi
+from hitbench.data.detector import DetectorGeometry
 from hitbench.data.nexus import MasterRun, data_path_for, open_run
 from hitbench.errors import HitbenchError
 from hitbench.frames import TASK_FRAMES

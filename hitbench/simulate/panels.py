@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hitbench.data.geom import DetectorGeometry, Panel, geom_text
+from hitbench.data.detector import DetectorGeometry, Panel
+from hitbench.data.geom import geom_text
 from hitbench.errors import HitbenchError
 
 #: Lab direction (x, y) of the fast and slow scan of a panel turned by each rotation.
@@ -75,7 +76,7 @@ class RawLayout:
     centre: tuple[float, float]
 
     def geometry(self, path: str = "simulated.geom") -> DetectorGeometry:
-        """The layout as a :class:`hitbench.data.geom.DetectorGeometry` (``path`` names it in messages)."""
+        """The layout as a :class:`hitbench.data.detector.DetectorGeometry` (``path`` names it in messages)."""
         from pathlib import Path
 
         return DetectorGeometry(Path(path), list(self.panels))

@@ -32,7 +32,8 @@ from scipy.spatial.transform import Rotation
 from hitbench.atomic import atomic_path
 from hitbench.constants import wavelength_angstrom
 from hitbench.data.compression import DEFAULT_COMPRESSION, encode_chunk
-from hitbench.data.cxi import DATA, CXIWriter
+from hitbench.data.cxi import DATA
+from hitbench.data.cxi_write import CXIWriter
 from hitbench.errors import HitbenchError
 from hitbench.geometry import Geometry
 from hitbench.simulate import physics
