@@ -518,3 +518,18 @@ def test_frames_stored_many_to_a_chunk_are_decompressed_once_per_chunk(
     assert len(reads) == 3  # one read (one decompression) per chunk of 1000 frames
     np.testing.assert_array_equal(one_by_one, frames.astype(np.float32))
     np.testing.assert_array_equal(run.read_at(np.array([5, 6, 1500, 2499])), frames[[5, 6, 1500, 2499]])
+
+
+def test_frames_many_to_a_chunk_read_right_from_several_threads(tmp_path: Path) -> None:
+    """The cnn's batch prefetch reads one run from two threads: each gets its own frames, whichever block is kept."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = np.random.default_rng(1).integers(0, 1000, (600, 16, 16), dtype=np.uint16)
+    with h5py.File(tmp_path / "chunked.cxi", "w") as h5:
+        h5.create_dataset("/entry_1/data_1/data", data=frames, chunks=(50, 16, 16))
+    run = CXIRun(tmp_path / "chunked.cxi")
+    picks = [np.sort(np.random.default_rng(seed).choice(600, 20, replace=False)) for seed in range(64)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(run.read_at, picks))
+    for indices, read in zip(picks, got, strict=True):
+        np.testing.assert_array_equal(read, frames[indices].astype(np.float32))

@@ -295,10 +295,12 @@ class CXIRun:
         pos = span.start
         while pos < span.stop:
             first = pos - pos % self._block_frames
-            if self._block is None or self._block[0] != first:
+            kept = self._block  # read once: another thread (the cnn's batch prefetch) may replace it meanwhile
+            if kept is None or kept[0] != first:
                 stop = min(first + self._block_frames, self.n_frames)
-                self._block = (first, dataset()[first:stop].reshape(-1, *self.frame_shape))
-            block = self._block[1]
+                kept = (first, dataset()[first:stop].reshape(-1, *self.frame_shape))
+                self._block = kept
+            block = kept[1]
             end = min(span.stop, first + len(block))
             if end <= pos:  # the stack ends before the span (a truncated file)
                 raise TypeError(f"frame {pos} is past the {self.n_frames} frames")
