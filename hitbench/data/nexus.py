@@ -61,15 +61,10 @@ class MasterRun(CXIRun):
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.data_path = NEXUS_DATA
-        with _open(self.path) as h5:
-            try:
-                self._read_master(h5)
-            except (KeyError, OSError, RuntimeError, ValueError) as exc:  # h5py's errors for damaged objects
-                raise HitbenchError(f"{self.path}: HDF5 metadata unreadable ({exc}); the file may be corrupt") from None
+        super().__init__(path, NEXUS_DATA)
 
-    def _read_master(self, h5: h5py.File) -> None:
+    def _read_metadata(self, h5: h5py.File) -> None:
+        """The linked stacks' frame count, shape and type, the pixel mask, geometry, fields (CXIRun's errors)."""
         self._stacks = nexus_stacks(h5)
         if not self._stacks:
             raise HitbenchError(
