@@ -313,19 +313,7 @@ def test_cache_folder_that_cannot_be_written(runs: Path, tmp_path: Path) -> None
             pass
         else:
             pytest.skip("cannot make a folder unwritable here (chattr +i refused and running as root)")
-        result = _run(
-            "compare",
-            "--data",
-            runs,
-            "--labels",
-            "truth",
-            "--methods",
-            "intensity",
-            "--out",
-            tmp_path / "out",
-            "--cache-dir",
-            cache,
-        )
+        result = _compare(runs, tmp_path)  # its --cache-dir is this folder
         assert_one_line_error(result, str(cache), "cannot write there")
     finally:
         subprocess.run(["chattr", "-i", str(cache)], capture_output=True)
