@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,45 @@ from hitbench.cli import main
 from hitbench.data.cxi import CXIRun
 from hitbench.errors import HitbenchError
 from hitbench.simulate import load_experiment, physics, preset_names, simulate_run
+
+#: sha256 digests of simulated runs (frames, mask, truth, conditions), recorded by :func:`_digests`.
+GOLDEN = Path(__file__).parent / "data" / "golden_simulate.json"
+#: The runs of :data:`GOLDEN`: (preset, run, frames, seed); every detector kind, a drifted run, partial chunks.
+GOLDEN_RUNS = (
+    ("cxi-streptavidin", 90, 72, 0),
+    ("cxi-streptavidin", 99, 40, 3),
+    ("cxi-onepixel", 1, 40, 1),
+    ("i24-thaumatin", 1, 40, 2),
+    ("swissfel-lysozyme", 1, 40, 4),
+    ("tiny", 2, 40, 5),
+    ("tiny-panels", 1, 40, 6),
+)
+
+
+def _sha256(values: np.ndarray) -> str:
+    values = np.ascontiguousarray(values)
+    return hashlib.sha256(f"{values.dtype.str} {values.shape}".encode() + values.tobytes()).hexdigest()
+
+
+def _digests(preset: str, run: int, n_frames: int, seed: int) -> dict[str, str]:
+    """sha256 of a simulated run's frames, mask, each truth array and its conditions."""
+    sim = simulate_run(load_experiment(preset), run=run, n_frames=n_frames, seed=seed)
+    digests = {"frames": _sha256(sim.frames), "mask": _sha256(sim.mask)}
+    digests.update({f"truth.{key}": _sha256(values) for key, values in sorted(sim.truth.items())})
+    conditions = json.dumps({key: repr(value) for key, value in sorted(sim.conditions.items())})
+    digests["conditions"] = hashlib.sha256(conditions.encode()).hexdigest()
+    return digests
+
+
+@pytest.mark.parametrize(("preset", "run", "n_frames", "seed"), GOLDEN_RUNS)
+def test_frames_and_truth_are_golden(preset, run, n_frames, seed):
+    """The simulator draws the very frames and truth it drew at commit 92be110 (tests/data/golden_simulate.json).
+
+    Every results table in docs/ was made from these frames: a speed change must keep them to the bit. The file
+    was recorded at that commit with ``_digests`` for each of :data:`GOLDEN_RUNS`.
+    """
+    golden = json.loads(GOLDEN.read_text())[f"{preset}/{run}/{n_frames}/{seed}"]
+    assert _digests(preset, run, n_frames, seed) == golden
 
 
 @pytest.fixture(scope="module")
