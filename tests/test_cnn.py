@@ -11,6 +11,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -388,3 +389,69 @@ def test_relu_after_pooling_computes_table_one_exactly() -> None:
             strict=True,
         ):
             assert np.array_equal(a.numpy(), b.numpy())
+
+
+# ---------------------------------------------------------------- golden scores
+GOLDEN = Path(__file__).parent / "data" / "golden_cnn"
+
+
+def golden_frames() -> np.ndarray:
+    """The golden file's inputs: ten 350x350 frames of whole ADU (int16): Poisson backgrounds with a few
+    negative pixels, hits with 8 to 40 bright pixels (up to 30,000 ADU), and two 0/1 maps as cnn-robust feeds
+    its network."""
+    rng = np.random.default_rng(19)
+    frames = rng.poisson(0.4, (10, 350, 350)) - (rng.random((10, 350, 350)) < 0.03)
+    frames[6:8] *= 28  # CSPAD-like ADU per photon
+    for i, n_bright in ((1, 8), (3, 40), (5, 20), (7, 30)):
+        rows, cols = rng.integers(2, 348, (2, n_bright))
+        frames[i, rows, cols] += rng.integers(20, 30_000, n_bright)
+    frames[8:] = rng.random((2, 350, 350)) < np.array([0.001, 0.01])[:, None, None]
+    return frames.astype(np.int16)
+
+
+def negative_rows_linear(method: ReferenceCNN) -> ReferenceCNN:
+    """A copy of a fitted cnn with every third row's batch-norm scale negated in both row stages and
+    ``normalisation="linear"``: the paths a trained network rarely takes (a negative row scale flips the
+    pooled maximum into a minimum)."""
+    model = pickle.loads(pickle.dumps(method))
+    model.set_params(normalisation="linear")
+    for name in ("bn_rows1", "bn_rows2"):
+        layer = model.model_.get_layer(name)
+        gamma, *rest = layer.get_weights()
+        gamma[::3] *= -1
+        layer.set_weights([gamma, *rest])
+    return model
+
+
+def write_golden() -> None:
+    """Write tests/data/golden_cnn.hbm (a cnn trained 2 epochs on 40 synthetic 350x350 frames) and
+    tests/data/golden_cnn.npz (its inputs, and the scores of the ONNX and Keras paths of the model and of
+    :func:`negative_rows_linear` of it): ``python -c "import test_cnn as t; t.write_golden()"`` in tests/."""
+    from hitbench.modelfile import save_model
+
+    frames, labels = synthetic_frames(40, size=350, seed=19)
+    method = ReferenceCNN(epochs=2, batch_size=10, random_state=19).fit(frames, labels)
+    save_model(method, GOLDEN.with_suffix(".hbm"))
+    inputs = golden_frames().astype(np.float32)
+    variant = negative_rows_linear(method)
+    np.savez_compressed(
+        GOLDEN.with_suffix(".npz"),
+        frames=golden_frames(),
+        onnx=method.score_onnx(inputs),
+        keras=method.score_keras(inputs),
+        variant_onnx=variant.score_onnx(inputs),
+        variant_keras=variant.score_keras(inputs),
+    )
+
+
+@pytest.mark.parametrize("backend", ["onnx", "keras"])
+def test_scores_are_golden(backend):
+    """Every backend reproduces tests/data/golden_cnn.npz, written by the ONNX and Keras paths of commit 92be110
+    (their own difference there: 3e-7), within 1e-6: the model and :func:`negative_rows_linear` of it."""
+    method = load_model(GOLDEN.with_suffix(".hbm"))
+    with np.load(GOLDEN.with_suffix(".npz")) as golden:
+        stored = dict(golden)
+    frames = stored["frames"].astype(np.float32)
+    for model, key in ((method, "onnx"), (negative_rows_linear(method), "variant_onnx")):
+        scores = model.set_params(backend=backend).decision_function(frames)
+        np.testing.assert_allclose(scores, stored[key], rtol=0, atol=1e-6, err_msg=key)
