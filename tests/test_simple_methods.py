@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from hitbench.errors import HitbenchError
+from hitbench.methods.intensity import IntensityThreshold
 from hitbench.methods.litpix import LitPixels
 from hitbench.methods.peaks import PeakCount
 from hitbench.methods.svm import PCASVM, max_pool
@@ -96,3 +99,43 @@ def test_svm_caps_components_and_refuses_bad_sizes():
     assert method.pipeline_.named_steps["pca"].n_components_ == 11  # at most n_frames - 1
     with pytest.raises(HitbenchError, match="block_size"):
         PCASVM(block_size=0).fit(frames, labels)
+
+
+GOLDEN = Path(__file__).parent / "data" / "golden_simple.npz"
+
+
+def _golden_inputs(stored: np.ndarray) -> np.ndarray:
+    """The golden frames as scored: the stored int16 counts plus quarter steps along each row (exact in float32)."""
+    return stored.astype(np.float32) + np.float32(0.25) * (np.arange(stored.shape[-1], dtype=np.float32) % 4)
+
+
+def _golden_outputs(frames: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """What intensity and litpix give on the golden frames: fitted thresholds and scores, and litpix's scores for fixed
+    ADC thresholds given as a Python float (compared in float32, where 2.2499999 is 2.25), as a numpy float64
+    (compared in float64) and equal to pixel values."""
+    out = {}
+    intensity = IntensityThreshold().fit(frames, labels)
+    out["intensity_threshold"] = np.float64(intensity.threshold_)
+    out["intensity_scores"] = intensity.decision_function(frames)
+    litpix = LitPixels().fit(frames, labels)
+    out["litpix_adc"] = np.float64(litpix.adc_threshold_)
+    out["litpix_threshold"] = np.float64(litpix.threshold_)
+    out["litpix_scores"] = litpix.decision_function(frames)
+    for key, adc in [("float", 2.2499999), ("float64", np.float64(2.2499999)), ("exact", 3.25)]:
+        litpix.adc_threshold_ = adc
+        out[f"litpix_scores_{key}"] = litpix.decision_function(frames)
+    return out
+
+
+def test_intensity_and_litpix_reproduce_the_golden_outputs():
+    """Scores and thresholds equal those of the code before issue 19's speed work.
+
+    tests/data/golden_simple.npz was written by commit 92be110's intensity and litpix (the last commit before the
+    one-pass scoring) from the frames it holds, int16 counts stored whole.
+    """
+    with np.load(GOLDEN) as golden:
+        expected = dict(golden)
+    got = _golden_outputs(_golden_inputs(expected.pop("frames")), expected.pop("labels"))
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
