@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -267,3 +269,38 @@ def test_augment_adds_poisson_photons_in_the_detectors_units():
     added = (out[8:] - frames) / 28.0  # photons added to each copy
     assert 4.0 < added.mean() < 6.0  # five photons per pixel, within the gain estimate's error
     assert 0.7 < added.var() / added.mean() < 1.3  # Poisson: variance = mean
+
+
+def test_robust_preprocessing_reproduces_its_golden_outputs():
+    """The robust methods' preprocessing and scores as recorded in tests/data/golden_robust.npz.
+
+    The file was written by the numpy steps at commit d614c6f (before the compiled kernels): 10 frames of
+    cxi-streptavidin run 1 (seed 0), cropped to 150 x 163 around the beam stop (edge tiles padded), with two hot
+    pixels added; cnn-robust's spot map (packed bits), the svm/litpix-robust chain and PoissonSignificance (every
+    4th pixel, and per-frame sums), the batch's ADU per photon, and the scores of litpix-robust and svm-robust
+    (``method__n_components=4``) fitted and scored on these frames. cnn-robust's scores follow from its spot map.
+    """
+    from hitbench.methods.robust import CNN_ROBUST_GATE, CNN_ROBUST_LONE_FALSE_ALARMS
+    from hitbench.preprocess import PoissonSignificance
+
+    golden = np.load(Path(__file__).parent / "data" / "golden_robust.npz")
+    frames, labels = golden["frames"].astype(np.float32), golden["labels"]
+    sub = (slice(None), slice(None, None, 4), slice(None, None, 4))
+    spots = RobustPreprocessing(
+        compress="none", gate=CNN_ROBUST_GATE, spots=True, lone_false_alarms=CNN_ROBUST_LONE_FALSE_ALARMS
+    ).fit_transform(frames)
+    np.testing.assert_array_equal(np.packbits(spots.astype(bool), axis=-1), golden["spots"])
+    assert set(np.unique(spots)) <= {0.0, 1.0}
+    plain = RobustPreprocessing().fit_transform(frames)
+    np.testing.assert_allclose(plain[sub], golden["plain_sub"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(plain.sum(axis=(1, 2), dtype=np.float64), golden["plain_sum"], rtol=1e-6)
+    np.testing.assert_allclose(np.square(plain, dtype=np.float64).sum(axis=(1, 2)), golden["plain_sumsq"], rtol=1e-6)
+    assert PhotonConversion().estimate(frames) == pytest.approx(float(golden["gain"]), rel=1e-9)
+    z = PoissonSignificance().fit_transform(PhotonConversion().fit_transform(frames))
+    np.testing.assert_allclose(z[sub], golden["significance_sub"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(z.sum(axis=(1, 2), dtype=np.float64), golden["significance_sum"], rtol=1e-6)
+    np.testing.assert_allclose(np.square(z, dtype=np.float64).sum(axis=(1, 2)), golden["significance_sumsq"], rtol=1e-6)
+    litpix = registry.get("litpix-robust").fit(frames, labels).decision_function(frames)
+    np.testing.assert_allclose(litpix, golden["litpix_robust_scores"], rtol=1e-6, atol=1e-6)
+    svm = registry.get("svm-robust", method__n_components=4).fit(frames, labels).decision_function(frames)
+    np.testing.assert_allclose(svm, golden["svm_robust_scores"], rtol=1e-6, atol=1e-6)
