@@ -39,6 +39,26 @@ def check_frames(X: object, *, where: str = "X") -> np.ndarray:
     numpy.ndarray
         The frames as float32, shape (n, H, W).
     """
+    frames = frame_stack(X, where=where)
+    check_finite(frames, frames.sum(axis=(1, 2)), where=where)
+    return frames
+
+
+def frame_stack(X: object, *, where: str = "X") -> np.ndarray:
+    """:func:`check_frames` without its NaN and Inf check, for a method whose scoring pass makes that check.
+
+    Parameters
+    ----------
+    X : array-like
+        Frames, shape (n_frames, height, width).
+    where : str
+        Name used in error messages (a file or field).
+
+    Returns
+    -------
+    numpy.ndarray
+        The frames as float32, shape (n, H, W) (``X`` itself when it is one).
+    """
     if getattr(X, "dtype", None) == np.bool_:  # a mask, not pixel values
         raise HitbenchError(f"{where}: frames are booleans (a mask?); pass pixel values, an (n, H, W) array of numbers")
     try:
@@ -51,14 +71,31 @@ def check_frames(X: object, *, where: str = "X") -> np.ndarray:
         )
     if frames.shape[0] == 0:
         raise HitbenchError(f"{where}: no frames (the stack is empty); give at least one frame")
-    # NaN and Inf reach the per-frame sums, so one cheap pass clears the common case; only a
-    # non-finite sum (a bad pixel, or finite values overflowing float32) needs the pixel check.
-    if not np.isfinite(frames.sum(axis=(1, 2))).all() and not np.isfinite(frames).all():
-        bad = int(np.count_nonzero(~np.isfinite(frames).all(axis=(1, 2))))
-        raise HitbenchError(
-            f"{where}: {bad} frame(s) contain NaN or Inf values; mask those pixels (set them to 0) or drop the frames"
-        )
     return frames
+
+
+def check_finite(frames: np.ndarray, totals: np.ndarray, *, where: str = "X") -> None:
+    """Refuse frames holding NaN or Inf, given per-frame totals that a non-finite pixel makes non-finite.
+
+    NaN and Inf reach any sum of a frame's pixels (``frames.sum(axis=(1, 2))``, or a method's own pass
+    over them), so finite totals clear the common case without another pass; only a non-finite total (a
+    bad pixel, or finite values overflowing float32) needs the pixel check.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray, shape (n, H, W)
+        The frames.
+    totals : numpy.ndarray
+        Per-frame sums (or any values that are NaN or Inf whenever a pixel of their frame is).
+    where : str
+        Name used in error messages (a file or field).
+    """
+    if np.isfinite(totals).all() or np.isfinite(frames).all():
+        return
+    bad = int(np.count_nonzero(~np.isfinite(frames).all(axis=(1, 2))))
+    raise HitbenchError(
+        f"{where}: {bad} frame(s) contain NaN or Inf values; mask those pixels (set them to 0) or drop the frames"
+    )
 
 
 class FrameSource(ABC):

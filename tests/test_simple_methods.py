@@ -139,3 +139,23 @@ def test_intensity_and_litpix_reproduce_the_golden_outputs():
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("make", [IntensityThreshold, lambda: LitPixels(adc_threshold=50.0)])
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf], [np.inf, -np.inf]])
+def test_scoring_pass_refuses_non_finite_frames(make, bad):
+    """The NaN and Inf check made from the scoring pass's own sums names the bad frames as check_frames does."""
+    frames = _frames_with_lit_pixels([0, 1, 5, 6])
+    method = make().fit(frames, [0, 0, 1, 1])
+    frames[2].flat[10 : 10 + len(bad)] = bad
+    frames[3, 0, 0] = bad[0]
+    with pytest.raises(HitbenchError, match=r"^X: 2 frame\(s\) contain NaN or Inf"):
+        method.decision_function(frames)
+
+
+@pytest.mark.parametrize("make", [IntensityThreshold, lambda: LitPixels(adc_threshold=50.0)])
+def test_finite_frames_whose_sum_overflows_are_scored(make):
+    """Finite pixels whose float32 sum overflows pass the check (the pixel check clears them)."""
+    method = make().fit(_frames_with_lit_pixels([0, 1, 5, 6]), [0, 0, 1, 1])
+    scores = method.decision_function(_frames_with_lit_pixels([0, 6], value=3e38))
+    assert scores[0] == 0 and scores[1] in (6, np.inf)

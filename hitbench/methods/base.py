@@ -28,7 +28,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from hitbench.errors import HitbenchError
-from hitbench.frames import FrameSource, check_frames, frame_source
+from hitbench.frames import FrameSource, check_finite, check_frames, frame_source, frame_stack
 
 __all__ = ["HitMethod", "MethodNotFittedError", "check_frames", "check_labels", "leaf_params"]
 
@@ -118,7 +118,8 @@ class HitMethod(ClassifierMixin, BaseEstimator):
         self._fit(frames, labels)
         return self
 
-    def _check_predict_input(self, X: object) -> np.ndarray:
+    def _check_predict_input(self, X: object, *, finite: bool = True) -> np.ndarray:
+        """Frames to score: the model fitted, the frames checked (for NaN and Inf unless ``finite`` is False)."""
         try:
             check_is_fitted(self, "frame_shape_")
         except NotFittedError:
@@ -126,7 +127,7 @@ class HitMethod(ClassifierMixin, BaseEstimator):
                 f"{self.name or type(self).__name__}: the method is not fitted; call fit(frames, labels) "
                 "or load a saved model before predicting"
             ) from None
-        frames = check_frames(X)
+        frames = check_frames(X) if finite else frame_stack(X)
         if frames.shape[1:] != tuple(self.frame_shape_):
             raise HitbenchError(
                 f"X: frames are {frames.shape[1]}x{frames.shape[2]} but the {self.name or type(self).__name__} "
@@ -147,7 +148,7 @@ class HitMethod(ClassifierMixin, BaseEstimator):
         numpy.ndarray, shape (n_frames,)
             The scores (float64).
         """
-        return np.asarray(self._score(self._check_predict_input(X)), dtype=np.float64)
+        return np.asarray(self._score_finite(self._check_predict_input(X, finite=False)), dtype=np.float64)
 
     def predict(self, X: object) -> np.ndarray:
         """Hit (1) or miss (0) per frame: :meth:`decide` applied to :meth:`decision_function`.
@@ -198,3 +199,12 @@ class HitMethod(ClassifierMixin, BaseEstimator):
 
     def _score(self, frames: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _score_finite(self, frames: np.ndarray) -> np.ndarray:
+        """:meth:`_score` of frames not yet checked for NaN and Inf, after that check.
+
+        A method whose scoring pass also sums each frame's pixels overrides this to make the check
+        from its own sums (:func:`hitbench.frames.check_finite`) instead of a pass of its own.
+        """
+        check_finite(frames, frames.sum(axis=(1, 2)))
+        return self._score(frames)

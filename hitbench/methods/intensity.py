@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hitbench.frames import FrameSource
+from hitbench.frames import FrameSource, check_finite
 from hitbench.methods.base import HitMethod
 from hitbench.methods.thresholds import fit_threshold
 
@@ -32,3 +32,8 @@ class IntensityThreshold(HitMethod):
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
         return frames.sum(axis=(1, 2)).astype(np.float64)  # float32 pairwise sum: ~1e-7 relative, 2x faster
+
+    def _score_finite(self, frames: np.ndarray) -> np.ndarray:
+        scores = self._score(frames)  # the sums that the NaN and Inf check needs: one pass over the frames
+        check_finite(frames, scores)
+        return scores

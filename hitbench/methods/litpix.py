@@ -63,7 +63,9 @@ class LitPixels(HitMethod):
 
     @staticmethod
     def _count(frames: np.ndarray, adc: float) -> np.ndarray:
-        return np.count_nonzero(frames > adc, axis=(1, 2)).astype(np.float64)
+        # frame by frame, into one reused mask: np.count_nonzero over axes is several times slower
+        lit = np.empty(frames.shape[1:], dtype=bool)
+        return np.array([np.count_nonzero(np.greater(frame, adc, out=lit)) for frame in frames], dtype=np.float64)
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
         return self._count(frames, self.adc_threshold_)
