@@ -356,3 +356,12 @@ def test_peaks_are_golden():
             np.testing.assert_array_equal(value, expected, err_msg=key)
         else:
             np.testing.assert_allclose(value, expected, rtol=1e-9, atol=0, err_msg=key)
+
+
+def test_importing_the_finder_leaves_numba_out():
+    """The compiled kernel is imported when a frame is searched, not with hitbench.peaks."""
+    import subprocess
+    import sys
+
+    code = "import sys, hitbench.peaks; assert 'numba' not in sys.modules, 'numba imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""A peakfinder8-style Bragg-peak finder, vectorised with numpy and scipy.
+"""A peakfinder8-style Bragg-peak finder, compiled with numba.
 
 The algorithm is the one Cheetah, OM and CrystFEL call peakfinder8:
 
@@ -25,13 +25,12 @@ The algorithm is the one Cheetah, OM and CrystFEL call peakfinder8:
    local background come from one panel only: peakfinder8 searches each ASIC on its own in OM and
    Cheetah, so a peak never spans two panels.
 
-Speed comes from three observations. The per-bin sums of all pixels need one
-``np.bincount`` pass each; every threshold is at least ``adc_threshold``, so the pixels a
-rejection pass removes are always among the (few) pixels at or above ``adc_threshold``, and
-the iterations only revisit those. The 8-connected grouping likewise only involves those
-pixels, so it runs as a sparse graph problem (``scipy.sparse.csgraph``) instead of labelling
-the whole image. The radius bins, the mask and the annulus offsets depend only on the
-geometry and are computed once per frame shape and mask.
+Speed: each frame goes through one compiled kernel (numba, :mod:`hitbench.peaks._kernels`). One pass over
+the frame adds up every radius bin's pixels and collects the good pixels at or above ``adc_threshold``; every
+threshold is at least ``adc_threshold``, so the pixels a rejection pass removes are always among those (few)
+pixels, and the iterations only revisit them. The 8-connected grouping (union-find) likewise only involves
+them, as do the centroids and the local-background annuli. The radius bins, the mask and the annulus offsets
+depend only on the geometry and are computed once per frame shape and mask.
 """
 
 from __future__ import annotations
@@ -40,14 +39,10 @@ import json
 from dataclasses import dataclass, field, fields
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from hitbench.errors import HitbenchError
 from hitbench.frames import check_frames
 from hitbench.peaktable import MAX_PEAKS, PeakTable
-
-_NO_THRESHOLD = 1e9  # the threshold of a radius bin without good pixels (peakfinder8's value)
 
 
 @dataclass
@@ -82,12 +77,13 @@ class _Geometry:
 
     shape: tuple[int, int]
     mask: np.ndarray | None  # the caller's mask, kept to recognise the same geometry again
-    bins: np.ndarray  # (H*W,) radius bin per pixel; bad pixels go to the extra bin n_bins
+    bins: np.ndarray  # (H*W,) int16 or int32 radius bin per pixel; bad pixels go to the extra bin n_bins
     n_bins: int
-    good_count: np.ndarray  # (n_bins + 1,) good pixels per bin
+    good_count: np.ndarray  # (n_bins + 1,) pixels per bin
     ring_dy: np.ndarray
     ring_dx: np.ndarray
-    panels: np.ndarray | None = None  # (H*W,) panel of every pixel (multi-panel raw frames), else None
+    panels: np.ndarray  # (H*W,) int32 panel of every pixel (multi-panel raw frames), else empty
+    use_panels: bool
 
 
 @dataclass(eq=False)
@@ -297,7 +293,7 @@ class PeakFinder8:
                 raise HitbenchError(f"mask has shape {mask.shape} but the frames are {shape}; give a matching mask")
             good &= mask
             mask = mask.copy()
-        panels = None
+        panels = np.zeros(0, dtype=np.int32)
         if self.panel_map is not None:
             panels = np.asarray(self.panel_map)
             if panels.shape != shape:
@@ -305,144 +301,43 @@ class PeakFinder8:
                     f"panel_map has shape {panels.shape} but the frames are {shape}; give a matching map"
                 )
             panels = panels.astype(np.int32).ravel()
-        bins = np.rint(radius).astype(np.intp).ravel()
+        bins = np.rint(radius).astype(np.int32).ravel()
         n_bins = int(bins.max()) + 1
         good = good.ravel()
         bins[~good] = n_bins
+        if n_bins <= np.iinfo(np.int16).max:  # less to read per pixel
+            bins = bins.astype(np.int16)
         good_count = np.bincount(bins, minlength=n_bins + 1).astype(np.float64)
         outer = 2 * int(self.local_bg_radius)
         dy, dx = np.mgrid[-outer : outer + 1, -outer : outer + 1]
         dist = np.hypot(dy, dx)
         ring = (dist >= self.local_bg_radius) & (dist <= outer)
-        return _Geometry(shape, mask, bins, n_bins, good_count, dy[ring], dx[ring], panels)
-
-    # ------------------------------------------------------------------ one frame
-    def _radial_threshold(self, data: np.ndarray, geom: _Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Iterated per-radius background; returns (threshold, offset, bright pixel indices)."""
-        bins = geom.bins
-        length = geom.n_bins + 1
-        data64 = data.astype(np.float64)
-        sum1 = np.bincount(bins, data64, minlength=length)
-        sum2 = np.bincount(bins, data64 * data64, minlength=length)
-        # Every threshold is >= adc_threshold, so only these pixels can ever be rejected.
-        bright = np.flatnonzero(data >= self.adc_threshold)
-        bright = bright[bins[bright] < geom.n_bins]
-        b_bins = bins[bright]
-        b_data = data64[bright]
-        # peakfinder8 starts from no threshold; starting from adc_threshold instead keeps a bin
-        # whose few pixels are mostly spot pixels from locking at mean + min_snr * sigma above them.
-        threshold = np.full(length, float(self.adc_threshold))
-        for _ in range(self.n_iterations):
-            out = b_data >= threshold[b_bins]
-            o_bins, o_data = b_bins[out], b_data[out]
-            count = geom.good_count - np.bincount(o_bins, minlength=length)
-            s1 = sum1 - np.bincount(o_bins, o_data, minlength=length)
-            s2 = sum2 - np.bincount(o_bins, o_data * o_data, minlength=length)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                offset = s1 / count
-                sigma = np.sqrt(np.maximum(s2 / count - offset * offset, 0.0))
-            threshold = np.maximum(offset + self.min_snr * sigma, self.adc_threshold)
-            empty = count <= 0
-            threshold[empty] = _NO_THRESHOLD
-            offset[empty] = 0.0
-        return threshold, offset, bright
-
-    def _find_frame(self, data: np.ndarray, geom: _Geometry, centroids: bool = True) -> Peaks | int:
-        """Peaks of one flattened frame; with ``centroids=False`` only their number."""
-        threshold, offset, bright = self._radial_threshold(data, geom)
-        pix = bright[data[bright] > threshold[geom.bins[bright]]]
-        if pix.size == 0:
-            return 0 if not centroids else Peaks(*(np.zeros(0) for _ in range(4)), npix=np.zeros(0, dtype=np.int64))
-        labels, npix = _groups_8connected(pix, geom.shape[1], geom.panels)
-        keep = (npix >= self.min_pixel_count) & (npix <= self.max_pixel_count)
-        width = geom.shape[1]
-        # Centroid weighted by pixel - radial offset locates the background annulus.
-        value = data[pix].astype(np.float64)
-        row, col = np.divmod(pix, width)
-        n_groups = npix.shape[0]
-        weight = value - offset[geom.bins[pix]]
-        w_sum = np.abs(np.bincount(labels, weight, minlength=n_groups))[keep]
-        cx = np.rint(np.bincount(labels, weight * col, minlength=n_groups)[keep] / w_sum).astype(np.intp)
-        cy = np.rint(np.bincount(labels, weight * row, minlength=n_groups)[keep] / w_sum).astype(np.intp)
-        local_offset, local_sigma = self._local_background(data, geom, threshold, offset, cx, cy)
-        npix = npix[keep]
-        raw_sum = np.bincount(labels, value, minlength=n_groups)[keep]
-        intensity = raw_sum - npix * local_offset
-        with np.errstate(divide="ignore", invalid="ignore"):
-            snr = intensity / local_sigma
-        accepted = (snr >= self.min_snr) & (intensity != 0)
-        if not centroids:
-            return min(int(np.count_nonzero(accepted)), int(self.max_num_peaks))
-        first = np.flatnonzero(accepted)[: self.max_num_peaks]
-        sum_col = np.bincount(labels, value * col, minlength=n_groups)[keep][first]
-        sum_row = np.bincount(labels, value * row, minlength=n_groups)[keep][first]
-        sum_col -= local_offset[first] * np.bincount(labels, col, minlength=n_groups)[keep][first]
-        sum_row -= local_offset[first] * np.bincount(labels, row, minlength=n_groups)[keep][first]
-        norm = np.abs(intensity[first])
-        return Peaks(
-            x=sum_col / norm,
-            y=sum_row / norm,
-            intensity=intensity[first],
-            snr=snr[first],
-            npix=npix[first],
+        return _Geometry(
+            shape, mask, bins, n_bins, good_count, dy[ring], dx[ring], panels, use_panels=self.panel_map is not None
         )
 
-    def _local_background(
-        self,
-        data: np.ndarray,
-        geom: _Geometry,
-        threshold: np.ndarray,
-        offset: np.ndarray,
-        cx: np.ndarray,
-        cy: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and sigma of the good, below-threshold pixels of each peak's annulus."""
-        height, width = geom.shape
-        ry = cy[:, None] + geom.ring_dy[None, :]
-        rx = cx[:, None] + geom.ring_dx[None, :]
-        inside = (ry >= 0) & (ry < height) & (rx >= 0) & (rx < width)
-        flat = np.where(inside, ry * width + rx, 0)
-        values = data[flat].astype(np.float64)
-        ring_bins = geom.bins[flat]
-        use = inside & (ring_bins < geom.n_bins) & (values < threshold[ring_bins])
-        if geom.panels is not None:  # the background of a peak comes from its own panel
-            use &= geom.panels[flat] == geom.panels[cy * width + cx][:, None]
-        n = use.sum(axis=1)
-        s1 = np.where(use, values, 0.0).sum(axis=1)
-        s2 = np.where(use, values * values, 0.0).sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            local_offset = s1 / n
-            local_sigma = np.sqrt(np.maximum(s2 / n - local_offset * local_offset, 0.0))
-        # No background pixels: the radial offset and a token sigma, as peakfinder8 does.
-        empty = n == 0
-        local_offset[empty] = offset[geom.bins[cy * width + cx]][empty]
-        local_sigma[empty] = 0.01
-        return local_offset, local_sigma
+    # ------------------------------------------------------------------ one frame
+    def _find_frame(self, data: np.ndarray, geom: _Geometry, centroids: bool = True) -> Peaks | int:
+        """Peaks of one flattened float32 frame; with ``centroids=False`` only their number."""
+        from hitbench.peaks._kernels import find_peaks
 
-
-def _groups_8connected(pix: np.ndarray, width: int, panels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Label 8-connected groups among sorted flat pixel indices (neighbours on another panel are not linked).
-
-    Returns the group of every pixel (groups numbered in row-major order of their first pixel)
-    and the size of every group.
-    """
-    n = pix.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int64)
-    col = pix % width
-    src, dst = [], []
-    # Forward neighbours: right, down-left, down, down-right (the others are their mirrors).
-    for step, dcol in ((1, 1), (width - 1, -1), (width, 0), (width + 1, 1)):
-        target = pix + step
-        j = np.searchsorted(pix, target)
-        j_ok = np.minimum(j, n - 1)
-        linked = (pix[j_ok] == target) & (col + dcol >= 0) & (col + dcol < width)
-        if panels is not None:
-            linked &= panels[pix] == panels[pix[j_ok]]
-        src.append(np.flatnonzero(linked))
-        dst.append(j_ok[linked])
-    src = np.concatenate(src)
-    dst = np.concatenate(dst)
-    graph = coo_matrix((np.ones(src.shape[0], dtype=np.int8), (src, dst)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return labels, np.bincount(labels)
+        x, y, intensity, snr, npix = find_peaks(
+            data,
+            geom.bins,
+            geom.n_bins,
+            geom.good_count,
+            geom.panels,
+            geom.use_panels,
+            geom.shape[1],
+            geom.ring_dy,
+            geom.ring_dx,
+            float(self.adc_threshold),
+            float(self.min_snr),
+            int(self.n_iterations),
+            int(self.min_pixel_count),
+            int(self.max_pixel_count),
+            int(self.max_num_peaks),
+        )
+        if not centroids:
+            return int(npix.shape[0])
+        return Peaks(x=x, y=y, intensity=intensity, snr=snr, npix=npix)
