@@ -13,8 +13,6 @@ Filters are lossless and keep the dataset's type: integer frames stay integer.
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
 from hitbench.errors import HitbenchError
@@ -25,12 +23,6 @@ DEFAULT_COMPRESSION = "gzip"
 COMPRESSIONS = (DEFAULT_COMPRESSION, "none", "lz4", "bitshuffle")
 #: Deflate level of ``gzip`` (1-9) where libhdf5 compresses (datasets other than frames).
 GZIP_LEVEL = 1
-#: zlib strategy of the frames hitbench compresses itself (:func:`encode_chunk`): run-length matches only.
-#: Detector noise leaves deflate few long matches to find, so its entropy coding does the work: on 350x350
-#: simulated int16 ADU frames (benchmarks/bench_hdf5.py) ``Z_RLE`` writes streams ~17 % smaller than level 1's
-#: default strategy (and smaller than level 9's) at twice its speed. Any deflate reader inflates them: the
-#: strategy changes only which matches the encoder looks for, not the format.
-GZIP_STRATEGY = zlib.Z_RLE
 
 
 def dataset_filters(compression: str) -> dict[str, object]:
@@ -63,8 +55,12 @@ def encode_chunk(chunk: np.ndarray, compression: str) -> bytes | None:
     """A chunk's bytes as HDF5 stores them with ``compression``, for :meth:`h5py.h5d.DatasetID.write_direct_chunk`.
 
     Lets the simulator's workers compress in parallel what the single writer would otherwise
-    compress alone. Only ``gzip`` is encoded here: byte shuffle (byte k of every value, for each k),
-    then zlib with :data:`GZIP_STRATEGY`, the streams HDF5's shuffle and deflate filters read; for the other
+    compress alone. Only ``gzip`` is encoded here, by hitbench's compiled encoder (:mod:`hitbench.data._deflate`):
+    byte shuffle (byte k of every value, for each k), then per byte plane one deflate block with its own Huffman
+    code, holding literals and runs of the byte before (the matches of zlib's run-length strategy ``Z_RLE``;
+    detector noise leaves deflate few other matches to find, so the entropy coding does the work), in a zlib
+    stream: what HDF5's shuffle and deflate filters read, as any inflate does. On the simulator's 350x350 int16
+    ADU frames it writes streams as small as zlib's ``Z_RLE`` at level 1, about twice as fast. For the other
     choices the writer leaves the filters to HDF5 (None).
 
     Parameters
@@ -80,10 +76,7 @@ def encode_chunk(chunk: np.ndarray, compression: str) -> bytes | None:
     """
     if compression != "gzip":
         return None
+    from hitbench.data._deflate import encode  # numba, compiled on first use
+
     values = np.ascontiguousarray(chunk)
-    raw, size = values.reshape(-1).view(np.uint8), values.itemsize
-    shuffled = np.empty_like(raw)
-    for k in range(size):
-        shuffled[k * values.size : (k + 1) * values.size] = raw[k::size]
-    encoder = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS, 8, GZIP_STRATEGY)
-    return encoder.compress(shuffled) + encoder.flush()
+    return encode(values.reshape(-1).view(np.uint8), values.itemsize).tobytes()
