@@ -145,7 +145,7 @@ def test_onnx_equal_with_negative_row_scales_and_linear_input(fitted, data):
 
 def test_backend_choice(fitted, data):
     _, test = data
-    for backend, path in (("keras", fitted.score_keras), ("onnx", fitted.score_onnx)):
+    for backend, path in (("keras", fitted.score_keras), ("onnx", fitted.score_onnx), ("numba", fitted.score_numba)):
         fitted.set_params(backend=backend)
         np.testing.assert_array_equal(fitted.decision_function(test), path(test).astype(np.float64))
     fitted.set_params(backend="auto")
@@ -444,7 +444,7 @@ def write_golden() -> None:
     )
 
 
-@pytest.mark.parametrize("backend", ["onnx", "keras"])
+@pytest.mark.parametrize("backend", ["numba", "onnx", "keras"])
 def test_scores_are_golden(backend):
     """Every backend reproduces tests/data/golden_cnn.npz, written by the ONNX and Keras paths of commit 92be110
     (their own difference there: 3e-7), within 1e-6: the model and :func:`negative_rows_linear` of it."""

@@ -12,12 +12,20 @@ background) or ``"linear"`` keeps ADU; finally the result is standardised with t
 standard deviation of all pixels of the training set, stored in the fitted model
 (``input_mean_``, ``input_std_``).
 
-Inference runs in batches, either through Keras or through an ONNX Runtime graph built
-directly from the trained weights (batch normalisation folded into per-row scale and shift,
-the input standardisation folded into the first convolution, the per-row scale applied after
-pooling the columns). Both give the same scores to about 1e-6; ``backend="auto"`` uses ONNX
-Runtime (faster than Keras on the 2-core development CPU, see docs/speed.md) unless TensorFlow
-sees a GPU that ONNX Runtime cannot use. The graph is :func:`hitbench.methods.cnn_onnx.to_onnx`.
+Inference runs through one of three engines (``backend``), all on the trained weights with
+batch normalisation folded into scale and shift and the input standardisation into the first
+convolution (:func:`hitbench.methods.cnn_network.inference_weights`); they give the same scores
+to about 1e-6:
+
+- ``"numba"``: one compiled pass per frame (:mod:`hitbench.methods._cnn_kernel`) that never
+  holds the first stage's 344 x 344 x 4 map, frames split over the cores in threads; the fastest
+  on a CPU (benchmarks/bench_cnn_inference.py);
+- ``"onnx"``: an ONNX Runtime graph (:func:`hitbench.methods.cnn_onnx.to_onnx`), which can run on
+  a GPU through ONNX Runtime's CUDA provider;
+- ``"keras"``: Keras's ``predict_on_batch`` (TensorFlow, CPU or GPU).
+
+``backend="auto"`` picks ONNX Runtime when it has the CUDA provider, else Keras when TensorFlow
+sees a GPU, else numba.
 
 TensorFlow is imported only when a model is built, trained or loaded, never at module import
 (:mod:`hitbench.methods.tf_runtime`). Training is repeatable for a seed (``random_state``) and
@@ -27,6 +35,7 @@ or, with its Keras network readable by Keras, :func:`hitbench.methods.cnn_file.s
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,16 +46,17 @@ from hitbench.frames import FrameSource
 from hitbench.methods import tf_runtime
 from hitbench.methods.base import HitMethod
 from hitbench.methods.cnn_batches import training_batches
-from hitbench.methods.cnn_network import build_model
+from hitbench.methods.cnn_network import build_model, inference_weights
 from hitbench.methods.cnn_onnx import onnx_session, to_onnx
 from hitbench.methods.thresholds import fit_threshold
+from hitbench.parallel import available_cores
 
 _NORMALISATIONS = ("log1p", "linear")
-_BACKENDS = ("auto", "keras", "onnx")
+_BACKENDS = ("auto", "numba", "onnx", "keras")
 
 
 class ReferenceCNN(HitMethod):
-    """The reference study's CNN (Table I, 11,098 parameters at 350x350) in Keras; ONNX Runtime for fast inference.
+    """The reference study's CNN (Table I, 11,098 parameters at 350x350), trained in Keras, inferred compiled.
 
     The network, loss and optimiser are the study's (cross-entropy; SGD, learning rate 0.002,
     inverse-time decay 1e-4, momentum 0.9). Two training defaults differ, because the study had
@@ -90,10 +100,10 @@ class ReferenceCNN(HitMethod):
         own generator: training on the CPU is repeatable for a seed whatever else the process
         trained or drew, and no global generator is reseeded. On a GPU, some TensorFlow kernels
         are repeatable only with ``tf.config.experimental.enable_op_determinism()``, the user's call.
-    backend : {"auto", "keras", "onnx"}
-        Inference engine; "auto" picks ONNX Runtime unless only TensorFlow can use a GPU.
+    backend : {"auto", "numba", "onnx", "keras"}
+        Inference engine (see the module docstring); "auto" picks numba unless a GPU can be used.
     inference_batch_size : int
-        Frames per inference batch.
+        Frames per inference batch of ONNX Runtime and Keras (numba needs no batches).
     verbose : int
         Keras training verbosity (0 silent).
     decision_threshold : float, "fitted" or "validation"
@@ -249,7 +259,7 @@ class ReferenceCNN(HitMethod):
         self.model_ = model
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         self.n_epochs_ = len(self.history_["loss"])
-        self._onnx_session = None
+        self._onnx_session = self._weights = None
         fitted = self.decision_threshold in ("fitted", "validation")
         self.threshold_ = 0.5 if fitted else float(self.decision_threshold)
         self.threshold_source_ = str(self.decision_threshold) if fitted else "given"
@@ -262,15 +272,18 @@ class ReferenceCNN(HitMethod):
                 self.threshold_ = float(special.expit(cut))
 
     # -- inference -----------------------------------------------------------------------
-    def _use_onnx(self) -> bool:
+    def _engine(self) -> str:
+        """The backend to run: ``backend``, or for "auto" a GPU engine where one can be used, else numba."""
         if self.backend != "auto":
-            return self.backend == "onnx"
+            return self.backend
         import onnxruntime as ort
 
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return "onnx"
         tf_runtime.keras()
         import tensorflow as tf
 
-        return "CUDAExecutionProvider" in ort.get_available_providers() or not tf.config.list_physical_devices("GPU")
+        return "keras" if tf.config.list_physical_devices("GPU") else "numba"
 
     def onnx_model(self) -> bytes:
         """The fitted network as a serialised ONNX graph taking raw frames (n, H, W) to P(hit).
@@ -326,9 +339,44 @@ class ReferenceCNN(HitMethod):
         ]
         return np.concatenate(out)
 
+    def score_numba(self, frames: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """P(hit) per frame through the compiled kernel, the frames split over ``threads`` threads.
+
+        Parameters
+        ----------
+        frames : numpy.ndarray, shape (n, H, W)
+            Frames (validated float32).
+        threads : int, optional
+            Threads, each scoring a contiguous share of the frames; default: the cores this
+            process may use.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n,)
+            P(hit), float32.
+        """
+        from hitbench.methods import _cnn_kernel
+
+        if getattr(self, "_weights", None) is None:
+            self._weights = inference_weights(self.model_, input_mean=self.input_mean_, input_std=self.input_std_)
+        frames = np.ascontiguousarray(frames, dtype=np.float32)
+        out = np.empty(len(frames), dtype=np.float32)
+        log1p = self.normalisation == "log1p"
+        bounds = np.linspace(0, len(frames), min(threads or available_cores(), len(frames)) + 1).astype(int)
+
+        def score(start: int, stop: int) -> None:
+            _cnn_kernel.score_frames(frames[start:stop], log1p, **self._weights, out=out[start:stop])
+
+        if len(bounds) == 2:
+            score(0, len(frames))
+        else:
+            with ThreadPoolExecutor(len(bounds) - 1) as pool:
+                list(pool.map(score, bounds[:-1], bounds[1:]))
+        return out
+
     def _score(self, frames: np.ndarray) -> np.ndarray:
         self._check_params()
-        return self.score_onnx(frames) if self._use_onnx() else self.score_keras(frames)
+        return getattr(self, f"score_{self._engine()}")(frames)
 
     # -- persistence ---------------------------------------------------------------------
     def _network(self, weights: list[np.ndarray] | None = None):
@@ -346,11 +394,12 @@ class ReferenceCNN(HitMethod):
         weights = state.pop("model_")
         super()._restore_state(state)
         self.model_ = self._network(weights)
-        self._onnx_session = None
+        self._onnx_session = self._weights = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__ itself
         state.pop("_onnx_session", None)
+        state.pop("_weights", None)
         if "model_" in state:
             state["model_"] = self.model_.get_weights()
         return state
@@ -358,6 +407,6 @@ class ReferenceCNN(HitMethod):
     def __setstate__(self, state: dict[str, Any]) -> None:
         weights = state.pop("model_", None)
         super().__setstate__(state)
-        self._onnx_session = None
+        self._onnx_session = self._weights = None
         if weights is not None:
             self.model_ = self._network(weights)

@@ -94,3 +94,49 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int =
         ],
         name="reference_cnn",
     )
+
+
+def _bn_scale_shift(layer) -> tuple[np.ndarray, np.ndarray]:
+    """A batch normalisation at inference as ``scale * x + shift`` (float64)."""
+    gamma, beta, mean, var = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
+    scale = gamma / np.sqrt(var + layer.epsilon)
+    return scale, beta - mean * scale
+
+
+def inference_weights(model, *, input_mean: float, input_std: float) -> dict[str, np.ndarray]:
+    """The trained network at inference as arrays, folded: what the fast inference paths compute with.
+
+    The input standardisation ``(x - input_mean) / input_std`` is folded into the first
+    convolution, each batch normalisation into a scale and a shift (per row for the two row
+    normalisations), the dense one into the first dense layer. Folding is done in float64, the
+    result is float32.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model from :func:`build_model` (trained).
+    input_mean, input_std : float
+        The training-set standardisation.
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        ``k1`` (7, 7, 1, 4) and ``b1`` (4,): the first convolution; ``s1``, ``t1``: the scale and
+        shift of each of its output rows; ``k2``, ``b2``, ``s2``, ``t2``: the same for the second;
+        ``w3`` (features, 16) in Keras's flattening order (row, column, channel) and ``b3``: the
+        first dense layer with its batch normalisation; ``w4`` (16, 2), ``b4``: the output layer's
+        logits.
+    """
+    get = model.get_layer
+    k1, b1 = (np.asarray(w, dtype=np.float64) for w in get("conv1").get_weights())
+    weights = {
+        "k1": k1 / input_std,
+        "b1": b1 - input_mean / input_std * k1.sum(axis=(0, 1, 2)),
+        **dict(zip(("s1", "t1"), _bn_scale_shift(get("bn_rows1")), strict=True)),
+        **dict(zip(("k2", "b2"), get("conv2").get_weights(), strict=True)),
+        **dict(zip(("s2", "t2"), _bn_scale_shift(get("bn_rows2")), strict=True)),
+    }
+    w3, b3 = (np.asarray(w, dtype=np.float64) for w in get("dense1").get_weights())
+    s3, t3 = _bn_scale_shift(get("bn_dense1"))
+    weights.update(w3=w3 * s3, b3=b3 * s3 + t3, w4=get("dense2").get_weights()[0], b4=get("dense2").get_weights()[1])
+    return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in weights.items()}

@@ -1,22 +1,18 @@
 """The trained Table I network as an ONNX graph, and the ONNX Runtime session that runs it.
 
-The graph is built directly from the trained weights (batch normalisation folded into per-row
-scale and shift, the input standardisation folded into the first convolution, the per-row scale
-applied after pooling the columns); it gives the scores of Keras to about 1e-6. Neither
-TensorFlow nor Keras is imported here: the model's layers are only read.
+The graph is built from the trained weights as :func:`hitbench.methods.cnn_network.inference_weights`
+folds them (batch normalisation into per-row scale and shift, the input standardisation into the
+first convolution), with the per-row scale applied after pooling the columns; it gives the scores
+of Keras to about 1e-6. Neither TensorFlow nor Keras is imported here: the model's layers are only
+read.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from hitbench.methods.cnn_network import inference_weights
 from hitbench.parallel import available_cores
-
-
-def _bn_scale_shift(layer) -> tuple[np.ndarray, np.ndarray]:
-    gamma, beta, mean, var = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
-    scale = gamma / np.sqrt(var + layer.epsilon)
-    return scale, beta - mean * scale
 
 
 def to_onnx(model, *, normalisation: str, input_mean: float, input_std: float) -> bytes:
@@ -44,26 +40,16 @@ def to_onnx(model, *, normalisation: str, input_mean: float, input_std: float) -
     from onnx import TensorProto, helper, numpy_helper
 
     height, width = model.input_shape[1:3]
-    get = model.get_layer
     inits: list = []
 
     def const(name: str, value: np.ndarray, dtype: type = np.float32) -> str:
         inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    k1, b1 = (np.asarray(w, dtype=np.float64) for w in get("conv1").get_weights())  # (7,7,1,4), (4,)
-    # standardised input (x - m) / s into the first convolution: w / s, b - m / s * sum(w)
-    b1 = b1 - input_mean / input_std * k1.sum(axis=(0, 1, 2))
-    k1 = k1 / input_std
-    k2, b2 = get("conv2").get_weights()
-    s1, t1 = _bn_scale_shift(get("bn_rows1"))
-    s2, t2 = _bn_scale_shift(get("bn_rows2"))
-    w3, b3 = (np.asarray(w, dtype=np.float64) for w in get("dense1").get_weights())
-    s3, t3 = _bn_scale_shift(get("bn_dense1"))
-    w4, b4 = get("dense2").get_weights()
-    pooled = get("pool2").output.shape[1:3]
+    w = inference_weights(model, input_mean=input_mean, input_std=input_std)
+    pooled = model.get_layer("pool2").output.shape[1:3]
     # Keras flattens (h, w, c); ONNX flattens (c, h, w)
-    w3 = w3.reshape(*pooled, 4, 16).transpose(2, 0, 1, 3).reshape(-1, 16)
+    w3 = w["w3"].reshape(*pooled, 4, 16).transpose(2, 0, 1, 3).reshape(-1, 16)
 
     def row_bn_relu_pool(src: str, scale: np.ndarray, shift: np.ndarray, tag: str) -> list:
         """Per-row batch norm, ReLU, 5x5 max pooling, reordered to touch the full-size tensor once.
@@ -107,21 +93,27 @@ def to_onnx(model, *, normalisation: str, input_mean: float, input_std: float) -
         nodes.append(helper.make_node("Identity", ["clipped"], ["scaled"]))
     nodes += [
         helper.make_node(
-            "Conv", ["scaled", const("w1", k1.transpose(3, 2, 0, 1)), const("b1", b1)], ["c1"], kernel_shape=[7, 7]
+            "Conv",
+            ["scaled", const("w1", w["k1"].transpose(3, 2, 0, 1)), const("b1", w["b1"])],
+            ["c1"],
+            kernel_shape=[7, 7],
         ),
     ]
-    nodes += row_bn_relu_pool("c1", s1, t1, "1")
+    nodes += row_bn_relu_pool("c1", w["s1"], w["t1"], "1")
     nodes += [
         helper.make_node(
-            "Conv", ["p1", const("w2", k2.transpose(3, 2, 0, 1)), const("b2", b2)], ["c2"], kernel_shape=[7, 7]
+            "Conv",
+            ["p1", const("w2", w["k2"].transpose(3, 2, 0, 1)), const("b2", w["b2"])],
+            ["c2"],
+            kernel_shape=[7, 7],
         ),
     ]
-    nodes += row_bn_relu_pool("c2", s2, t2, "2")
+    nodes += row_bn_relu_pool("c2", w["s2"], w["t2"], "2")
     nodes += [
         helper.make_node("Flatten", ["p2"], ["f"]),
-        helper.make_node("Gemm", ["f", const("w3", w3 * s3), const("b3", b3 * s3 + t3)], ["d1"]),
+        helper.make_node("Gemm", ["f", const("w3", w3), const("b3", w["b3"])], ["d1"]),
         helper.make_node("Relu", ["d1"], ["r3"]),
-        helper.make_node("Gemm", ["r3", const("w4", w4), const("b4", b4)], ["logits"]),
+        helper.make_node("Gemm", ["r3", const("w4", w["w4"]), const("b4", w["b4"])], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["proba"], axis=1),
         helper.make_node("Gather", ["proba", const("hit", 1, np.int64)], ["p_hit"], axis=1),
     ]
