@@ -7,12 +7,12 @@ Each learns nothing in ``fit`` and calibrates itself on the frames it transforms
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage, special, stats
+from scipy import ndimage, special
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from hitbench.errors import HitbenchError
 from hitbench.frames import check_frames
-from hitbench.preprocess.tiles import blocks, check_block, interpolate, sorted_tiles, trimmed_std_fraction
+from hitbench.preprocess.tiles import check_block, interpolate, sorted_tiles, tile_trim
 
 #: Consistency constant: 1.4826 x MAD estimates the standard deviation of Gaussian noise.
 MAD_TO_SIGMA = 1.4826
@@ -104,18 +104,15 @@ class PhotonConversion(StatelessTransformer):
         self._check_params()
         if self.adu_per_photon is not None:
             return float(self.adu_per_photon)
+        from hitbench.preprocess import _kernels
+
         frames = check_frames(X, where="PhotonConversion")
         block = int(self.block)
-        n, height, width = frames.shape
-        h, w = height - height % block, width - width % block
-        if h == 0 or w == 0:
+        if frames.shape[1] < block or frames.shape[2] < block:
             return 1.0
-        tiles = blocks(frames[:, :h, :w], block).reshape(n, -1, block * block)
         # bad pixels are 0 in every frame; a good pixel of integer ADU reads 0 now and then (readout noise
         # around a photon-sparse background), so it counts. Zeros add nothing to the sums.
-        count = np.count_nonzero(tiles.any(axis=0), axis=-1)
-        total = tiles.sum(axis=-1, dtype=np.float64)
-        squares = np.einsum("ijk,ijk->ij", tiles, tiles, dtype=np.float64)
+        total, squares, count = _kernels.tile_moments(frames, block)
         mean = total / np.maximum(count, 1)
         variance = np.maximum(squares - total * mean, 0.0) / np.maximum(count - 1, 1)
         usable = count >= 0.9 * block * block
@@ -124,7 +121,7 @@ class PhotonConversion(StatelessTransformer):
         x, y = mean.mean(axis=0)[usable], np.median(variance, axis=0)[usable]
         if np.ptp(x) <= 0:
             return 1.0
-        slope = float(stats.theilslopes(y, x).slope)
+        slope = float(_kernels.theil_sen_slope(x, y))  # scipy.stats.theilslopes' slope
         return slope if np.isfinite(slope) and slope > 0 else 1.0
 
     def transform(self, X: object) -> np.ndarray:
@@ -269,8 +266,8 @@ class RobustScale(StatelessTransformer):
             return np.hypot(out, float(self.floor)) if self.floor else out
         block = int(self.block)
         tiles = sorted_tiles(frames, block)
-        trim = max(1, tiles.shape[-1] // 50)
-        sigma = tiles[..., trim:-trim].std(axis=-1) / trimmed_std_fraction(trim / tiles.shape[-1])
+        trim, fraction = tile_trim(block)
+        sigma = tiles[..., trim:-trim].std(axis=-1) / fraction
         for s in sigma:
             typical = np.median(s[s > 0]) if (s > 0).any() else 1.0
             s[s <= 0] = typical

@@ -57,6 +57,13 @@ def _linear_weights(size: int, n_tiles: int, block: int) -> np.ndarray:
     return weights
 
 
+def tile_trim(block: int) -> tuple[int, float]:
+    """Values dropped at each end of a ``block`` x ``block`` tile for its trimmed spread (2 %, at least one), and
+    the trimmed standard deviation of normal noise in sigmas (:func:`trimmed_std_fraction`)."""
+    trim = max(1, block * block // 50)
+    return trim, trimmed_std_fraction(trim / (block * block))
+
+
 def trimmed_std_fraction(fraction: float) -> float:
     """Standard deviation of a normal distribution cut at its ``fraction`` and ``1 - fraction`` quantiles, in sigmas."""
     z = stats.norm.ppf(1.0 - fraction)
