@@ -199,9 +199,10 @@ def predict_chunk(
     """
     model = _model_in_worker(model_path, trust_pickle)
     run = open_run(run_path, data_path)
-    raw = run.read(start, stop, apply_mask=False)
+    masked = crop is None and not keep_hits  # bad pixels zeroed as read, in place: no second copy of the frames
+    raw = run.read(start, stop, apply_mask=masked)
     try:
-        frames = raw * run.mask if crop is None else crop(raw)
+        frames = raw if masked else raw * run.mask if crop is None else crop(raw)
         scores = np.asarray(model.decision_function(frames), dtype=np.float64)
     except HitbenchError as exc:
         raise HitbenchError(f"{run_path} frames {start}-{stop - 1}: {exc}") from None

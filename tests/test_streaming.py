@@ -1,15 +1,19 @@
-"""Training from run files chunk by chunk: the same models as in memory, with bounded memory."""
+"""Training from run files chunk by chunk: the same models as in memory, with bounded memory; frames inflated on
+threads equal h5py's."""
 
 from __future__ import annotations
 
 import tracemalloc
 
+import h5py
 import numpy as np
 import pytest
 
+from hitbench.data import chunk_read
 from hitbench.data.cxi import CXIRun
 from hitbench.data.cxi_write import write_cxi
 from hitbench.data.dataset import RunFrames
+from hitbench.errors import HitbenchError
 from hitbench.frames import CHUNK_FRAMES, ArrayFrames
 from hitbench.methods import registry, thresholds
 
@@ -97,3 +101,105 @@ def test_comparison_streams_training_sets_over_the_memory_budget(run_file, monke
     large = runner._training_frames(train)
     assert isinstance(large, RunFrames)
     np.testing.assert_array_equal(large.to_array(), small.frames)
+
+
+def _stack(path, frames, **filters):
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("frames", data=frames, chunks=(1, *frames.shape[1:]), **filters)
+    return path
+
+
+def _both_reads(path, start=0, stop=None):
+    """The frames read by chunk_read (on threads) and by h5py, as float32."""
+    with h5py.File(path, "r") as h5:
+        dataset = h5["frames"]
+        stop = len(dataset) if stop is None else stop
+        threaded = np.full((stop - start, *dataset.shape[1:]), np.nan, dtype=np.float32)
+        chunk_read.read_frames(dataset, start, threaded)
+        return threaded, dataset[start:stop].astype(np.float32)
+
+
+@pytest.mark.parametrize("inflate", ["zlib", "isal"])
+@pytest.mark.parametrize("dtype", sorted(chunk_read.DTYPES, key=str))
+def test_threaded_inflate_equals_h5py_bit_for_bit(tmp_path, monkeypatch, inflate, dtype):
+    """Every stored type, both byte orders, whole range (int32 beyond float32's exact integers), with either inflate."""
+    monkeypatch.setattr(
+        chunk_read, "inflate_module", pytest.importorskip(f"{inflate}.isal_zlib" if inflate == "isal" else inflate)
+    )
+    rng = np.random.default_rng(7)
+    if dtype.kind == "f":
+        values = rng.normal(0, 1e30, (21, 5, 6)).astype(dtype)
+        values.flat[:4] = [np.nan, np.inf, -np.inf, -0.0]
+    else:
+        info = np.iinfo(dtype)
+        values = rng.integers(int(info.min), int(info.max), (21, 5, 6), endpoint=True).astype(dtype)
+    path = _stack(tmp_path / "s.h5", values, compression="gzip", shuffle=True)
+    with h5py.File(path, "r") as h5:
+        assert chunk_read.direct_frames(h5["frames"])
+    for start, stop in [(0, 21), (3, 4), (5, 19)]:
+        threaded, read = _both_reads(path, start, stop)
+        assert threaded.tobytes() == read.tobytes()
+
+
+def test_panel_stacks_are_inflated_on_threads_too(tmp_path):
+    values = np.random.default_rng(0).integers(-100, 3000, (9, 2, 4, 5), dtype=np.int16)
+    path = _stack(tmp_path / "p.h5", values, compression="gzip", compression_opts=4, shuffle=True)
+    threaded, read = _both_reads(path)
+    np.testing.assert_array_equal(threaded, read)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"compression": "gzip"},  # deflate without shuffle
+        {"shuffle": True},
+        {"compression": "gzip", "shuffle": True, "fletcher32": True},
+        {"compression": "lzf", "shuffle": True},
+    ],
+)
+def test_other_filter_pipelines_are_left_to_h5py(tmp_path, filters):
+    path = _stack(tmp_path / "o.h5", np.zeros((3, 4, 4), np.int16), **filters)
+    with h5py.File(path, "r") as h5:
+        assert not chunk_read.direct_frames(h5["frames"])
+    with h5py.File(tmp_path / "c.h5", "w") as h5:  # several frames to a chunk
+        h5.create_dataset(
+            "frames", data=np.zeros((4, 4, 4), np.int16), chunks=(2, 4, 4), compression="gzip", shuffle=True
+        )
+        assert not chunk_read.direct_frames(h5["frames"])
+
+
+def test_a_chunk_stored_without_deflate_or_not_stored_is_read_by_h5py(tmp_path):
+    """A chunk whose optional deflate was skipped (filter mask bit 1), and one never written (fill value)."""
+    values = np.arange(4 * 3 * 5, dtype=np.int16).reshape(4, 3, 5) * 37
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as h5:
+        dataset = h5.create_dataset(
+            "frames",
+            shape=values.shape,
+            dtype=np.int16,
+            chunks=(1, 3, 5),
+            compression="gzip",
+            shuffle=True,
+            fillvalue=-3,
+        )
+        dataset[0] = values[0]
+        shuffled = values[1].view(np.uint8).reshape(-1, 2).T.tobytes()  # shuffled, not deflated
+        dataset.id.write_direct_chunk((1, 0, 0), shuffled, filter_mask=0b10)
+        dataset[3] = values[3]
+    threaded, read = _both_reads(path)
+    np.testing.assert_array_equal(threaded, read)
+    np.testing.assert_array_equal(threaded[[0, 1, 3]], values[[0, 1, 3]])
+    assert (threaded[2] == -3).all()
+
+
+def test_a_damaged_chunk_is_a_one_line_error(tmp_path):
+    path = write_cxi(tmp_path / "d.cxi", np.ones((6, 8, 8), np.int16) * 5)
+    with h5py.File(path, "r+") as h5:
+        dataset = h5["/entry_1/data_1/data"]
+        assert chunk_read.direct_frames(dataset)
+        dataset.id.write_direct_chunk((4, 0, 0), b"not deflate at all")
+    run = CXIRun(path)
+    np.testing.assert_array_equal(run.read(0, 4), 5)
+    with pytest.raises(HitbenchError, match=r"d\.cxi: frames 2-6 unreadable .*corrupt"):
+        run.read(2, 6)

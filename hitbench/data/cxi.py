@@ -15,7 +15,8 @@ Layout (see DESIGN.md)::
 
 Every dataset is written with one compression (:mod:`hitbench.data.compression`; by default deflate + shuffle,
 which any libhdf5 reads). Reading registers hdf5plugin's filters, so files compressed with Blosc, bitshuffle
-or LZ4 (Eiger data) open too. Frames are read lazily in slices; a run of any size is never loaded whole.
+or LZ4 (Eiger data) open too. Frames are read lazily in slices; a run of any size is never loaded whole. Frames
+stored one per chunk with shuffle + deflate are inflated on several threads (:mod:`hitbench.data.chunk_read`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import h5py
 import numpy as np
 
 from hitbench.constants import JOULE_PER_EV
+from hitbench.data.chunk_read import direct_frames, read_frames
 from hitbench.errors import HitbenchError
 from hitbench.geometry import Geometry
 from hitbench.peaktable import PeakTable
@@ -269,16 +271,15 @@ class CXIRun:
                     return h5[0]
 
                 at = 0
+                stored = frames.reshape(len(frames), *self._stored_shape)
                 for span in spans:
                     n = span.stop - span.start
                     if n > 0 and self._block_frames > 1:
                         self._read_blocks(dataset, span, frames[at : at + n])
+                    elif n > 0 and direct_frames(dataset()):  # inflated on threads, not under h5py's lock
+                        read_frames(dataset(), span.start, stored[at : at + n])
                     elif n > 0:
-                        dataset().read_direct(
-                            frames.reshape(len(frames), *self._stored_shape),
-                            source_sel=np.s_[span],
-                            dest_sel=np.s_[at : at + n],
-                        )
+                        dataset().read_direct(stored, source_sel=np.s_[span], dest_sel=np.s_[at : at + n])
                     at += n
         except OSError as exc:
             raise _access_error(self.path, exc) or HitbenchError(
