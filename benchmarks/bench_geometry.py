@@ -6,7 +6,8 @@ as a (4096, 1024) frame, 4.19 megapixels, with its .geom: the cxi-streptavidin e
 spot (max_spots 8192). Timed, on one core:
 
 - reading the .geom (parsing, per-pixel positions, radius and panel maps);
-- ``find`` and ``count`` of the raw finder (each pixel's radius from the geometry, peaks kept on one panel),
+- ``find`` and ``count`` of the raw finder (each pixel's radius from the geometry, peaks kept on one panel; the
+  frames in C order, as a run's reader gives them),
   and ``find`` without the panel map, for the cost of panel awareness;
 - building the 350 x 350 crop map (once per geometry) and assembling one frame's crop.
 
@@ -30,11 +31,12 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from hitbench.data.detector import DetectorGeometry
 from hitbench.data.geom import read_geom
 from hitbench.peaks import PeakFinder8
 from hitbench.peaks.labels import raw_finder
 from hitbench.simulate import load_experiment, simulate_run
-from hitbench.simulate.runs import layout
+from hitbench.simulate.runs import SimulatedRun, layout
 
 MATCH_PX = 1.5
 BRIGHT_PHOTONS = 20.0
@@ -56,6 +58,30 @@ def _experiment(folder: Path):
     return load_experiment(path)
 
 
+def raw_frames(n_frames: int, seed: int = 1) -> tuple[DetectorGeometry, np.ndarray, SimulatedRun, float, float]:
+    """The Jungfrau-4M-like geometry (read from its .geom) and ``n_frames`` raw frames of run 90 on it.
+
+    Returns the geometry, the frames as float32 in C order with the masked pixels 0 (as a run's reader gives
+    them; the simulator stores the frame index fastest), the simulated run (mask and truth), the ms to read the
+    .geom and the seconds to simulate.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        exp = _experiment(Path(tmp))
+        raw = layout(exp)
+        geom_file = Path(tmp) / "jungfrau4m.geom"
+        geom_file.write_text(
+            raw.geom_text(exp.beam.photon_energy_ev, exp.detector.gain_adu_per_photon, "/entry_1/data_1/data")
+        )
+        start = time.perf_counter()
+        geom = read_geom(geom_file)
+        read_ms = 1e3 * (time.perf_counter() - start)
+        start = time.perf_counter()
+        sim = simulate_run(exp, 90, n_frames=n_frames, seed=seed)
+        simulate_s = time.perf_counter() - start
+    frames = np.ascontiguousarray(sim.frames * sim.mask, dtype=np.float32)
+    return geom, frames, sim, read_ms, simulate_s
+
+
 def _best_ms(function, repeats: int) -> float:
     """Median wall time of ``repeats`` calls, ms."""
     times = []
@@ -71,20 +97,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/geometry.json"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        exp = _experiment(Path(tmp))
-        raw = layout(exp)
-        geom_file = Path(tmp) / "jungfrau4m.geom"
-        geom_file.write_text(
-            raw.geom_text(exp.beam.photon_energy_ev, exp.detector.gain_adu_per_photon, "/entry_1/data_1/data")
-        )
-        start = time.perf_counter()
-        geom = read_geom(geom_file)
-        read_ms = 1e3 * (time.perf_counter() - start)
-        start = time.perf_counter()
-        sim = simulate_run(exp, 90, n_frames=args.frames, seed=1)
-        simulate_s = time.perf_counter() - start
-    frames = sim.frames.astype(np.float32) * sim.mask
+    geom, frames, sim, read_ms, simulate_s = raw_frames(args.frames)
     finder = raw_finder(PeakFinder8(), geom)
     no_panels = PeakFinder8(radius_map=geom.radius)
     mask = sim.mask & geom.mask
@@ -112,7 +125,7 @@ def main() -> None:
     result = {
         "detector": {
             "panels": len(geom.panels),
-            "panel_shape": list(exp.detector.panel_shape),
+            "panel_shape": list(geom.panels[0].shape),
             "raw_shape": list(geom.raw_shape),
             "megapixels": geom.raw_shape[0] * geom.raw_shape[1] / 1e6,
         },
