@@ -96,12 +96,11 @@ def methods_command() -> None:
     table.add_column("name", style="bold")
     table.add_column("description")
     table.add_column("parameters (--param NAME.PARAMETER=VALUE) and defaults")
-    for name in registry.names():
-        try:
-            params = ", ".join(f"{key}={value!r}" for key, value in registry.parameters(name).items())
-            table.add_row(name, registry.describe(name), escape(params))
-        except HitbenchError as exc:  # one broken plugin must not hide the others
-            table.add_row(name, f"[red]{escape(str(exc))}[/red]", "")
+    for name, description, params in registry.catalogue():
+        if params is None:  # one broken plugin must not hide the others: its one-line error
+            table.add_row(name, f"[red]{escape(description)}[/red]", "")
+        else:
+            table.add_row(name, escape(description), escape(", ".join(f"{k}={v}" for k, v in params.items())))
     Console().print(table)
 
 

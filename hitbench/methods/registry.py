@@ -14,15 +14,24 @@ the built estimator with scikit-learn's ``set_params``, so nested parameters of 
 (``method__epochs``, ``preprocess__gate``) work as plain ones do.
 
 Entry points are resolved lazily: listing names and descriptions imports each method's
-module, which must not import heavy libraries (TensorFlow) at module level.
+module, which must not import heavy libraries (TensorFlow) at module level. Importing the methods
+still takes scikit-learn (about a second), so :func:`catalogue`, what ``hitbench methods`` shows, is
+kept beside this module like Python's bytecode and used only while nothing it was built from has
+changed (see :func:`catalogue`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import sys
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
+from hitbench.atomic import atomic_write
 from hitbench.errors import HitbenchError
 
 GROUP = "hitbench.methods"
@@ -128,3 +137,84 @@ def describe(name: str) -> str:
     """
     doc = (load(name).__doc__ or "").strip()
     return doc.splitlines()[0] if doc else ""
+
+
+class Listing(NamedTuple):
+    """A registered method as ``hitbench methods`` lists it."""
+
+    name: str
+    #: The first line of its docstring, or the one-line error of a method that does not load.
+    description: str
+    #: Its parameters' defaults as ``repr`` text (see :func:`parameters`); None when it does not load.
+    parameters: dict[str, str] | None
+
+
+def catalogue() -> list[Listing]:
+    """Every registered method with its description and parameter defaults, or why it does not load.
+
+    Building the list imports every method (and so scikit-learn and whatever they import). It is kept
+    in ``__pycache__`` beside this module, as Python keeps bytecode, and used only while everything it
+    was built from is as it was then: the interpreter, ``sys.path`` and the modification time and size of
+    each folder on it (a package installed or removed), the entry points of the group with their
+    distributions' versions, and the modification time and size of every module file loaded when it was
+    built (hitbench's, the plugins' and their libraries'). Anything else rebuilds it. A list in which a
+    method failed to load is not kept, so a plugin fixed shows at once. A cache that cannot be written
+    (a read-only installation) is simply not kept.
+
+    Returns
+    -------
+    list of Listing
+        By name.
+    """
+    key = _catalogue_key()
+    path = _catalogue_path()
+    try:
+        kept = json.loads(path.read_text())
+        if kept["key"] == key and all(_stamp(file) == stamp for file, stamp in kept["files"]):
+            return [Listing(name, description, params) for name, description, params in kept["listings"]]
+    except (OSError, ValueError, KeyError, TypeError):  # none kept yet, or unreadable: built anew
+        pass
+    listings = []
+    for name in names():
+        try:
+            params = {param: repr(value) for param, value in parameters(name).items()}
+            listings.append(Listing(name, describe(name), params))
+        except HitbenchError as exc:  # one broken plugin must not hide the others
+            listings.append(Listing(name, str(exc), None))
+    if all(listing.parameters is not None for listing in listings):
+        loaded = {getattr(module, "__file__", None) for module in list(sys.modules.values())}
+        files = sorted(file for file in loaded if isinstance(file, str))
+        record = {"key": key, "files": [[file, _stamp(file)] for file in files], "listings": listings}
+        try:
+            atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record)))
+        except (OSError, HitbenchError):
+            pass
+    return listings
+
+
+def _catalogue_key() -> dict[str, object]:
+    """What the catalogue depends on besides its modules' files: interpreter, search path, entry points."""
+    points = sorted(
+        (ep.name, ep.value, ep.dist.name if ep.dist else "", ep.dist.version if ep.dist else "")
+        for ep in entry_points(group=GROUP)
+    )
+    return {
+        "python": [sys.executable, sys.version],
+        "path": [[folder, _stamp(folder or ".")] for folder in sys.path],
+        "entry_points": [list(point) for point in points],
+    }
+
+
+def _catalogue_path() -> Path:
+    """The kept catalogue of this interpreter (one file per environment, as bytecode is one per version)."""
+    digest = hashlib.sha256(f"{sys.prefix}\0{sys.version}".encode()).hexdigest()[:16]
+    return Path(__file__).parent / "__pycache__" / f"catalogue-{digest}.json"
+
+
+def _stamp(path: str) -> list[int] | None:
+    """Modification time and size of a file or folder, None when it is missing."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_mtime_ns, stat.st_size]
