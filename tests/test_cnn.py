@@ -1,8 +1,9 @@
-"""Checks specific to the ``cnn`` method: Table I, the ONNX fast path, persistence, seeds.
+"""Checks specific to the ``cnn`` method: Table I, the inference engines, persistence, seeds.
 
 The generic method checks (accuracy, clone, errors) live in test_methods.py. These tests use
 small synthetic frames (64x64, bright planted pixels on hits) and 2 epochs: they check the
-network's shape, that both inference paths agree and that models round-trip, not accuracy.
+network's shape, that the inference engines agree and that models round-trip, not accuracy; the
+golden scores (tests/data/golden_cnn.*) are those of 350x350 frames.
 """
 
 from __future__ import annotations
@@ -143,6 +144,20 @@ def test_onnx_equal_with_negative_row_scales_and_linear_input(fitted, data):
     assert np.abs(model.score_onnx(test) - model.score_keras(test)).max() < 1e-4
 
 
+def test_numba_scores_equal_onnx_on_any_frame_shape_and_thread_count(fitted, data):
+    """The kernel on 64x64 frames (stage widths that are not whole vectors) and on 97x64 frames (a padded
+    second stage), split over 1 to 5 threads: the same scores on every split, equal to ONNX Runtime's."""
+    _, test = data
+    scores = fitted.score_numba(test, threads=1)
+    assert np.abs(scores - fitted.score_onnx(test)).max() < 1e-6
+    for threads in (2, 5, 100):
+        np.testing.assert_array_equal(fitted.score_numba(test, threads=threads), scores)
+    np.testing.assert_array_equal(fitted.score_numba(test[3:4]), scores[3:4])
+    frames, labels = synthetic_frames(20, size=97, seed=2)
+    oblong = ReferenceCNN(epochs=1, batch_size=10).fit(frames[:, :64], labels)
+    assert np.abs(oblong.score_numba(frames[:, :64]) - oblong.score_onnx(frames[:, :64])).max() < 1e-6
+
+
 def test_backend_choice(fitted, data):
     _, test = data
     for backend, path in (("keras", fitted.score_keras), ("onnx", fitted.score_onnx), ("numba", fitted.score_numba)):
@@ -244,8 +259,11 @@ def test_flip_augment_trains_repeatably(data):
     np.testing.assert_array_equal(first.score_onnx(test), second.score_onnx(test))
 
 
-def test_importing_the_module_does_not_import_tensorflow():
-    code = "import sys, hitbench.methods.cnn; sys.exit(int(any(m in sys.modules for m in ('tensorflow', 'keras'))))"
+def test_importing_the_module_does_not_import_tensorflow_or_numba():
+    code = (
+        "import sys, hitbench.methods.cnn;"
+        " sys.exit(int(any(m in sys.modules for m in ('tensorflow', 'keras', 'numba'))))"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -7,8 +7,9 @@ the running max over 5 rows; the 344 x 344 x 4 map never exists. The second stag
 same way on the 68 x 68 x 4 pooled map, then the dense layers and the softmax.
 
 The loops are written for LLVM to vectorise: the innermost loop runs along the columns of a
-row, with the seven weights of a kernel row in registers; ``fastmath={"contract"}`` lets it
-fuse each multiply and add into one FMA (one rounding instead of two; nothing is reordered).
+row, with the weights of one kernel row of the 4 filters in registers; ``fastmath={"contract"}``
+lets it fuse each multiply and add into one FMA (one rounding instead of two; nothing is
+reordered). The network has 4 filters in each convolution (Table I); the kernel assumes it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numba
 import numpy as np
 
 _CONTRACT = {"contract"}
+#: float32 values in one vector register as LLVM vectorises these loops here (256-bit, AVX2 width)
+_VECTOR = 8
 # log(x) = k log(2) + log(m), m in [sqrt(1/2), sqrt(2)): the Cephes single-precision logarithm
 _SQRT_HALF_BITS = np.int32(0x3F3504F3)
 _MANTISSA = np.int32(0x007FFFFF)
@@ -72,6 +75,63 @@ def _normalise(frame: np.ndarray, out: np.ndarray, log1p: bool, exponent: np.nda
         flat[c] = x + y + _LN2_HI * exponent[c]
 
 
+@numba.njit(cache=True, nogil=True)
+def _whole_vectors(n: int) -> int:
+    """``n`` rounded up to a whole number of vectors of :data:`_VECTOR` float32."""
+    return -(-n // _VECTOR) * _VECTOR
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_CONTRACT)
+def _conv_row(src: np.ndarray, kernel: np.ndarray, bias: np.ndarray, r: int, acc: np.ndarray) -> None:
+    """``acc[k, c] = bias[k] + conv7(src)[k, r, c]`` for the 4 filters and the columns of ``acc``.
+
+    One pass along the row per input channel and kernel row: each input value is loaded once for
+    the 4 filters, whose 28 weights stay in registers, and each sum is a chain of FMAs.
+    """
+    a0_, a1_, a2_, a3_ = acc[0], acc[1], acc[2], acc[3]
+    for k in range(4):
+        acc[k] = bias[k]
+    for ci in range(src.shape[0]):
+        for i in range(7):
+            x = src[ci, r + i]
+            u0, u1, u2, u3, u4, u5, u6 = kernel[i, :, ci, 0]
+            v0, v1, v2, v3, v4, v5, v6 = kernel[i, :, ci, 1]
+            w0, w1, w2, w3, w4, w5, w6 = kernel[i, :, ci, 2]
+            y0, y1, y2, y3, y4, y5, y6 = kernel[i, :, ci, 3]
+            for c in range(acc.shape[1]):
+                x0, x1, x2, x3, x4, x5, x6 = x[c], x[c + 1], x[c + 2], x[c + 3], x[c + 4], x[c + 5], x[c + 6]
+                a0, a1, a2, a3 = a0_[c], a1_[c], a2_[c], a3_[c]
+                a0 += u0 * x0
+                a1 += v0 * x0
+                a2 += w0 * x0
+                a3 += y0 * x0
+                a0 += u1 * x1
+                a1 += v1 * x1
+                a2 += w1 * x1
+                a3 += y1 * x1
+                a0 += u2 * x2
+                a1 += v2 * x2
+                a2 += w2 * x2
+                a3 += y2 * x2
+                a0 += u3 * x3
+                a1 += v3 * x3
+                a2 += w3 * x3
+                a3 += y3 * x3
+                a0 += u4 * x4
+                a1 += v4 * x4
+                a2 += w4 * x4
+                a3 += y4 * x4
+                a0 += u5 * x5
+                a1 += v5 * x5
+                a2 += w5 * x5
+                a3 += y5 * x5
+                a0 += u6 * x6
+                a1 += v6 * x6
+                a2 += w6 * x6
+                a3 += y6 * x6
+                a0_[c], a1_[c], a2_[c], a3_[c] = a0, a1, a2, a3
+
+
 @numba.njit(cache=True, nogil=True, fastmath=_CONTRACT)
 def _conv_pool_relu(
     src: np.ndarray,
@@ -84,46 +144,34 @@ def _conv_pool_relu(
 ) -> None:
     """One stage: ``out[k] = relu(maxpool5(scale[r] * conv7(src)[k, r] + shift[r]))``.
 
-    ``src`` (channels_in, H, W), ``kernel`` (7, 7, channels_in, channels_out) as Keras holds it,
-    ``out`` (channels_out, (H - 6) // 5, (W - 6) // 5); ``rows`` a (2, channels_out, W) scratch:
-    one convolved row, and the running maximum of the scaled rows of a pooling window.
+    ``src`` (channels_in, H, W), ``kernel`` (7, 7, channels_in, 4) as Keras holds it, ``out``
+    (4, H', W') with H' = (H - 6) // 5 and W' = (W - 6) // 5; ``rows`` a (2, 4, w) scratch, w at
+    least 5 W' and at most W - 6 columns: one convolved row, and the running maximum of the
+    scaled rows of a pooling window (its first 5 W' columns are pooled; the last (W - 6) % 5
+    columns of a convolved row never are).
     """
-    n_in, n_out = kernel.shape[2], kernel.shape[3]
     out_rows, out_cols = out.shape[1], out.shape[2]
-    width = 5 * out_cols  # the columns a pooling window covers; the last (W - 6) % 5 are never pooled
+    width = rows.shape[2]
+    acc, window = rows[0], rows[1]
     for pr in range(out_rows):
         for rr in range(5):
             r = 5 * pr + rr
+            _conv_row(src, kernel, bias, r, acc)
             s, t = scale[r], shift[r]
-            for k in range(n_out):
-                acc, window = rows[0, k], rows[1, k]
-                acc[:width] = bias[k]
-                for ci in range(n_in):
-                    for i in range(7):
-                        x = src[ci, r + i]
-                        w0, w1, w2, w3, w4, w5, w6 = kernel[i, :, ci, k]
-                        for c in range(width):
-                            a = acc[c]
-                            a += w0 * x[c]
-                            a += w1 * x[c + 1]
-                            a += w2 * x[c + 2]
-                            a += w3 * x[c + 3]
-                            a += w4 * x[c + 4]
-                            a += w5 * x[c + 5]
-                            a += w6 * x[c + 6]
-                            acc[c] = a
+            for k in range(4):
+                scaled, kept = acc[k], window[k]
                 if rr == 0:
                     for c in range(width):
-                        window[c] = s * acc[c] + t
+                        kept[c] = s * scaled[c] + t
                 else:
                     for c in range(width):
-                        window[c] = max(window[c], s * acc[c] + t)
-        for k in range(n_out):
-            window, pooled = rows[1, k], out[k, pr]
+                        kept[c] = max(kept[c], s * scaled[c] + t)
+        for k in range(4):
+            kept, pooled = window[k], out[k, pr]
             for pc in range(out_cols):
                 m = np.float32(0.0)  # the ReLU, after the pooling
                 for q in range(5 * pc, 5 * pc + 5):
-                    m = max(m, window[q])
+                    m = max(m, kept[q])
                 pooled[pc] = m
 
 
@@ -151,22 +199,26 @@ def score_frames(
     the normalisation (else linear).
     """
     n, height, width = frames.shape
-    n_out = k1.shape[3]
-    p1 = np.empty((n_out, (height - 6) // 5, (width - 6) // 5), np.float32)
-    p2 = np.empty((n_out, (p1.shape[1] - 6) // 5, (p1.shape[2] - 6) // 5), np.float32)
+    cols1 = (width - 6) // 5
+    cols2 = (cols1 - 6) // 5
+    # convolved rows a whole number of vectors wide where the input allows (no scalar remainder);
+    # the pooled map is padded with zero columns for the second stage's
+    rows1 = np.empty((2, 4, min(_whole_vectors(5 * cols1), width - 6)), np.float32)
+    rows2 = np.empty((2, 4, _whole_vectors(5 * cols2)), np.float32)
+    p1 = np.zeros((4, (height - 6) // 5, max(cols1, rows2.shape[2] + 6)), np.float32)
+    p2 = np.empty((4, (p1.shape[1] - 6) // 5, cols2), np.float32)
     scratch = np.empty((1, height, width), np.float32)
-    rows = np.empty((2, n_out, width), np.float32)
     exponent = np.empty(height * width, np.float32)
     hidden = np.empty(w3.shape[1], np.float64)
     for f in range(n):
         _normalise(frames[f], scratch[0], log1p, exponent)
-        _conv_pool_relu(scratch, k1, b1, s1, t1, p1, rows)
-        _conv_pool_relu(p1, k2, b2, s2, t2, p2, rows)
+        _conv_pool_relu(scratch, k1, b1, s1, t1, p1[:, :, :cols1], rows1)
+        _conv_pool_relu(p1, k2, b2, s2, t2, p2, rows2)
         hidden[:] = b3
         index = 0
         for h in range(p2.shape[1]):  # Keras flattens (h, w, c)
             for w in range(p2.shape[2]):
-                for c in range(n_out):
+                for c in range(4):
                     v = np.float64(p2[c, h, w])
                     for j in range(hidden.size):
                         hidden[j] += v * w3[index, j]
