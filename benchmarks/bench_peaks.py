@@ -5,7 +5,7 @@ within 1.5 px of it), precision of the peaks (a peak counts as true when a simul
 strength lies within 1.5 px), recall of spots of at least 20 photons, and agreement of the
 peak-count labels (<2 peaks miss, >10 hit) with the truth's hit flag on the frames that are not
 ambiguous. Timing: ms per frame of ``count`` and ``find`` on the default preset's 350x350 frames
-(the finder is plain numpy/scipy and runs on one core).
+(one compiled kernel per frame, one core; bench_peakfinder_om.py times it against OM's peakfinder8).
 
 The truth gives the number of detectable spots per frame, not a flag per spot; spots are listed
 brightest first, so the detectable ones are taken to be the first ``n_spots_detectable``.
