@@ -2,9 +2,10 @@
 
 For each method in the ``hitbench.methods`` registry: seconds to fit on ``--train`` simulated
 frames of the default preset (cxi-streptavidin, 350x350) and prediction speed (frames/s and
-ms/frame, best of ``--repeats``) on ``--predict`` frames held in memory. For ``cnn`` the Keras
-path and the ONNX Runtime path run side by side on the same fitted model and frames, with their
-ratio and the largest score difference; the cnn is trained for ``--cnn-epochs`` epochs only
+ms/frame, best of ``--repeats``) on ``--predict`` frames held in memory. For ``cnn`` its three
+inference engines (Keras, ONNX Runtime, the numba kernel) run side by side on the same fitted model
+and frames, with their ratios and the largest score differences (benchmarks/bench_cnn_inference.py
+measures them interleaved, per thread count); the cnn is trained for ``--cnn-epochs`` epochs only
 (prediction speed does not depend on the weights).
 
 Timings are wall clock on whatever machine runs this; other processes sharing the CPU slow
@@ -61,10 +62,15 @@ def bench_method(name: str, train: tuple, test: np.ndarray, args) -> dict:
     if name == "cnn":
         keras_s = best_seconds(method.score_keras, test, args.repeats)
         onnx_s = best_seconds(method.score_onnx, test, args.repeats)
+        numba_s = best_seconds(method.score_numba, test, args.repeats)
         row["keras"] = speed(keras_s, len(test))
         row["onnx"] = speed(onnx_s, len(test))
+        row["numba"] = speed(numba_s, len(test))
         row["onnx_speedup"] = round(keras_s / onnx_s, 2)
-        row["max_score_difference"] = float(np.abs(method.score_keras(test) - method.score_onnx(test)).max())
+        row["numba_speedup_over_onnx"] = round(onnx_s / numba_s, 2)
+        keras_scores = method.score_keras(test)
+        row["max_score_difference"] = float(np.abs(keras_scores - method.score_onnx(test)).max())
+        row["max_score_difference_numba"] = float(np.abs(keras_scores - method.score_numba(test)).max())
         row["inference_batch_size"] = method.inference_batch_size
         row["onnx_providers"] = method._onnx_session.get_providers()
     return row
@@ -94,16 +100,19 @@ def markdown(result: dict) -> str:
     if cnn:
         lines += [
             "",
-            f"## cnn: Keras and ONNX Runtime side by side (fit: {cnn['params']['epochs']} epoch(s))",
+            f"## cnn: its inference engines side by side (fit: {cnn['params']['epochs']} epoch(s))",
             "",
             "| path | frames/s | ms/frame |",
             "|---|---:|---:|",
             f"| Keras (`predict_on_batch`) | {cnn['keras']['frames_per_s']} | {cnn['keras']['ms_per_frame']} |",
             f"| ONNX Runtime ({', '.join(cnn['onnx_providers'])}) | {cnn['onnx']['frames_per_s']} | "
             f"{cnn['onnx']['ms_per_frame']} |",
+            f"| numba kernel | {cnn['numba']['frames_per_s']} | {cnn['numba']['ms_per_frame']} |",
             "",
-            f"ONNX Runtime / Keras speed ratio: **{cnn['onnx_speedup']}x**; largest |score difference|: "
-            f"{cnn['max_score_difference']:.2e}; batches of {cnn['inference_batch_size']} frames.",
+            f"ONNX Runtime / Keras speed ratio: **{cnn['onnx_speedup']}x**, numba / ONNX Runtime: "
+            f"**{cnn['numba_speedup_over_onnx']}x**; largest |score difference| from Keras: ONNX Runtime "
+            f"{cnn['max_score_difference']:.2e}, numba {cnn['max_score_difference_numba']:.2e}; batches of "
+            f"{cnn['inference_batch_size']} frames (Keras, ONNX Runtime).",
         ]
     return "\n".join(lines) + "\n"
 
@@ -134,7 +143,7 @@ def main() -> None:
     )
     labels = np.asarray(sim.truth["hit"]).astype(np.int64)
     train = (sim.frames[: args.train], labels[: args.train])
-    test = np.ascontiguousarray(sim.frames[args.train :])
+    test = np.ascontiguousarray(sim.frames[args.train :], dtype=np.float32)  # as check_frames gives the engines
     load_before = [round(x, 2) for x in os.getloadavg()]
     rows = [bench_method(name, train, test, args) for name in (args.methods or registry.names())]
     result = {
