@@ -14,6 +14,7 @@ from helpers import assert_one_line_error
 
 from hitbench import predict
 from hitbench.cli import main
+from hitbench.data import cxi
 from hitbench.data.cxi import CXIRun
 from hitbench.data.cxi_write import write_cxi
 from hitbench.errors import HitbenchError
@@ -108,6 +109,24 @@ def test_chunking_and_jobs_do_not_change_outputs(run_and_model: tuple[Path, Path
     for csv, frames in outputs[1:]:
         assert csv == outputs[0][0]
         np.testing.assert_array_equal(frames, outputs[0][1])
+
+
+def test_hit_list_is_the_same_without_the_hits_file(
+    run_and_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames masked in place as read (no raw hits kept) score as raw frames masked after reading; the run's
+    frames (deflate + shuffle, one a chunk) are inflated on threads, not by h5py."""
+    run_path, model_path = run_and_model
+    inflated = []
+    read_frames = cxi.read_frames
+    monkeypatch.setattr(
+        cxi, "read_frames", lambda dataset, start, out: inflated.append(len(out)) or read_frames(dataset, start, out)
+    )
+    predict.predict_runs(model_path, [run_path], tmp_path / "plain", chunk_size=32)
+    assert sum(inflated) == N_FRAMES
+    predict.predict_runs(model_path, [run_path], tmp_path / "hits", chunk_size=32, hits_cxi=True)
+    csv = [(tmp_path / out / "run_0002.hits.csv").read_bytes() for out in ("plain", "hits")]
+    assert csv[0] == csv[1]
 
 
 def test_trusted_pickle_and_reads_in_chunks(
