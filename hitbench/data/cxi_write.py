@@ -26,6 +26,9 @@ from hitbench.errors import HitbenchError
 from hitbench.geometry import Geometry
 from hitbench.peaktable import MAX_PEAKS, PeakTable
 
+#: Frames whose per-frame fields and peaks :class:`CXIWriter` gathers before writing them.
+FIELD_BATCH = 1024
+
 
 class _StagedFile(io.FileIO):
     """A file written by h5py (driver "fileobj") that keeps its first write error instead of raising it.
@@ -135,6 +138,8 @@ class CXIWriter:
                 f"{self.path.parent}: cannot write there ({exc.strerror}); pick a writable --out"
             ) from None
         self._n = 0
+        self._pending: dict[str, list[np.ndarray]] = {}  # fields and peaks not yet written, by dataset
+        self._n_pending = 0
         self._raw, self._h5 = None, None
         try:
             self._raw, self._h5 = _staged_h5(self._tmp, "w")
@@ -172,25 +177,37 @@ class CXIWriter:
         for key, value in (attrs or {}).items():
             grp.attrs[key] = value
 
-    def _grow(self, name: str, values: np.ndarray, group: str) -> None:
-        values = np.asarray(values)
-        full = f"{group}/{name}"
-        if full not in self._h5:
-            if self._n:
-                raise HitbenchError(
-                    f"{self.path}: field '{name}' first given after {self._n} frames; give it with every chunk"
+    def _write_fields(self) -> None:
+        """Write the gathered per-frame fields and peaks (HDF5 costs per write far more than per frame)."""
+        for full, parts in self._pending.items():
+            if not parts:
+                continue
+            values = np.concatenate(parts)
+            if full not in self._h5:
+                self._h5.create_dataset(
+                    full,
+                    shape=(0, *values.shape[1:]),
+                    maxshape=(None, *values.shape[1:]),
+                    dtype=values.dtype,
+                    chunks=True,
+                    **self._filters,
                 )
-            self._h5.create_dataset(
-                full,
-                shape=(0, *values.shape[1:]),
-                maxshape=(None, *values.shape[1:]),
-                dtype=values.dtype,
-                chunks=True,
-                **self._filters,
-            )
-        dset = self._h5[full]
-        dset.resize(self._n + values.shape[0], axis=0)
-        dset[self._n :] = values
+            dset = self._h5[full]
+            start = dset.shape[0]
+            dset.resize(start + values.shape[0], axis=0)
+            dset[start:] = values
+            parts.clear()
+        self._n_pending = 0
+
+    def _gather(self, arrays: dict[str, np.ndarray]) -> None:
+        """Keep a chunk's per-frame fields and peaks (full dataset names) for :meth:`_write_fields`."""
+        if not self._n and not self._pending:
+            self._pending = {full: [] for full in arrays}
+        for full in arrays.keys() ^ self._pending.keys():
+            name, when = full.rsplit("/", 1)[1], "first given" if full in arrays else "missing"
+            raise HitbenchError(f"{self.path}: field '{name}' {when} after {self._n} frames; give it with every chunk")
+        for full, values in arrays.items():
+            self._pending[full].append(np.asarray(values))
 
     def append(
         self,
@@ -206,9 +223,11 @@ class CXIWriter:
         frames : numpy.ndarray, shape (n, H, W)
             The frames.
         fields : mapping of str to numpy.ndarray, optional
-            Per-frame hitbench fields (first dimension n), stored under /entry_1/hitbench.
+            Per-frame hitbench fields (first dimension n), stored under /entry_1/hitbench. Every append gives
+            the same fields; they are written with the first append, then every :data:`FIELD_BATCH` frames
+            and when the file closes.
         peaks : PeakTable, optional
-            Peaks of these frames, stored under /entry_1/result_1.
+            Peaks of these frames, stored under /entry_1/result_1 (as fields: with every append or never).
         encoded : list of bytes, optional
             The frames already compressed, one chunk each
             (:func:`hitbench.data.compression.encode_chunk` with this writer's compression, from frames of
@@ -218,30 +237,61 @@ class CXIWriter:
         frames = np.asarray(frames)
         if frames.ndim != 3 or frames.shape[1:] != self.frame_shape:
             raise HitbenchError(f"{self.path}: frames of shape {frames.shape} do not match {self.frame_shape}")
-        n = frames.shape[0]
-        for name, values in (fields or {}).items():
+        dtype = self._h5[DATA].dtype
+        if encoded is None and frames.dtype == dtype:
+            encoded = [encode_chunk(frame[np.newaxis], self._compression) for frame in frames]
+        if not encoded or encoded[0] is None:  # a filter libhdf5 applies itself, another dtype, no frames
+            self._append(len(frames), frames, None, fields, peaks)
+            return
+        if len(encoded) != len(frames) or frames.dtype != dtype:
+            raise ValueError(f"{len(encoded)} {frames.dtype} chunks given for {len(frames)} {dtype} frames")
+        self._append(len(frames), None, encoded, fields, peaks)
+
+    def append_encoded(self, encoded: list[bytes], fields: Mapping[str, np.ndarray] | None = None) -> None:
+        """Append frames given only compressed, with their per-frame fields (see :meth:`append`).
+
+        Parameters
+        ----------
+        encoded : list of bytes
+            One chunk per frame: :func:`hitbench.data.compression.encode_chunk` of a frame of the writer's
+            dtype and frame shape, with the writer's compression (other bytes make an unreadable file).
+        fields : mapping of str to numpy.ndarray, optional
+            As for :meth:`append`.
+        """
+        self._append(len(encoded), None, encoded, fields, None)
+
+    def _append(
+        self,
+        n: int,
+        frames: np.ndarray | None,
+        encoded: list[bytes] | None,
+        fields: Mapping[str, np.ndarray] | None,
+        peaks: PeakTable | None,
+    ) -> None:
+        """Write ``n`` frames (as they are, or ``encoded``, one chunk each) and gather their fields and peaks."""
+        arrays = {f"{HITBENCH}/{name}": values for name, values in (fields or {}).items()}
+        if peaks is not None:
+            arrays.update({f"{RESULT}/{name}": v for name, v in _peak_arrays(peaks, self.max_peaks).items()})
+        for full, values in arrays.items():
             if len(values) != n:
+                name = full.rsplit("/", 1)[1]
                 raise HitbenchError(f"{self.path}: field '{name}' has {len(values)} values for {n} frames")
+        self._gather(arrays)
         try:
             data = self._h5[DATA]
             data.resize(self._n + n, axis=0)
-            if encoded is None and frames.dtype == data.dtype:
-                encoded = [encode_chunk(frame[np.newaxis], self._compression) for frame in frames]
-            if not encoded or encoded[0] is None:  # a filter libhdf5 applies itself, another dtype, no frames
+            if encoded is None:
                 data[self._n :] = frames
             else:
-                if len(encoded) != n or frames.dtype != data.dtype:
-                    raise ValueError(f"{len(encoded)} {frames.dtype} chunks given for {n} {data.dtype} frames")
                 for i, chunk in enumerate(encoded):
                     data.id.write_direct_chunk((self._n + i, 0, 0), chunk)
-            for name, values in (fields or {}).items():
-                self._grow(name, values, HITBENCH)
-            if peaks is not None:
-                for name, values in _peak_arrays(peaks, self.max_peaks).items():
-                    self._grow(name, values, RESULT)
+            self._n_pending += n
+            if self._n_pending >= FIELD_BATCH or not self._n:  # the first creates the datasets: errors show early
+                self._write_fields()
             self._raw.check()
         except OSError as exc:  # a full disk (HDF5 reports it as an OSError); the caller aborts
-            raise write_error(self.path, exc, frames.nbytes) from None
+            nbytes = frames.nbytes if encoded is None else sum(len(chunk) for chunk in encoded)
+            raise write_error(self.path, exc, nbytes) from None
         self._n += n
 
     def close(self) -> Path:
@@ -253,6 +303,7 @@ class CXIWriter:
             The written file.
         """
         try:
+            self._write_fields()
             self._h5.close()  # flushes: a full disk shows here
             self._raw.check()
             self._raw.close()

@@ -233,9 +233,10 @@ def gamma_jitter(rng: np.random.Generator, rms: float, n: int) -> np.ndarray:
 def poisson(rng: np.random.Generator, lam: np.ndarray, dense_above: float = 4.0) -> np.ndarray:
     """Poisson counts for a mostly photon-sparse field of expected photons, fast.
 
-    Exact Poisson sampling: one uniform number and one ``exp`` per pixel decide zero or not; the non-zero
-    pixels continue by inversion of the cumulative distribution, or, above ``dense_above`` expected photons,
-    by :meth:`numpy.random.Generator.poisson` conditioned on a non-zero count.
+    Exact Poisson sampling: one uniform number per pixel decides zero or not (zero when it is at most
+    ``exp(-lam)``; a compiled bracket of ``exp`` leaves numpy's ``exp`` only the pixels that may be non-zero);
+    the non-zero pixels continue by inversion of the cumulative distribution, or, above ``dense_above``
+    expected photons, by :meth:`numpy.random.Generator.poisson` conditioned on a non-zero count.
 
     Parameters
     ----------
@@ -250,28 +251,16 @@ def poisson(rng: np.random.Generator, lam: np.ndarray, dense_above: float = 4.0)
     -------
     numpy.ndarray of int32, same shape as ``lam``
     """
+    from hitbench.simulate import _kernels  # numba, compiled on first use
+
     lam = np.ascontiguousarray(lam, dtype=np.float32)
     flat = lam.reshape(-1)
     u = rng.random(flat.shape, dtype=np.float32)
-    p = np.exp(-flat.astype(np.float64))
+    index, minus_lam = _kernels.maybe_nonzero(flat, u)
     counts = np.zeros(flat.shape, dtype=np.int32)
-    idx = np.flatnonzero(u > p)
-    dense = flat[idx] > dense_above
-    todo = idx[dense]
+    todo = _kernels.settle(counts, index, u, flat, np.exp(minus_lam), dense_above)
     while todo.size:  # zero-truncated Poisson by rejection: these pixels are known to be non-zero
         draw = rng.poisson(flat[todo].astype(np.float64))
         counts[todo] = draw
         todo = todo[draw == 0]
-    idx = idx[~dense]
-    ul, ll = u[idx].astype(np.float64), flat[idx].astype(np.float64)
-    pk = p[idx]
-    cdf = pk.copy()
-    k = 0
-    while idx.size:
-        k += 1
-        counts[idx] += 1
-        pk *= ll / k
-        cdf += pk
-        more = (ul > cdf) & (pk > 0)  # pk underflow: the tail beyond is below float64 resolution
-        idx, ul, ll, pk, cdf = idx[more], ul[more], ll[more], pk[more], cdf[more]
     return counts.reshape(lam.shape)

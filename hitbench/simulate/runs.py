@@ -111,6 +111,7 @@ class _RunModel:
     gaps: np.ndarray
     dead: np.ndarray
     panels: list
+    panel_map: np.ndarray
     hot_index: np.ndarray
     hot_photons: np.ndarray
     basis: np.ndarray
@@ -185,6 +186,14 @@ def _panel_layout(exp: Experiment, shape: tuple[int, int]) -> tuple[np.ndarray, 
     gaps = gap_axes[0][:, None] | gap_axes[1][None, :]
     panels = [(rs, cs) for rs in slices[0] for cs in slices[1]]
     return gaps, panels
+
+
+def _panel_map(shape: tuple[int, int], panels: list) -> np.ndarray:
+    """Flat map of the panel each pixel is on (its position in ``panels``; -1: none)."""
+    panel_map = np.full(shape, -1, dtype=np.int32)
+    for k, (rs, cs) in enumerate(panels):
+        panel_map[rs, cs] = k
+    return panel_map.reshape(-1)
 
 
 def _draw_conditions(exp: Experiment, run: int, seed: int) -> tuple[dict, tuple[float, float]]:
@@ -285,6 +294,7 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
         gaps=gaps,
         dead=dead,
         panels=panels,
+        panel_map=_panel_map(shape, panels),
         hot_index=hot_index,
         hot_photons=hot_photons,
         basis=basis,
@@ -407,19 +417,26 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
         frames[:, m.gaps] = -1
         frames[:, m.dead] = -2
         return _stored(m, frames, truth)
-    frames = counts.astype(np.float32)
-    frames *= np.float32(m.gain)
+    from hitbench.simulate import _kernels  # numba, compiled on first use
+
     bank = rng.standard_normal(NOISE_BANK_FRAMES * h * w, dtype=np.float32)
-    for i, start in enumerate(rng.integers(0, bank.size - h * w, size=n)):
-        frames[i] += bank[start : start + h * w].reshape(h, w) * m.noise_map
+    starts = rng.integers(0, bank.size - h * w, size=n)
     offsets = rng.normal(m.dark_offset, m.common_mode, size=(n, len(m.panels))).astype(np.float32)
-    for k, (rs, cs) in enumerate(m.panels):
-        frames[:, rs, cs] += offsets[:, k, None, None]
-    np.minimum(frames, np.float32(m.saturation), out=frames)
-    frames[:, m.gaps | m.dead] = 0.0
-    if m.dtype.kind == "i":
-        frames = np.rint(frames, out=frames).astype(m.dtype)
-    return _stored(m, frames, truth)
+    frames = np.empty((n, h * w), dtype=m.dtype)
+    _kernels.integrate(
+        counts.reshape(n, h * w),
+        np.float32(m.gain),
+        bank,
+        starts,
+        m.noise_map.reshape(-1),
+        offsets,
+        m.panel_map,
+        np.float32(m.saturation),
+        (m.gaps | m.dead).reshape(-1),
+        m.dtype.kind == "i",
+        frames,
+    )
+    return _stored(m, frames.reshape(n, h, w), truth)
 
 
 def layout(exp: Experiment) -> RawLayout | None:
@@ -462,20 +479,24 @@ def geom_file_name(exp: Experiment) -> str:
     return f"{exp.name}.geom"
 
 
-def _encoded_chunk(m: _RunModel, index: int, compression: str) -> tuple[np.ndarray, dict, list[bytes] | None]:
-    """Chunk ``index`` of a run and its frames compressed as the run file stores them (see ``encode_chunk``)."""
+def _encoded_chunk(m: _RunModel, index: int, compression: str) -> tuple[dict, np.ndarray | None, list[bytes] | None]:
+    """Chunk ``index`` of a run as the run file stores it: truth, frames, frames compressed by ``encode_chunk``.
+
+    Only one of the frames travels to the writer: compressed, or, where HDF5 compresses, as they are (the other
+    is None).
+    """
     frames, truth = _chunk(m, index)
     encoded = [encode_chunk(frame[np.newaxis], compression) for frame in frames]
-    return frames, truth, None if encoded[0] is None else encoded
+    return (truth, frames, None) if encoded[0] is None else (truth, None, encoded)
 
 
 def _chunks(models: list[_RunModel], n_jobs: int, compression: str | None = None) -> Iterator[tuple[int, tuple]]:
     """Chunks of several runs in order, generated in parallel with joblib: (position in ``models``, chunk).
 
-    A chunk is ``(frames, truth)``, with a third item, the frames compressed (or None), when
-    ``compression`` is given. Workers generate at most :data:`AHEAD_PER_JOB` chunks each ahead of
-    the consumer: joblib hands on finished results whether or not they have been taken, so a
-    consumer slower than the workers would otherwise gather the whole experiment in memory.
+    A chunk is ``(frames, truth)``, or, when ``compression`` is given, what :func:`_encoded_chunk` returns.
+    Workers generate at most :data:`AHEAD_PER_JOB` chunks each ahead of the consumer: joblib hands on finished
+    results whether or not they have been taken, so a consumer slower than the workers would otherwise gather
+    the whole experiment in memory.
     """
     tasks = [(k, i) for k, m in enumerate(models) for i in range(-(-m.n_frames // FRAMES_PER_SEED))]
     ahead = AHEAD_PER_JOB * effective_n_jobs(n_jobs)
@@ -628,7 +649,7 @@ def write_experiment(
     done = [0] * len(models)
     written: list[Path] = []
     try:
-        for k, (frames, truth, encoded) in _chunks(models, n_jobs, compression):
+        for k, (truth, frames, encoded) in _chunks(models, n_jobs, compression):
             if k not in writers:
                 writers[k] = CXIWriter(
                     paths[k],
@@ -640,10 +661,14 @@ def write_experiment(
                     dtype=models[k].dtype,
                     compression=compression,
                 )
-            writers[k].append(frames, fields=truth, encoded=encoded)
-            done[k] += len(frames)
+            if encoded is None:
+                writers[k].append(frames, fields=truth)
+            else:
+                writers[k].append_encoded(encoded, fields=truth)
+            n = len(truth["hit"])
+            done[k] += n
             if progress is not None:
-                progress(len(frames))
+                progress(n)
             if done[k] == models[k].n_frames:
                 written.append(writers.pop(k).close())
     finally:

@@ -1,0 +1,155 @@
+"""Compiled steps of the simulator (numba), bit for bit the numpy steps they replace.
+
+Imported lazily by :mod:`hitbench.simulate.physics` and :mod:`hitbench.simulate.runs`, so importing hitbench never
+imports numba. Each kernel does the same floating-point operations, in the same order and precision, as the numpy
+code it replaces (numba, without fastmath, neither reorders nor fuses them); only ``exp`` is not computed here,
+whose last bit could differ from numpy's: :func:`maybe_nonzero` brackets it and the caller settles the few
+undecided pixels with numpy's own ``exp``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+#: Expected photons from which a pixel is always a candidate (spots, hot pixels; the approximation covers below).
+_ALWAYS_ABOVE = np.float32(16.0)
+#: A pixel is a candidate unless its uniform number lies below the approximate exp(-x) by more than this relative
+#: part (the approximation's own error, checked on every float32 x below _ALWAYS_ABOVE, is below 1e-5).
+_MARGIN = np.float32(1e-3)
+#: Pixels bracketed at a time (vectorised), before their candidates are listed.
+_BLOCK = 4096
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _exp_neg(x: np.float32) -> np.float32:
+    """exp(-x) for float32 0 <= x < 16, approximately: (e^(-x/32))^32, the inner exp by its Taylor series."""
+    y = x * np.float32(1.0 / 32.0)
+    p = np.float32(1.0) - y * (
+        np.float32(1.0)
+        - y
+        * (
+            np.float32(1.0 / 2.0)
+            - y
+            * (
+                np.float32(1.0 / 6.0)
+                - y
+                * (
+                    np.float32(1.0 / 24.0)
+                    - y * (np.float32(1.0 / 120.0) - y * (np.float32(1.0 / 720.0) - y * np.float32(1.0 / 5040.0)))
+                )
+            )
+        )
+    )
+    for _ in range(5):
+        p *= p
+    return p
+
+
+@numba.njit(cache=True, nogil=True)
+def maybe_nonzero(lam: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels whose Poisson count may be non-zero (``u > exp(-lam)``), in order: all that are, and a few more.
+
+    Parameters
+    ----------
+    lam : numpy.ndarray of float32
+        Expected photons, flat.
+    u : numpy.ndarray of float32
+        The pixels' uniform numbers.
+
+    Returns
+    -------
+    index : numpy.ndarray of int64
+        Increasing pixel indices: every pixel with ``u > exp(-lam)``, and the few within :data:`_MARGIN` of it.
+    minus_lam : numpy.ndarray of float64
+        ``-lam`` of these pixels, for numpy's ``exp``.
+    """
+    n = lam.size
+    index = np.empty(n, dtype=np.int64)
+    below = np.empty(_BLOCK, dtype=np.bool_)
+    count = 0
+    for start in range(0, n, _BLOCK):
+        stop = min(start + _BLOCK, n)
+        for i in range(start, stop):  # vectorised: no branch
+            x = min(lam[i], _ALWAYS_ABOVE)
+            below[i - start] = (u[i] <= _exp_neg(x) * (np.float32(1.0) - _MARGIN)) & (x < _ALWAYS_ABOVE)
+        for i in range(start, stop):
+            index[count] = i
+            count += not below[i - start]
+    index = index[:count]
+    minus_lam = np.empty(count, dtype=np.float64)
+    for j in range(count):
+        minus_lam[j] = -np.float64(lam[index[j]])
+    return index, minus_lam
+
+
+@numba.njit(cache=True, nogil=True)
+def settle(
+    counts: np.ndarray, index: np.ndarray, u: np.ndarray, lam: np.ndarray, p: np.ndarray, dense_above: float
+) -> np.ndarray:
+    """Counts of the candidate pixels ``index`` (``counts`` in place); returns those left to numpy's sampler.
+
+    A candidate with ``u > p`` (``p = exp(-lam)`` by numpy, float64) is non-zero: above ``dense_above`` expected
+    photons it is returned, in order; else its count is the first k >= 1 whose cumulative probability
+    reaches ``u``, or where the next term underflows (inversion, in float64).
+    """
+    dense = np.empty(index.size, dtype=np.int64)
+    n_dense = 0
+    for j in range(index.size):
+        i = index[j]
+        ul = np.float64(u[i])
+        if not ul > p[j]:
+            continue
+        if lam[i] > dense_above:
+            dense[n_dense] = i
+            n_dense += 1
+            continue
+        ll = np.float64(lam[i])
+        pk = p[j]
+        cdf = pk
+        k = 0
+        while True:
+            k += 1
+            pk *= ll / k
+            cdf += pk
+            if not (ul > cdf and pk > 0):
+                break
+        counts[i] = k
+    return dense[:n_dense]
+
+
+@numba.njit(cache=True, nogil=True)
+def integrate(
+    counts: np.ndarray,
+    gain: np.float32,
+    bank: np.ndarray,
+    starts: np.ndarray,
+    noise: np.ndarray,
+    offsets: np.ndarray,
+    panel: np.ndarray,
+    saturation: np.float32,
+    blank: np.ndarray,
+    round_values: bool,
+    out: np.ndarray,
+) -> None:
+    """An integrating detector's frames from photon counts, into ``out`` (n, H*W) of the storage type.
+
+    Per pixel, in float32: counts times the gain, plus its window of the noise bank times its readout noise,
+    plus its panel's offset of the frame (pixels on no panel have none), capped at the saturation; 0 on blank
+    pixels (gaps, dead); rounded to whole ADU when ``round_values``.
+    """
+    n, n_px = counts.shape
+    for f in range(n):
+        start = starts[f]
+        for i in range(n_px):
+            v = np.float32(counts[f, i]) * gain
+            v = v + bank[start + i] * noise[i]
+            k = panel[i]
+            if k >= 0:
+                v = v + offsets[f, k]
+            v = min(v, saturation)
+            if blank[i]:
+                v = np.float32(0.0)
+            if round_values:
+                v = np.rint(v)
+            out[f, i] = v
