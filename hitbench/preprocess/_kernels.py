@@ -60,13 +60,73 @@ def _median(a: np.ndarray, n: int) -> float:
 
 
 @numba.njit(**_JIT)
-def _reflect(i: int, size: int) -> int:
-    """``numpy.pad(mode="reflect")``'s source index of padded position ``i >= 0``."""
-    if size == 1:
-        return 0
-    period = 2 * (size - 1)
-    i %= period
-    return period - i if i >= size else i
+def _walk(a: np.ndarray, n: int, k: int, guess: float, steps: int) -> tuple[float, bool, float, int]:
+    """The ``k``-th smallest of ``a[:n]`` by counting around a guess, moving it to the next value below or above.
+
+    Each step is one branchless pass; where values repeat (integer ADU, photons of a sparse background) a
+    guess near the answer (a neighbouring tile's median) ends in one or two steps.
+
+    Returns
+    -------
+    (float, bool, float, int)
+        The value, whether it was found within ``steps`` steps, the smallest value above it and the count of
+        values up to it.
+    """
+    p = guess
+    for _ in range(steps):
+        lt = 0
+        le = 0
+        below = -np.inf
+        above = np.inf
+        for i in range(n):
+            v = a[i]
+            lt += v < p
+            le += v <= p
+            below = max(below, v if v < p else -np.inf)
+            above = min(above, v if v > p else np.inf)
+        if lt <= k < le:
+            return p, True, above, le
+        p = above if le <= k else below
+    return p, False, np.inf, 0
+
+
+@numba.njit(**_JIT)
+def _tile_median(tile: np.ndarray, guess: float) -> float:
+    """The upper median (rank ``n // 2``) of a tile, the walk from ``guess`` first, else a quickselect."""
+    n = tile.size
+    value, found, _, _ = _walk(tile, n, n // 2, guess, 3)
+    return value if found else _select(tile, n, n // 2)
+
+
+@numba.njit(**_JIT)
+def _frame_median(values: np.ndarray, scratch: np.ndarray) -> float:
+    """``numpy.median`` of a frame's values: walks from the median of a sample, else quickselects a copy."""
+    n = values.size
+    stride = max(1, n // 1024)
+    m = 0
+    for i in range(0, n, stride):
+        scratch[m] = values[i]
+        m += 1
+    guess = _select(scratch, m, m // 2)
+    half = n // 2
+    value, found, above, up_to = _walk(values, n, half - 1 + n % 2, guess, 3)
+    if not found:
+        scratch[:n] = values
+        return _median(scratch, n)
+    if n % 2 or up_to > half:
+        return value
+    return (np.float32(value) + np.float32(above)) / 2  # numpy's mean of the two middle values, in float32
+
+
+@numba.njit(**_JIT)
+def _padded(size: int, padded: int) -> np.ndarray:
+    """Source index of each position of an axis padded to ``padded`` by ``numpy.pad(mode="reflect")``."""
+    index = np.empty(padded, np.int64)
+    period = max(2 * (size - 1), 1)
+    for i in range(padded):
+        j = i % period
+        index[i] = period - j if j >= size else j
+    return index
 
 
 @numba.njit(**_JIT)
@@ -95,7 +155,7 @@ def _interpolate_rows(values: np.ndarray, low: np.ndarray, high: np.ndarray, fra
     return out
 
 
-@numba.njit(**_JIT)
+@numba.njit(inline="always", **_JIT)  # inlined: no reference counting of its arrays per pixel
 def _interpolated(rows: np.ndarray, i: int, j: int, low: np.ndarray, high: np.ndarray, fraction: np.ndarray) -> float:
     """The bilinear value at pixel (i, j) from the row-interpolated tile values (float32)."""
     f = np.float64(fraction[j])
@@ -167,9 +227,12 @@ def excess_and_noise(
     pixels = block * block
     row_low, row_high, row_fraction = linear_weights(height, ny, block)
     col_low, col_high, col_fraction = linear_weights(width, nx, block)
+    rows_of = _padded(height, ny * block)
+    cols_of = _padded(width, nx * block)
     noise = np.empty((n, ny, nx), np.float32)
     sums = np.zeros((ny, nx))
     flat = np.empty(height * width, np.float32)
+    scratch = np.empty(height * width, np.float32)
     tile = np.empty(pixels, np.float32)
     low = np.empty(trim, np.float32)
     high = np.empty(trim, np.float32)
@@ -181,21 +244,23 @@ def excess_and_noise(
             for c in range(width):
                 photons[r, c] = frames[f, r, c] / gain
                 flat[r * width + c] = photons[r, c]
-        fill = np.float32(_median(flat, flat.size))
+        fill = np.float32(_frame_median(flat, scratch))
+        median = fill
         for ty in range(ny):
             for tx in range(nx):
                 total = 0.0
                 k = 0
                 for r in range(ty * block, ty * block + block):
-                    rr = _reflect(r, height)
+                    rr = rows_of[r]
                     for c in range(tx * block, tx * block + block):
-                        v = photons[rr, _reflect(c, width)]
+                        v = photons[rr, cols_of[c]]
                         v = fill if v == 0 else v
                         tile[k] = v
                         total += v
                         k += 1
                 sums[ty, tx] += total
-                background[ty, tx] = _select(tile, pixels, pixels // 2)
+                median = np.float32(_tile_median(tile, median))
+                background[ty, tx] = median
         rows = _interpolate_rows(background, row_low, row_high, row_fraction)
         for r in range(height):
             for c in range(width):
@@ -203,7 +268,7 @@ def excess_and_noise(
                 e = np.float32(0) if v == 0 else v - _interpolated(rows, r, c, col_low, col_high, col_fraction)
                 photons[r, c] = e
                 flat[r * width + c] = e
-        fill = np.float32(_median(flat, flat.size))
+        fill = np.float32(_frame_median(flat, scratch))
         positive = 0
         for ty in range(ny):
             for tx in range(nx):
@@ -211,9 +276,9 @@ def excess_and_noise(
                 high[:] = -np.inf
                 total = 0.0
                 for r in range(ty * block, ty * block + block):
-                    rr = _reflect(r, height)
+                    rr = rows_of[r]
                     for c in range(tx * block, tx * block + block):
-                        v = photons[rr, _reflect(c, width)]
+                        v = photons[rr, cols_of[c]]
                         v = fill if v == 0 else v
                         total += v
                         if v < low[trim - 1]:  # keep the trim lowest, sorted
@@ -234,9 +299,9 @@ def excess_and_noise(
                 mean = total / kept
                 deviations = 0.0
                 for r in range(ty * block, ty * block + block):
-                    rr = _reflect(r, height)
+                    rr = rows_of[r]
                     for c in range(tx * block, tx * block + block):
-                        v = photons[rr, _reflect(c, width)]
+                        v = photons[rr, cols_of[c]]
                         d = np.float64(fill if v == 0 else v) - mean
                         deviations += d * d
                 for i in range(trim):
@@ -256,18 +321,36 @@ def excess_and_noise(
 
 
 @numba.njit(**_JIT)
+def _log_tail_lower_bound(variance: float, excess: float) -> float:
+    """A lower bound of ``log(gammainc(variance + excess, variance))``: the first term of its series, Stirling above.
+
+    ``P(a, v) >= v**a exp(-v) / Gamma(a + 1)`` and ``log Gamma(y) <= (y - 1/2) log y - y + log(2 pi) / 2 + 1 / (12 y)``.
+    """
+    a = variance + excess
+    y = a + 1.0
+    log_gamma = (y - 0.5) * np.log(y) - y + 0.9189385332046728 + 1.0 / (12.0 * y)
+    return a * np.log(variance) - variance - log_gamma
+
+
+@numba.njit(**_JIT)
 def gaussian_significance(
-    excess: np.ndarray, noise: np.ndarray, rate: np.ndarray, block: int, tail_above: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    excess: np.ndarray, noise: np.ndarray, rate: np.ndarray, block: int, tail_above: float, log_tail_cut: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Excess over the square root of the local variance, in place; the pixels whose Poisson tail is to be computed.
 
     The variance is the tile noise squared, interpolated, but never less than the interpolated photon rate
-    (:class:`~hitbench.preprocess.PoissonSignificance`). ``excess`` becomes ``excess / sqrt(variance)``.
+    (:class:`~hitbench.preprocess.PoissonSignificance`). ``excess`` becomes ``z = excess / sqrt(variance)``.
+    The Poisson tail probability ``gammainc(variance + excess, variance)`` can only lower ``z``, and matters
+    only above ``tail_above`` (2 or more: below 2 the ratio is kept): such pixels are returned for it, except
+    those whose tail probability is surely above ``exp(log_tail_cut)`` (:func:`_log_tail_lower_bound`;
+    ``log_tail_cut`` is that of a significance below ``tail_above``), whose ``z`` falls below ``tail_above``:
+    they are set to it.
 
     Returns
     -------
-    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
-        Flat positions of the pixels above 2 and ``tail_above``, their variance and their excess (float64).
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        Flat positions of the pixels for the tail, their variance and excess (float64), and the non-zero
+        pixels of each frame.
     """
     n, height, width = excess.shape
     ny, nx = noise.shape[1:]
@@ -278,32 +361,49 @@ def gaussian_significance(
     for r in range(height):
         for c in range(width):
             floor[r, c] = _interpolated(rate_rows, r, c, col_low, col_high, col_fraction)
-    cut = max(2.0, tail_above)
-    size = 1024
-    where = np.empty(size, np.int64)
-    variances = np.empty(size)
-    excesses = np.empty(size)
+    lowered = np.float32(tail_above)
+    variance = np.empty(width, np.float32)
+    frame_where = np.empty(height * width, np.int64)  # one frame's candidates; the batch's grow frame by frame
+    frame_variances = np.empty(height * width)
+    frame_excesses = np.empty(height * width)
+    where = np.empty(0, np.int64)
+    variances = np.empty(0)
+    excesses = np.empty(0)
+    nonzero = np.zeros(n, np.int64)
     m = 0
     for f in range(n):
         rows = _interpolate_rows(noise[f], row_low, row_high, row_fraction)
+        k = 0
+        count = 0
         for r in range(height):
+            line = excess[f, r]
             for c in range(width):
                 sigma = _interpolated(rows, r, c, col_low, col_high, col_fraction)
-                variance = max(sigma * sigma, floor[r, c])
-                e = excess[f, r, c]
-                z = e / np.sqrt(variance)
-                excess[f, r, c] = z
-                if z > cut:
-                    if m == size:
-                        size *= 2
-                        where = np.concatenate((where, np.empty(size - m, np.int64)))
-                        variances = np.concatenate((variances, np.empty(size - m)))
-                        excesses = np.concatenate((excesses, np.empty(size - m)))
-                    where[m] = (f * height + r) * width + c
-                    variances[m] = variance
-                    excesses[m] = e
-                    m += 1
-    return where[:m], variances[:m], excesses[:m]
+                variance[c] = max(sigma * sigma, floor[r, c])
+            for c in range(width):
+                e = line[c]
+                z = e / np.sqrt(variance[c])
+                count += z != 0
+                if z > tail_above:
+                    if _log_tail_lower_bound(np.float64(variance[c]), np.float64(e)) > log_tail_cut:
+                        z = lowered
+                    else:
+                        frame_where[k] = (f * height + r) * width + c
+                        frame_variances[k] = variance[c]
+                        frame_excesses[k] = e
+                        k += 1
+                line[c] = z
+        nonzero[f] = count
+        if m + k > where.size:
+            size = max(2 * where.size, m + k)
+            where = np.concatenate((where[:m], np.empty(size - m, np.int64)))
+            variances = np.concatenate((variances[:m], np.empty(size - m)))
+            excesses = np.concatenate((excesses[:m], np.empty(size - m)))
+        where[m : m + k] = frame_where[:k]
+        variances[m : m + k] = frame_variances[:k]
+        excesses[m : m + k] = frame_excesses[:k]
+        m += k
+    return where[:m], variances[:m], excesses[:m], nonzero
 
 
 @numba.njit(**_JIT)
@@ -313,29 +413,15 @@ def hot_pixels(frames: np.ndarray, threshold: float, min_fraction: float, min_fr
     hot = np.zeros((height, width), np.bool_)
     if n < min_frames:
         return hot
-    bright = np.zeros((height, width), np.int64)
+    bright = np.zeros((height, width), np.int32)
     for f in range(n):
         for r in range(height):
             for c in range(width):
-                if frames[f, r, c] > threshold:
-                    bright[r, c] += 1
+                bright[r, c] += frames[f, r, c] > threshold
     for r in range(height):
         for c in range(width):
             hot[r, c] = bright[r, c] >= min_fraction * n
     return hot
-
-
-@numba.njit(**_JIT)
-def good_pixels(frames: np.ndarray, hot: np.ndarray) -> np.ndarray:
-    """Per frame: pixels neither 0 nor hot."""
-    n, height, width = frames.shape
-    good = np.zeros(n, np.int64)
-    for f in range(n):
-        for r in range(height):
-            for c in range(width):
-                if frames[f, r, c] != 0 and not hot[r, c]:
-                    good[f] += 1
-    return good
 
 
 @numba.njit(**_JIT)
@@ -345,25 +431,31 @@ def spot_pixels(
     """:class:`~hitbench.preprocess.SpotPixels` after :class:`~hitbench.preprocess.HotPixelMask`, in place (1/0).
 
     A pixel is lit above ``threshold`` (hot pixels never); kept with ``min_neighbours`` lit neighbours of 8,
-    or alone above its frame's ``lone`` level.
+    or alone above its frame's ``lone`` level. One pass zeroes each frame and lists its lit pixels; the
+    second looks at those only.
     """
     n, height, width = frames.shape
     lit = np.zeros((height + 2, width + 2), np.uint8)
+    where = np.empty(height * width, np.int64)
+    values = np.empty(height * width, np.float32)
     for f in range(n):
         frame = frames[f]
-        for r in range(height):
-            for c in range(width):
-                lit[r + 1, c + 1] = frame[r, c] > threshold and not hot[r, c]
+        m = 0
         for r in range(height):
             for c in range(width):
                 v = frame[r, c]
-                kept = False
-                if lit[r + 1, c + 1]:
-                    if min_neighbours == 0:
-                        kept = True
-                    else:
-                        around = (lit[r, c] + lit[r, c + 1] + lit[r, c + 2] + lit[r + 1, c] + lit[r + 1, c + 2]) + (
-                            lit[r + 2, c] + lit[r + 2, c + 1] + lit[r + 2, c + 2]
-                        )
-                        kept = around >= min_neighbours or v > lone[f]
-                frame[r, c] = np.float32(1) if kept else np.float32(0)
+                frame[r, c] = 0
+                if v > threshold and not hot[r, c]:
+                    lit[r + 1, c + 1] = 1
+                    where[m] = r * width + c
+                    values[m] = v
+                    m += 1
+        for i in range(m):
+            r, c = where[i] // width, where[i] % width
+            around = (lit[r, c] + lit[r, c + 1] + lit[r, c + 2] + lit[r + 1, c] + lit[r + 1, c + 2]) + (
+                lit[r + 2, c] + lit[r + 2, c + 1] + lit[r + 2, c + 2]
+            )
+            if around >= min_neighbours or values[i] > lone[f]:
+                frame[r, c] = 1
+        for i in range(m):
+            lit[where[i] // width + 1, where[i] % width + 1] = 0

@@ -34,11 +34,13 @@ class RobustPreprocessing(StatelessTransformer):
     ``preprocess__gate``); :meth:`pipeline` gives its steps as a scikit-learn Pipeline. Each call of
     :meth:`transform` works on the frames it is given, whose batch statistics (:class:`PhotonConversion`,
     :class:`HotPixelMask`) are theirs: apply it batch by batch with :func:`transform_in_batches`.
-    With ``spots``, :meth:`transform` runs the steps fused in compiled kernels
-    (:mod:`hitbench.preprocess._kernels`): a few passes over each frame without the steps' temporaries, the
-    Poisson tail computed only where it can decide. The spot map is the pipeline's; the significances it
-    thresholds agree with :class:`PoissonSignificance`'s to a few float32 units in the last place (sums
-    rounded once instead of step by step).
+    With ``spots`` and ``gate`` and ``hot_threshold`` of 2 or more (``cnn-robust``'s), :meth:`transform` runs
+    the steps fused in compiled kernels (:mod:`hitbench.preprocess._kernels`): a few passes over each frame
+    without the steps' temporaries, the Poisson tail computed only where it can decide. The spot map is the
+    pipeline's: the significances it thresholds agree with :class:`PoissonSignificance`'s to a few float32
+    units in the last place (sums rounded once instead of step by step), which moves no pixel across a level
+    of 2 or more. Otherwise (a level near 0, where such units decide the sign of a pixel's excess over the
+    background) it runs :meth:`pipeline`.
 
     Parameters
     ----------
@@ -128,7 +130,10 @@ class RobustPreprocessing(StatelessTransformer):
             Preprocessed frames (float32).
         """
         frames = check_frames(X, where="RobustPreprocessing")
-        if not self.spots:
+        # the spot map decided where a significance of 2 or more lights a pixel or makes it hot: there float32
+        # units in the last place of the background, of the noise or of the rate change no pixel's fate
+        tail_above = min(float(self.gate), float(self.hot_threshold))
+        if not self.spots or tail_above < 2:
             return self.pipeline().fit_transform(frames)
         from hitbench.preprocess import _kernels
 
@@ -138,16 +143,19 @@ class RobustPreprocessing(StatelessTransformer):
         gain = np.float32(steps["photons"].estimate(frames))
         out = np.empty_like(frames)
         noise, sums = _kernels.excess_and_noise(frames, gain, block, trim, np.float32(fraction), out)
-        hot = steps["hot"]
-        spots = steps["spots"]
+        hot, spots = steps["hot"], steps["spots"]
         rate = (sums / (len(frames) * block * block)).astype(np.float32)
-        # the Poisson tail only where it can decide: the significance is at most the Gaussian ratio
-        tail_above = min(float(spots.threshold), float(hot.threshold))
-        where, variance, excess = _kernels.gaussian_significance(out, noise, rate, block, tail_above)
+        # the Poisson tail only where it can decide (the significance is at most the Gaussian ratio), and not
+        # where a lower bound of its probability is 1 % above that of the level that decides
+        log_tail_cut = float(np.log(special.ndtr(-tail_above)) + np.log(1.01))
+        where, variance, excess, good = _kernels.gaussian_significance(
+            out, noise, rate, block, tail_above, log_tail_cut
+        )
         flat = out.reshape(-1)
-        flat[where] = np.fmin(-special.ndtri(special.gammainc(variance + excess, variance)), flat[where])
+        flat[where] = tail = np.fmin(-special.ndtri(special.gammainc(variance + excess, variance)), flat[where])
+        np.subtract.at(good, where[tail == 0] // out[0].size, 1)
         hot_pixels = _kernels.hot_pixels(out, float(hot.threshold), float(hot.min_fraction), int(hot.min_frames))
-        good = _kernels.good_pixels(out, hot_pixels)
+        good -= np.count_nonzero(out[:, hot_pixels], axis=1)
         lone = np.array([spots.lone_threshold(int(n)) for n in good], dtype=np.float32)
         _kernels.spot_pixels(out, hot_pixels, np.float32(spots.threshold), int(spots.min_neighbours), lone)
         return out
