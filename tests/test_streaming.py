@@ -4,6 +4,7 @@ threads equal h5py's."""
 from __future__ import annotations
 
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import h5py
 import numpy as np
@@ -203,3 +204,14 @@ def test_a_damaged_chunk_is_a_one_line_error(tmp_path):
     np.testing.assert_array_equal(run.read(0, 4), 5)
     with pytest.raises(HitbenchError, match=r"d\.cxi: frames 2-6 unreadable .*corrupt"):
         run.read(2, 6)
+
+
+def test_runs_read_from_several_threads_at_once(tmp_path):
+    """Raw chunks read by several threads at once (h5py's read_direct_chunk crashed without its lock)."""
+    frames = np.random.default_rng(3).integers(0, 500, (64, 12, 10), dtype=np.int16)
+    path = write_cxi(tmp_path / "t.cxi", frames)
+    runs = [CXIRun(path) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        reads = list(pool.map(lambda k: [runs[k % 4].read(a, a + 8) for a in range(0, 64, 8)], range(16)))
+    for read in reads:
+        np.testing.assert_array_equal(np.concatenate(read), frames)

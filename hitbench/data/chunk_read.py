@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import h5py
 import numpy as np
+from h5py._objects import phil  # h5py's lock of libhdf5 calls
 
 try:  # ISA-L's inflate: the bytes zlib's gives, about twice as fast
     from isal import isal_zlib as inflate_module
@@ -73,9 +74,10 @@ def read_frames(dataset: h5py.Dataset, start: int, out: np.ndarray) -> None:
     """
     tasks, stored = [], []
     zeros = (0,) * (dataset.ndim - 1)
-    for k in range(len(out)):  # h5py's calls stay on this thread (read_direct_chunk is not safe on several)
+    for k in range(len(out)):
         try:
-            skipped, chunk = dataset.id.read_direct_chunk((start + k, *zeros))
+            with phil:  # h5py < 3.16 calls libhdf5 here without its lock: threads reading at once crash (h5py#2764)
+                skipped, chunk = dataset.id.read_direct_chunk((start + k, *zeros))
         except (OSError, RuntimeError, ValueError, KeyError):  # not written, or past the end: h5py says
             skipped, chunk = 1, b""
         stored.append(None if skipped else chunk)
