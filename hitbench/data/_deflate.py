@@ -18,7 +18,6 @@ _MAX_RUN = 258  # longest match
 _MIN_RUN = 3  # shortest match
 _END_OF_BLOCK = 256
 _ADLER_BASE = 65521
-_ADLER_BLOCK = 5552  # bytes summed before the Adler-32 sums must be reduced (zlib's NMAX)
 #: Order in which the code-length code's lengths are sent (RFC 1951, 3.2.7).
 _CL_ORDER = np.array([16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15], dtype=np.int64)
 #: First match length of each length symbol 257..285 and its extra bits.
@@ -153,7 +152,7 @@ def _codes(lengths: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _put(out: np.ndarray, pos: int, buf: int, n_bits: int, value: int, length: int) -> tuple[int, int, int]:
-    """Append ``length`` (at most 16) bits of ``value``, first bit lowest; the whole bytes go to ``out``.
+    """Append ``length`` (at most 24) bits of ``value``, first bit lowest; the whole bytes go to ``out``.
 
     Without a branch: the next three bytes are always stored (those beyond the whole ones are stored again
     by later calls), so fewer than 8 bits stay in ``buf``.
@@ -200,19 +199,23 @@ def _tokens(raw: np.ndarray, stride: int, plane: int, n: int, symbols: np.ndarra
 
 @numba.njit(cache=True, nogil=True)
 def _adler32(raw: np.ndarray, stride: int, n: int) -> int:
-    """Adler-32 of the shuffled bytes (every byte plane in turn)."""
-    a, b = 1, 0
+    """Adler-32 of the shuffled bytes (every byte plane in turn) from two vectorised sums per plane.
+
+    Over bytes x_1..x_N, ``a = 1 + sum x_k`` and ``b = N + sum (N - k + 1) x_k`` (mod 65521): no chain per byte.
+    """
+    size = stride * n
+    a, b = 1, size % _ADLER_BASE
     for plane in range(stride):
-        start = 0
-        while start < n:
-            stop = min(start + _ADLER_BLOCK, n)
-            for i in range(start, stop):
-                a += raw[i * stride + plane]
-                b += a
-            a %= _ADLER_BASE
-            b %= _ADLER_BASE
-            start = stop
-    return (b << 16) | a
+        total, weighted = 0, 0
+        for i in range(n):
+            x = np.int64(raw[i * stride + plane])
+            total += x
+            weighted += i * x
+        # byte i of this plane is stream byte k = plane n + i + 1, of weight N - k + 1 = (N - plane n) - i
+        total %= _ADLER_BASE
+        a += total
+        b += ((size - plane * n) % _ADLER_BASE) * total - weighted % _ADLER_BASE
+    return ((b % _ADLER_BASE) << 16) | (a % _ADLER_BASE)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -272,14 +275,14 @@ def encode(raw: np.ndarray, itemsize: int) -> np.ndarray:
             pos, buf, n_bits = _put(out, pos, buf, n_bits, cl_lengths[_CL_ORDER[k]], 3)
         for length in sent:
             pos, buf, n_bits = _put(out, pos, buf, n_bits, cl_codes[length], cl_lengths[length])
+        extra_bits = np.zeros(286, dtype=np.int64)  # after a length's code: its extra bits, then distance code 0
+        extra_bits[257:] = _LENGTH_EXTRA + 1  # (distance 1), whose one-bit code is 0
+        base = np.zeros(286, dtype=np.int64)
+        base[257:] = _LENGTH_BASE
         for t in range(n_tok):
             s = symbols[t]
-            pos, buf, n_bits = _put(out, pos, buf, n_bits, lit_codes[s], lit_lengths[s])
-            if s > _END_OF_BLOCK:
-                k = s - 257
-                extra = _LENGTH_EXTRA[k]
-                # the length's extra bits, then distance code 0 (distance 1), whose one-bit code is 0
-                pos, buf, n_bits = _put(out, pos, buf, n_bits, runs[t] - _LENGTH_BASE[k], extra + 1)
+            extra = (runs[t] - base[s]) << lit_lengths[s]  # 0 for literals
+            pos, buf, n_bits = _put(out, pos, buf, n_bits, lit_codes[s] | extra, lit_lengths[s] + extra_bits[s])
     if n_bits:  # the last bits, padded to a whole byte (already stored by _put)
         pos += 1
     check = _adler32(raw, itemsize, n)

@@ -119,6 +119,21 @@ def settle(
 
 
 @numba.njit(cache=True, nogil=True)
+def background(jet_scale: np.ndarray, flux: np.ndarray, jet_map: np.ndarray, air_map: np.ndarray) -> np.ndarray:
+    """Expected background photons of each frame, float32 (n, H*W): ``jet_scale * jet_map + flux * air_map``.
+
+    Each product is rounded to float32 before the sum, as numpy computes them (float32 arrays).
+    """
+    n, n_px = jet_scale.size, jet_map.size
+    lam = np.empty((n, n_px), dtype=np.float32)
+    for f in range(n):
+        a, b = jet_scale[f], flux[f]
+        for i in range(n_px):
+            lam[f, i] = a * jet_map[i] + b * air_map[i]
+    return lam
+
+
+@numba.njit(cache=True, nogil=True)
 def integrate(
     counts: np.ndarray,
     gain: np.float32,
@@ -135,21 +150,17 @@ def integrate(
     """An integrating detector's frames from photon counts, into ``out`` (n, H*W) of the storage type.
 
     Per pixel, in float32: counts times the gain, plus its window of the noise bank times its readout noise,
-    plus its panel's offset of the frame (pixels on no panel have none), capped at the saturation; 0 on blank
-    pixels (gaps, dead); rounded to whole ADU when ``round_values``.
+    plus its panel's offset of the frame (``offsets`` has a last column of zeros, the offset of pixels on no
+    panel, all of which are blank), capped at the saturation; 0 on blank pixels (gaps, dead); rounded to whole
+    ADU when ``round_values``. Without a branch per pixel (vectorised).
     """
     n, n_px = counts.shape
+    zero = np.float32(0.0)
     for f in range(n):
         start = starts[f]
         for i in range(n_px):
             v = np.float32(counts[f, i]) * gain
             v = v + bank[start + i] * noise[i]
-            k = panel[i]
-            if k >= 0:
-                v = v + offsets[f, k]
-            v = min(v, saturation)
-            if blank[i]:
-                v = np.float32(0.0)
-            if round_values:
-                v = np.rint(v)
-            out[f, i] = v
+            v = v + offsets[f, panel[i]]
+            v = zero if blank[i] else min(v, saturation)
+            out[f, i] = np.rint(v) if round_values else v

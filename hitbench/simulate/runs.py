@@ -189,8 +189,8 @@ def _panel_layout(exp: Experiment, shape: tuple[int, int]) -> tuple[np.ndarray, 
 
 
 def _panel_map(shape: tuple[int, int], panels: list) -> np.ndarray:
-    """Flat map of the panel each pixel is on (its position in ``panels``; -1: none)."""
-    panel_map = np.full(shape, -1, dtype=np.int32)
+    """Flat map of the panel each pixel is on (its position in ``panels``; ``len(panels)``: none)."""
+    panel_map = np.full(shape, len(panels), dtype=np.int32)
     for k, (rs, cs) in enumerate(panels):
         panel_map[rs, cs] = k
     return panel_map.reshape(-1)
@@ -339,7 +339,8 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
 def _frame_spots(
     m: _RunModel, orientation: np.ndarray, size: float, flux: float, bg_lam: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Spots of one hit: recorded x, y, photons (brightest first), detectable flags, and pixel contributions."""
+    """Spots of one hit: recorded x, y, photons (brightest first), detectable flags, and the pixels they light
+    (flat, increasing) with their expected photons (float64 sums, each in the spots' order)."""
     spots = physics.predict_spots(
         orientation,
         m.basis,
@@ -374,9 +375,8 @@ def _frame_spots(
     box_bg = np.where(valid, bg_lam[rows, cols], 0).sum(axis=1)
     sigma = np.sqrt(box_bg + 9 * (m.readout / m.gain) ** 2)
     detectable = photons >= physics.DETECTABLE_SIGMA * np.maximum(sigma, 1.0)
-    flat = (rows * w + cols)[valid]
-    contrib = (photons[:, None] * weights)[valid]
-    return x, y, photons, detectable, np.bincount(flat, contrib, minlength=h * w)
+    pixels, where = np.unique((rows * w + cols)[valid], return_inverse=True)
+    return x, y, photons, detectable, pixels, np.bincount(where, (photons[:, None] * weights)[valid])
 
 
 def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
@@ -390,8 +390,10 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
     jet = m.jet * np.clip(1 + m.jet_jitter * rng.standard_normal(n), 0.1, None)
     size = m.size_median_a * np.exp(m.size_spread * rng.standard_normal(n))
     orientation = Rotation.random(n, random_state=rng).as_matrix()
-    lam = (flux * jet).astype(np.float32)[:, None, None] * m.jet_map[None]
-    lam += flux.astype(np.float32)[:, None, None] * m.air_map[None]
+    from hitbench.simulate import _kernels  # numba, compiled on first use
+
+    jet_scale, flux32 = (flux * jet).astype(np.float32), flux.astype(np.float32)
+    lam = _kernels.background(jet_scale, flux32, m.jet_map.reshape(-1), m.air_map.reshape(-1)).reshape(n, h, w)
     truth = {
         "hit": hit.astype(np.int8),
         "n_spots": np.zeros(n, np.int32),
@@ -403,8 +405,8 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
     }
     flat = lam.reshape(n, h * w)
     for i in np.flatnonzero(hit):
-        x, y, photons, detectable, image = _frame_spots(m, orientation[i], size[i], flux[i], lam[i])
-        flat[i] += image
+        x, y, photons, detectable, pixels, spot_lam = _frame_spots(m, orientation[i], size[i], flux[i], lam[i])
+        flat[i, pixels] += spot_lam  # in float64, rounded to float32, as the frame plus a whole image of them
         keep = min(len(x), m.max_spots)
         truth["n_spots"][i] = len(x)
         truth["n_spots_detectable"][i] = int(detectable.sum())
@@ -417,11 +419,10 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
         frames[:, m.gaps] = -1
         frames[:, m.dead] = -2
         return _stored(m, frames, truth)
-    from hitbench.simulate import _kernels  # numba, compiled on first use
-
     bank = rng.standard_normal(NOISE_BANK_FRAMES * h * w, dtype=np.float32)
     starts = rng.integers(0, bank.size - h * w, size=n)
-    offsets = rng.normal(m.dark_offset, m.common_mode, size=(n, len(m.panels))).astype(np.float32)
+    offsets = np.zeros((n, len(m.panels) + 1), dtype=np.float32)  # the last: pixels on no panel
+    offsets[:, :-1] = rng.normal(m.dark_offset, m.common_mode, size=(n, len(m.panels)))
     frames = np.empty((n, h * w), dtype=m.dtype)
     _kernels.integrate(
         counts.reshape(n, h * w),
