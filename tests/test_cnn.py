@@ -473,3 +473,16 @@ def test_scores_are_golden(backend):
     for model, key in ((method, "onnx"), (negative_rows_linear(method), "variant_onnx")):
         scores = model.set_params(backend=backend).decision_function(frames)
         np.testing.assert_allclose(scores, stored[key], rtol=0, atol=1e-6, err_msg=key)
+
+
+def test_a_loaded_model_scores_without_tensorflow():
+    """Loading a model file and scoring frames (numba, the default on a CPU) imports no TensorFlow; the Keras network
+    is built, from the same weights, only when asked for."""
+    code = (
+        "import sys, numpy as np; from hitbench.modelfile import load_model;"
+        f" m = load_model({str(GOLDEN.with_suffix('.hbm'))!r}); scores = m.decision_function(np.ones((2, 350, 350)));"
+        " loaded = 'tensorflow' in sys.modules;"
+        " np.testing.assert_allclose(m.score_keras(np.ones((2, 350, 350), np.float32)), scores, atol=1e-6);"
+        " sys.exit(int(loaded))"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -24,11 +24,14 @@ to about 1e-6:
   a GPU through ONNX Runtime's CUDA provider;
 - ``"keras"``: Keras's ``predict_on_batch`` (TensorFlow, CPU or GPU).
 
-``backend="auto"`` picks ONNX Runtime when it has the CUDA provider, else Keras when TensorFlow
-sees a GPU, else numba.
+``backend="auto"`` picks ONNX Runtime when it has the CUDA provider (a GPU), else numba; Keras
+runs on TensorFlow's GPU when asked for (``backend="keras"``).
 
-TensorFlow is imported only when a model is built, trained or loaded, never at module import
-(:mod:`hitbench.methods.tf_runtime`). Training is repeatable for a seed (``random_state``) and
+TensorFlow is imported only when a model is built or trained, or when its Keras network is used
+(``model_``, ``score_keras``, the ``.keras`` file), never at module import nor by loading a fitted
+model (:mod:`hitbench.methods.tf_runtime`): numba and ONNX Runtime score frames without it.
+
+Training is repeatable for a seed (``random_state``) and
 touches no global random generator. A fitted model is saved with :func:`hitbench.modelfile.save_model`
 or, with its Keras network readable by Keras, :func:`hitbench.methods.cnn_file.save_keras`.
 """
@@ -101,7 +104,7 @@ class ReferenceCNN(HitMethod):
         trained or drew, and no global generator is reseeded. On a GPU, some TensorFlow kernels
         are repeatable only with ``tf.config.experimental.enable_op_determinism()``, the user's call.
     backend : {"auto", "numba", "onnx", "keras"}
-        Inference engine (see the module docstring); "auto" picks numba unless a GPU can be used.
+        Inference engine (see the module docstring); "auto" picks numba unless ONNX Runtime can use a GPU.
     inference_batch_size : int
         Frames per inference batch of ONNX Runtime and Keras (numba needs no batches).
     verbose : int
@@ -256,10 +259,10 @@ class ReferenceCNN(HitMethod):
             callbacks=callbacks,
             verbose=self.verbose,
         )
-        self.model_ = model
+        self._model, self._network_weights = model, None
         self.history_ = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         self.n_epochs_ = len(self.history_["loss"])
-        self._onnx_session = self._weights = None
+        self._onnx_session = self._folded = None
         fitted = self.decision_threshold in ("fitted", "validation")
         self.threshold_ = 0.5 if fitted else float(self.decision_threshold)
         self.threshold_source_ = str(self.decision_threshold) if fitted else "given"
@@ -273,17 +276,41 @@ class ReferenceCNN(HitMethod):
 
     # -- inference -----------------------------------------------------------------------
     def _engine(self) -> str:
-        """The backend to run: ``backend``, or for "auto" a GPU engine where one can be used, else numba."""
+        """The backend to run: ``backend``, or for "auto" ONNX Runtime where it can use a GPU, else numba."""
         if self.backend != "auto":
             return self.backend
         import onnxruntime as ort
 
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            return "onnx"
-        tf_runtime.keras()
-        import tensorflow as tf
+        return "onnx" if "CUDAExecutionProvider" in ort.get_available_providers() else "numba"
 
-        return "keras" if tf.config.list_physical_devices("GPU") else "numba"
+    @property
+    def model_(self):
+        """The trained Keras network, built from the fitted weights when first asked for (TensorFlow is imported then).
+
+        Returns
+        -------
+        keras.Model
+            See :func:`hitbench.methods.cnn_network.build_model`.
+        """
+        if getattr(self, "_model", None) is None:
+            if getattr(self, "_network_weights", None) is None:
+                raise AttributeError("model_: the cnn is not fitted")
+            self._model = self._network(self._network_weights)
+        return self._model
+
+    def _weight_arrays(self) -> list[np.ndarray]:
+        """The network's weights as ``get_weights()`` lists them, without building the network."""
+        if getattr(self, "_model", None) is None:
+            return self._network_weights
+        return [np.asarray(w) for w in self._model.get_weights()]
+
+    def _inference_weights(self) -> dict[str, np.ndarray]:
+        """The folded weights of the inference engines (kept until the network changes by fit or load)."""
+        if getattr(self, "_folded", None) is None:
+            self._folded = inference_weights(
+                self._weight_arrays(), input_mean=self.input_mean_, input_std=self.input_std_
+            )
+        return self._folded
 
     def onnx_model(self) -> bytes:
         """The fitted network as a serialised ONNX graph taking raw frames (n, H, W) to P(hit).
@@ -294,9 +321,7 @@ class ReferenceCNN(HitMethod):
             See :func:`to_onnx`.
         """
         self._check_predict_input(np.zeros((1, *self.frame_shape_), dtype=np.float32))
-        return to_onnx(
-            self.model_, normalisation=self.normalisation, input_mean=self.input_mean_, input_std=self.input_std_
-        )
+        return to_onnx(self._inference_weights(), tuple(self.frame_shape_), normalisation=self.normalisation)
 
     def score_keras(self, frames: np.ndarray) -> np.ndarray:
         """P(hit) per frame through Keras, in batches of ``inference_batch_size``.
@@ -357,15 +382,14 @@ class ReferenceCNN(HitMethod):
         """
         from hitbench.methods import _cnn_kernel
 
-        if getattr(self, "_weights", None) is None:
-            self._weights = inference_weights(self.model_, input_mean=self.input_mean_, input_std=self.input_std_)
+        weights = self._inference_weights()
         frames = np.ascontiguousarray(frames, dtype=np.float32)
         out = np.empty(len(frames), dtype=np.float32)
         log1p = self.normalisation == "log1p"
         bounds = np.linspace(0, len(frames), min(threads or available_cores(), len(frames)) + 1).astype(int)
 
         def score(start: int, stop: int) -> None:
-            _cnn_kernel.score_frames(frames[start:stop], log1p, **self._weights, out=out[start:stop])
+            _cnn_kernel.score_frames(frames[start:stop], log1p, **weights, out=out[start:stop])
 
         if len(bounds) == 2:
             score(0, len(frames))
@@ -387,26 +411,26 @@ class ReferenceCNN(HitMethod):
         return model
 
     def _saved_state(self) -> dict[str, Any]:
-        return {**super()._saved_state(), "model_": [np.asarray(w) for w in self.model_.get_weights()]}
+        return {**super()._saved_state(), "model_": self._weight_arrays()}
 
     def _restore_state(self, state: dict[str, Any]) -> None:
         state = dict(state)
         weights = state.pop("model_")
         super()._restore_state(state)
-        self.model_ = self._network(weights)
-        self._onnx_session = self._weights = None
+        self._network_weights, self._model = weights, None  # the Keras network is built when first asked for
+        self._onnx_session = self._folded = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__ itself
-        state.pop("_onnx_session", None)
-        state.pop("_weights", None)
-        if "model_" in state:
-            state["model_"] = self.model_.get_weights()
+        for cached in ("_model", "_onnx_session", "_folded"):
+            state.pop(cached, None)
+        if "_network_weights" in state:
+            state["_network_weights"] = self._weight_arrays()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        weights = state.pop("model_", None)
+        state = dict(state)
+        if "model_" in state:  # pickled by hitbench before the network was built lazily
+            state["_network_weights"] = state.pop("model_")
         super().__setstate__(state)
-        self._onnx_session = self._weights = None
-        if weights is not None:
-            self.model_ = self._network(weights)
+        self._model = self._onnx_session = self._folded = None

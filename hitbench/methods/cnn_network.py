@@ -32,10 +32,15 @@ momentum 0.9 and learning rate 0.002 decayed as ``lr / (1 + 1e-4 * step)`` (Kera
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from hitbench.errors import HitbenchError
 from hitbench.methods import tf_runtime
+
+#: The epsilon of the network's batch normalisations (Keras's default).
+BN_EPSILON = 1e-3
 
 
 def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int = 0):
@@ -77,17 +82,17 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int =
             keras.Input(shape=(height, width, 1), name="frames"),
             layers.Conv2D(4, 7, kernel_initializer=weights(), name="conv1"),
             ByteDropout(dropout, seed=next(seeds), name="dropout1"),
-            RowBatchNormalization(axis=1, name="bn_rows1"),
+            RowBatchNormalization(axis=1, epsilon=BN_EPSILON, name="bn_rows1"),
             layers.MaxPooling2D(5, name="pool1"),
             layers.ReLU(name="relu1"),
             layers.Conv2D(4, 7, kernel_initializer=weights(), name="conv2"),
-            RowBatchNormalization(axis=1, name="bn_rows2"),
+            RowBatchNormalization(axis=1, epsilon=BN_EPSILON, name="bn_rows2"),
             layers.MaxPooling2D(5, name="pool2"),
             layers.ReLU(name="relu2"),
             ByteDropout(dropout, seed=next(seeds), name="dropout2"),
             layers.Flatten(name="flatten"),
             layers.Dense(16, kernel_initializer=weights(), name="dense1"),
-            layers.BatchNormalization(name="bn_dense1"),
+            layers.BatchNormalization(epsilon=BN_EPSILON, name="bn_dense1"),
             layers.ReLU(name="relu3"),
             ByteDropout(dropout, seed=next(seeds), name="dropout3"),
             layers.Dense(2, activation="softmax", kernel_initializer=weights(), name="dense2"),
@@ -96,25 +101,28 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int =
     )
 
 
-def _bn_scale_shift(layer) -> tuple[np.ndarray, np.ndarray]:
+def _bn_scale_shift(gamma, beta, mean, variance) -> tuple[np.ndarray, np.ndarray]:
     """A batch normalisation at inference as ``scale * x + shift`` (float64)."""
-    gamma, beta, mean, var = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
-    scale = gamma / np.sqrt(var + layer.epsilon)
+    gamma, beta, mean, variance = (np.asarray(w, dtype=np.float64) for w in (gamma, beta, mean, variance))
+    scale = gamma / np.sqrt(variance + BN_EPSILON)
     return scale, beta - mean * scale
 
 
-def inference_weights(model, *, input_mean: float, input_std: float) -> dict[str, np.ndarray]:
-    """The trained network at inference as arrays, folded: what the fast inference paths compute with.
+def inference_weights(weights: Sequence[np.ndarray], *, input_mean: float, input_std: float) -> dict[str, np.ndarray]:
+    """The trained network at inference as arrays, folded: what the fast inference engines compute with.
 
     The input standardisation ``(x - input_mean) / input_std`` is folded into the first
     convolution, each batch normalisation into a scale and a shift (per row for the two row
     normalisations), the dense one into the first dense layer. Folding is done in float64, the
-    result is float32.
+    result is float32. No Keras is needed: the weights are read in the order of the network's
+    ``get_weights()``.
 
     Parameters
     ----------
-    model : keras.Model
-        A model from :func:`build_model` (trained).
+    weights : sequence of numpy.ndarray
+        The 20 weight arrays of a network from :func:`build_model`, as ``model.get_weights()``
+        lists them (each layer's in order; batch normalisation: gamma, beta, moving mean, moving
+        variance).
     input_mean, input_std : float
         The training-set standardisation.
 
@@ -127,16 +135,21 @@ def inference_weights(model, *, input_mean: float, input_std: float) -> dict[str
         first dense layer with its batch normalisation; ``w4`` (16, 2), ``b4``: the output layer's
         logits.
     """
-    get = model.get_layer
-    k1, b1 = (np.asarray(w, dtype=np.float64) for w in get("conv1").get_weights())
-    weights = {
+    sizes = (2, 4, 2, 4, 2, 4, 2)  # conv1, bn_rows1, conv2, bn_rows2, dense1, bn_dense1, dense2
+    layers = (weights[end - n : end] for n, end in zip(sizes, np.cumsum(sizes), strict=True))
+    (k1, b1), bn1, (k2, b2), bn2, (w3, b3), bn3, (w4, b4) = layers
+    k1, b1, w3, b3 = (np.asarray(w, dtype=np.float64) for w in (k1, b1, w3, b3))
+    s3, t3 = _bn_scale_shift(*bn3)
+    folded = {
         "k1": k1 / input_std,
         "b1": b1 - input_mean / input_std * k1.sum(axis=(0, 1, 2)),
-        **dict(zip(("s1", "t1"), _bn_scale_shift(get("bn_rows1")), strict=True)),
-        **dict(zip(("k2", "b2"), get("conv2").get_weights(), strict=True)),
-        **dict(zip(("s2", "t2"), _bn_scale_shift(get("bn_rows2")), strict=True)),
+        **dict(zip(("s1", "t1"), _bn_scale_shift(*bn1), strict=True)),
+        "k2": k2,
+        "b2": b2,
+        **dict(zip(("s2", "t2"), _bn_scale_shift(*bn2), strict=True)),
+        "w3": w3 * s3,
+        "b3": b3 * s3 + t3,
+        "w4": w4,
+        "b4": b4,
     }
-    w3, b3 = (np.asarray(w, dtype=np.float64) for w in get("dense1").get_weights())
-    s3, t3 = _bn_scale_shift(get("bn_dense1"))
-    weights.update(w3=w3 * s3, b3=b3 * s3 + t3, w4=get("dense2").get_weights()[0], b4=get("dense2").get_weights()[1])
-    return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in weights.items()}
+    return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in folded.items()}

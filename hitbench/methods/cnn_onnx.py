@@ -3,20 +3,18 @@
 The graph is built from the trained weights as :func:`hitbench.methods.cnn_network.inference_weights`
 folds them (batch normalisation into per-row scale and shift, the input standardisation into the
 first convolution), with the per-row scale applied after pooling the columns; it gives the scores
-of Keras to about 1e-6. Neither TensorFlow nor Keras is imported here: the model's layers are only
-read.
+of Keras to about 1e-6. Neither TensorFlow nor Keras is imported here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hitbench.methods.cnn_network import inference_weights
 from hitbench.parallel import available_cores
 
 
-def to_onnx(model, *, normalisation: str, input_mean: float, input_std: float) -> bytes:
-    """An ONNX graph equal to ``model`` at inference, taking raw frames (n, H, W).
+def to_onnx(weights: dict[str, np.ndarray], frame_shape: tuple[int, int], *, normalisation: str) -> bytes:
+    """An ONNX graph equal to the trained network at inference, taking raw frames (n, H, W).
 
     The graph clips negative values, applies the normalisation (``log1p`` or ``linear``) and
     the training-set standardisation (folded into the first convolution), runs the network
@@ -24,12 +22,12 @@ def to_onnx(model, *, normalisation: str, input_mean: float, input_std: float) -
 
     Parameters
     ----------
-    model : keras.Model
-        A model from :func:`build_model` (trained).
+    weights : dict of numpy.ndarray
+        The network's folded weights (:func:`hitbench.methods.cnn_network.inference_weights`).
+    frame_shape : tuple of int
+        (H, W) of the frames the network was trained on.
     normalisation : {"log1p", "linear"}
         The input transform the model was trained with.
-    input_mean, input_std : float
-        The training-set standardisation.
 
     Returns
     -------
@@ -39,15 +37,15 @@ def to_onnx(model, *, normalisation: str, input_mean: float, input_std: float) -
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    height, width = model.input_shape[1:3]
+    height, width = frame_shape
     inits: list = []
 
     def const(name: str, value: np.ndarray, dtype: type = np.float32) -> str:
         inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    w = inference_weights(model, input_mean=input_mean, input_std=input_std)
-    pooled = model.get_layer("pool2").output.shape[1:3]
+    w = weights
+    pooled = [((size - 6) // 5 - 6) // 5 for size in frame_shape]  # two 7x7 convolutions, each pooled 5x5
     # Keras flattens (h, w, c); ONNX flattens (c, h, w)
     w3 = w["w3"].reshape(*pooled, 4, 16).transpose(2, 0, 1, 3).reshape(-1, 16)
 
