@@ -1,9 +1,9 @@
 """The trained Table I network at inference as one compiled pass per frame (numba).
 
 Imported lazily by :mod:`hitbench.methods.cnn` (it imports numba). Each frame is normalised into
-a scratch frame, then the first stage runs row by row: the 7x7 convolution of one output row
-(4 channels), its batch-norm scale and shift (one per row), the column max of each 5 columns and
-the running max over 5 rows; the 344 x 344 x 4 map never exists. The second stage works the
+a scratch frame, then the first stage runs one pooling window at a time: the 7x7 convolution of
+5 output rows (4 channels), the batch-norm scale and shift of each row, the max over the 5 rows
+and over each 5 columns, the ReLU; the 344 x 344 x 4 map never exists. The second stage works the
 same way on the 68 x 68 x 4 pooled map, then the dense layers and the softmax.
 
 The loops are written for LLVM to vectorise: the innermost loop runs along the columns of a
@@ -18,8 +18,6 @@ import numba
 import numpy as np
 
 _CONTRACT = {"contract"}
-#: float32 values in one vector register as LLVM vectorises these loops here (256-bit, AVX2 width)
-_VECTOR = 8
 # log(x) = k log(2) + log(m), m in [sqrt(1/2), sqrt(2)): the Cephes single-precision logarithm
 _SQRT_HALF_BITS = np.int32(0x3F3504F3)
 _MANTISSA = np.int32(0x007FFFFF)
@@ -75,25 +73,24 @@ def _normalise(frame: np.ndarray, out: np.ndarray, log1p: bool, exponent: np.nda
         flat[c] = x + y + _LN2_HI * exponent[c]
 
 
-@numba.njit(cache=True, nogil=True)
-def _whole_vectors(n: int) -> int:
-    """``n`` rounded up to a whole number of vectors of :data:`_VECTOR` float32."""
-    return -(-n // _VECTOR) * _VECTOR
-
-
 @numba.njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def _conv_row(src: np.ndarray, kernel: np.ndarray, bias: np.ndarray, r: int, acc: np.ndarray) -> None:
-    """``acc[k, c] = bias[k] + conv7(src)[k, r, c]`` for the 4 filters and the columns of ``acc``.
+def _conv_rows(src: np.ndarray, kernel: np.ndarray, bias: np.ndarray, first: int, acc: np.ndarray) -> None:
+    """``acc[k, q] = bias[k] + conv7(src)[k]`` at the flat position ``first + q`` of an input channel, ``q`` < acc's.
 
-    One pass along the row per input channel and kernel row: each input value is loaded once for
-    the 4 filters, whose 28 weights stay in registers, and each sum is a chain of FMAs.
+    A flat position ``r W + c`` (W the input's width) is the output at row r and column c; a run
+    of positions covers several rows in one pass (the positions whose 7 columns wrap into the
+    next row are computed and never used). Each pass along the positions takes one input channel
+    and kernel row: each input value is loaded once for the 4 filters, whose 28 weights stay in
+    registers, and each sum is a chain of FMAs.
     """
+    width = src.shape[2]
     a0_, a1_, a2_, a3_ = acc[0], acc[1], acc[2], acc[3]
     for k in range(4):
         acc[k] = bias[k]
     for ci in range(src.shape[0]):
+        plane = src[ci].reshape(-1)
         for i in range(7):
-            x = src[ci, r + i]
+            x = plane[first + i * width :]
             u0, u1, u2, u3, u4, u5, u6 = kernel[i, :, ci, 0]
             v0, v1, v2, v3, v4, v5, v6 = kernel[i, :, ci, 1]
             w0, w1, w2, w3, w4, w5, w6 = kernel[i, :, ci, 2]
@@ -140,38 +137,36 @@ def _conv_pool_relu(
     scale: np.ndarray,
     shift: np.ndarray,
     out: np.ndarray,
-    rows: np.ndarray,
 ) -> None:
     """One stage: ``out[k] = relu(maxpool5(scale[r] * conv7(src)[k, r] + shift[r]))``.
 
     ``src`` (channels_in, H, W), ``kernel`` (7, 7, channels_in, 4) as Keras holds it, ``out``
-    (4, H', W') with H' = (H - 6) // 5 and W' = (W - 6) // 5; ``rows`` a (2, 4, w) scratch, w at
-    least 5 W' and at most W - 6 columns: one convolved row, and the running maximum of the
-    scaled rows of a pooling window (its first 5 W' columns are pooled; the last (W - 6) % 5
-    columns of a convolved row never are).
+    (4, (H - 6) // 5, (W - 6) // 5). The 5 convolved rows of one pooling window are computed in
+    one run of flat positions: 4 whole rows and the columns the window pools of the fifth (the
+    last (W - 6) % 5 columns are never pooled), so no position reads beyond the input.
     """
+    width = src.shape[2]
     out_rows, out_cols = out.shape[1], out.shape[2]
-    width = rows.shape[2]
-    acc, window = rows[0], rows[1]
+    pooled_width = 5 * out_cols
+    acc = np.empty((4, 4 * width + pooled_width), np.float32)
+    window = np.empty(pooled_width, np.float32)
     for pr in range(out_rows):
-        for rr in range(5):
-            r = 5 * pr + rr
-            _conv_row(src, kernel, bias, r, acc)
-            s, t = scale[r], shift[r]
-            for k in range(4):
-                scaled, kept = acc[k], window[k]
-                if rr == 0:
-                    for c in range(width):
-                        kept[c] = s * scaled[c] + t
-                else:
-                    for c in range(width):
-                        kept[c] = max(kept[c], s * scaled[c] + t)
+        _conv_rows(src, kernel, bias, 5 * pr * width, acc)
         for k in range(4):
-            kept, pooled = window[k], out[k, pr]
+            for rr in range(5):
+                s, t = scale[5 * pr + rr], shift[5 * pr + rr]
+                row = acc[k, rr * width : rr * width + pooled_width]
+                if rr == 0:
+                    for c in range(pooled_width):
+                        window[c] = s * row[c] + t
+                else:
+                    for c in range(pooled_width):
+                        window[c] = max(window[c], s * row[c] + t)
+            pooled = out[k, pr]
             for pc in range(out_cols):
                 m = np.float32(0.0)  # the ReLU, after the pooling
                 for q in range(5 * pc, 5 * pc + 5):
-                    m = max(m, kept[q])
+                    m = max(m, window[q])
                 pooled[pc] = m
 
 
@@ -199,21 +194,15 @@ def score_frames(
     the normalisation (else linear).
     """
     n, height, width = frames.shape
-    cols1 = (width - 6) // 5
-    cols2 = (cols1 - 6) // 5
-    # convolved rows a whole number of vectors wide where the input allows (no scalar remainder);
-    # the pooled map is padded with zero columns for the second stage's
-    rows1 = np.empty((2, 4, min(_whole_vectors(5 * cols1), width - 6)), np.float32)
-    rows2 = np.empty((2, 4, _whole_vectors(5 * cols2)), np.float32)
-    p1 = np.zeros((4, (height - 6) // 5, max(cols1, rows2.shape[2] + 6)), np.float32)
-    p2 = np.empty((4, (p1.shape[1] - 6) // 5, cols2), np.float32)
+    p1 = np.empty((4, (height - 6) // 5, (width - 6) // 5), np.float32)
+    p2 = np.empty((4, (p1.shape[1] - 6) // 5, (p1.shape[2] - 6) // 5), np.float32)
     scratch = np.empty((1, height, width), np.float32)
     exponent = np.empty(height * width, np.float32)
     hidden = np.empty(w3.shape[1], np.float64)
     for f in range(n):
         _normalise(frames[f], scratch[0], log1p, exponent)
-        _conv_pool_relu(scratch, k1, b1, s1, t1, p1[:, :, :cols1], rows1)
-        _conv_pool_relu(p1, k2, b2, s2, t2, p2, rows2)
+        _conv_pool_relu(scratch, k1, b1, s1, t1, p1)
+        _conv_pool_relu(p1, k2, b2, s2, t2, p2)
         hidden[:] = b3
         index = 0
         for h in range(p2.shape[1]):  # Keras flattens (h, w, c)
