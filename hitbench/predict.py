@@ -10,7 +10,9 @@ each frame's assembled crop around the beam, of the side it was trained on, whil
 raw frames and their peaks in raw coordinates, for indexamajig with the same geometry.
 Reading, inference and writing go chunk by chunk, so memory stays flat however long the run.
 Chunks are scored by joblib tasks that receive (path, start, stop) and open the file themselves,
-so under :func:`hitbench.parallel.parallel_backend` they run on a Dask cluster unchanged.
+so under :func:`hitbench.parallel.parallel_backend` they run on a Dask cluster unchanged. With one local
+worker the tasks run on two threads of this process, one chunk scored at a time (:data:`SCORING`): the next
+chunk is read (inflated on threads, see :mod:`hitbench.data.chunk_read`) while one is scored.
 Outputs are written to temporary names and renamed into place when complete, and existing
 outputs are never overwritten.
 """
@@ -18,6 +20,7 @@ outputs are never overwritten.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +46,16 @@ from hitbench.methods.base import HitMethod
 from hitbench.peaktable import MAX_PEAKS, PeakTable
 
 PEAK_DATASETS = ("nPeaks", "peakXPosRaw", "peakYPosRaw", "peakTotalIntensity")
+#: Held while a chunk is scored: a process scores one chunk at a time (a method need not be safe on several
+#: threads), while another thread reads the next.
+SCORING = threading.Lock()
+#: The joblib backends that run the work in local processes or threads (not on a cluster).
+LOCAL_BACKENDS = (
+    joblib.parallel.LokyBackend,
+    joblib.parallel.MultiprocessingBackend,
+    joblib.parallel.SequentialBackend,
+    joblib.parallel.ThreadingBackend,
+)
 
 
 def load_model(path: str | Path, *, trust_pickle: bool = False) -> HitMethod:
@@ -203,10 +216,11 @@ def predict_chunk(
     raw = run.read(start, stop, apply_mask=masked)
     try:
         frames = raw if masked else raw * run.mask if crop is None else crop(raw)
-        scores = np.asarray(model.decision_function(frames), dtype=np.float64)
+        with SCORING:
+            scores = np.asarray(model.decision_function(frames), dtype=np.float64)
+            labels = model.decide(scores).astype(np.int8)
     except HitbenchError as exc:
         raise HitbenchError(f"{run_path} frames {start}-{stop - 1}: {exc}") from None
-    labels = model.decide(scores).astype(np.int8)
     if not keep_hits:
         return ChunkResult(start, scores, labels, None, None, None)
     hits = np.flatnonzero(labels)
@@ -374,6 +388,7 @@ def predict_runs(
             "assembled crop is square, give a model trained on square crops"
         )
     model_path = Path(model_path).resolve()
+    _model_in_worker(model_path, trust_pickle)  # loaded here once for this process's tasks, not by two threads
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -460,7 +475,7 @@ def _predict_run(
         try:
             writer = _hits_writer(run, cxi_path, compression) if cxi_path is not None else None
             text.write("event,score,label\n")
-            for chunk in joblib.Parallel(n_jobs=n_jobs, return_as="generator")(tasks):
+            for chunk in _parallel(n_jobs)(tasks):
                 rows = zip(
                     range(chunk.start, chunk.start + chunk.scores.size),
                     chunk.scores.tolist(),
@@ -481,3 +496,10 @@ def _predict_run(
         if writer is not None:
             writer.close()
     return n_hits
+
+
+def _parallel(n_jobs: int) -> joblib.Parallel:
+    """The joblib runner of a run's chunks: with one local worker, two threads (one reads while one scores)."""
+    if n_jobs == 1 and isinstance(joblib.parallel.get_active_backend()[0], LOCAL_BACKENDS):
+        return joblib.Parallel(n_jobs=2, backend="threading", return_as="generator", pre_dispatch="n_jobs")
+    return joblib.Parallel(n_jobs=n_jobs, return_as="generator")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import h5py
@@ -278,3 +280,33 @@ def test_every_method_round_trips_from_compare_to_predict(compared: Path, name: 
     if name == "peaks":  # the upper bound changed calls, and predict followed it
         loaded = load_model(model)
         assert ((compare.score > loaded.threshold_) & (compare.predicted == 0)).any()
+
+
+def test_one_local_worker_scores_one_chunk_at_a_time(
+    run_and_model: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are read on two threads, but a method is never asked to score two at once."""
+    run_path, model_path = run_and_model
+    model = load_model(model_path)
+    scoring, most, threads = [], [], set()
+
+    class Watched:
+        frame_shape_ = model.frame_shape_
+
+        def decision_function(self, frames: np.ndarray) -> np.ndarray:
+            scoring.append(1)
+            most.append(len(scoring))
+            threads.add(threading.get_ident())
+            time.sleep(0.01)
+            scoring.pop()
+            return model.decision_function(frames)
+
+        def decide(self, scores: np.ndarray) -> np.ndarray:
+            return model.decide(scores)
+
+    monkeypatch.setattr(predict, "_model_in_worker", lambda path, trust: Watched())
+    predict.predict_runs(model_path, [run_path], tmp_path / "w", chunk_size=8)
+    predict.predict_runs(model_path, [run_path], tmp_path / "r", chunk_size=8, n_jobs=2)
+    assert max(most) == 1 and len(threads) == 2
+    csv = [(tmp_path / out / "run_0002.hits.csv").read_bytes() for out in ("w", "r")]
+    assert csv[0] == csv[1]
