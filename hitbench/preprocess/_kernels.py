@@ -14,6 +14,9 @@ import numba
 import numpy as np
 
 _JIT = {"cache": True, "nogil": True}
+# counts, minima and maxima of finite values do not depend on the order of a reduction; float64 sums of float32
+# values change in their last bits only, far below the float32 results they make
+_REDUCE = {**_JIT, "fastmath": {"reassoc", "nsz", "nnan"}}
 
 
 @numba.njit(**_JIT)
@@ -59,7 +62,7 @@ def _median(a: np.ndarray, n: int) -> float:
     return (low + high) / 2
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_REDUCE)
 def _walk(a: np.ndarray, n: int, k: int, guess: float, steps: int) -> tuple[float, bool, float, int]:
     """The ``k``-th smallest of ``a[:n]`` by counting around a guess, moving it to the next value below or above.
 
@@ -118,6 +121,46 @@ def _frame_median(values: np.ndarray, scratch: np.ndarray) -> float:
     return (np.float32(value) + np.float32(above)) / 2  # numpy's mean of the two middle values, in float32
 
 
+@numba.njit(**_REDUCE)
+def _sum(a: np.ndarray) -> float:
+    """Float64 sum of the values of ``a``."""
+    total = 0.0
+    for i in range(a.size):
+        total += np.float64(a[i])
+    return total
+
+
+@numba.njit(**_REDUCE)
+def _squared_deviations(a: np.ndarray, mean: float) -> float:
+    """Float64 sum of the squared deviations of the values of ``a`` from ``mean``."""
+    total = 0.0
+    for i in range(a.size):
+        d = np.float64(a[i]) - mean
+        total += d * d
+    return total
+
+
+@numba.njit(inline="always", **_JIT)
+def _gather(
+    photons: np.ndarray,
+    rows_of: np.ndarray,
+    cols_of: np.ndarray,
+    ty: int,
+    tx: int,
+    block: int,
+    fill: np.float32,
+    tile: np.ndarray,
+) -> None:
+    """A tile's values (edge tiles padded by reflection) into ``tile``, zeros replaced by ``fill``."""
+    k = 0
+    for r in range(ty * block, ty * block + block):
+        line = photons[rows_of[r]]
+        for c in range(tx * block, tx * block + block):
+            v = line[cols_of[c]]
+            tile[k] = fill if v == 0 else v
+            k += 1
+
+
 @numba.njit(**_JIT)
 def _padded(size: int, padded: int) -> np.ndarray:
     """Source index of each position of an axis padded to ``padded`` by ``numpy.pad(mode="reflect")``."""
@@ -144,26 +187,29 @@ def linear_weights(size: int, n_tiles: int, block: int) -> tuple[np.ndarray, np.
 
 
 @numba.njit(**_JIT)
-def _interpolate_rows(values: np.ndarray, low: np.ndarray, high: np.ndarray, fraction: np.ndarray) -> np.ndarray:
-    """Tile values (ny, nx) interpolated along the rows to (height, nx), float32."""
-    out = np.empty((low.size, values.shape[1]), np.float32)
-    for i in range(low.size):
-        f = np.float64(fraction[i])
-        g = np.float64(np.float32(1) - fraction[i])
-        for j in range(values.shape[1]):
-            out[i, j] = np.float32(g * values[low[i], j] + f * values[high[i], j])
+def _interpolate_columns(values: np.ndarray, low: np.ndarray, high: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+    """Tile values (ny, nx) interpolated along each tile row to the pixel columns: (ny, width), float64."""
+    out = np.empty((values.shape[0], low.size))
+    for t in range(values.shape[0]):
+        for c in range(low.size):
+            f = np.float64(fraction[c])
+            out[t, c] = np.float64(np.float32(1) - fraction[c]) * values[t, low[c]] + f * values[t, high[c]]
     return out
 
 
-@numba.njit(inline="always", **_JIT)  # inlined: no reference counting of its arrays per pixel
-def _interpolated(rows: np.ndarray, i: int, j: int, low: np.ndarray, high: np.ndarray, fraction: np.ndarray) -> float:
-    """The bilinear value at pixel (i, j) from the row-interpolated tile values (float32)."""
-    f = np.float64(fraction[j])
-    g = np.float64(np.float32(1) - fraction[j])
-    return np.float32(g * rows[i, low[j]] + f * rows[i, high[j]])
+@numba.njit(inline="always", **_JIT)  # inlined: no reference counting of its arrays per row
+def _interpolate_row(
+    columns: np.ndarray, r: int, low: np.ndarray, high: np.ndarray, fraction: np.ndarray, out: np.ndarray
+) -> None:
+    """Row ``r`` of the bilinear interpolation from the column-interpolated tile values, float32 (vectorises)."""
+    f = np.float64(fraction[r])
+    g = np.float64(np.float32(1) - fraction[r])
+    below, above = columns[low[r]], columns[high[r]]
+    for c in range(out.size):
+        out[c] = np.float32(g * below[c] + f * above[c])
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_REDUCE)
 def tile_moments(frames: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per frame and whole tile: sum and sum of squares (float64); per tile: pixels non-zero in some frame."""
     n, height, width = frames.shape
@@ -173,18 +219,23 @@ def tile_moments(frames: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray
     seen = np.zeros((ny * block, nx * block), np.bool_)
     for f in range(n):
         for r in range(ny * block):
-            for c in range(nx * block):
-                v = np.float64(frames[f, r, c])
-                t = (r // block) * nx + c // block
-                total[f, t] += v
-                squares[f, t] += v * v
-                if v != 0:
-                    seen[r, c] = True
+            line = frames[f, r]
+            seen_line = seen[r]
+            t = (r // block) * nx
+            for tx in range(nx):
+                s = 0.0
+                q = 0.0
+                for c in range(tx * block, tx * block + block):
+                    v = np.float64(line[c])
+                    s += v
+                    q += v * v
+                    seen_line[c] |= v != 0
+                total[f, t + tx] += s
+                squares[f, t + tx] += q
     count = np.zeros(ny * nx, np.int64)
     for r in range(ny * block):
         for c in range(nx * block):
-            if seen[r, c]:
-                count[(r // block) * nx + c // block] += 1
+            count[(r // block) * nx + c // block] += seen[r, c]
     return total, squares, count
 
 
@@ -234,6 +285,7 @@ def excess_and_noise(
     flat = np.empty(height * width, np.float32)
     scratch = np.empty(height * width, np.float32)
     tile = np.empty(pixels, np.float32)
+    line = np.empty(width, np.float32)
     low = np.empty(trim, np.float32)
     high = np.empty(trim, np.float32)
     background = np.empty((ny, nx), np.float32)
@@ -248,65 +300,42 @@ def excess_and_noise(
         median = fill
         for ty in range(ny):
             for tx in range(nx):
-                total = 0.0
-                k = 0
-                for r in range(ty * block, ty * block + block):
-                    rr = rows_of[r]
-                    for c in range(tx * block, tx * block + block):
-                        v = photons[rr, cols_of[c]]
-                        v = fill if v == 0 else v
-                        tile[k] = v
-                        total += v
-                        k += 1
-                sums[ty, tx] += total
+                _gather(photons, rows_of, cols_of, ty, tx, block, fill, tile)
+                sums[ty, tx] += _sum(tile)
                 median = np.float32(_tile_median(tile, median))
                 background[ty, tx] = median
-        rows = _interpolate_rows(background, row_low, row_high, row_fraction)
+        columns = _interpolate_columns(background, col_low, col_high, col_fraction)
         for r in range(height):
+            _interpolate_row(columns, r, row_low, row_high, row_fraction, line)
             for c in range(width):
                 v = photons[r, c]
-                e = np.float32(0) if v == 0 else v - _interpolated(rows, r, c, col_low, col_high, col_fraction)
+                e = np.float32(0) if v == 0 else v - line[c]
                 photons[r, c] = e
                 flat[r * width + c] = e
         fill = np.float32(_frame_median(flat, scratch))
         positive = 0
         for ty in range(ny):
             for tx in range(nx):
+                _gather(photons, rows_of, cols_of, ty, tx, block, fill, tile)
                 low[:] = np.inf
                 high[:] = -np.inf
-                total = 0.0
-                for r in range(ty * block, ty * block + block):
-                    rr = rows_of[r]
-                    for c in range(tx * block, tx * block + block):
-                        v = photons[rr, cols_of[c]]
-                        v = fill if v == 0 else v
-                        total += v
-                        if v < low[trim - 1]:  # keep the trim lowest, sorted
-                            i = trim - 1
-                            while i > 0 and low[i - 1] > v:
-                                low[i] = low[i - 1]
-                                i -= 1
-                            low[i] = v
-                        if v > high[trim - 1]:  # and the trim highest, sorted down
-                            i = trim - 1
-                            while i > 0 and high[i - 1] < v:
-                                high[i] = high[i - 1]
-                                i -= 1
-                            high[i] = v
-                for i in range(trim):
-                    total -= np.float64(low[i]) + np.float64(high[i])
+                for v in tile:
+                    if v < low[trim - 1]:  # keep the trim lowest, sorted
+                        i = trim - 1
+                        while i > 0 and low[i - 1] > v:
+                            low[i] = low[i - 1]
+                            i -= 1
+                        low[i] = v
+                    if v > high[trim - 1]:  # and the trim highest, sorted down
+                        i = trim - 1
+                        while i > 0 and high[i - 1] < v:
+                            high[i] = high[i - 1]
+                            i -= 1
+                        high[i] = v
                 kept = pixels - 2 * trim
-                mean = total / kept
-                deviations = 0.0
-                for r in range(ty * block, ty * block + block):
-                    rr = rows_of[r]
-                    for c in range(tx * block, tx * block + block):
-                        v = photons[rr, cols_of[c]]
-                        d = np.float64(fill if v == 0 else v) - mean
-                        deviations += d * d
-                for i in range(trim):
-                    d_low, d_high = np.float64(low[i]) - mean, np.float64(high[i]) - mean
-                    deviations -= d_low * d_low + d_high * d_high
+                mean = (_sum(tile) - _sum(low) - _sum(high)) / kept
+                deviations = _squared_deviations(tile, mean)
+                deviations -= _squared_deviations(low, mean) + _squared_deviations(high, mean)
                 sigma = np.float32(np.sqrt(max(deviations, 0.0) / kept)) / trim_factor
                 noise[f, ty, tx] = sigma
                 if sigma > 0:
@@ -336,15 +365,16 @@ def _log_tail_lower_bound(variance: float, excess: float) -> float:
 def gaussian_significance(
     excess: np.ndarray, noise: np.ndarray, rate: np.ndarray, block: int, tail_above: float, log_tail_cut: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Excess over the square root of the local variance, in place; the pixels whose Poisson tail is to be computed.
+    """The pixels whose significance may exceed ``tail_above``, with the Gaussian ratio; in place, the others marked.
 
-    The variance is the tile noise squared, interpolated, but never less than the interpolated photon rate
-    (:class:`~hitbench.preprocess.PoissonSignificance`). ``excess`` becomes ``z = excess / sqrt(variance)``.
-    The Poisson tail probability ``gammainc(variance + excess, variance)`` can only lower ``z``, and matters
-    only above ``tail_above`` (2 or more: below 2 the ratio is kept): such pixels are returned for it, except
-    those whose tail probability is surely above ``exp(log_tail_cut)`` (:func:`_log_tail_lower_bound`;
-    ``log_tail_cut`` is that of a significance below ``tail_above``), whose ``z`` falls below ``tail_above``:
-    they are set to it.
+    The Gaussian ratio is ``z = excess / sqrt(variance)``, the variance the tile noise squared, interpolated,
+    but never less than the interpolated photon rate (:class:`~hitbench.preprocess.PoissonSignificance`). The
+    Poisson tail probability ``gammainc(variance + excess, variance)`` can only lower ``z``: a pixel matters
+    (lit, hot) only where ``z`` exceeds ``tail_above`` (2 or more, where the significance is the tail's).
+    ``excess`` becomes: ``z`` on the pixels returned for the tail; 0 where the excess is 0; ``tail_above``
+    elsewhere (``z`` at most that, or a tail probability surely above ``exp(log_tail_cut)``, that of a
+    significance below ``tail_above``, by :func:`_log_tail_lower_bound`). A first vectorised pass screens the
+    pixels by ``excess**2 > tail_above**2 variance`` with a margin; ``z`` is computed on those only.
 
     Returns
     -------
@@ -356,13 +386,14 @@ def gaussian_significance(
     ny, nx = noise.shape[1:]
     row_low, row_high, row_fraction = linear_weights(height, ny, block)
     col_low, col_high, col_fraction = linear_weights(width, nx, block)
-    rate_rows = _interpolate_rows(rate, row_low, row_high, row_fraction)
+    rate_columns = _interpolate_columns(rate, col_low, col_high, col_fraction)
     floor = np.empty((height, width), np.float32)
     for r in range(height):
-        for c in range(width):
-            floor[r, c] = _interpolated(rate_rows, r, c, col_low, col_high, col_fraction)
+        _interpolate_row(rate_columns, r, row_low, row_high, row_fraction, floor[r])
     lowered = np.float32(tail_above)
+    screen = (tail_above * (1 - 1e-6)) ** 2  # z = e / sqrt(v) in float32 is within 1e-6 of the exact ratio
     variance = np.empty(width, np.float32)
+    maybe = np.empty(width, np.bool_)
     frame_where = np.empty(height * width, np.int64)  # one frame's candidates; the batch's grow frame by frame
     frame_variances = np.empty(height * width)
     frame_excesses = np.empty(height * width)
@@ -372,27 +403,32 @@ def gaussian_significance(
     nonzero = np.zeros(n, np.int64)
     m = 0
     for f in range(n):
-        rows = _interpolate_rows(noise[f], row_low, row_high, row_fraction)
+        columns = _interpolate_columns(noise[f], col_low, col_high, col_fraction)
         k = 0
         count = 0
         for r in range(height):
             line = excess[f, r]
+            _interpolate_row(columns, r, row_low, row_high, row_fraction, variance)
             for c in range(width):
-                sigma = _interpolated(rows, r, c, col_low, col_high, col_fraction)
-                variance[c] = max(sigma * sigma, floor[r, c])
+                variance[c] = max(variance[c] * variance[c], floor[r, c])
+            for c in range(width):
+                e = np.float64(line[c])
+                maybe[c] = (e > 0) & (e * e > screen * variance[c])
+                count += line[c] != 0
             for c in range(width):
                 e = line[c]
+                if not maybe[c]:
+                    line[c] = lowered if e != 0 else e
+                    continue
                 z = e / np.sqrt(variance[c])
-                count += z != 0
-                if z > tail_above:
-                    if _log_tail_lower_bound(np.float64(variance[c]), np.float64(e)) > log_tail_cut:
-                        z = lowered
-                    else:
-                        frame_where[k] = (f * height + r) * width + c
-                        frame_variances[k] = variance[c]
-                        frame_excesses[k] = e
-                        k += 1
-                line[c] = z
+                if z > tail_above and _log_tail_lower_bound(np.float64(variance[c]), np.float64(e)) <= log_tail_cut:
+                    frame_where[k] = (f * height + r) * width + c
+                    frame_variances[k] = variance[c]
+                    frame_excesses[k] = e
+                    k += 1
+                    line[c] = z
+                else:
+                    line[c] = lowered
         nonzero[f] = count
         if m + k > where.size:
             size = max(2 * where.size, m + k)

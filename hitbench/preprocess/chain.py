@@ -152,8 +152,7 @@ class RobustPreprocessing(StatelessTransformer):
             out, noise, rate, block, tail_above, log_tail_cut
         )
         flat = out.reshape(-1)
-        flat[where] = tail = np.fmin(-special.ndtri(special.gammainc(variance + excess, variance)), flat[where])
-        np.subtract.at(good, where[tail == 0] // out[0].size, 1)
+        flat[where] = np.fmin(-special.ndtri(special.gammainc(variance + excess, variance)), flat[where])
         hot_pixels = _kernels.hot_pixels(out, float(hot.threshold), float(hot.min_fraction), int(hot.min_frames))
         good -= np.count_nonzero(out[:, hot_pixels], axis=1)
         lone = np.array([spots.lone_threshold(int(n)) for n in good], dtype=np.float32)
