@@ -31,9 +31,9 @@ TensorFlow is imported only when a model is built or trained, or when its Keras 
 (``model_``, ``score_keras``, the ``.keras`` file), never at module import nor by loading a fitted
 model (:mod:`hitbench.methods.tf_runtime`): numba and ONNX Runtime score frames without it.
 
-Training is repeatable for a seed (``random_state``) and
-touches no global random generator. A fitted model is saved with :func:`hitbench.modelfile.save_model`
-or, with its Keras network readable by Keras, :func:`hitbench.methods.cnn_file.save_keras`.
+Training is repeatable for a seed (``random_state``) and touches no global random generator. A
+fitted model is saved with :func:`hitbench.modelfile.save_model` or, with its Keras network
+readable by Keras, :func:`hitbench.methods.cnn_file.save_keras`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ _BACKENDS = ("auto", "numba", "onnx", "keras")
 
 
 class ReferenceCNN(HitMethod):
-    """The reference study's CNN (Table I, 11,098 parameters at 350x350), trained in Keras, inferred compiled.
+    """The reference study's CNN (Table I, 11,098 parameters at 350x350), trained in Keras, scored compiled.
 
     The network, loss and optimiser are the study's (cross-entropy; SGD, learning rate 0.002,
     inverse-time decay 1e-4, momentum 0.9). Two training defaults differ, because the study had
