@@ -304,3 +304,50 @@ def test_robust_preprocessing_reproduces_its_golden_outputs():
     np.testing.assert_allclose(litpix, golden["litpix_robust_scores"], rtol=1e-6, atol=1e-6)
     svm = registry.get("svm-robust", method__n_components=4).fit(frames, labels).decision_function(frames)
     np.testing.assert_allclose(svm, golden["svm_robust_scores"], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, params",
+    [
+        ((12, 60, 60), {"gate": 3.0, "lone_false_alarms": 0.1}),
+        ((9, 37, 53), {"gate": 2.0, "block": 8, "hot_threshold": 2.0}),  # edge tiles padded, hot level = gate
+        ((10, 23, 31), {"gate": 5.0, "block": 5, "hot_fraction": 0.2, "lone_false_alarms": 1.0}),
+        ((4, 40, 40), {"gate": 3.0, "adu_per_photon": 28.0}),  # too few frames for hot pixels
+        ((1, 7, 12), {"gate": 3.0, "block": 10}),  # smaller than a tile
+    ],
+)
+def test_fused_spot_map_is_the_pipelines(shape, params):
+    """RobustPreprocessing(spots=True).transform runs compiled kernels; its spot map is the numpy steps' one."""
+    n, height, width = shape
+    photons = _photons(n=n, size=max(height, width), seed=height)[:, :height, :width]
+    rng = np.random.default_rng(width)
+    for i in range(n):  # spots of one to three pixels, hot pixels, a dead column, pixels reading 0
+        r, c = rng.integers(1, height - 1), rng.integers(1, width - 1)
+        photons[i, r, c : c + i % 3 + 1] += rng.integers(3, 40)
+    photons[:, height // 2, width // 3] += 30.0
+    frames = np.rint(_detector(photons, 28.0, 4.0))
+    frames[:, :, width // 2] = 0.0
+    preprocess = RobustPreprocessing(spots=True, compress="none", **params)
+    fused = preprocess.fit_transform(frames)
+    np.testing.assert_array_equal(fused, preprocess.pipeline().fit_transform(frames))
+    assert fused.dtype == np.float32
+
+
+def test_low_spot_levels_run_the_pipeline():
+    """Below a level of 2 the sign of a pixel's excess decides: the numpy steps run, bit for bit."""
+    frames = np.rint(_detector(_photons(n=8), 28.0, 4.0))
+    for params in ({"gate": 0.0}, {"gate": 3.0, "hot_threshold": 1.0}):
+        preprocess = RobustPreprocessing(spots=True, **params)
+        np.testing.assert_array_equal(preprocess.fit_transform(frames), preprocess.pipeline().fit_transform(frames))
+
+
+def test_theil_sen_slope_is_scipys():
+    from scipy import stats
+
+    from hitbench.preprocess import _kernels
+
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(size=200), 0.5, 0.5]  # ties in x
+    y = 3.0 * x + rng.standard_t(2, size=x.size)
+    assert _kernels.theil_sen_slope(x, y) == stats.theilslopes(y, x).slope
+    assert _kernels.theil_sen_slope(x[:-1], y[:-1]) == stats.theilslopes(y[:-1], x[:-1]).slope
