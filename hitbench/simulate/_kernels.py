@@ -69,13 +69,13 @@ def maybe_nonzero(lam: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarra
     below = np.empty(_BLOCK, dtype=np.bool_)
     count = 0
     for start in range(0, n, _BLOCK):
-        stop = min(start + _BLOCK, n)
-        for i in range(start, stop):  # vectorised: no branch
-            x = min(lam[i], _ALWAYS_ABOVE)
-            below[i - start] = (u[i] <= _exp_neg(x) * (np.float32(1.0) - _MARGIN)) & (x < _ALWAYS_ABOVE)
-        for i in range(start, stop):
-            index[count] = i
-            count += not below[i - start]
+        block_lam, block_u = lam[start : start + _BLOCK], u[start : start + _BLOCK]
+        for i in range(block_lam.size):  # vectorised: no branch
+            x = min(block_lam[i], _ALWAYS_ABOVE)
+            below[i] = (block_u[i] <= _exp_neg(x) * (np.float32(1.0) - _MARGIN)) & (x < _ALWAYS_ABOVE)
+        for i in range(block_lam.size):
+            index[count] = start + i
+            count += not below[i]
     index = index[:count]
     minus_lam = np.empty(count, dtype=np.float64)
     for j in range(count):
@@ -141,7 +141,8 @@ def integrate(
     starts: np.ndarray,
     noise: np.ndarray,
     offsets: np.ndarray,
-    panel: np.ndarray,
+    panels: np.ndarray,
+    width: int,
     saturation: np.float32,
     blank: np.ndarray,
     round_values: bool,
@@ -150,17 +151,26 @@ def integrate(
     """An integrating detector's frames from photon counts, into ``out`` (n, H*W) of the storage type.
 
     Per pixel, in float32: counts times the gain, plus its window of the noise bank times its readout noise,
-    plus its panel's offset of the frame (``offsets`` has a last column of zeros, the offset of pixels on no
-    panel, all of which are blank), capped at the saturation; 0 on blank pixels (gaps, dead); rounded to whole
-    ADU when ``round_values``. Without a branch per pixel (vectorised).
+    plus the frame's offset of its panel (``panels``: first row, end row, first column, end column of each, in
+    rows ``width`` pixels long; pixels on none are blank), capped at the saturation; 0 on blank pixels (gaps,
+    dead); rounded to whole ADU when ``round_values``. Each step a vectorised pass over the frame.
     """
     n, n_px = counts.shape
     zero = np.float32(0.0)
+    values = np.empty(n_px, dtype=np.float32)
     for f in range(n):
-        start = starts[f]
+        frame_counts, frame_bank = counts[f], bank[starts[f] : starts[f] + n_px]
         for i in range(n_px):
-            v = np.float32(counts[f, i]) * gain
-            v = v + bank[start + i] * noise[i]
-            v = v + offsets[f, panel[i]]
-            v = zero if blank[i] else min(v, saturation)
-            out[f, i] = np.rint(v) if round_values else v
+            values[i] = np.float32(frame_counts[i]) * gain + frame_bank[i] * noise[i]
+        for k in range(panels.shape[0]):
+            offset = offsets[f, k]
+            for row in range(panels[k, 0], panels[k, 1]):
+                for i in range(row * width + panels[k, 2], row * width + panels[k, 3]):
+                    values[i] = values[i] + offset
+        frame = out[f]
+        if round_values:
+            for i in range(n_px):
+                frame[i] = np.rint(zero if blank[i] else min(values[i], saturation))
+        else:
+            for i in range(n_px):
+                frame[i] = zero if blank[i] else min(values[i], saturation)

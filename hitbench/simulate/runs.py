@@ -110,8 +110,7 @@ class _RunModel:
     mask: np.ndarray
     gaps: np.ndarray
     dead: np.ndarray
-    panels: list
-    panel_map: np.ndarray
+    panels: np.ndarray  # (first row, end row, first column, end column) of each panel
     hot_index: np.ndarray
     hot_photons: np.ndarray
     basis: np.ndarray
@@ -186,14 +185,6 @@ def _panel_layout(exp: Experiment, shape: tuple[int, int]) -> tuple[np.ndarray, 
     gaps = gap_axes[0][:, None] | gap_axes[1][None, :]
     panels = [(rs, cs) for rs in slices[0] for cs in slices[1]]
     return gaps, panels
-
-
-def _panel_map(shape: tuple[int, int], panels: list) -> np.ndarray:
-    """Flat map of the panel each pixel is on (its position in ``panels``; ``len(panels)``: none)."""
-    panel_map = np.full(shape, len(panels), dtype=np.int32)
-    for k, (rs, cs) in enumerate(panels):
-        panel_map[rs, cs] = k
-    return panel_map.reshape(-1)
 
 
 def _draw_conditions(exp: Experiment, run: int, seed: int) -> tuple[dict, tuple[float, float]]:
@@ -293,8 +284,7 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
         mask=mask,
         gaps=gaps,
         dead=dead,
-        panels=panels,
-        panel_map=_panel_map(shape, panels),
+        panels=np.array([[rs.start, rs.stop, cs.start, cs.stop] for rs, cs in panels], dtype=np.int64).reshape(-1, 4),
         hot_index=hot_index,
         hot_photons=hot_photons,
         basis=basis,
@@ -421,8 +411,7 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
         return _stored(m, frames, truth)
     bank = rng.standard_normal(NOISE_BANK_FRAMES * h * w, dtype=np.float32)
     starts = rng.integers(0, bank.size - h * w, size=n)
-    offsets = np.zeros((n, len(m.panels) + 1), dtype=np.float32)  # the last: pixels on no panel
-    offsets[:, :-1] = rng.normal(m.dark_offset, m.common_mode, size=(n, len(m.panels)))
+    offsets = rng.normal(m.dark_offset, m.common_mode, size=(n, len(m.panels))).astype(np.float32)
     frames = np.empty((n, h * w), dtype=m.dtype)
     _kernels.integrate(
         counts.reshape(n, h * w),
@@ -431,7 +420,8 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
         starts,
         m.noise_map.reshape(-1),
         offsets,
-        m.panel_map,
+        m.panels,
+        w,
         np.float32(m.saturation),
         (m.gaps | m.dead).reshape(-1),
         m.dtype.kind == "i",
