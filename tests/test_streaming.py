@@ -3,6 +3,7 @@ threads equal h5py's."""
 
 from __future__ import annotations
 
+import multiprocessing
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
@@ -215,3 +216,13 @@ def test_runs_read_from_several_threads_at_once(tmp_path):
         reads = list(pool.map(lambda k: [runs[k % 4].read(a, a + 8) for a in range(0, 64, 8)], range(16)))
     for read in reads:
         np.testing.assert_array_equal(np.concatenate(read), frames)
+
+
+def test_a_forked_child_reads_with_threads_of_its_own(tmp_path):
+    """The decoding threads are per process: a child forked after reads (multiprocessing's fork) still reads."""
+    frames = np.arange(4 * 6 * 5, dtype=np.int16).reshape(4, 6, 5)
+    run = CXIRun(write_cxi(tmp_path / "f.cxi", frames))
+    np.testing.assert_array_equal(run.read(), frames)
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        np.testing.assert_array_equal(pool.apply_async(run.read).get(timeout=60), frames)

@@ -54,9 +54,13 @@ def direct_frames(dataset: h5py.Dataset) -> bool:
     return not shuffle_size or shuffle_size[0] == dataset.dtype.itemsize
 
 
-@functools.cache
 def _pool() -> ThreadPoolExecutor:
-    """The decoding threads, one per core this process may use (started at the first read)."""
+    """The decoding threads, one per core this process may use (started at its first read)."""
+    return _pool_of(os.getpid())  # a forked child does not inherit its parent's threads: it starts its own
+
+
+@functools.cache
+def _pool_of(pid: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="hitbench-inflate")
 
 
