@@ -63,41 +63,53 @@ def _median(a: np.ndarray, n: int) -> float:
 
 
 @numba.njit(**_REDUCE)
-def _walk(a: np.ndarray, n: int, k: int, guess: float, steps: int) -> tuple[float, bool, float, int]:
+def _count(a: np.ndarray, n: int, p: float) -> tuple[int, int]:
+    """Values of ``a[:n]`` below ``p`` and up to ``p`` (one branchless, vectorised pass)."""
+    lt = 0
+    le = 0
+    for i in range(n):
+        lt += a[i] < p
+        le += a[i] <= p
+    return lt, le
+
+
+@numba.njit(**_JIT)
+def _next_value(a: np.ndarray, n: int, p: float, up: bool) -> float:
+    """The smallest value of ``a[:n]`` above ``p`` (``up``), or the largest below it."""
+    best = np.inf if up else -np.inf
+    for i in range(n):
+        v = a[i]
+        if up and p < v < best or not up and best < v < p:
+            best = v
+    return best
+
+
+@numba.njit(**_JIT)
+def _walk(a: np.ndarray, n: int, k: int, guess: float, steps: int) -> tuple[float, bool, int]:
     """The ``k``-th smallest of ``a[:n]`` by counting around a guess, moving it to the next value below or above.
 
-    Each step is one branchless pass; where values repeat (integer ADU, photons of a sparse background) a
-    guess near the answer (a neighbouring tile's median) ends in one or two steps.
+    Each step is one vectorised counting pass; where values repeat (integer ADU, photons of a sparse
+    background) a guess near the answer (a neighbouring tile's median, a sample's) ends in one or two steps.
 
     Returns
     -------
-    (float, bool, float, int)
-        The value, whether it was found within ``steps`` steps, the smallest value above it and the count of
-        values up to it.
+    (float, bool, int)
+        The value, whether it was found within ``steps`` steps, and the count of values up to it.
     """
     p = guess
     for _ in range(steps):
-        lt = 0
-        le = 0
-        below = -np.inf
-        above = np.inf
-        for i in range(n):
-            v = a[i]
-            lt += v < p
-            le += v <= p
-            below = max(below, v if v < p else -np.inf)
-            above = min(above, v if v > p else np.inf)
+        lt, le = _count(a, n, p)
         if lt <= k < le:
-            return p, True, above, le
-        p = above if le <= k else below
-    return p, False, np.inf, 0
+            return p, True, le
+        p = _next_value(a, n, p, le <= k)
+    return p, False, 0
 
 
 @numba.njit(**_JIT)
 def _tile_median(tile: np.ndarray, guess: float) -> float:
     """The upper median (rank ``n // 2``) of a tile, the walk from ``guess`` first, else a quickselect."""
     n = tile.size
-    value, found, _, _ = _walk(tile, n, n // 2, guess, 3)
+    value, found, _ = _walk(tile, n, n // 2, guess, 3)
     return value if found else _select(tile, n, n // 2)
 
 
@@ -112,12 +124,13 @@ def _frame_median(values: np.ndarray, scratch: np.ndarray) -> float:
         m += 1
     guess = _select(scratch, m, m // 2)
     half = n // 2
-    value, found, above, up_to = _walk(values, n, half - 1 + n % 2, guess, 3)
+    value, found, up_to = _walk(values, n, half - 1 + n % 2, guess, 3)
     if not found:
         scratch[:n] = values
         return _median(scratch, n)
     if n % 2 or up_to > half:
         return value
+    above = _next_value(values, n, value, True)
     return (np.float32(value) + np.float32(above)) / 2  # numpy's mean of the two middle values, in float32
 
 
@@ -211,27 +224,32 @@ def _interpolate_row(
 
 @numba.njit(**_REDUCE)
 def tile_moments(frames: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame and whole tile: sum and sum of squares (float64); per tile: pixels non-zero in some frame."""
+    """Per frame and whole tile: sum and sum of squares (float64); per tile: pixels non-zero in some frame.
+
+    Rows are summed column by column over each row of tiles (vectorises), then the columns tile by tile.
+    """
     n, height, width = frames.shape
     ny, nx = height // block, width // block
     total = np.zeros((n, ny * nx))
     squares = np.zeros((n, ny * nx))
     seen = np.zeros((ny * block, nx * block), np.bool_)
+    column_sum = np.empty(nx * block)
+    column_squares = np.empty(nx * block)
     for f in range(n):
-        for r in range(ny * block):
-            line = frames[f, r]
-            seen_line = seen[r]
-            t = (r // block) * nx
-            for tx in range(nx):
-                s = 0.0
-                q = 0.0
-                for c in range(tx * block, tx * block + block):
+        for ty in range(ny):
+            column_sum[:] = 0.0
+            column_squares[:] = 0.0
+            for r in range(ty * block, ty * block + block):
+                line = frames[f, r]
+                seen_line = seen[r]
+                for c in range(nx * block):
                     v = np.float64(line[c])
-                    s += v
-                    q += v * v
+                    column_sum[c] += v
+                    column_squares[c] += v * v
                     seen_line[c] |= v != 0
-                total[f, t + tx] += s
-                squares[f, t + tx] += q
+            for tx in range(nx):
+                total[f, ty * nx + tx] = _sum(column_sum[tx * block : tx * block + block])
+                squares[f, ty * nx + tx] = _sum(column_squares[tx * block : tx * block + block])
     count = np.zeros(ny * nx, np.int64)
     for r in range(ny * block):
         for c in range(nx * block):
