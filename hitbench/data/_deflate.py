@@ -156,20 +156,18 @@ def _codes(lengths: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _put(out: np.ndarray, pos: int, buf: int, n_bits: int, value: int, length: int) -> tuple[int, int, int]:
-    """Append ``length`` (at most 32) bits of ``value``, first bit lowest; the whole bytes go to ``out``.
+    """Append ``length`` (1 to 63) bits of ``value`` (non-negative), first bit lowest, without a branch.
 
-    Without a branch: the next five bytes are always stored (those beyond the whole ones are stored again
-    by later calls), so fewer than 8 bits stay in ``buf``.
+    ``out`` holds the stream in 64-bit words (little-endian: the bytes in order), ``pos`` is the word being
+    filled and ``buf`` its ``n_bits`` bits so far; the word is stored on every call, and when it is full the
+    bits beyond it start the next.
     """
     buf |= value << n_bits
-    n_bits += length
-    out[pos] = buf & 0xFF
-    out[pos + 1] = (buf >> 8) & 0xFF
-    out[pos + 2] = (buf >> 16) & 0xFF
-    out[pos + 3] = (buf >> 24) & 0xFF
-    out[pos + 4] = (buf >> 32) & 0xFF
-    whole = n_bits >> 3
-    return pos + whole, buf >> (whole << 3), n_bits & 7
+    out[pos] = buf
+    total = n_bits + length
+    full = total >> 6
+    buf = ((value >> 1) >> (63 - n_bits)) if full else buf
+    return pos + full, buf, total & 63
 
 
 @numba.njit(cache=True, nogil=True)
@@ -206,14 +204,16 @@ def _byte_counts(plane: np.ndarray, freq: np.ndarray) -> None:
 def _put_literals(
     out: np.ndarray, pos: int, buf: int, n_bits: int, plane: np.ndarray, codes: np.ndarray, lengths: np.ndarray
 ) -> tuple[int, int, int]:
-    """Append a byte plane as literals, two per bit write."""
+    """Append a byte plane as literals, four per bit write (at most 60 bits)."""
     n = plane.size
-    for i in range(0, n - 1, 2):
-        a, b = plane[i], plane[i + 1]
-        pos, buf, n_bits = _put(out, pos, buf, n_bits, codes[a] | (codes[b] << lengths[a]), lengths[a] + lengths[b])
-    if n % 2:
-        a = plane[n - 1]
-        pos, buf, n_bits = _put(out, pos, buf, n_bits, codes[a], lengths[a])
+    whole = n - n % 4
+    for i in range(0, whole, 4):
+        a, b, c, d = plane[i], plane[i + 1], plane[i + 2], plane[i + 3]
+        la, lb, lc = lengths[a], lengths[b], lengths[c]
+        value = codes[a] | (codes[b] << la) | (codes[c] << (la + lb)) | (codes[d] << (la + lb + lc))
+        pos, buf, n_bits = _put(out, pos, buf, n_bits, value, la + lb + lc + lengths[d])
+    for i in range(whole, n):
+        pos, buf, n_bits = _put(out, pos, buf, n_bits, codes[plane[i]], lengths[plane[i]])
     return pos, buf, n_bits
 
 
@@ -260,10 +260,9 @@ def deflate(planes: np.ndarray) -> np.ndarray:
         The zlib header and one dynamic deflate block per byte plane.
     """
     itemsize, n = planes.shape
-    out = np.empty(2 * planes.size + 1024 * itemsize + 64, dtype=np.uint8)
-    out[0] = 0x78  # deflate, 32 KiB window
-    out[1] = 0x01  # fastest level, no dictionary; (0x78 << 8 | 0x01) is a multiple of 31
-    pos, buf, n_bits = 2, 0, 0
+    out = np.empty((2 * planes.size + 1024 * itemsize) // 8 + 16, dtype=np.int64)
+    # zlib header: 0x78 (deflate, 32 KiB window), 0x01 (fastest, no dictionary; 0x7801 is a multiple of 31)
+    pos, buf, n_bits = _put(out, 0, 0, 0, 0x0178, 16)
     symbols = np.empty(n, dtype=np.int32)
     runs = np.empty(n, dtype=np.int32)
     extra_bits = np.zeros(286, dtype=np.int64)  # after a length's code: its extra bits, then distance code 0
@@ -317,6 +316,5 @@ def deflate(planes: np.ndarray) -> np.ndarray:
         else:
             pos, buf, n_bits = _put_literals(out, pos, buf, n_bits, planes[plane], lit_codes, lit_lengths)
         pos, buf, n_bits = _put(out, pos, buf, n_bits, lit_codes[_END_OF_BLOCK], lit_lengths[_END_OF_BLOCK])
-    if n_bits:  # the last bits, padded to a whole byte (already stored by _put)
-        pos += 1
-    return out[:pos]
+    out[pos] = buf  # the last bits, padded to a whole byte
+    return out.view(np.uint8)[: 8 * pos + (n_bits + 7) // 8]
