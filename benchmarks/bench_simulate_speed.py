@@ -1,0 +1,192 @@
+"""Simulator speed to the limit (issue 19; writes JSON): frames/s writing CXI files with 1 and 2 jobs, bytes per
+frame, the profile of one worker per frame, and the floor, all in the same run.
+
+- frames/s: ``write_experiment`` (what ``hitbench simulate`` and ``compare``'s simulate step run) for the default
+  preset (cxi-streptavidin, 350x350 int16 ADU frames, deflate + shuffle), runs 90, 92 and 99 (a third of
+  hits, a few hits, a drifted run) at ``--scale``; the fastest of ``--repeats`` runs, 1 and 2 jobs taking
+  turns. Goal: at least 1,000 frames/s with 2 jobs.
+- bytes per frame: the run files' size over their frames (issue 16: at most 100 kB).
+- profile: one worker's steps per frame (cProfile over the chunks of run 90 in this process), and what the
+  writer costs per frame.
+- floor: what no simulator of these frames can skip, per frame on one core, by numpy and zlib alone: the random
+  numbers the simulator's stream draws (a float32 uniform per pixel, its share of the float32 Gaussian readout
+  noise bank), and, as the baseline of the old code's two heavy steps, numpy's own Poisson sampler
+  (``Generator.poisson``) of the same frames' expected photons and zlib (level 1, ``Z_RLE``) of the same
+  shuffled frames. ``baseline_frames_per_s_2_jobs`` is two cores over that baseline's sum.
+
+Timings share the machine's cores with whatever else runs: the load average is reported with the numbers.
+
+Usage: python benchmarks/bench_simulate_speed.py [--scale 0.02] [--repeats 3] [--quick]
+       [--out benchmarks/results/simulate_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import pstats
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from hitbench.data.compression import encode_chunk
+from hitbench.data.cxi_write import CXIWriter
+from hitbench.simulate import load_experiment, physics, write_experiment
+from hitbench.simulate import runs as sim_runs
+
+PRESET = "cxi-streptavidin"
+RUNS = [90, 92, 99]
+GOAL_FRAMES_PER_S = 1000
+#: Profile steps: where each step's time is spent (cProfile: file name ending, function name contained). numpy's
+#: Generator methods do not show in cProfile: the uniforms are in the Poisson step, the noise bank in "other".
+STEPS = {
+    "background (expected photons)": ("_kernels.py", "background"),
+    "spots (prediction, stencil, truth)": ("runs.py", "_frame_spots"),
+    "poisson sampling": ("physics.py", "poisson"),
+    "detector (gain, readout noise, common mode, saturation, ADU)": ("_kernels.py", "integrate"),
+    "shuffle + deflate": ("compression.py", "encode_chunk"),
+}
+
+
+def _write_speed(exp, scale: float, n_jobs: int) -> tuple[float, int, int]:
+    """Seconds, frames and bytes of writing the runs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        paths = write_experiment(exp, tmp, runs=RUNS, scale=scale, n_jobs=n_jobs)
+        seconds = time.perf_counter() - start
+        return seconds, sum(exp.n_frames(run, scale) for run in RUNS), sum(p.stat().st_size for p in paths)
+
+
+def _profile(exp, n_chunks: int) -> dict:
+    """ms per frame of one worker's steps over ``n_chunks`` chunks of run 90, and of the writer."""
+    model, conditions = sim_runs._build_model(exp, RUNS[0], n_chunks * sim_runs.FRAMES_PER_SEED, 0, exp.frame_shape)
+    sim_runs._encoded_chunk(model, 0, "gzip")  # compile
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    chunks = [sim_runs._encoded_chunk(model, i, "gzip") for i in range(n_chunks)]
+    profiler.disable()
+    total = time.perf_counter() - start
+    n = model.n_frames
+    stats = pstats.Stats(profiler).stats
+    profile = {}
+    for step, (file, function) in STEPS.items():
+        seconds = sum(v[3] for (f, _, name), v in stats.items() if f.endswith(file) and function in name)
+        profile[step] = round(seconds / n * 1e3, 3)
+    spent = sum(profile.values())  # the steps do not call each other
+    profile["other (per-frame draws, readout noise bank: numpy's normals, truth)"] = round(total / n * 1e3 - spent, 3)
+    profile["total"] = round(total / n * 1e3, 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = CXIWriter(
+            Path(tmp) / "run.cxi",
+            exp.frame_shape,
+            mask=model.mask,
+            attrs=conditions,
+            max_peaks=exp.sample.max_spots,
+            dtype=model.dtype,
+        )
+        start = time.perf_counter()
+        for truth, _, encoded in chunks:
+            writer.append_encoded(encoded, fields=truth)
+        writer.close()
+        profile["writer (main process: compressed frames and truth to the file)"] = round(
+            (time.perf_counter() - start) / n * 1e3, 3
+        )
+    return profile
+
+
+def _floor(exp, n_frames: int, repeats: int) -> dict:
+    """ms per frame (fastest of ``repeats``) of numpy's and zlib's share, and of hitbench's steps on the same data."""
+    model, _ = sim_runs._build_model(exp, RUNS[0], n_frames, 0, exp.frame_shape)
+    frames, _ = sim_runs._chunk(model, 0)
+    lam = np.broadcast_to(model.jet_map + model.air_map, (len(frames), *model.shape)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    h, w = model.shape
+
+    def stream_numbers() -> None:
+        rng.random(lam.size, dtype=np.float32)
+        rng.standard_normal(sim_runs.NOISE_BANK_FRAMES * h * w, dtype=np.float32)
+
+    def zlib_rle() -> None:
+        for frame in frames:
+            raw = frame.reshape(-1).view(np.uint8)
+            shuffled = np.concatenate([raw[k :: frame.itemsize] for k in range(frame.itemsize)])
+            encoder = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS, 8, zlib.Z_RLE)
+            encoder.compress(shuffled)
+            encoder.flush()
+
+    steps = {
+        "stream's random numbers (uniforms, noise bank)": stream_numbers,
+        "numpy Generator.poisson": lambda: rng.poisson(lam.astype(np.float64)),
+        "zlib Z_RLE level 1 (with shuffle)": zlib_rle,
+        "hitbench encode_chunk (same frames)": lambda: [encode_chunk(frame, "gzip") for frame in frames],
+        "hitbench physics.poisson (same expected photons)": lambda: physics.poisson(rng, lam),
+    }
+    timings = {}
+    for name, step in steps.items():
+        step()  # compiled, warm
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            best = min(best, time.perf_counter() - start)
+        timings[name] = round(best / len(frames) * 1e3, 3)
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.02)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a smoke run in well under a minute")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/simulate_speed.json"))
+    args = parser.parse_args()
+    scale, repeats, n_chunks = (0.005, 1, 2) if args.quick else (args.scale, args.repeats, 8)
+    exp = load_experiment(PRESET)
+    result = {
+        "goal": f"at least {GOAL_FRAMES_PER_S} frames/s with 2 jobs writing CXI files ({PRESET}), "
+        "frames and truth bit for bit those of the code before (tests/test_simulate.py golden test)",
+        "machine": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average_before": os.getloadavg()[0],
+        "preset": PRESET,
+        "runs": RUNS,
+        "scale": scale,
+        "frame_shape": list(exp.frame_shape),
+    }
+    _write_speed(exp, 0.002, 2)  # start the workers' imports and compile the kernels once
+    best = {1: float("inf"), 2: float("inf")}
+    for _ in range(repeats):
+        for n_jobs in (1, 2):
+            seconds, n_frames, n_bytes = _write_speed(exp, scale, n_jobs)
+            best[n_jobs] = min(best[n_jobs], seconds)
+    result["frames"] = n_frames
+    result["frames_per_s"] = {f"n_jobs={k}": round(n_frames / v, 1) for k, v in best.items()}
+    result["bytes_per_frame"] = round(n_bytes / n_frames)
+    result["profile_ms_per_frame"] = _profile(exp, n_chunks)
+    floor = _floor(exp, sim_runs.FRAMES_PER_SEED, repeats)
+    result["floor_ms_per_frame"] = floor
+    baseline = floor["numpy Generator.poisson"] + floor["zlib Z_RLE level 1 (with shuffle)"]
+    result["baseline"] = (
+        "numpy's Generator.poisson and zlib Z_RLE level 1 of the same frames, one core each, 2 cores in all "
+        "(no background, spots, detector or file)"
+    )
+    result["baseline_frames_per_s_2_jobs"] = round(2 * 1e3 / baseline, 1)
+    result["speedup_over_baseline_2_jobs"] = round(
+        result["frames_per_s"]["n_jobs=2"] / result["baseline_frames_per_s_2_jobs"], 2
+    )
+    result["load_average_after"] = os.getloadavg()[0]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
