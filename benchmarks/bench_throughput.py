@@ -8,7 +8,8 @@
   over the same frames (one pass: the memory-bandwidth floor); best of ``--repeats``, interleaved.
 - ``hitbench predict``: frames/s and peak resident memory (VmHWM) of a fresh process for ``litpix``, ``peaks``
   and ``cnn`` on a deflate + shuffle CXI run (the run ``hitbench simulate`` writes, its frames repeated to
-  ``--frames``), and ``litpix`` on a run ten times longer (memory must not grow with the run); beside reading the
+  ``--frames``), and ``litpix`` on a run ten times longer (memory must not grow with the run) and with
+  ``--hits-cxi`` (the hit frames written too); beside reading the
   same file with h5py (one thread, frames as stored, the way every reader went before) and with hitbench's reader
   (frames inflated on threads, float32). Each method's ``decision_function`` rate on the same frames in memory is
   measured too: the pipeline's overhead per frame is predict's time per frame less the method's.
@@ -140,7 +141,7 @@ def reading(path: Path, repeats: int) -> dict:
     return {f"{name}_frames_per_s": round(run.n_frames / value) for name, value in seconds.items()}
 
 
-def predict(model: Path, run: Path, workdir: Path) -> dict:
+def predict(model: Path, run: Path, workdir: Path, *options: str) -> dict:
     """`hitbench predict` in a fresh process: wall time, the rate it reports, and that process's peak RSS."""
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec, so it would include this (large) process
     code = (
@@ -149,7 +150,7 @@ def predict(model: Path, run: Path, workdir: Path) -> dict:
         " print('VMHWM', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     )
     with tempfile.TemporaryDirectory(dir=workdir) as out:
-        command = [sys.executable, "-c", code, "predict", "--model", str(model), "--out", out, str(run)]
+        command = [sys.executable, "-c", code, "predict", "--model", str(model), "--out", out, *options, str(run)]
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
         seconds = time.perf_counter() - start
@@ -208,12 +209,16 @@ def main() -> None:
         score = lambda m=model, b=block: m.decision_function(b)  # noqa: E731
         method_s = best_of({name: score}, max(1, args.repeats // 2))[name]
         row = {"method": name, "method_ms_per_frame": round(1e3 * method_s / len(block), 3)}
-        for n in [args.frames] + ([10 * args.frames] if name == "litpix" else []):
-            timed = predict(model_path, runs[n], args.workdir)
+        timings = [(f"predict_{args.frames}", args.frames, ())]
+        if name == "litpix":  # memory flat over a run ten times longer; the hits-only CXI file written too
+            timings += [(f"predict_{10 * args.frames}", 10 * args.frames, ())]
+            timings += [(f"predict_{args.frames}_hits_cxi", args.frames, ("--hits-cxi",))]
+        for key, n, options in timings:
+            timed = predict(model_path, runs[n], args.workdir, *options)
             timed["pipeline_ms_per_frame"] = round(
                 1e3 / timed["frames_per_s_after_start"] - row["method_ms_per_frame"], 3
             )
-            row[f"predict_{n}"] = timed
+            row[key] = timed
         rows.append(row)
         print(json.dumps(row), flush=True)
     result["predict"] = rows

@@ -153,6 +153,7 @@ def test_scoring_pass_refuses_non_finite_frames(make, bad):
         method.decision_function(frames)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")
 @pytest.mark.parametrize("make", [IntensityThreshold, lambda: LitPixels(adc_threshold=50.0)])
 def test_finite_frames_whose_sum_overflows_are_scored(make):
     """Finite pixels whose float32 sum overflows pass the check (the pixel check clears them)."""
