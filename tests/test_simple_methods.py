@@ -141,6 +141,7 @@ def test_intensity_and_litpix_reproduce_the_golden_outputs():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # Inf - Inf in the sums
 @pytest.mark.parametrize("make", [IntensityThreshold, lambda: LitPixels(adc_threshold=50.0)])
 @pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf], [np.inf, -np.inf]])
 def test_scoring_pass_refuses_non_finite_frames(make, bad):
