@@ -47,6 +47,8 @@ FILE_FORMAT = 2
 FRAMES_PER_SEED = 32
 #: Chunks each worker may generate ahead of the writer (bounds the memory of chunks not yet written).
 AHEAD_PER_JOB = 16
+#: Chunks a worker makes per task (fewer tasks: the run's model is sent to a worker once per task).
+CHUNKS_PER_TASK = 4
 #: Readout noise of a chunk comes from windows at random offsets into this many frames' worth of Gaussian
 #: samples (exact Gaussian per pixel, independent of the photons; saves most of the normal sampling).
 NOISE_BANK_FRAMES = 4
@@ -481,25 +483,36 @@ def _encoded_chunk(m: _RunModel, index: int, compression: str) -> tuple[dict, np
     return (truth, frames, None) if encoded[0] is None else (truth, None, encoded)
 
 
+def _task(m: _RunModel, indices: list[int], compression: str | None) -> list[tuple]:
+    """Chunks ``indices`` of a run, one worker task (the model travels to the worker once for them)."""
+    if compression is None:
+        return [_chunk(m, i) for i in indices]
+    return [_encoded_chunk(m, i, compression) for i in indices]
+
+
 def _chunks(models: list[_RunModel], n_jobs: int, compression: str | None = None) -> Iterator[tuple[int, tuple]]:
     """Chunks of several runs in order, generated in parallel with joblib: (position in ``models``, chunk).
 
     A chunk is ``(frames, truth)``, or, when ``compression`` is given, what :func:`_encoded_chunk` returns.
-    Workers generate at most :data:`AHEAD_PER_JOB` chunks each ahead of the consumer: joblib hands on finished
-    results whether or not they have been taken, so a consumer slower than the workers would otherwise gather
-    the whole experiment in memory.
+    A worker makes :data:`CHUNKS_PER_TASK` chunks of a run per task. Workers generate at most
+    :data:`AHEAD_PER_JOB` chunks each ahead of the consumer: joblib hands on finished results whether or not
+    they have been taken, so a consumer slower than the workers would otherwise gather the whole experiment
+    in memory.
     """
-    tasks = [(k, i) for k, m in enumerate(models) for i in range(-(-m.n_frames // FRAMES_PER_SEED))]
-    ahead = AHEAD_PER_JOB * effective_n_jobs(n_jobs)
+    tasks = [
+        (k, list(range(i, min(i + CHUNKS_PER_TASK, n_chunks))))
+        for k, m in enumerate(models)
+        for n_chunks in [-(-m.n_frames // FRAMES_PER_SEED)]
+        for i in range(0, n_chunks, CHUNKS_PER_TASK)
+    ]
+    ahead = AHEAD_PER_JOB // CHUNKS_PER_TASK * effective_n_jobs(n_jobs)
     with Parallel(n_jobs=n_jobs, return_as="generator") as parallel:
         for start in range(0, len(tasks), ahead):
             batch = tasks[start : start + ahead]
-            if compression is None:
-                results = parallel(delayed(_chunk)(models[k], i) for k, i in batch)
-            else:
-                results = parallel(delayed(_encoded_chunk)(models[k], i, compression) for k, i in batch)
-            for (k, _), result in zip(batch, results, strict=True):
-                yield k, result
+            results = parallel(delayed(_task)(models[k], indices, compression) for k, indices in batch)
+            for (k, _), chunks in zip(batch, results, strict=True):
+                for chunk in chunks:
+                    yield k, chunk
 
 
 def _geometry(exp: Experiment) -> Geometry:
