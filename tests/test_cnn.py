@@ -158,6 +158,24 @@ def test_numba_scores_equal_onnx_on_any_frame_shape_and_thread_count(fitted, dat
     assert np.abs(oblong.score_numba(frames[:, :64]) - oblong.score_onnx(frames[:, :64])).max() < 1e-6
 
 
+def test_numba_refuses_nan_and_inf_from_its_own_pass(fitted, data):
+    """decision_function through numba checks NaN and Inf in the kernel's pass over the pixels (no pass of its
+    own): one bad pixel in one frame is refused with the one-line error; huge finite values are scored."""
+    _, test = data
+    fitted.set_params(backend="numba")
+    for bad in (np.nan, np.inf, -np.inf):
+        frames = test.copy()
+        frames[2, 40, 7] = bad
+        with pytest.raises(HitbenchError, match=r"1 frame\(s\) contain NaN or Inf"):
+            fitted.decision_function(frames)
+        with pytest.raises(HitbenchError, match=r"1 frame\(s\) contain NaN or Inf"):
+            fitted.set_params(normalisation="linear").decision_function(frames)
+        fitted.set_params(normalisation="log1p")
+    huge = np.full_like(test[:2], 3e38)  # the frame's float32 sum overflows; every pixel is finite
+    assert np.isfinite(fitted.decision_function(huge)).all()
+    fitted.set_params(backend="auto")
+
+
 def test_backend_choice(fitted, data):
     _, test = data
     for backend, path in (("keras", fitted.score_keras), ("onnx", fitted.score_onnx), ("numba", fitted.score_numba)):

@@ -22,6 +22,7 @@ _CONTRACT = {"contract"}
 _SQRT_HALF_BITS = np.int32(0x3F3504F3)
 _MANTISSA = np.int32(0x007FFFFF)
 _EXPONENT_SHIFT = np.int32(23)
+_EXPONENT_BITS = np.int32(0x7F800000)
 _LN2_HI = np.float32(0.693359375)
 _LN2_LO = np.float32(-2.12194440e-4)
 _LOG_POLY = tuple(
@@ -41,22 +42,27 @@ _LOG_POLY = tuple(
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_CONTRACT)
-def _normalise(frame: np.ndarray, out: np.ndarray, log1p: bool) -> None:
-    """``out = log(1 + max(frame, 0))`` (or ``max(frame, 0)``), float32.
+def _normalise(frame: np.ndarray, out: np.ndarray, log1p: bool) -> bool:
+    """``out = log(1 + max(frame, 0))`` (or ``max(frame, 0)``), float32; whether a pixel is NaN or Inf.
 
     The logarithm is Cephes's single-precision one (within 2 ulp of ``numpy.log``), in one
     vectorised loop: ``1 + max(x, 0)`` is stored, its exponent and mantissa read back from its
     bits (the store and load through the two views fold into register operations), then the
-    polynomial.
+    polynomial. A pixel is NaN or Inf when its exponent bits are all set (the largest of them,
+    an integer maximum, vectorises).
     """
     pixels, flat = frame.reshape(-1), out.reshape(-1)
+    pixel_bits = pixels.view(np.int32)
+    exponents = np.int32(0)
     if not log1p:
         for c in range(flat.size):
             flat[c] = max(pixels[c], np.float32(0.0))
-        return
+            exponents = max(exponents, np.int32(pixel_bits[c] & _EXPONENT_BITS))
+        return exponents == _EXPONENT_BITS
     p0, p1, p2, p3, p4, p5, p6, p7, p8 = _LOG_POLY
     bits = flat.view(np.int32)
     for c in range(flat.size):
+        exponents = max(exponents, np.int32(pixel_bits[c] & _EXPONENT_BITS))
         flat[c] = max(pixels[c], np.float32(0.0)) + np.float32(1.0)
         shifted = np.int32(bits[c] - _SQRT_HALF_BITS)
         exponent = np.float32(np.int32(shifted >> _EXPONENT_SHIFT))
@@ -73,6 +79,7 @@ def _normalise(frame: np.ndarray, out: np.ndarray, log1p: bool) -> None:
         y = y * x + p8
         y = y * x * z + _LN2_LO * exponent - np.float32(0.5) * z
         flat[c] = x + y + _LN2_HI * exponent
+    return exponents == _EXPONENT_BITS
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_CONTRACT)
@@ -189,11 +196,12 @@ def score_frames(
     w4: np.ndarray,
     b4: np.ndarray,
     out: np.ndarray,
+    nonfinite: np.ndarray,
 ) -> None:
-    """P(hit) of each frame into ``out`` (float32).
+    """P(hit) of each frame into ``out`` (float32), and into ``nonfinite`` whether it holds a NaN or Inf pixel.
 
     The weights are those of :func:`hitbench.methods.cnn_network.inference_weights`, ``log1p``
-    the normalisation (else linear).
+    the normalisation (else linear). The score of a frame with a NaN or Inf pixel is meaningless.
     """
     n, height, width = frames.shape
     p1 = np.empty((4, (height - 6) // 5, (width - 6) // 5), np.float32)
@@ -201,7 +209,7 @@ def score_frames(
     scratch = np.empty((1, height, width), np.float32)
     hidden = np.empty(w3.shape[1], np.float64)
     for f in range(n):
-        _normalise(frames[f], scratch[0], log1p)
+        nonfinite[f] = _normalise(frames[f], scratch[0], log1p)
         _conv_pool_relu(scratch, k1, b1, s1, t1, p1)
         _conv_pool_relu(p1, k2, b2, s2, t2, p2)
         hidden[:] = b3

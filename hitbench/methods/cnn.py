@@ -45,7 +45,7 @@ import numpy as np
 from scipy import special
 
 from hitbench.errors import HitbenchError
-from hitbench.frames import FrameSource
+from hitbench.frames import FrameSource, check_finite
 from hitbench.methods import tf_runtime
 from hitbench.methods.base import HitMethod
 from hitbench.methods.cnn_batches import training_batches
@@ -380,27 +380,40 @@ class ReferenceCNN(HitMethod):
         numpy.ndarray, shape (n,)
             P(hit), float32.
         """
+        return self._numba_scores(frames, threads)[0]
+
+    def _numba_scores(self, frames: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`score_numba`'s scores, and whether each frame holds a NaN or Inf pixel (its score is then void)."""
         from hitbench.methods import _cnn_kernel
 
         weights = self._inference_weights()
         frames = np.ascontiguousarray(frames, dtype=np.float32)
-        out = np.empty(len(frames), dtype=np.float32)
+        out, nonfinite = np.empty(len(frames), dtype=np.float32), np.empty(len(frames), dtype=np.bool_)
         log1p = self.normalisation == "log1p"
         bounds = np.linspace(0, len(frames), min(threads or available_cores(), len(frames)) + 1).astype(int)
 
         def score(start: int, stop: int) -> None:
-            _cnn_kernel.score_frames(frames[start:stop], log1p, **weights, out=out[start:stop])
+            part = slice(start, stop)
+            _cnn_kernel.score_frames(frames[part], log1p, **weights, out=out[part], nonfinite=nonfinite[part])
 
         if len(bounds) == 2:
             score(0, len(frames))
         else:
             with ThreadPoolExecutor(len(bounds) - 1) as pool:
                 list(pool.map(score, bounds[:-1], bounds[1:]))
-        return out
+        return out, nonfinite
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
         self._check_params()
         return getattr(self, f"score_{self._engine()}")(frames)
+
+    def _score_finite(self, frames: np.ndarray) -> np.ndarray:
+        self._check_params()
+        if self._engine() != "numba":
+            return super()._score_finite(frames)
+        scores, nonfinite = self._numba_scores(frames)  # the kernel's pass over the pixels makes the check
+        check_finite(frames, np.where(nonfinite, np.nan, 0.0))
+        return scores
 
     # -- persistence ---------------------------------------------------------------------
     def _network(self, weights: list[np.ndarray] | None = None):
