@@ -2,10 +2,12 @@
 
 Imported lazily (numba compiles on first use and caches): importing :mod:`hitbench.preprocess` never imports
 numba. The kernels compute what the numpy steps of :mod:`hitbench.preprocess.steps` compute, on the same
-tiles, medians and interpolation, without the steps' temporaries: the frames are read tile by tile, each
-frame's excess over its background is the one full-size intermediate (kept in the output array), and
-the selections (tile medians, frame medians) are quickselects instead of sorts. Sums are kept in float64
-and rounded once, so values agree with the numpy steps to a few float32 units in the last place.
+tiles, medians and bilinear interpolation, without the steps' temporaries and sorts: each frame is read
+tile by tile, its excess over the background is the one full-size intermediate (kept in the output array);
+medians are found by counting passes around a guess (a neighbouring tile's median, a sample's), a quickselect
+only where that fails; the Poisson tail is computed only for pixels that it can decide. Sums are kept in
+float64 and rounded once, so intermediate values agree with the numpy steps' to a few float32 units in the
+last place, and the spot map, decided at significance levels of 2 or more, is the same.
 """
 
 from __future__ import annotations
@@ -75,13 +77,21 @@ def _count(a: np.ndarray, n: int, p: float) -> tuple[int, int]:
 
 @numba.njit(**_JIT)
 def _next_value(a: np.ndarray, n: int, p: float, up: bool) -> float:
-    """The smallest value of ``a[:n]`` above ``p`` (``up``), or the largest below it."""
-    best = np.inf if up else -np.inf
-    for i in range(n):
-        v = a[i]
-        if up and p < v < best or not up and best < v < p:
-            best = v
-    return best
+    """The smallest value of ``a[:n]`` above ``p`` (``up``), or the largest below it (four independent minima)."""
+    sign = 1.0 if up else -1.0  # below p: the smallest above -p of the negated values
+    q = sign * p
+    m0 = m1 = m2 = m3 = np.inf
+    end = n - n % 4
+    for i in range(0, end, 4):
+        v0, v1, v2, v3 = sign * a[i], sign * a[i + 1], sign * a[i + 2], sign * a[i + 3]
+        m0 = v0 if q < v0 < m0 else m0
+        m1 = v1 if q < v1 < m1 else m1
+        m2 = v2 if q < v2 < m2 else m2
+        m3 = v3 if q < v3 < m3 else m3
+    for i in range(end, n):
+        v = sign * a[i]
+        m0 = v if q < v < m0 else m0
+    return sign * min(min(m0, m1), min(m2, m3))
 
 
 @numba.njit(**_JIT)
