@@ -3,9 +3,11 @@
 One cnn is trained for ``--epochs`` epoch(s) on ``--train`` simulated 350x350 frames of the default
 preset (the weights do not change the cost), then ``--predict`` other frames are scored by:
 
-- ``decision_function``: the method as the harness calls it (input check included) with its
-  default backend ("auto": numba on a CPU) and threads (the cores this process may use);
-- ``check_frames``: the input check alone;
+- ``decision_function/all``: the method as the harness calls it (input check included) with its
+  default backend ("auto": numba on a CPU) and threads (the cores this process may use), and
+  ``decision_function/1`` the same with the process limited to one core (its affinity), as a
+  worker with one core sees it;
+- ``check_frames``: the input check of the other methods (numba makes it in its own pass);
 - ``numba``, ``onnx``: :meth:`ReferenceCNN.score_numba` and an ONNX Runtime session of the same
   graph as :meth:`ReferenceCNN.score_onnx` (batches of ``inference_batch_size``), each with 1 and
   with 2 threads;
@@ -60,6 +62,20 @@ def best_seconds(paths: dict, frames: np.ndarray, repeats: int) -> dict[str, flo
             fn(frames)
             best[name] = min(best[name], time.perf_counter() - start)
     return best
+
+
+def on_one_core(fn):
+    """``fn`` run with this thread's affinity set to one core (so the cnn's threads are 1), then restored."""
+
+    def run(frames: np.ndarray):
+        cores = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(cores)})
+        try:
+            return fn(frames)
+        finally:
+            os.sched_setaffinity(0, cores)
+
+    return run
 
 
 def onnx_scores(session, frames: np.ndarray, batch: int) -> np.ndarray:
@@ -129,7 +145,9 @@ def main() -> None:
     batch = method.inference_batch_size
 
     load_before = [round(x, 2) for x in os.getloadavg()]
-    paths = {"decision_function": method.decision_function, "check_frames": check_frames}
+    paths = {"decision_function/all": method.decision_function, "check_frames": check_frames}
+    if hasattr(os, "sched_setaffinity"):
+        paths["decision_function/1"] = on_one_core(method.decision_function)
     for threads in THREADS:
         paths[f"numba/{threads}"] = lambda f, t=threads: method.score_numba(f, threads=t)
         paths[f"onnx/{threads}"] = lambda f, t=threads: onnx_scores(sessions[t], f, batch)
@@ -144,6 +162,7 @@ def main() -> None:
     result = {
         "benchmark": "cnn_inference",
         "goal": f"cnn decision_function at most {GOAL_MS} ms per 350x350 frame, scores within 1e-6 of ONNX Runtime",
+        "cores_of_decision_function_all": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "goal_ms_per_frame": GOAL_MS,
         "preset": PRESET,
         "frame_shape": list(FRAME_SHAPE),
