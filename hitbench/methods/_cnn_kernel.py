@@ -6,10 +6,11 @@ a scratch frame, then the first stage runs one pooling window at a time: the 7x7
 and over each 5 columns, the ReLU; the 344 x 344 x 4 map never exists. The second stage works the
 same way on the 68 x 68 x 4 pooled map, then the dense layers and the softmax.
 
-The loops are written for LLVM to vectorise: the innermost loop runs along the columns of a
-row, with the weights of one kernel row of the 4 filters in registers; ``fastmath={"contract"}``
-lets it fuse each multiply and add into one FMA (one rounding instead of two; nothing is
-reordered). The network has 4 filters in each convolution (Table I); the kernel assumes it.
+The loops are written for LLVM to vectorise: the innermost loop runs along the 5 rows of a
+pooling window as one run of positions, with the weights of one kernel row of the 4 filters in
+registers; ``fastmath={"contract"}`` lets it fuse each multiply and add into one FMA (one
+rounding instead of two; nothing is reordered). The dense layers sum in float64. The network
+has 4 filters in each convolution (Table I); the kernel assumes it.
 """
 
 from __future__ import annotations
