@@ -85,16 +85,27 @@ def maybe_nonzero(lam: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 @numba.njit(cache=True, nogil=True)
 def settle(
-    counts: np.ndarray, index: np.ndarray, u: np.ndarray, lam: np.ndarray, p: np.ndarray, dense_above: float
-) -> np.ndarray:
-    """Counts of the candidate pixels ``index`` (``counts`` in place); returns those left to numpy's sampler.
+    index: np.ndarray, u: np.ndarray, lam: np.ndarray, p: np.ndarray, dense_above: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts of the candidate pixels ``index``: those counted here, and those left to numpy's sampler.
 
     A candidate with ``u > p`` (``p = exp(-lam)`` by numpy, float64) is non-zero: above ``dense_above`` expected
-    photons it is returned, in order; else its count is the first k >= 1 whose cumulative probability
-    reaches ``u``, or where the next term underflows (inversion, in float64).
+    photons it is left to numpy, else its count is the first k >= 1 whose cumulative probability reaches ``u``,
+    or where the next term underflows (inversion, in float64).
+
+    Returns
+    -------
+    pixels : numpy.ndarray of int64
+        The pixels counted here, increasing.
+    counts : numpy.ndarray of int32
+        Their counts.
+    dense : numpy.ndarray of int64
+        The non-zero pixels left to numpy's sampler, increasing.
     """
+    pixels = np.empty(index.size, dtype=np.int64)
+    counts = np.empty(index.size, dtype=np.int32)
     dense = np.empty(index.size, dtype=np.int64)
-    n_dense = 0
+    n_counted, n_dense = 0, 0
     for j in range(index.size):
         i = index[j]
         ul = np.float64(u[i])
@@ -114,31 +125,30 @@ def settle(
             cdf += pk
             if not (ul > cdf and pk > 0):
                 break
-        counts[i] = k
-    return dense[:n_dense]
+        pixels[n_counted] = i
+        counts[n_counted] = k
+        n_counted += 1
+    return pixels[:n_counted], counts[:n_counted], dense[:n_dense]
 
 
 @numba.njit(cache=True, nogil=True)
-def background(jet_scale: np.ndarray, flux: np.ndarray, jet_map: np.ndarray, air_map: np.ndarray) -> np.ndarray:
-    """Expected background photons of each frame, float32 (n, H*W): ``jet_scale * jet_map + flux * air_map``.
+def background(jet_scale: np.float32, flux: np.float32, jet_map: np.ndarray, air_map: np.ndarray) -> np.ndarray:
+    """Expected background photons of a frame, float32: ``jet_scale * jet_map + flux * air_map``.
 
     Each product is rounded to float32 before the sum, as numpy computes them (float32 arrays).
     """
-    n, n_px = jet_scale.size, jet_map.size
-    lam = np.empty((n, n_px), dtype=np.float32)
-    for f in range(n):
-        a, b = jet_scale[f], flux[f]
-        for i in range(n_px):
-            lam[f, i] = a * jet_map[i] + b * air_map[i]
+    lam = np.empty(jet_map.size, dtype=np.float32)
+    for i in range(jet_map.size):
+        lam[i] = jet_scale * jet_map[i] + flux * air_map[i]
     return lam
 
 
 @numba.njit(cache=True, nogil=True)
 def integrate(
+    pixels: np.ndarray,
     counts: np.ndarray,
     gain: np.float32,
     bank: np.ndarray,
-    starts: np.ndarray,
     noise: np.ndarray,
     offsets: np.ndarray,
     panels: np.ndarray,
@@ -148,29 +158,31 @@ def integrate(
     round_values: bool,
     out: np.ndarray,
 ) -> None:
-    """An integrating detector's frames from photon counts, into ``out`` (n, H*W) of the storage type.
+    """An integrating detector's frame from its non-zero photon counts, into ``out`` (H*W, the storage type).
 
-    Per pixel, in float32: counts times the gain, plus its window of the noise bank times its readout noise,
-    plus the frame's offset of its panel (``panels``: first row, end row, first column, end column of each, in
-    rows ``width`` pixels long; pixels on none are blank), capped at the saturation; 0 on blank pixels (gaps,
-    dead); rounded to whole ADU when ``round_values``. Each step a vectorised pass over the frame.
+    Per pixel, in float32: its count (``counts`` of ``pixels``, 0 elsewhere) times the gain, plus its window of
+    the noise bank (``bank``, as long as the frame) times its readout noise, plus the offset of its panel
+    (``panels``: first row, end row, first column, end column of each, in rows ``width`` pixels long; pixels on
+    none are blank), capped at the saturation; 0 on blank pixels (gaps, dead); rounded to whole ADU when
+    ``round_values``. Each step a vectorised pass over the frame.
     """
-    n, n_px = counts.shape
+    n_px = out.size
     zero = np.float32(0.0)
     values = np.empty(n_px, dtype=np.float32)
-    for f in range(n):
-        frame_counts, frame_bank = counts[f], bank[starts[f] : starts[f] + n_px]
+    no_photon = np.float32(0) * gain
+    for i in range(n_px):
+        values[i] = no_photon + bank[i] * noise[i]
+    for j in range(pixels.size):
+        i = pixels[j]
+        values[i] = np.float32(counts[j]) * gain + bank[i] * noise[i]
+    for k in range(panels.shape[0]):
+        offset = offsets[k]
+        for row in range(panels[k, 0], panels[k, 1]):
+            for i in range(row * width + panels[k, 2], row * width + panels[k, 3]):
+                values[i] = values[i] + offset
+    if round_values:
         for i in range(n_px):
-            values[i] = np.float32(frame_counts[i]) * gain + frame_bank[i] * noise[i]
-        for k in range(panels.shape[0]):
-            offset = offsets[f, k]
-            for row in range(panels[k, 0], panels[k, 1]):
-                for i in range(row * width + panels[k, 2], row * width + panels[k, 3]):
-                    values[i] = values[i] + offset
-        frame = out[f]
-        if round_values:
-            for i in range(n_px):
-                frame[i] = np.rint(zero if blank[i] else min(values[i], saturation))
-        else:
-            for i in range(n_px):
-                frame[i] = zero if blank[i] else min(values[i], saturation)
+            out[i] = np.rint(zero if blank[i] else min(values[i], saturation))
+    else:
+        for i in range(n_px):
+            out[i] = zero if blank[i] else min(values[i], saturation)

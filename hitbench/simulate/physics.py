@@ -230,13 +230,50 @@ def gamma_jitter(rng: np.random.Generator, rms: float, n: int) -> np.ndarray:
     return rng.gamma(shape, 1.0 / shape, size=n)
 
 
+def nonzero_counts(
+    lam: np.ndarray, u: np.ndarray, dense_above: float = 4.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixels with a non-zero Poisson count, given each pixel's uniform number (see :func:`poisson`).
+
+    Parameters
+    ----------
+    lam, u : numpy.ndarray of float32, flat
+        Expected photons (>= 0) and the pixels' uniform numbers.
+    dense_above : float
+        Expected photons above which the count is left to :func:`zero_truncated`.
+
+    Returns
+    -------
+    pixels, counts : numpy.ndarray
+        The pixels counted here (increasing, int64) and their counts (int32).
+    dense : numpy.ndarray of int64
+        The other non-zero pixels, increasing: their counts are :func:`zero_truncated` of their ``lam``.
+    """
+    from hitbench.simulate import _kernels  # numba, compiled on first use
+
+    index, minus_lam = _kernels.maybe_nonzero(lam, u)
+    return _kernels.settle(index, u, lam, np.exp(minus_lam), dense_above)
+
+
+def zero_truncated(rng: np.random.Generator, lam: np.ndarray) -> np.ndarray:
+    """Poisson counts known to be non-zero (int32), by :meth:`numpy.random.Generator.poisson` and rejection."""
+    counts = np.zeros(lam.shape, dtype=np.int32)
+    todo = np.arange(lam.size)
+    while todo.size:
+        draw = rng.poisson(lam[todo].astype(np.float64))
+        counts[todo] = draw
+        todo = todo[draw == 0]
+    return counts
+
+
 def poisson(rng: np.random.Generator, lam: np.ndarray, dense_above: float = 4.0) -> np.ndarray:
     """Poisson counts for a mostly photon-sparse field of expected photons, fast.
 
     Exact Poisson sampling: one uniform number per pixel decides zero or not (zero when it is at most
     ``exp(-lam)``; a compiled bracket of ``exp`` leaves numpy's ``exp`` only the pixels that may be non-zero);
     the non-zero pixels continue by inversion of the cumulative distribution, or, above ``dense_above``
-    expected photons, by :meth:`numpy.random.Generator.poisson` conditioned on a non-zero count.
+    expected photons, by :meth:`numpy.random.Generator.poisson` conditioned on a non-zero count, drawn after
+    all the uniform numbers (:func:`nonzero_counts`, :func:`zero_truncated`).
 
     Parameters
     ----------
@@ -251,16 +288,10 @@ def poisson(rng: np.random.Generator, lam: np.ndarray, dense_above: float = 4.0)
     -------
     numpy.ndarray of int32, same shape as ``lam``
     """
-    from hitbench.simulate import _kernels  # numba, compiled on first use
-
-    lam = np.ascontiguousarray(lam, dtype=np.float32)
-    flat = lam.reshape(-1)
+    flat = np.ascontiguousarray(lam, dtype=np.float32).reshape(-1)
     u = rng.random(flat.shape, dtype=np.float32)
-    index, minus_lam = _kernels.maybe_nonzero(flat, u)
+    pixels, counted, dense = nonzero_counts(flat, u, dense_above)
     counts = np.zeros(flat.shape, dtype=np.int32)
-    todo = _kernels.settle(counts, index, u, flat, np.exp(minus_lam), dense_above)
-    while todo.size:  # zero-truncated Poisson by rejection: these pixels are known to be non-zero
-        draw = rng.poisson(flat[todo].astype(np.float64))
-        counts[todo] = draw
-        todo = todo[draw == 0]
-    return counts.reshape(lam.shape)
+    counts[pixels] = counted
+    counts[dense] = zero_truncated(rng, flat[dense])
+    return counts.reshape(np.shape(lam))

@@ -372,20 +372,24 @@ def _frame_spots(
 
 
 def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
-    """Generate chunk ``index`` of a run: frames (n, H, W) in the run's storage type and per-frame truth."""
+    """Generate chunk ``index`` of a run: frames (n, H, W) in the run's storage type and per-frame truth.
+
+    Frame by frame (each frame's arrays stay in the core's cache), drawing what the seed's stream holds in its
+    order: the frames' conditions, every frame's uniform numbers of the Poisson sampling, the few counts left
+    to numpy's sampler, then the detector's noise bank, its windows and the panels' offsets.
+    """
+    from hitbench.simulate import _kernels  # numba, compiled on first use
+
     start = index * FRAMES_PER_SEED
     n = min(FRAMES_PER_SEED, m.n_frames - start)
     rng = np.random.default_rng(np.random.SeedSequence(m.seed, spawn_key=(2, m.run, index)))
     h, w = m.shape
+    n_px = h * w
     hit = rng.random(n) < m.hit_fraction
     flux = m.flux * physics.gamma_jitter(rng, m.flux_jitter, n)
     jet = m.jet * np.clip(1 + m.jet_jitter * rng.standard_normal(n), 0.1, None)
     size = m.size_median_a * np.exp(m.size_spread * rng.standard_normal(n))
     orientation = Rotation.random(n, random_state=rng).as_matrix()
-    from hitbench.simulate import _kernels  # numba, compiled on first use
-
-    jet_scale, flux32 = (flux * jet).astype(np.float32), flux.astype(np.float32)
-    lam = _kernels.background(jet_scale, flux32, m.jet_map.reshape(-1), m.air_map.reshape(-1)).reshape(n, h, w)
     truth = {
         "hit": hit.astype(np.int8),
         "n_spots": np.zeros(n, np.int32),
@@ -395,40 +399,58 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
         "crystal_size_um": np.where(hit, size / 1e4, np.nan).astype(np.float32),
         **{key: np.full((n, m.max_spots), np.nan, np.float32) for key in TRUTH_SPOTS},
     }
-    flat = lam.reshape(n, h * w)
-    for i in np.flatnonzero(hit):
-        x, y, photons, detectable, pixels, spot_lam = _frame_spots(m, orientation[i], size[i], flux[i], lam[i])
-        flat[i, pixels] += spot_lam  # in float64, rounded to float32, as the frame plus a whole image of them
-        keep = min(len(x), m.max_spots)
-        truth["n_spots"][i] = len(x)
-        truth["n_spots_detectable"][i] = int(detectable.sum())
-        truth["spot_x"][i, :keep], truth["spot_y"][i, :keep] = x[:keep], y[:keep]
-        truth["spot_photons"][i, :keep] = photons[:keep]
-    flat[:, m.hot_index] += m.hot_photons
-    counts = physics.poisson(rng, lam)
+    jet_scale, flux32 = (flux * jet).astype(np.float32), flux.astype(np.float32)
+    nonzero, dense_lam = [], []
+    for i in range(n):
+        lam = _kernels.background(jet_scale[i], flux32[i], m.jet_map.reshape(-1), m.air_map.reshape(-1))
+        if hit[i]:
+            x, y, photons, detectable, pixels, spot_lam = _frame_spots(
+                m, orientation[i], size[i], flux[i], lam.reshape(h, w)
+            )
+            lam[pixels] += spot_lam  # in float64, rounded to float32, as the frame plus a whole image of them
+            keep = min(len(x), m.max_spots)
+            truth["n_spots"][i] = len(x)
+            truth["n_spots_detectable"][i] = int(detectable.sum())
+            truth["spot_x"][i, :keep], truth["spot_y"][i, :keep] = x[:keep], y[:keep]
+            truth["spot_photons"][i, :keep] = photons[:keep]
+        lam[m.hot_index] += m.hot_photons
+        pixels, counts, dense = physics.nonzero_counts(lam, rng.random(n_px, dtype=np.float32))
+        nonzero.append((np.concatenate([pixels, dense]), counts))
+        dense_lam.append(lam[dense])
+    dense_counts = physics.zero_truncated(rng, np.concatenate(dense_lam))
+    ends = np.cumsum([len(values) for values in dense_lam])
+    nonzero = [
+        (pixels, np.concatenate([counts, dense_counts[end - len(values) : end]]))
+        for (pixels, counts), values, end in zip(nonzero, dense_lam, ends, strict=True)
+    ]
     if m.counting:
-        frames = np.minimum(counts, m.saturation).astype(m.dtype)
+        counts = np.zeros((n, n_px), dtype=np.int32)
+        for i, (pixels, values) in enumerate(nonzero):
+            counts[i, pixels] = values
+        frames = np.minimum(counts, m.saturation).astype(m.dtype).reshape(n, h, w)
         frames[:, m.gaps] = -1
         frames[:, m.dead] = -2
         return _stored(m, frames, truth)
-    bank = rng.standard_normal(NOISE_BANK_FRAMES * h * w, dtype=np.float32)
-    starts = rng.integers(0, bank.size - h * w, size=n)
+    bank = rng.standard_normal(NOISE_BANK_FRAMES * n_px, dtype=np.float32)
+    starts = rng.integers(0, bank.size - n_px, size=n)
     offsets = rng.normal(m.dark_offset, m.common_mode, size=(n, len(m.panels))).astype(np.float32)
-    frames = np.empty((n, h * w), dtype=m.dtype)
-    _kernels.integrate(
-        counts.reshape(n, h * w),
-        np.float32(m.gain),
-        bank,
-        starts,
-        m.noise_map.reshape(-1),
-        offsets,
-        m.panels,
-        w,
-        np.float32(m.saturation),
-        (m.gaps | m.dead).reshape(-1),
-        m.dtype.kind == "i",
-        frames,
-    )
+    frames = np.empty((n, n_px), dtype=m.dtype)
+    blank = (m.gaps | m.dead).reshape(-1)
+    for i, (pixels, values) in enumerate(nonzero):
+        _kernels.integrate(
+            pixels,
+            values,
+            np.float32(m.gain),
+            bank[starts[i] : starts[i] + n_px],
+            m.noise_map.reshape(-1),
+            offsets[i],
+            m.panels,
+            w,
+            np.float32(m.saturation),
+            blank,
+            m.dtype.kind == "i",
+            frames[i],
+        )
     return _stored(m, frames.reshape(n, h, w), truth)
 
 
