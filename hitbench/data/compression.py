@@ -62,9 +62,9 @@ def encode_chunk(chunk: np.ndarray, compression: str) -> bytes | None:
     code, holding literals, and, where most bytes repeat the one before, runs of them (the matches of zlib's
     run-length strategy ``Z_RLE``; detector noise leaves deflate few other matches to find, so the entropy coding
     does the work), in a zlib stream: what HDF5's shuffle and deflate filters read, as any inflate does. On the
-    simulator's 350x350 int16 ADU frames it is about 3x faster than zlib's ``Z_RLE`` at level 1, for streams
-    ~3 % larger (~95 against ~92 kB in runs with few drifts, smaller in drifted ones). For the other choices
-    the writer leaves the filters to HDF5 (None).
+    simulator's 350x350 int16 ADU frames it takes ~0.4 ms a frame, zlib's ``Z_RLE`` at level 1 2-3 ms, for
+    streams ~3 % larger (94-96 against ~92 kB in runs with few drifts, 84-86 kB in drifted ones;
+    benchmarks/bench_simulate_speed.py). For the other choices the writer leaves the filters to HDF5 (None).
 
     Parameters
     ----------
