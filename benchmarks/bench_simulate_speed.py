@@ -4,17 +4,20 @@ frame, the profile of one worker per frame, and the floor, all in the same run.
 - frames/s: ``write_experiment`` (what ``hitbench simulate`` and ``compare``'s simulate step run) for the default
   preset (cxi-streptavidin, 350x350 int16 ADU frames, deflate + shuffle), runs 90, 92 and 99 (a third of
   hits, a few hits, a drifted run) at ``--scale``; the fastest of ``--repeats`` runs, 1 and 2 jobs taking
-  turns. Goal: at least 1,000 frames/s with 2 jobs.
+  turns, with the CPU time per frame of the main process (the writer) and of the workers. Goal: at least
+  1,000 frames/s with 2 jobs.
 - bytes per frame: the run files' size over their frames (issue 16: at most 100 kB).
-- profile: one worker's steps per frame (cProfile over the chunks of run 90 in this process), and what the
-  writer costs per frame.
-- floor: what no simulator of these frames can skip, per frame on one core, by numpy and zlib alone: the random
-  numbers the simulator's stream draws (a float32 uniform per pixel, its share of the float32 Gaussian readout
-  noise bank), and, as the baseline of the old code's two heavy steps, numpy's own Poisson sampler
+- profile: one worker's steps, CPU ms per frame (cProfile with the thread's CPU clock over the chunks of run 90
+  in this process), and the writer's.
+- floor: CPU ms per frame on one core (fastest of ``--repeats``) of what no simulator of these frames can skip,
+  the random numbers the seed's stream draws (a float32 uniform per pixel, its share of the float32 Gaussian
+  readout noise bank), and, as the baseline of the two heavy steps before issue 19, numpy's own Poisson sampler
   (``Generator.poisson``) of the same frames' expected photons and zlib (level 1, ``Z_RLE``) of the same
-  shuffled frames. ``baseline_frames_per_s_2_jobs`` is two cores over that baseline's sum.
+  shuffled frames, beside hitbench's ``encode_chunk`` and Poisson sampling on the same data.
+  ``baseline_frames_per_s_2_jobs`` is two cores over that baseline's sum.
 
-Timings share the machine's cores with whatever else runs: the load average is reported with the numbers.
+Timings share the machine's cores with whatever else runs: the load average is reported with the numbers; CPU
+times are less affected by it than wall times.
 
 Usage: python benchmarks/bench_simulate_speed.py [--scale 0.02] [--repeats 3] [--quick]
        [--out benchmarks/results/simulate_speed.json]
@@ -48,31 +51,60 @@ GOAL_FRAMES_PER_S = 1000
 STEPS = {
     "background (expected photons)": ("_kernels.py", "background"),
     "spots (prediction, stencil, truth)": ("runs.py", "_frame_spots"),
-    "poisson sampling": ("physics.py", "poisson"),
+    "poisson sampling (bracket, numpy's exp, inversion; the uniforms are in other)": ("physics.py", "nonzero_counts"),
     "detector (gain, readout noise, common mode, saturation, ADU)": ("_kernels.py", "integrate"),
     "shuffle + deflate": ("compression.py", "encode_chunk"),
 }
 
 
-def _write_speed(exp, scale: float, n_jobs: int) -> tuple[float, int, int]:
-    """Seconds, frames and bytes of writing the runs."""
+def _process_cpu() -> dict[int, float]:
+    """CPU seconds used so far by this process and each of its descendants (Linux /proc), by process id."""
+    tick, parents, cpu = os.sysconf("SC_CLK_TCK"), {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # not a process, or one that ended meanwhile
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    family, todo = set(), [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        family.add(pid)
+        todo += [child for child, parent in parents.items() if parent == pid]
+    return {pid: cpu[pid] for pid in family if pid in cpu}
+
+
+def _write_speed(exp, scale: float, n_jobs: int) -> dict:
+    """Wall seconds, frames, bytes, and CPU seconds of this process and of the workers, writing the runs."""
     with tempfile.TemporaryDirectory() as tmp:
+        before = _process_cpu()
         start = time.perf_counter()
         paths = write_experiment(exp, tmp, runs=RUNS, scale=scale, n_jobs=n_jobs)
         seconds = time.perf_counter() - start
-        return seconds, sum(exp.n_frames(run, scale) for run in RUNS), sum(p.stat().st_size for p in paths)
+        after = _process_cpu()
+        main_cpu = after[os.getpid()] - before[os.getpid()]
+        return {
+            "seconds": seconds,
+            "frames": sum(exp.n_frames(run, scale) for run in RUNS),
+            "bytes": sum(p.stat().st_size for p in paths),
+            "main_cpu": main_cpu,
+            "worker_cpu": sum(after.values()) - sum(before.get(pid, 0.0) for pid in after) - main_cpu,
+        }
 
 
 def _profile(exp, n_chunks: int) -> dict:
     """ms per frame of one worker's steps over ``n_chunks`` chunks of run 90, and of the writer."""
     model, conditions = sim_runs._build_model(exp, RUNS[0], n_chunks * sim_runs.FRAMES_PER_SEED, 0, exp.frame_shape)
     sim_runs._encoded_chunk(model, 0, "gzip")  # compile
-    profiler = cProfile.Profile()
-    start = time.perf_counter()
+    profiler = cProfile.Profile(timer=time.thread_time)
+    start = time.thread_time()
     profiler.enable()
     chunks = [sim_runs._encoded_chunk(model, i, "gzip") for i in range(n_chunks)]
     profiler.disable()
-    total = time.perf_counter() - start
+    total = time.thread_time() - start
     n = model.n_frames
     stats = pstats.Stats(profiler).stats
     profile = {}
@@ -80,7 +112,7 @@ def _profile(exp, n_chunks: int) -> dict:
         seconds = sum(v[3] for (f, _, name), v in stats.items() if f.endswith(file) and function in name)
         profile[step] = round(seconds / n * 1e3, 3)
     spent = sum(profile.values())  # the steps do not call each other
-    profile["other (per-frame draws, readout noise bank: numpy's normals, truth)"] = round(total / n * 1e3 - spent, 3)
+    profile["other (numpy's uniforms and noise bank, per-frame draws, truth)"] = round(total / n * 1e3 - spent, 3)
     profile["total"] = round(total / n * 1e3, 3)
     with tempfile.TemporaryDirectory() as tmp:
         writer = CXIWriter(
@@ -91,12 +123,12 @@ def _profile(exp, n_chunks: int) -> dict:
             max_peaks=exp.sample.max_spots,
             dtype=model.dtype,
         )
-        start = time.perf_counter()
+        start = time.thread_time()
         for truth, _, encoded in chunks:
             writer.append_encoded(encoded, fields=truth)
         writer.close()
         profile["writer (main process: compressed frames and truth to the file)"] = round(
-            (time.perf_counter() - start) / n * 1e3, 3
+            (time.thread_time() - start) / n * 1e3, 3
         )
     return profile
 
@@ -105,7 +137,7 @@ def _floor(exp, n_frames: int, repeats: int) -> dict:
     """ms per frame (fastest of ``repeats``) of numpy's and zlib's share, and of hitbench's steps on the same data."""
     model, _ = sim_runs._build_model(exp, RUNS[0], n_frames, 0, exp.frame_shape)
     frames, _ = sim_runs._chunk(model, 0)
-    lam = np.broadcast_to(model.jet_map + model.air_map, (len(frames), *model.shape)).astype(np.float32)
+    lam = np.repeat((model.jet_map + model.air_map)[np.newaxis], len(frames), axis=0)  # float32, contiguous
     rng = np.random.default_rng(0)
     h, w = model.shape
 
@@ -126,16 +158,18 @@ def _floor(exp, n_frames: int, repeats: int) -> dict:
         "numpy Generator.poisson": lambda: rng.poisson(lam.astype(np.float64)),
         "zlib Z_RLE level 1 (with shuffle)": zlib_rle,
         "hitbench encode_chunk (same frames)": lambda: [encode_chunk(frame, "gzip") for frame in frames],
-        "hitbench physics.poisson (same expected photons)": lambda: physics.poisson(rng, lam),
+        "hitbench Poisson sampling as the simulator runs it (per frame: uniforms, nonzero_counts)": lambda: [
+            physics.nonzero_counts(frame_lam.reshape(-1), rng.random(h * w, dtype=np.float32)) for frame_lam in lam
+        ],
     }
     timings = {}
     for name, step in steps.items():
         step()  # compiled, warm
         best = float("inf")
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = time.thread_time()
             step()
-            best = min(best, time.perf_counter() - start)
+            best = min(best, time.thread_time() - start)
         timings[name] = round(best / len(frames) * 1e3, 3)
     return timings
 
@@ -162,14 +196,23 @@ def main() -> None:
         "frame_shape": list(exp.frame_shape),
     }
     _write_speed(exp, 0.002, 2)  # start the workers' imports and compile the kernels once
-    best = {1: float("inf"), 2: float("inf")}
+    best: dict[int, dict] = {}
     for _ in range(repeats):
         for n_jobs in (1, 2):
-            seconds, n_frames, n_bytes = _write_speed(exp, scale, n_jobs)
-            best[n_jobs] = min(best[n_jobs], seconds)
+            run = _write_speed(exp, scale, n_jobs)
+            if n_jobs not in best or run["seconds"] < best[n_jobs]["seconds"]:
+                best[n_jobs] = run
+    n_frames = best[2]["frames"]
     result["frames"] = n_frames
-    result["frames_per_s"] = {f"n_jobs={k}": round(n_frames / v, 1) for k, v in best.items()}
-    result["bytes_per_frame"] = round(n_bytes / n_frames)
+    result["frames_per_s"] = {f"n_jobs={k}": round(n_frames / v["seconds"], 1) for k, v in best.items()}
+    result["cpu_ms_per_frame"] = {
+        f"n_jobs={k}": {
+            "main process": round(v["main_cpu"] / n_frames * 1e3, 3) + 0.0,
+            "workers": round(v["worker_cpu"] / n_frames * 1e3, 3) + 0.0,
+        }
+        for k, v in best.items()
+    }
+    result["bytes_per_frame"] = round(best[2]["bytes"] / n_frames)
     result["profile_ms_per_frame"] = _profile(exp, n_chunks)
     floor = _floor(exp, sim_runs.FRAMES_PER_SEED, repeats)
     result["floor_ms_per_frame"] = floor
