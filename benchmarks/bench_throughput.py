@@ -7,8 +7,8 @@
   times it in ``compare``) on blocks of ``CHUNK_FRAMES`` float32 350x350 frames, beside a bare numpy float32 sum
   over the same frames (one pass: the memory-bandwidth floor); best of ``--repeats``, interleaved.
 - ``hitbench predict``: frames/s and peak resident memory (VmHWM) of a fresh process for ``litpix``, ``peaks``
-  and ``cnn`` on a deflate + shuffle CXI run (the run ``hitbench simulate`` writes, its frames repeated to
-  ``--frames``), and ``litpix`` on a run ten times longer (memory must not grow with the run) and with
+  and ``cnn`` on a deflate + shuffle CXI run (the run ``hitbench simulate`` writes, its stored chunks repeated
+  to ``--frames``), and ``litpix`` on a run ten times longer (memory must not grow with the run) and with
   ``--hits-cxi`` (the hit frames written too); beside reading the
   same file with h5py (one thread, frames as stored, the way every reader went before) and with hitbench's reader
   (frames inflated on threads, float32). Each method's ``decision_function`` rate on the same frames in memory is
@@ -106,18 +106,20 @@ def fast_methods(frames: np.ndarray, labels: np.ndarray, repeats: int) -> dict:
 
 
 def write_run(path: Path, source: CXIRun, n_frames: int) -> Path:
-    """A run of ``n_frames`` frames: the simulated run's frames as stored, repeated (kept in the workdir)."""
-    if path.exists():
-        return path
-    stored = source.read(0, None, apply_mask=False).astype(source.dtype)
+    """A run of ``n_frames`` frames: the simulated run's stored chunks (as `hitbench simulate` wrote them), repeated."""
+    with h5py.File(source.path, "r") as h5:
+        dataset = h5[DATA]
+        zeros = (0,) * (dataset.ndim - 1)
+        stored = [dataset.id.read_direct_chunk((k, *zeros))[1] for k in range(len(dataset))]
     hit = source.field("hit")
     attrs = {**source.attrs, "repeated_from": str(source.path)}
+    path.unlink(missing_ok=True)
     with CXIWriter(
         path, source.frame_shape, mask=source.mask, geometry=source.geometry, attrs=attrs, dtype=source.dtype
     ) as writer:
         for start in range(0, n_frames, len(stored)):
             n = min(len(stored), n_frames - start)
-            writer.append(stored[:n], fields={"hit": hit[:n]})
+            writer.append_encoded(stored[:n], fields={"hit": hit[:n]})
     return path
 
 
@@ -182,9 +184,9 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     simulated = args.workdir / "simulated" / "run_0090.cxi"
-    if not simulated.exists():  # the run as `hitbench simulate` writes it (deflate + shuffle, int16)
-        command = [HITBENCH, "simulate", "--preset", PRESET, "--runs", "90", "--scale", "0.045"]
-        subprocess.run([*command, "--out", str(simulated.parent)], check=True, capture_output=True)
+    simulated.unlink(missing_ok=True)  # the run as `hitbench simulate` writes it now (deflate + shuffle, int16)
+    command = [HITBENCH, "simulate", "--preset", PRESET, "--runs", "90", "--scale", "0.045"]
+    subprocess.run([*command, "--out", str(simulated.parent)], check=True, capture_output=True)
     source = CXIRun(simulated)
     frames = source.read(0, 256)
     labels = source.field("hit")[:256].astype(np.int64)
