@@ -351,3 +351,14 @@ def test_theil_sen_slope_is_scipys():
     y = 3.0 * x + rng.standard_t(2, size=x.size)
     assert _kernels.theil_sen_slope(x, y) == stats.theilslopes(y, x).slope
     assert _kernels.theil_sen_slope(x[:-1], y[:-1]) == stats.theilslopes(y[:-1], x[:-1]).slope
+
+
+def test_fused_spot_map_of_flat_frames_and_any_memory_order():
+    preprocess = RobustPreprocessing(spots=True, gate=3.0, lone_false_alarms=0.1)
+    for frames in (np.zeros((9, 30, 30), np.float32), np.full((9, 30, 30), 5.0, np.float32)):
+        np.testing.assert_array_equal(preprocess.fit_transform(frames), preprocess.pipeline().fit_transform(frames))
+    frames = np.rint(_detector(_photons(n=10), 28.0, 4.0))
+    frames[:, 20, 20:22] += 900.0
+    expected = preprocess.pipeline().fit_transform(frames)
+    np.testing.assert_array_equal(preprocess.fit_transform(np.asfortranarray(frames)), expected)
+    np.testing.assert_array_equal(preprocess.fit_transform(frames[:, ::-1, :][:, ::-1, :]), expected)

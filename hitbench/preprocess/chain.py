@@ -141,7 +141,7 @@ class RobustPreprocessing(StatelessTransformer):
         block = int(self.block)
         trim, fraction = tile_trim(block)
         gain = np.float32(steps["photons"].estimate(frames))
-        out = np.empty_like(frames)
+        out = np.empty(frames.shape, np.float32)  # C order: its flat view is written below
         noise, sums = _kernels.excess_and_noise(frames, gain, block, trim, np.float32(fraction), out)
         hot, spots = steps["hot"], steps["spots"]
         rate = (sums / (len(frames) * block * block)).astype(np.float32)
