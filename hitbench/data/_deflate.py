@@ -171,13 +171,17 @@ def _put(out: np.ndarray, pos: int, buf: int, n_bits: int, value: int, length: i
 
 
 @numba.njit(cache=True, nogil=True)
-def planes(raw: np.ndarray, itemsize: int) -> np.ndarray:
-    """The byte planes of ``raw`` (HDF5's shuffle): row k holds byte k of every value."""
-    n = raw.size // itemsize
-    planes = np.empty((itemsize, n), dtype=np.uint8)
+def planes(values: np.ndarray) -> np.ndarray:
+    """The byte planes of ``values`` (HDF5's shuffle): row k holds byte k of every value in memory.
+
+    ``values`` are the chunk's values seen as unsigned integers of their size (flat), on a little-endian host
+    (byte k in memory is bits 8k to 8k + 7); one vectorised pass per plane.
+    """
+    itemsize = values.itemsize
+    planes = np.empty((itemsize, values.size), dtype=np.uint8)
     for k in range(itemsize):
-        for i in range(n):
-            planes[k, i] = raw[i * itemsize + k]
+        for i in range(values.size):
+            planes[k, i] = (values[i] >> (8 * k)) & 0xFF
     return planes
 
 

@@ -82,5 +82,5 @@ def encode_chunk(chunk: np.ndarray, compression: str) -> bytes | None:
     from hitbench.data import _deflate  # numba, compiled on first use
 
     values = np.ascontiguousarray(chunk)
-    planes = _deflate.planes(values.reshape(-1).view(np.uint8), values.itemsize)
+    planes = _deflate.planes(values.reshape(-1).view(f"u{values.itemsize}"))
     return _deflate.deflate(planes).tobytes() + zlib.adler32(planes).to_bytes(4, "big")
