@@ -237,9 +237,10 @@ def test_cli_simulate_writes_cxi_and_refuses_overwrite(tmp_path):
         np.random.default_rng(0).integers(0, 256, 100_000).astype(np.uint8),  # incompressible
         np.random.default_rng(1).normal(0, 3, (64, 80)).astype(np.int16),
         np.random.default_rng(2).normal(0, 1e3, 5_000).astype(np.float32),
+        np.random.default_rng(5).normal(0, 1e3, 3_001),  # float64, an odd count
         np.repeat(np.random.default_rng(3).integers(-2, 2, 3_000), np.random.default_rng(4).integers(1, 600, 3_000)),
     ],
-    ids=["one", "run", "int32", "uint8-noise", "int16-adu", "float32", "runs"],
+    ids=["one", "run", "int32", "uint8-noise", "int16-adu", "float32", "float64", "runs"],
 )
 def test_encoded_chunks_inflate_to_the_shuffled_values(values):
     """encode_chunk's stream is plain zlib: inflated, it is the values' bytes shuffled as HDF5's filter does."""
