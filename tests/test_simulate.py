@@ -167,6 +167,41 @@ def test_flat_field_variance_is_poisson_plus_readout():
     assert centre_pixels.var() == pytest.approx(gain**2 * lam + read**2, rel=0.1)
 
 
+def _numpy_poisson(rng, lam, dense_above=4.0):
+    """The simulator's Poisson sampling as numpy steps, before issue 19's compiled kernels (the reference)."""
+    flat = np.ascontiguousarray(lam, dtype=np.float32).reshape(-1)
+    u = rng.random(flat.shape, dtype=np.float32)
+    p = np.exp(-flat.astype(np.float64))
+    counts = np.zeros(flat.shape, dtype=np.int32)
+    idx = np.flatnonzero(u > p)
+    dense = flat[idx] > dense_above
+    todo = idx[dense]
+    while todo.size:
+        draw = rng.poisson(flat[todo].astype(np.float64))
+        counts[todo] = draw
+        todo = todo[draw == 0]
+    idx = idx[~dense]
+    ul, ll, pk = u[idx].astype(np.float64), flat[idx].astype(np.float64), p[idx]
+    cdf, k = pk.copy(), 0
+    while idx.size:
+        k += 1
+        counts[idx] += 1
+        pk *= ll / k
+        cdf += pk
+        more = (ul > cdf) & (pk > 0)
+        idx, ul, ll, pk, cdf = idx[more], ul[more], ll[more], pk[more], cdf[more]
+    return counts.reshape(lam.shape)
+
+
+def test_poisson_draws_what_the_numpy_steps_drew():
+    """The compiled bracket and inversion give the numpy steps' counts, also near exp's edges and above 16."""
+    rng = np.random.default_rng(11)
+    lam = np.concatenate(
+        [rng.random(300_000) * 0.2, rng.random(100_000) * 20, [0.0, 4.0, 16.0, 745.0, 1e4], np.full(1000, 15.999)]
+    ).astype(np.float32)
+    assert np.array_equal(physics.poisson(np.random.default_rng(3), lam), _numpy_poisson(np.random.default_rng(3), lam))
+
+
 def test_hot_pixels_persist_through_a_run(tiny):
     sim = simulate_run(tiny, run=4, n_frames=64, seed=0)
     hot = sim.frames.min(axis=0) > 100  # a hot pixel is >100 ADU above zero in every frame

@@ -3,8 +3,8 @@
 Imported lazily by :mod:`hitbench.simulate.physics` and :mod:`hitbench.simulate.runs`, so importing hitbench never
 imports numba. Each kernel does the same floating-point operations, in the same order and precision, as the numpy
 code it replaces (numba, without fastmath, neither reorders nor fuses them); only ``exp`` is not computed here,
-whose last bit could differ from numpy's: :func:`maybe_nonzero` brackets it and the caller settles the few
-undecided pixels with numpy's own ``exp``.
+whose last bit could differ from numpy's: :func:`maybe_nonzero` brackets it to find the pixels that may be
+non-zero, and the caller computes numpy's own ``exp`` for those alone.
 """
 
 from __future__ import annotations
