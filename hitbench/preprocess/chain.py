@@ -140,7 +140,7 @@ class RobustPreprocessing(StatelessTransformer):
         steps = self.pipeline().named_steps
         block = int(self.block)
         trim, fraction = tile_trim(block)
-        gain = np.float32(steps["photons"].estimate(frames))
+        gain = np.float32(steps["photons"]._estimate(frames))
         out = np.empty(frames.shape, np.float32)  # C order: its flat view is written below
         noise, sums = _kernels.excess_and_noise(frames, gain, block, trim, np.float32(fraction), out)
         hot, spots = steps["hot"], steps["spots"]

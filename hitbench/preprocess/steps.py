@@ -102,11 +102,14 @@ class PhotonConversion(StatelessTransformer):
             Slope of tile variance against tile mean, or ``adu_per_photon`` when given.
         """
         self._check_params()
+        return self._estimate(check_frames(X, where="PhotonConversion"))
+
+    def _estimate(self, frames: np.ndarray) -> float:
+        """:meth:`estimate` of checked frames (float32, (n, H, W))."""
         if self.adu_per_photon is not None:
             return float(self.adu_per_photon)
         from hitbench.preprocess import _kernels
 
-        frames = check_frames(X, where="PhotonConversion")
         block = int(self.block)
         if frames.shape[1] < block or frames.shape[2] < block:
             return 1.0
@@ -137,8 +140,9 @@ class PhotonConversion(StatelessTransformer):
         numpy.ndarray, shape (n_frames, height, width)
             Frames divided by the ADU per photon (float32).
         """
+        self._check_params()
         frames = check_frames(X, where="PhotonConversion")
-        return frames / np.float32(self.estimate(frames))
+        return frames / np.float32(self._estimate(frames))
 
 
 class BackgroundSubtraction(StatelessTransformer):
