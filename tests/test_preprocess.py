@@ -314,6 +314,7 @@ def test_robust_preprocessing_reproduces_its_golden_outputs():
         ((10, 23, 31), {"gate": 5.0, "block": 5, "hot_fraction": 0.2, "lone_false_alarms": 1.0}),
         ((4, 40, 40), {"gate": 3.0, "adu_per_photon": 28.0}),  # too few frames for hot pixels
         ((1, 7, 12), {"gate": 3.0, "block": 10}),  # smaller than a tile
+        ((12, 48, 48), {"gate": 2.2, "hot_threshold": 2.2, "hot_fraction": 0.3}),  # levels not float32 numbers
     ],
 )
 def test_fused_spot_map_is_the_pipelines(shape, params):

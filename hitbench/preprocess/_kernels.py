@@ -471,7 +471,7 @@ def gaussian_significance(
 
 
 @numba.njit(**_JIT)
-def hot_pixels(frames: np.ndarray, threshold: float, min_fraction: float, min_frames: int) -> np.ndarray:
+def hot_pixels(frames: np.ndarray, threshold: np.float32, min_fraction: float, min_frames: int) -> np.ndarray:
     """Pixels above ``threshold`` in at least ``min_fraction`` of the frames (none below ``min_frames`` frames)."""
     n, height, width = frames.shape
     hot = np.zeros((height, width), np.bool_)

@@ -153,7 +153,9 @@ class RobustPreprocessing(StatelessTransformer):
         )
         flat = out.reshape(-1)
         flat[where] = np.fmin(-special.ndtri(special.gammainc(variance + excess, variance)), flat[where])
-        hot_pixels = _kernels.hot_pixels(out, float(hot.threshold), float(hot.min_fraction), int(hot.min_frames))
+        # numpy compares float32 frames with a Python float in float32
+        hot_level = np.float32(hot.threshold)
+        hot_pixels = _kernels.hot_pixels(out, hot_level, float(hot.min_fraction), int(hot.min_frames))
         good -= np.count_nonzero(out[:, hot_pixels], axis=1)
         lone = np.array([spots.lone_threshold(int(n)) for n in good], dtype=np.float32)
         _kernels.spot_pixels(out, hot_pixels, np.float32(spots.threshold), int(spots.min_neighbours), lone)
