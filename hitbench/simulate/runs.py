@@ -519,7 +519,7 @@ def _chunks(models: list[_RunModel], n_jobs: int, compression: str | None = None
     A worker makes :data:`CHUNKS_PER_TASK` chunks of a run per task. Workers generate at most
     :data:`AHEAD_PER_JOB` chunks each ahead of the consumer: joblib hands on finished results whether or not
     they have been taken, so a consumer slower than the workers would otherwise gather the whole experiment
-    in memory.
+    in memory. The tasks go in batches, two at a time.
     """
     tasks = [
         (k, list(range(i, min(i + CHUNKS_PER_TASK, n_chunks))))
@@ -527,14 +527,30 @@ def _chunks(models: list[_RunModel], n_jobs: int, compression: str | None = None
         for n_chunks in [-(-m.n_frames // FRAMES_PER_SEED)]
         for i in range(0, n_chunks, CHUNKS_PER_TASK)
     ]
-    ahead = AHEAD_PER_JOB // CHUNKS_PER_TASK * effective_n_jobs(n_jobs)
-    with Parallel(n_jobs=n_jobs, return_as="generator") as parallel:
-        for start in range(0, len(tasks), ahead):
-            batch = tasks[start : start + ahead]
-            results = parallel(delayed(_task)(models[k], indices, compression) for k, indices in batch)
-            for (k, _), chunks in zip(batch, results, strict=True):
-                for chunk in chunks:
-                    yield k, chunk
+    ahead = max(1, AHEAD_PER_JOB // CHUNKS_PER_TASK // 2) * effective_n_jobs(n_jobs)
+    batches = [tasks[start : start + ahead] for start in range(0, len(tasks), ahead)]
+    with (
+        Parallel(n_jobs=n_jobs, return_as="generator") as even,
+        Parallel(n_jobs=n_jobs, return_as="generator") as odd,
+    ):
+        # Two batches in flight, each of half the chunks ahead: the next batch is queued before the last results
+        # of one are taken, so no worker waits at a batch's end.
+        pending = None
+        for b, batch in enumerate(batches):
+            parallel = odd if b % 2 else even
+            started = (batch, parallel(delayed(_task)(models[k], indices, compression) for k, indices in batch))
+            if pending is not None:
+                yield from _taken(*pending)
+            pending = started
+        if pending is not None:
+            yield from _taken(*pending)
+
+
+def _taken(batch: list, results: Iterator[list]) -> Iterator[tuple[int, tuple]]:
+    """The chunks of a batch of tasks, in order: (position in the models, chunk)."""
+    for (k, _), chunks in zip(batch, results, strict=True):
+        for chunk in chunks:
+            yield k, chunk
 
 
 def _geometry(exp: Experiment) -> Geometry:
