@@ -118,6 +118,12 @@ def _reading_notes(results: pd.DataFrame) -> list[str]:
             "spot cannot be told from a stray bright pixel, which is why the study's rule also calls a frame with "
             f"fewer than {MISS_BELOW} peaks a miss.",
         ]
+    notes += [
+        "- Speed: `fit s` is one training's wall time; `predict ms/frame` is the wall time of the method's "
+        "`decision_function` per scored frame (input checks included, reading the frames not: it is shared by every "
+        "method), in one worker process, after one untimed call on a frame that pays the one-time costs (a "
+        "compiled kernel loaded, a runtime session made), as loading the model file is not counted either."
+    ]
     if "ece" in results and results["ece"].notna().any():
         notes += [
             "- ECE (expected calibration error) is given for the methods whose score is P(hit) (the CNNs): frames in "

@@ -151,13 +151,12 @@ def _score(task: ScoreTask) -> int:
     models = [load_model(model_path) for model_path, _ in task.models]
     scores: list[list[np.ndarray]] = [[] for _ in models]
     seconds = [0.0] * len(models)
-    for frames in iter_frames(task.test.run, task.test.frames):
+    for block, frames in enumerate(iter_frames(task.test.run, task.test.frames)):
         for k, model in enumerate(models):
+            if block == 0 and len(frames):  # one-time costs (a compiled kernel loaded, a session made): not per frame
+                _decide(model, frames[:1], task.test.run)
             start = time.perf_counter()
-            try:
-                scores[k].append(model.decision_function(frames))
-            except HitbenchError as exc:
-                raise HitbenchError(f"{run_source(task.test.run)}: {exc}") from None
+            scores[k].append(_decide(model, frames, task.test.run))
             seconds[k] += time.perf_counter() - start
     for model, parts, spent, (_, path) in zip(models, scores, seconds, task.models, strict=True):
         values = np.concatenate(parts)
@@ -169,6 +168,14 @@ def _score(task: ScoreTask) -> int:
         with atomic_path(path) as tmp, tmp.open("wb") as file:
             np.savez(file, **record)
     return len(models)
+
+
+def _decide(model, frames: np.ndarray, run) -> np.ndarray:
+    """The model's scores of ``frames``, a method's error naming the run."""
+    try:
+        return model.decision_function(frames)
+    except HitbenchError as exc:
+        raise HitbenchError(f"{run_source(run)}: {exc}") from None
 
 
 def _read_scores(path: Path) -> dict:
