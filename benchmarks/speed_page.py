@@ -8,7 +8,8 @@ script named beside it):
 - ``cnn_inference.json``: ``bench_cnn_inference.py`` (the cnn's numba kernel, ONNX Runtime, Keras);
 - ``robust_inference.json``: ``bench_robust_inference.py`` (cnn-robust, fused and numpy preprocessing);
 - ``throughput.json``: ``bench_throughput.py`` (``hitbench methods``, intensity, litpix, ``hitbench predict``);
-- ``simulate_speed.json``: ``bench_simulate_speed.py`` (the simulator writing CXI files).
+- ``simulate_speed.json``: ``bench_simulate_speed.py`` (the simulator writing CXI files);
+- ``methods.json``: ``bench_methods.py`` (fit and predict time of every registered method).
 
 Usage: python benchmarks/speed_page.py [--results benchmarks/results] [--out docs/speed.md]
 """
@@ -26,6 +27,7 @@ SOURCES = {
     "robust_inference": "bench_robust_inference.py",
     "throughput": "bench_throughput.py",
     "simulate_speed": "bench_simulate_speed.py",
+    "methods": "bench_methods.py",
 }
 
 
@@ -209,6 +211,23 @@ def _agreement(d: dict) -> list[str]:
     return lines
 
 
+def _methods(d: dict) -> list[str]:
+    lines = [
+        f"Fit on {d['n_train']} frames, `decision_function` on {d['n_predict']} frames in memory (best of "
+        f"{d['repeats']}), {d['frame_shape'][0]}x{d['frame_shape'][1]} from `{d['preset']}`; the cnn trained for "
+        "a few epochs only (its prediction speed does not depend on the weights).",
+        "",
+        "| method | fit s | predict ms/frame | frames/s |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in d["methods"]:
+        if "error" in row:
+            lines.append(f"| {row['method']} | failed: {row['error']} | | |")
+        else:
+            lines.append(f"| {row['method']} | {row['fit_s']} | {row['ms_per_frame']} | {row['frames_per_s']:,.0f} |")
+    return lines
+
+
 def page(results: Path) -> str:
     """The Markdown of docs/speed.md from the JSON files in ``results``."""
     data = {name: json.loads((results / f"{name}.json").read_text()) for name in SOURCES}
@@ -240,6 +259,10 @@ def page(results: Path) -> str:
         "radial pass starts from `adc_threshold`, the local background is an annulus).",
         "",
         *_agreement(data["peakfinder_om"]),
+        "",
+        "## Every method",
+        "",
+        *_methods(data["methods"]),
         "",
         "## Scores unchanged",
         "",
