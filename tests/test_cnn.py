@@ -144,6 +144,17 @@ def test_onnx_equal_with_negative_row_scales_and_linear_input(fitted, data):
     assert np.abs(model.score_onnx(test) - model.score_keras(test)).max() < 1e-4
 
 
+def test_onnx_session_follows_set_params(fitted, data):
+    """A session made before set_params(normalisation=...) is not reused: its graph holds the old normalisation."""
+    _, test = data
+    model = pickle.loads(pickle.dumps(fitted))
+    before = model.score_onnx(test)
+    model.set_params(normalisation="linear")
+    after = model.score_onnx(test)
+    assert np.abs(after - model.score_keras(test)).max() < 1e-4
+    assert np.abs(after - before).max() > 1e-3  # the two normalisations do score differently
+
+
 def test_numba_scores_equal_onnx_on_any_frame_shape_and_thread_count(fitted, data):
     """The kernel on 64x64 frames (stage widths that are not whole vectors) and on 97x64 frames (a padded
     second stage), split over 1 to 5 threads: the same scores on every split, equal to ONNX Runtime's."""

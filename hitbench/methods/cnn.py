@@ -423,6 +423,23 @@ class ReferenceCNN(HitMethod):
             model.set_weights(weights)
         return model
 
+    def set_params(self, **params: Any) -> ReferenceCNN:
+        """Set parameters as scikit-learn does; an ONNX session made before (its graph holds the
+        normalisation) is dropped.
+
+        Parameters
+        ----------
+        **params
+            Parameter name -> value.
+
+        Returns
+        -------
+        ReferenceCNN
+            This method.
+        """
+        self._onnx_session = None
+        return super().set_params(**params)
+
     def _saved_state(self) -> dict[str, Any]:
         return {**super()._saved_state(), "model_": self._weight_arrays()}
 
