@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -121,9 +122,7 @@ def test_hit_list_is_the_same_without_the_hits_file(
     run_path, model_path = run_and_model
     inflated = []
     read_frames = cxi.read_frames
-    monkeypatch.setattr(
-        cxi, "read_frames", lambda dataset, start, out: inflated.append(len(out)) or read_frames(dataset, start, out)
-    )
+    monkeypatch.setattr(cxi, "read_frames", lambda *args: inflated.append(len(args[2])) or read_frames(*args))
     predict.predict_runs(model_path, [run_path], tmp_path / "plain", chunk_size=32)
     assert sum(inflated) == N_FRAMES
     predict.predict_runs(model_path, [run_path], tmp_path / "hits", chunk_size=32, hits_cxi=True)
@@ -310,3 +309,15 @@ def test_one_local_worker_scores_one_chunk_at_a_time(
     assert max(most) == 1 and len(threads) == 2
     csv = [(tmp_path / out / "run_0002.hits.csv").read_bytes() for out in ("w", "r")]
     assert csv[0] == csv[1]
+
+
+def test_each_thread_reads_its_chunks_into_one_buffer() -> None:
+    """A thread's next chunk (or the shorter last one) reuses its buffer; another thread, or frame size, has its own."""
+    first = predict._frames_buffer(8, (5, 4))
+    assert first.shape == (8, 5, 4) and first.dtype == np.float32 and first.flags.c_contiguous
+    last = predict._frames_buffer(3, (5, 4))
+    assert last.shape == (3, 5, 4) and np.shares_memory(first, last)
+    assert not np.shares_memory(first, predict._frames_buffer(8, (4, 5)))
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(predict._frames_buffer, 8, (4, 5)).result()
+    assert not np.shares_memory(other, predict._frames_buffer(8, (4, 5)))

@@ -226,3 +226,25 @@ def test_a_forked_child_reads_with_threads_of_its_own(tmp_path):
     context = multiprocessing.get_context("fork")
     with context.Pool(1) as pool:
         np.testing.assert_array_equal(pool.apply_async(run.read).get(timeout=60), frames)
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_frames_masked_as_read_equal_frames_times_the_mask_bit_for_bit(tmp_path, compression):
+    """Bad pixels zeroed while frames are decoded (or after h5py reads them), into a new array or a buffer given:
+    the bytes of h5py's frames times the mask (-0.0 where a negative value is masked)."""
+    rng = np.random.default_rng(5)
+    frames = rng.integers(-300, 3000, (23, 9, 7), dtype=np.int16)
+    mask = rng.random((9, 7)) > 0.3
+    path = write_cxi(tmp_path / "m.cxi", frames, mask=mask, compression=compression)
+    run = CXIRun(path)
+    with h5py.File(path, "r") as h5:
+        assert chunk_read.direct_frames(h5["/entry_1/data_1/data"]) == (compression == "gzip")
+    expected = frames.astype(np.float32) * run.mask
+    assert (np.signbit(expected) & (expected == 0)).any()
+    buffer = np.full((20, 9, 7), np.nan, dtype=np.float32)
+    assert run.read(3, 23, out=buffer) is buffer
+    assert buffer.tobytes() == expected[3:].tobytes()
+    assert run.read(0, 23).tobytes() == expected.tobytes()
+    assert run.read(2, 5, apply_mask=False).tobytes() == frames[2:5].astype(np.float32).tobytes()
+    with pytest.raises(ValueError, match="out must be"):
+        run.read(0, 4, out=buffer[:3])

@@ -64,7 +64,7 @@ def _pool_of(pid: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="hitbench-inflate")
 
 
-def read_frames(dataset: h5py.Dataset, start: int, out: np.ndarray) -> None:
+def read_frames(dataset: h5py.Dataset, start: int, out: np.ndarray, weights: np.ndarray | None = None) -> None:
     """Frames ``start : start + len(out)`` of a dataset :func:`direct_frames` accepts, into ``out``.
 
     Parameters
@@ -75,6 +75,8 @@ def read_frames(dataset: h5py.Dataset, start: int, out: np.ndarray) -> None:
         First frame.
     out : numpy.ndarray, shape (n, ...) as the dataset's frames
         Where the frames go, converted to its type (float32).
+    weights : numpy.ndarray, shape (...) as a frame, optional
+        Each frame is multiplied by it (float32, e.g. the mask as 0 / 1) as it is decoded, while in cache.
     """
     tasks, stored = [], []
     zeros = (0,) * (dataset.ndim - 1)
@@ -87,26 +89,32 @@ def read_frames(dataset: h5py.Dataset, start: int, out: np.ndarray) -> None:
         stored.append(None if skipped else chunk)
         if len(stored) == TASK_FRAMES or k == len(out) - 1:
             first = k + 1 - len(stored)
-            tasks.append((first, _pool().submit(_decode, stored, dataset.dtype, out[first : k + 1])))
+            tasks.append((first, _pool().submit(_decode, stored, dataset.dtype, out[first : k + 1], weights)))
             stored = []
     for first, task in tasks:
         for k in task.result():  # frames not decoded (a filter skipped, or damaged): h5py reads them or says why
             dataset.read_direct(out, source_sel=np.s_[start + first + k], dest_sel=np.s_[first + k])
+            if weights is not None:
+                out[first + k] *= weights
 
 
-def _decode(stored: list[bytes | None], dtype: np.dtype, out: np.ndarray) -> list[int]:
-    """Stored chunks (None: a filter skipped) inflated, unshuffled and converted into ``out``; those that failed."""
+def _decode(stored: list[bytes | None], dtype: np.dtype, out: np.ndarray, weights: np.ndarray | None) -> list[int]:
+    """Stored chunks (None: a filter skipped) inflated, unshuffled, converted and weighted into ``out``; those that
+    failed."""
     itemsize, n_values = dtype.itemsize, out[0].size
     bits, part = (np.empty(n_values, dtype=f"u{itemsize}") for _ in range(2))
     # byte b of every value was stored together: shifted into place, in the file's byte order
     shifts = [8 * (itemsize - 1 - b if dtype.str[0] == ">" else b) for b in range(itemsize)]
+    # the output's size given, one byte more: a buffer filled exactly would be grown, then copied back
+    size = n_values * itemsize + 1
     failed = []
     for k, chunk in enumerate(stored):
         try:
-            data = np.frombuffer(inflate_module.decompress(chunk), dtype=np.uint8) if chunk is not None else None
+            inflated = inflate_module.decompress(chunk, inflate_module.MAX_WBITS, size) if chunk is not None else b""
         except inflate_module.error:
-            data = None
-        if data is None or data.size != n_values * itemsize:
+            inflated = b""
+        data = np.frombuffer(inflated, dtype=np.uint8)
+        if data.size != n_values * itemsize:
             failed.append(k)
             continue
         np.left_shift(data[:n_values], shifts[0], out=bits, dtype=bits.dtype)
@@ -114,4 +122,6 @@ def _decode(stored: list[bytes | None], dtype: np.dtype, out: np.ndarray) -> lis
             np.left_shift(data[b * n_values : (b + 1) * n_values], shifts[b], out=part, dtype=bits.dtype)
             bits |= part
         out[k] = bits.view(dtype.newbyteorder("=")).reshape(out.shape[1:])
+        if weights is not None:
+            out[k] *= weights
     return failed

@@ -206,7 +206,9 @@ class CXIRun:
     def __len__(self) -> int:
         return self.n_frames
 
-    def read(self, start: int = 0, stop: int | None = None, *, apply_mask: bool = True) -> np.ndarray:
+    def read(
+        self, start: int = 0, stop: int | None = None, *, apply_mask: bool = True, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Frames ``start:stop`` as float32, bad pixels set to 0 unless ``apply_mask`` is False.
 
         Parameters
@@ -215,14 +217,17 @@ class CXIRun:
             Frame range.
         apply_mask : bool
             Zero the pixels the mask marks bad.
+        out : numpy.ndarray, optional
+            A C-contiguous float32 array of shape (stop - start, H, W) to read into (a buffer reused from read to
+            read: its memory is not mapped and zeroed again by the system each time); by default a new one.
 
         Returns
         -------
         numpy.ndarray, shape (stop - start, H, W)
-            The frames.
+            The frames (``out`` when given).
         """
         stop = self.n_frames if stop is None else min(stop, self.n_frames)
-        return self._read([slice(start, max(start, stop))], f"frames {start}-{stop}", apply_mask)
+        return self._read([slice(start, max(start, stop))], f"frames {start}-{stop}", apply_mask, out)
 
     def read_at(self, indices: np.ndarray) -> np.ndarray:
         """The frames at ``indices`` (increasing, distinct) as float32, bad pixels set to 0.
@@ -253,14 +258,22 @@ class CXIRun:
         """Pickled (to a worker) without the block of frames kept from the last read."""
         return {**self.__dict__, "_block": None}
 
-    def _read(self, spans: list[slice], what: str, apply_mask: bool) -> np.ndarray:
-        """The frames of ``spans`` one after another, converted to float32 as they are read.
+    def _read(self, spans: list[slice], what: str, apply_mask: bool, out: np.ndarray | None = None) -> np.ndarray:
+        """The frames of ``spans`` one after another, converted to float32 (and masked) as they are read.
 
         A file storing many frames per HDF5 chunk is read a block of whole chunks at a time, and the
         last block is kept: read frame by frame, each chunk is decompressed once, not once per frame.
         """
         _plugin_filters()  # also in a worker process that received this reader pickled
-        frames = np.empty((sum(s.stop - s.start for s in spans), *self.frame_shape), dtype=np.float32)
+        shape = (sum(s.stop - s.start for s in spans), *self.frame_shape)
+        if out is None:
+            frames = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+        else:
+            frames = out
+        # bad pixels zeroed by multiplying by the mask as 0 / 1 (as frames *= mask would, -0.0 included)
+        weights = self.mask.astype(np.float32).reshape(self._stored_shape) if apply_mask else None
         try:
             with contextlib.ExitStack() as stack:
                 h5: list[h5py.Dataset] = []  # the dataset, opened at the first read from the file
@@ -274,12 +287,16 @@ class CXIRun:
                 stored = frames.reshape(len(frames), *self._stored_shape)
                 for span in spans:
                     n = span.stop - span.start
-                    if n > 0 and self._block_frames > 1:
-                        self._read_blocks(dataset, span, frames[at : at + n])
-                    elif n > 0 and direct_frames(dataset()):  # inflated on threads, not under h5py's lock
-                        read_frames(dataset(), span.start, stored[at : at + n])
+                    if n > 0 and self._block_frames == 1 and direct_frames(dataset()):
+                        # inflated on threads, not under h5py's lock, each frame masked while in cache
+                        read_frames(dataset(), span.start, stored[at : at + n], weights)
                     elif n > 0:
-                        dataset().read_direct(stored, source_sel=np.s_[span], dest_sel=np.s_[at : at + n])
+                        if self._block_frames > 1:
+                            self._read_blocks(dataset, span, frames[at : at + n])
+                        else:
+                            dataset().read_direct(stored, source_sel=np.s_[span], dest_sel=np.s_[at : at + n])
+                        if weights is not None:
+                            stored[at : at + n] *= weights
                     at += n
         except OSError as exc:
             raise _access_error(self.path, exc) or HitbenchError(
@@ -287,8 +304,6 @@ class CXIRun:
             ) from None
         except (KeyError, TypeError) as exc:  # TypeError: frames past the end of a truncated stack
             raise HitbenchError(f"{self.path}: {what} unreadable ({exc}); the file may be corrupt") from None
-        if apply_mask:
-            frames *= self.mask
         return frames
 
     def _read_blocks(self, dataset: Callable[[], h5py.Dataset], span: slice, out: np.ndarray) -> None:
