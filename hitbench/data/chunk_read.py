@@ -2,11 +2,11 @@
 
 libhdf5 decompresses a chunk under h5py's lock, one chunk at a time: reading a 350x350 int16 frame that way
 costs ~0.5-1 ms of one core however many the machine has. Here the chunk's stored bytes are read as they are
-(``read_direct_chunk``, fast) and inflated, unshuffled and converted on a pool of threads: inflate releases the
-GIL (ISA-L's when python-isal is installed, about twice as fast as zlib's; zlib's otherwise: the same bytes come
-out). Only a dataset whose filter pipeline is exactly HDF5's shuffle then deflate, one whole frame per chunk,
-is read this way (:func:`direct_frames`); a chunk stored with a filter skipped, or that does not inflate, is read
-through h5py like any other dataset, which gives its error for a damaged one.
+(``read_direct_chunk``, fast) and inflated, unshuffled, converted and masked on a pool of threads, several frames
+a task: inflate releases the GIL (ISA-L's when python-isal is installed, about twice as fast as zlib's; zlib's
+otherwise: the same bytes come out). Only a dataset whose filter pipeline is exactly HDF5's shuffle then deflate,
+one whole frame per chunk, is read this way (:func:`direct_frames`); a chunk stored with a filter skipped, or that
+does not inflate, is read through h5py like any other dataset, which gives its error for a damaged one.
 """
 
 from __future__ import annotations
