@@ -227,7 +227,13 @@ class CXIRun:
             The frames (``out`` when given).
         """
         stop = self.n_frames if stop is None else min(stop, self.n_frames)
-        return self._read([slice(start, max(start, stop))], f"frames {start}-{stop}", apply_mask, out)
+        spans, what = [slice(start, max(start, stop))], f"frames {start}-{stop}"
+        if out is None:
+            return self._read(spans, what, apply_mask)
+        if type(self)._read is not CXIRun._read:  # a reader of other files (MasterRun) whose _read takes no buffer
+            out[...] = self._read(spans, what, apply_mask)
+            return out
+        return self._read(spans, what, apply_mask, out)
 
     def read_at(self, indices: np.ndarray) -> np.ndarray:
         """The frames at ``indices`` (increasing, distinct) as float32, bad pixels set to 0.
