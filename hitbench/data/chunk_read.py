@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import h5py
 import numpy as np
@@ -78,19 +78,11 @@ def read_frames(dataset: h5py.Dataset, start: int, out: np.ndarray, weights: np.
     weights : numpy.ndarray, shape (...) as a frame, optional
         Each frame is multiplied by it (float32, e.g. the mask as 0 / 1) as it is decoded, while in cache.
     """
-    tasks, stored = [], []
-    zeros = (0,) * (dataset.ndim - 1)
-    for k in range(len(out)):
-        try:
-            with phil:  # h5py < 3.16 calls libhdf5 here without its lock: threads reading at once crash (h5py#2764)
-                skipped, chunk = dataset.id.read_direct_chunk((start + k, *zeros))
-        except (OSError, RuntimeError, ValueError, KeyError):  # not written, or past the end: h5py says
-            skipped, chunk = 1, b""
-        stored.append(None if skipped else chunk)
-        if len(stored) == TASK_FRAMES or k == len(out) - 1:
-            first = k + 1 - len(stored)
-            tasks.append((first, _pool().submit(_decode, stored, dataset.dtype, out[first : k + 1], weights)))
-            stored = []
+    tasks = [
+        (first, _pool().submit(_decode, dataset, start + first, out[first : first + TASK_FRAMES], weights))
+        for first in range(0, len(out), TASK_FRAMES)
+    ]
+    wait([task for _, task in tasks])  # every thread done with the file and ``out`` before any error is raised
     for first, task in tasks:
         for k in task.result():  # frames not decoded (a filter skipped, or damaged): h5py reads them or says why
             dataset.read_direct(out, source_sel=np.s_[start + first + k], dest_sel=np.s_[first + k])
@@ -98,9 +90,10 @@ def read_frames(dataset: h5py.Dataset, start: int, out: np.ndarray, weights: np.
                 out[first + k] *= weights
 
 
-def _decode(stored: list[bytes | None], dtype: np.dtype, out: np.ndarray, weights: np.ndarray | None) -> list[int]:
-    """Stored chunks (None: a filter skipped) inflated, unshuffled, converted and weighted into ``out``; those that
-    failed."""
+def _decode(dataset: h5py.Dataset, start: int, out: np.ndarray, weights: np.ndarray | None) -> list[int]:
+    """Frames ``start : start + len(out)`` read as stored, inflated, unshuffled, converted and weighted into ``out``
+    (the stored bytes read here, on the decoding thread: not one thread reading for all); those not decoded."""
+    dtype, zeros = dataset.dtype, (0,) * (dataset.ndim - 1)
     itemsize, n_values = dtype.itemsize, out[0].size
     bits, part = (np.empty(n_values, dtype=f"u{itemsize}") for _ in range(2))
     # byte b of every value was stored together: shifted into place, in the file's byte order
@@ -108,11 +101,13 @@ def _decode(stored: list[bytes | None], dtype: np.dtype, out: np.ndarray, weight
     # the output's size given, one byte more: a buffer filled exactly would be grown, then copied back
     size = n_values * itemsize + 1
     failed = []
-    for k, chunk in enumerate(stored):
+    for k in range(len(out)):
         try:
-            inflated = inflate_module.decompress(chunk, inflate_module.MAX_WBITS, size) if chunk is not None else b""
-        except inflate_module.error:
-            inflated = b""
+            with phil:  # h5py < 3.16 calls libhdf5 here without its lock: threads reading at once crash (h5py#2764)
+                skipped, chunk = dataset.id.read_direct_chunk((start + k, *zeros))
+            inflated = inflate_module.decompress(chunk, inflate_module.MAX_WBITS, size) if not skipped else b""
+        except (OSError, RuntimeError, ValueError, KeyError, inflate_module.error):
+            inflated = b""  # not written or past the end, a filter skipped, or damaged: h5py reads it or says why
         data = np.frombuffer(inflated, dtype=np.uint8)
         if data.size != n_values * itemsize:
             failed.append(k)
