@@ -141,7 +141,7 @@ def test_intensity_and_litpix_reproduce_the_golden_outputs():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered")  # Inf - Inf in the sums
+@pytest.mark.filterwarnings("error")  # the one-line error only: no numpy warning of Inf - Inf in the sums
 @pytest.mark.parametrize("make", [IntensityThreshold, lambda: LitPixels(adc_threshold=50.0)])
 @pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf], [np.inf, -np.inf]])
 def test_scoring_pass_refuses_non_finite_frames(make, bad):
@@ -154,7 +154,7 @@ def test_scoring_pass_refuses_non_finite_frames(make, bad):
         method.decision_function(frames)
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.filterwarnings("error")  # no numpy warning of the overflow either
 @pytest.mark.parametrize("make", [IntensityThreshold, lambda: LitPixels(adc_threshold=50.0)])
 def test_finite_frames_whose_sum_overflows_are_scored(make):
     """Finite pixels whose float32 sum overflows pass the check (the pixel check clears them)."""

@@ -28,7 +28,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from hitbench.errors import HitbenchError
-from hitbench.frames import FrameSource, check_finite, check_frames, frame_source, frame_stack
+from hitbench.frames import FrameSource, check_finite, check_frames, frame_source, frame_stack, frame_sums
 
 __all__ = ["HitMethod", "MethodNotFittedError", "check_frames", "check_labels", "leaf_params"]
 
@@ -206,5 +206,5 @@ class HitMethod(ClassifierMixin, BaseEstimator):
         A method whose scoring pass also sums each frame's pixels overrides this to make the check
         from its own sums (:func:`hitbench.frames.check_finite`) instead of a pass of its own.
         """
-        check_finite(frames, frames.sum(axis=(1, 2)))
+        check_finite(frames, frame_sums(frames))
         return self._score(frames)
