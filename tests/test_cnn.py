@@ -134,13 +134,7 @@ def test_onnx_scores_equal_keras(fitted, data):
 def test_onnx_equal_with_negative_row_scales_and_linear_input(fitted, data):
     """The ONNX graph's column-pool-first rewrite handles rows whose batch-norm scale is negative."""
     _, test = data
-    model = pickle.loads(pickle.dumps(fitted))
-    model.set_params(normalisation="linear")
-    for name in ("bn_rows1", "bn_rows2"):
-        layer = model.model_.get_layer(name)
-        gamma, *rest = layer.get_weights()
-        gamma[::3] *= -1
-        layer.set_weights([gamma, *rest])
+    model = negative_rows_linear(fitted)
     assert np.abs(model.score_onnx(test) - model.score_keras(test)).max() < 1e-4
 
 
