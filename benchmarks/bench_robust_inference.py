@@ -6,9 +6,10 @@ On the same simulated frames of the default preset (cxi-streptavidin, 350x350), 
   (``RobustPreprocessing(...).pipeline()``: PhotonConversion, PoissonSignificance, HotPixelMask,
   SpotPixels), batch by batch as the composition applies it, and each step's share;
 - fused: ``RobustPreprocessing.transform``, the same steps fused in compiled kernels
-  (hitbench/preprocess/_kernels.py), one core;
+  (hitbench/preprocess/_kernels.py), the frames of a batch split over the cores this process may use;
 - cnn-robust's ``decision_function`` (preprocessing and network) with each, on one fitted model (the
-  network is trained for one epoch only: its cost does not depend on its weights), and the network alone.
+  network is trained for one epoch only: its cost does not depend on its weights), and the network alone;
+  the fused one also with the process limited to one core (its affinity), as a worker with one core sees it.
 
 Spot maps and scores of the two paths are checked equal. Both paths share PhotonConversion's gain
 estimate, compiled since the fused path was written (the pipeline's numpy estimate cost 0.69 ms per
@@ -26,15 +27,19 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from hitbench.methods import registry
-from hitbench.preprocess import transform_in_batches
-from hitbench.simulate import load_experiment, simulate_run
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cnn_inference import on_one_core  # noqa: E402  (the same one-core measurement as the cnn's)
+
+from hitbench.methods import registry  # noqa: E402
+from hitbench.preprocess import transform_in_batches  # noqa: E402
+from hitbench.simulate import load_experiment, simulate_run  # noqa: E402
 
 PRESET = "cxi-streptavidin"
 FRAME_SHAPE = (350, 350)
@@ -110,6 +115,7 @@ def main() -> None:
             "preprocessing_fused": seconds(lambda: transform_in_batches(fused, frames, batch)),
             "network": seconds(lambda: network.decision_function(spots_fused)),
             "cnn_robust_fused": seconds(lambda: model.decision_function(frames)),
+            "cnn_robust_fused_one_core": seconds(lambda: on_one_core(model.decision_function)(frames)),
         }
         model.preprocess = pipeline
         timings["cnn_robust_numpy"] = seconds(lambda: model.decision_function(frames))

@@ -90,19 +90,29 @@ def _cnn(d: dict) -> list[dict]:
 
 def _robust(d: dict) -> list[dict]:
     fig = d["figures"]
-    goal = d["goal_ms_per_frame"]
-    return [
-        _row(
-            "cnn-robust `decision_function` (preprocessing + network)",
-            f"<= {goal['cnn_robust']} ms",
-            f"{fig['cnn_robust_fused']['ms_per_frame']:.2f} ms (preprocessing "
-            f"{fig['preprocessing_fused']['ms_per_frame']:.2f}, network {fig['network']['ms_per_frame']:.2f})",
-            f"numpy preprocessing steps: {fig['cnn_robust_numpy']['ms_per_frame']:.1f} ms",
-            fig["cnn_robust_numpy"]["ms_per_frame"] / fig["cnn_robust_fused"]["ms_per_frame"],
-            fig["cnn_robust_fused"]["ms_per_frame"] <= goal["cnn_robust"],
-            "robust_inference",
+    goal = d["goal_ms_per_frame"]["cnn_robust"]
+    baseline = fig["cnn_robust_numpy"]["ms_per_frame"]
+    rows = []
+    for key, where in (("cnn_robust_fused", "all cores"), ("cnn_robust_fused_one_core", "one core")):
+        measured = fig[key]["ms_per_frame"]
+        detail = (
+            f" (preprocessing {fig['preprocessing_fused']['ms_per_frame']:.2f}, network "
+            f"{fig['network']['ms_per_frame']:.2f})"
+            if where == "all cores"
+            else ""
         )
-    ]
+        rows.append(
+            _row(
+                f"cnn-robust `decision_function` ({where}, preprocessing + network)",
+                f"<= {goal} ms",
+                f"{measured:.2f} ms{detail}",
+                f"its numpy preprocessing steps (all cores): {baseline:.1f} ms",
+                baseline / measured,
+                measured <= goal,
+                "robust_inference",
+            )
+        )
+    return rows
 
 
 def _throughput(d: dict) -> list[dict]:

@@ -19,8 +19,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from typing import TypeVar
 
 import joblib
 
@@ -29,6 +31,8 @@ from hitbench.errors import HitbenchError
 #: Seconds between two checks of a local worker that its parent is alive.
 PARENT_POLL_SECONDS = 0.5
 
+T = TypeVar("T")
+
 
 def available_cores() -> int:
     """The CPU cores this process may run on (its affinity mask where the system has one)."""
@@ -36,6 +40,34 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity masks (macOS, Windows)
         return os.cpu_count() or 1
+
+
+def on_frame_slices(work: Callable[[int, int], T], n_frames: int, threads: int | None = None) -> list[T]:
+    """``work(start, stop)`` on contiguous slices of ``n_frames`` frames, one slice per thread, results in order.
+
+    For compiled kernels that release the GIL (numba ``nogil``): a batch of frames is split over the cores of
+    this process, as the frames of one worker's task.
+
+    Parameters
+    ----------
+    work : callable
+        Takes the first and one-past-the-last frame of its slice.
+    n_frames : int
+        Frames in all.
+    threads : int, optional
+        Slices (threads); default :func:`available_cores`, never more than the frames.
+
+    Returns
+    -------
+    list
+        ``work``'s results, slice by slice.
+    """
+    count = max(1, min(threads or available_cores(), n_frames))
+    bounds = [n_frames * k // count for k in range(count + 1)]
+    if count == 1:
+        return [work(0, n_frames)]
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(work, bounds[:-1], bounds[1:]))
 
 
 def check_n_jobs(n_jobs: int, option: str = "--n-jobs") -> int:

@@ -38,7 +38,6 @@ readable by Keras, :func:`hitbench.methods.cnn_file.save_keras`.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -52,7 +51,7 @@ from hitbench.methods.cnn_batches import training_batches
 from hitbench.methods.cnn_network import build_model, inference_weights
 from hitbench.methods.cnn_onnx import onnx_session, to_onnx
 from hitbench.methods.thresholds import fit_threshold
-from hitbench.parallel import available_cores
+from hitbench.parallel import on_frame_slices
 
 _NORMALISATIONS = ("log1p", "linear")
 _BACKENDS = ("auto", "numba", "onnx", "keras")
@@ -390,17 +389,12 @@ class ReferenceCNN(HitMethod):
         frames = np.ascontiguousarray(frames, dtype=np.float32)
         out, nonfinite = np.empty(len(frames), dtype=np.float32), np.empty(len(frames), dtype=np.bool_)
         log1p = self.normalisation == "log1p"
-        bounds = np.linspace(0, len(frames), min(threads or available_cores(), len(frames)) + 1).astype(int)
 
         def score(start: int, stop: int) -> None:
             part = slice(start, stop)
             _cnn_kernel.score_frames(frames[part], log1p, **weights, out=out[part], nonfinite=nonfinite[part])
 
-        if len(bounds) == 2:
-            score(0, len(frames))
-        else:
-            with ThreadPoolExecutor(len(bounds) - 1) as pool:
-                list(pool.map(score, bounds[:-1], bounds[1:]))
+        on_frame_slices(score, len(frames), threads)
         return out, nonfinite
 
     def _score(self, frames: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from sklearn.pipeline import Pipeline
 
 from hitbench.errors import HitbenchError
 from hitbench.frames import check_frames
+from hitbench.parallel import on_frame_slices
 from hitbench.preprocess.steps import (
     BackgroundSubtraction,
     Compress,
@@ -142,15 +143,28 @@ class RobustPreprocessing(StatelessTransformer):
         trim, fraction = tile_trim(block)
         gain = np.float32(steps["photons"]._estimate(frames))
         out = np.empty(frames.shape, np.float32)  # C order: its flat view is written below
-        noise, sums = _kernels.excess_and_noise(frames, gain, block, trim, np.float32(fraction), out)
+        # the per-frame kernels run on slices of the batch, one per core (they release the GIL)
+        parts = on_frame_slices(
+            lambda a, b: _kernels.excess_and_noise(frames[a:b], gain, block, trim, np.float32(fraction), out[a:b]),
+            len(frames),
+        )
+        noise = np.concatenate([part[0] for part in parts])
+        sums = sum(part[1] for part in parts)
         hot, spots = steps["hot"], steps["spots"]
         rate = (sums / (len(frames) * block * block)).astype(np.float32)
         # the Poisson tail only where it can decide (the significance is at most the Gaussian ratio), and not
         # where a lower bound of its probability is 1 % above that of the level that decides
         log_tail_cut = float(np.log(special.ndtr(-tail_above)) + np.log(1.01))
-        where, variance, excess, good = _kernels.gaussian_significance(
-            out, noise, rate, block, tail_above, log_tail_cut
+        pixels = frames.shape[1] * frames.shape[2]
+        parts = on_frame_slices(
+            lambda a, b: (
+                a * pixels,
+                *_kernels.gaussian_significance(out[a:b], noise[a:b], rate, block, tail_above, log_tail_cut),
+            ),
+            len(frames),
         )
+        where = np.concatenate([offset + positions for offset, positions, *_ in parts])
+        variance, excess, good = (np.concatenate([part[k] for part in parts]) for k in (2, 3, 4))
         flat = out.reshape(-1)
         flat[where] = np.fmin(-special.ndtri(special.gammainc(variance + excess, variance)), flat[where])
         # numpy compares float32 frames with a Python float in float32
