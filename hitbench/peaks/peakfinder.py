@@ -209,9 +209,10 @@ class PeakFinder8:
         n_peaks = np.array([len(p) for p in found], dtype=np.int64)
         width = max(1, int(n_peaks.max()))
         table = {name: np.zeros((len(found), width), dtype=np.float32) for name in ("x", "y", "intensity")}
-        for i, peaks in enumerate(found):
-            for name, values in table.items():
-                values[i, : len(peaks)] = getattr(peaks, name)
+        with np.errstate(over="ignore"):  # an intensity beyond float32 (frames near its limit) is stored as inf
+            for i, peaks in enumerate(found):
+                for name, values in table.items():
+                    values[i, : len(peaks)] = getattr(peaks, name)
         return PeakTable(n_peaks=n_peaks, **table)
 
     def count(self, frames: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
