@@ -39,14 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_methods import FRAME_SHAPE, PRESET, split_frames  # noqa: E402  (the benchmarks' frames)
+
 from hitbench.frames import check_frames
 from hitbench.methods.cnn import ReferenceCNN
 from hitbench.methods.cnn_onnx import onnx_session
 from hitbench.modelfile import load_model, save_model
-from hitbench.simulate import load_experiment, simulate_run
 
-PRESET = "cxi-streptavidin"
-FRAME_SHAPE = (350, 350)
 GOAL_MS = 0.6
 THREADS = (1, 2)
 
@@ -133,14 +133,9 @@ def main() -> None:
     if args.quick:
         args.train, args.predict, args.repeats = 40, 32, 2
 
-    experiment = load_experiment(PRESET)
-    sim = simulate_run(
-        experiment, experiment.runs[0], n_frames=args.train + args.predict, seed=args.seed, frame_shape=FRAME_SHAPE
-    )
-    labels = np.asarray(sim.truth["hit"]).astype(np.int64)
-    frames = np.ascontiguousarray(sim.frames[args.train :], dtype=np.float32)
+    train_frames, train_labels, frames = split_frames(args.train, args.predict, args.seed)
     method = ReferenceCNN(epochs=args.epochs, validation_split=0.0, random_state=args.seed)
-    method.fit(sim.frames[: args.train], labels[: args.train])
+    method.fit(train_frames, train_labels)
     sessions = {threads: onnx_session(method.onnx_model(), threads=threads) for threads in THREADS}
     batch = method.inference_batch_size
 

@@ -32,6 +32,22 @@ PRESET = "cxi-streptavidin"
 FRAME_SHAPE = (350, 350)
 
 
+def split_frames(n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames of the default preset's first run: ``n_train`` with their truth labels to fit on, then ``n_test``.
+
+    The test frames are float32 and C-ordered, as ``check_frames`` hands them to the scoring engines.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        Training frames, their labels (int64), test frames.
+    """
+    experiment = load_experiment(PRESET)
+    sim = simulate_run(experiment, experiment.runs[0], n_frames=n_train + n_test, seed=seed, frame_shape=FRAME_SHAPE)
+    labels = np.asarray(sim.truth["hit"]).astype(np.int64)
+    return sim.frames[:n_train], labels[:n_train], np.ascontiguousarray(sim.frames[n_train:], dtype=np.float32)
+
+
 def best_seconds(fn, frames: np.ndarray, repeats: int) -> float:
     """Best wall time of ``fn(frames)`` over ``repeats`` runs, after one warm-up call on a few frames."""
     fn(frames[:8])
@@ -71,13 +87,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/methods.json"))
     args = parser.parse_args()
 
-    experiment = load_experiment(PRESET)
-    sim = simulate_run(
-        experiment, experiment.runs[0], n_frames=args.train + args.predict, seed=args.seed, frame_shape=FRAME_SHAPE
-    )
-    labels = np.asarray(sim.truth["hit"]).astype(np.int64)
-    train = (sim.frames[: args.train], labels[: args.train])
-    test = np.ascontiguousarray(sim.frames[args.train :], dtype=np.float32)  # as check_frames gives the engines
+    *train, test = split_frames(args.train, args.predict, args.seed)
     load_before = [round(x, 2) for x in os.getloadavg()]
     rows = [bench_method(name, train, test, args) for name in (args.methods or registry.names())]
     result = {

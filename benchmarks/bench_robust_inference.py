@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,13 +35,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cnn_inference import on_one_core  # noqa: E402  (the same one-core measurement as the cnn's)
+from bench_methods import FRAME_SHAPE, PRESET, split_frames  # noqa: E402  (the benchmarks' frames)
 
+from hitbench.atomic import atomic_write  # noqa: E402
 from hitbench.methods import registry  # noqa: E402
 from hitbench.preprocess import transform_in_batches  # noqa: E402
-from hitbench.simulate import load_experiment, simulate_run  # noqa: E402
 
-PRESET = "cxi-streptavidin"
-FRAME_SHAPE = (350, 350)
 GOALS_MS = {"preprocessing": 1.2, "cnn_robust": 2.0}
 
 
@@ -64,14 +62,6 @@ def step_seconds(pipeline, frames: np.ndarray, batch_frames: int) -> dict[str, f
     return spent
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=256, help="frames scored (batches of the composition's size)")
@@ -84,14 +74,9 @@ def main() -> None:
     if args.quick:
         args.frames, args.train, args.repeats = 128, 32, 2
 
-    experiment = load_experiment(PRESET)
-    sim = simulate_run(
-        experiment, experiment.runs[0], n_frames=args.train + args.frames, seed=args.seed, frame_shape=FRAME_SHAPE
-    )
-    labels = np.asarray(sim.truth["hit"]).astype(np.int64)
-    frames = np.ascontiguousarray(sim.frames[args.train :], dtype=np.float32)
+    train_frames, train_labels, frames = split_frames(args.train, args.frames, args.seed)
     params = {"method__epochs": 1, "method__validation_split": 0.0, "method__decision_threshold": 0.5}
-    model = registry.get("cnn-robust", **params).fit(sim.frames[: args.train], labels[: args.train])
+    model = registry.get("cnn-robust", **params).fit(train_frames, train_labels)
     fused, batch = model.preprocess, int(model.batch_frames)
     pipeline = fused.pipeline()
 
@@ -160,7 +145,7 @@ def main() -> None:
             "since this benchmark was written (0.69 ms/frame in numpy at commit d614c6f)"
         ),
     }
-    write_atomic(args.out, json.dumps(result, indent=2) + "\n")
+    atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     print(json.dumps({k: result[k] for k in ("figures", "numpy_steps_ms_per_frame", "machine")}, indent=2))
 
 
