@@ -3,10 +3,10 @@
 libhdf5 decompresses a chunk under h5py's lock, one chunk at a time: reading a 350x350 int16 frame that way
 costs ~0.5-1 ms of one core however many the machine has. Here the chunk's stored bytes are read as they are
 (``read_direct_chunk``, fast) and inflated, unshuffled, converted and masked on a pool of threads, several frames
-a task: inflate releases the GIL (ISA-L's when python-isal is installed, about twice as fast as zlib's; zlib's
-otherwise: the same bytes come out). Only a dataset whose filter pipeline is exactly HDF5's shuffle then deflate,
-one whole frame per chunk, is read this way (:func:`direct_frames`); a chunk stored with a filter skipped, or that
-does not inflate, is read through h5py like any other dataset, which gives its error for a damaged one.
+a task: inflate releases the GIL (ISA-L's through python-isal, about twice as fast as zlib's, the same bytes).
+Only a dataset whose filter pipeline is exactly HDF5's shuffle then deflate, one whole frame per chunk, is read
+this way (:func:`direct_frames`); a chunk stored with a filter skipped, or that does not inflate, is read through
+h5py like any other dataset, which gives its error for a damaged one.
 """
 
 from __future__ import annotations
@@ -18,18 +18,14 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import h5py
 import numpy as np
 from h5py._objects import phil  # h5py's lock of libhdf5 calls
-
-try:  # ISA-L's inflate: the bytes zlib's gives, about twice as fast
-    from isal import isal_zlib as inflate_module
-except ImportError:  # pragma: no cover - depends on the environment
-    import zlib as inflate_module
+from isal import isal_zlib
 
 #: HDF5's filter pipeline the threads decode: byte shuffle, then deflate.
 FILTERS = (h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE)
 #: Stored types decoded here: their conversion to float32 is numpy's and libhdf5's alike (exact, or C's rounding).
 DTYPES = frozenset(np.dtype(f"{order}{kind}") for order in "<>" for kind in ("i1", "u1", "i2", "u2", "i4", "u4", "f4"))
 #: Frames a thread decodes per task.
-TASK_FRAMES = 8
+DECODE_FRAMES = 8
 
 
 def direct_frames(dataset: h5py.Dataset) -> bool:
@@ -79,8 +75,8 @@ def read_frames(dataset: h5py.Dataset, start: int, out: np.ndarray, weights: np.
         Each frame is multiplied by it (float32, e.g. the mask as 0 / 1) as it is decoded, while in cache.
     """
     tasks = [
-        (first, _pool().submit(_decode, dataset, start + first, out[first : first + TASK_FRAMES], weights))
-        for first in range(0, len(out), TASK_FRAMES)
+        (first, _pool().submit(_decode, dataset, start + first, out[first : first + DECODE_FRAMES], weights))
+        for first in range(0, len(out), DECODE_FRAMES)
     ]
     wait([task for _, task in tasks])  # every thread done with the file and ``out`` before any error is raised
     for first, task in tasks:
@@ -105,8 +101,8 @@ def _decode(dataset: h5py.Dataset, start: int, out: np.ndarray, weights: np.ndar
         try:
             with phil:  # h5py < 3.16 calls libhdf5 here without its lock: threads reading at once crash (h5py#2764)
                 skipped, chunk = dataset.id.read_direct_chunk((start + k, *zeros))
-            inflated = inflate_module.decompress(chunk, inflate_module.MAX_WBITS, size) if not skipped else b""
-        except (OSError, RuntimeError, ValueError, KeyError, inflate_module.error):
+            inflated = isal_zlib.decompress(chunk, isal_zlib.MAX_WBITS, size) if not skipped else b""
+        except (OSError, RuntimeError, ValueError, KeyError, isal_zlib.error):
             inflated = b""  # not written or past the end, a filter skipped, or damaged: h5py reads it or says why
         data = np.frombuffer(inflated, dtype=np.uint8)
         if data.size != n_values * itemsize:
