@@ -126,6 +126,7 @@ def _model_in_worker(path: Path, trust_pickle: bool) -> HitMethod:
     """The model, loaded once per worker process (keyed by path, size and modification time)."""
     if not path.is_file():
         return load_model(path, trust_pickle=trust_pickle)  # raises the one-line error
+    path = path.resolve()  # one entry whichever name the file is given by
     stat = path.stat()
     return _cached_model(str(path), (stat.st_size, stat.st_mtime_ns), trust_pickle)
 
@@ -393,7 +394,8 @@ def predict_runs(
     if chunk_size < 1:
         raise HitbenchError(f"--chunk-size {chunk_size}: give at least 1 frame")
     dataset_filters(compression)  # an unknown choice fails before any work
-    model = load_model(model_path, trust_pickle=trust_pickle)  # a one-line error before any work
+    # a one-line error before any work; kept for this process's tasks (with one worker, two threads share it)
+    model = _model_in_worker(Path(model_path), trust_pickle)
     detector = read_geom(geometry) if geometry is not None else None
     trained = getattr(model, "frame_shape_", None)
     side = int(trained[0]) if trained is not None else CROP_SIZE
@@ -403,7 +405,6 @@ def predict_runs(
             "assembled crop is square, give a model trained on square crops"
         )
     model_path = Path(model_path).resolve()
-    _model_in_worker(model_path, trust_pickle)  # loaded here once for this process's tasks, not by two threads
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
