@@ -13,7 +13,14 @@ from helpers import assert_one_line_error
 
 from hitbench.bench.metrics import RATES, wilson_interval
 from hitbench.bench.results_io import write_results
-from hitbench.bench.study import GOAL, beside_study, load_study, sensitivity_by_peaks, setting_label
+from hitbench.bench.study import (
+    GOAL,
+    beside_study,
+    load_study,
+    operating_points,
+    sensitivity_by_peaks,
+    setting_label,
+)
 from hitbench.bench.tables import step_table
 from hitbench.cli import main
 
@@ -193,6 +200,7 @@ def test_page_with_the_study_settings_folder(tmp_path: Path, docs: Path) -> None
     assert "commit abc1234" in page and "hitbench compare --methods cnn --out" in page
     assert "Step costs (wall time, peak memory): not recorded." in page  # the second folder has none
     assert "not the study's scale" in page
+    assert page.count("### Ranking or threshold: the scores at the study's operating point") == 2  # one per cnn
 
 
 def test_page_without_costs_says_not_recorded(tmp_path: Path, docs: Path) -> None:
@@ -233,3 +241,33 @@ def test_sensitivity_by_peak_count_bins_the_hits_and_counts_the_calls() -> None:
     assert pd.isna(table.loc["51-100", "Sen, other runs"])  # no hits there: undefined, not 0 or 1
     lo, hi = wilson_interval(1, 2)
     assert (table.loc["31-50", "Sen, other runs_lo"], table.loc["31-50", "Sen, other runs_hi"]) == (lo, hi)
+
+
+def test_operating_points_read_the_roc_at_the_study_rates() -> None:
+    """Run 90 (study Sen 0.997, Spe 0.869): misses score 0-9, hits 5-14, ambiguous frames are left out."""
+    scores = pd.DataFrame(
+        {
+            "method": "cnn",
+            "seed": 0,
+            "experiment": "cxi-streptavidin",
+            "run": ["90"] * 22 + ["94"] * 2,
+            "event": range(24),
+            "label": [0] * 10 + [1] * 10 + [-1, -1] + [1, 1],
+            "score": [*range(10), *range(5, 15), 100, 100, 0.2, 0.9],
+            "predicted": 0,
+        }
+    )
+    results, _, _ = _results("cnn", 0)
+    study = load_study(REPO_DOCS)
+    table = operating_points(scores, results, study).set_index("Run")
+    assert list(table.index) == ["90*", "94"]
+    row = table.loc["90*"]
+    assert (row["hits"], row["misses"]) == (10, 10)
+    # pairs (hit, miss) ranked right: 87.5 of 100 (ties count half)
+    assert row["AUC"] == pytest.approx(0.875)
+    # specificity >= 0.869 allows one false alarm of ten: threshold 9 finds the hits 9-14
+    assert row["Sen at study Spe"] == pytest.approx(0.6)
+    # sensitivity >= 0.997 needs every hit: threshold 5 calls the misses 5-9 hits
+    assert row["Spe at study Sen"] == pytest.approx(0.5)
+    assert table.loc["94", "study Spe"] == pytest.approx(float(study.loc["94", "specificity"]))
+    assert table.loc["94", ["AUC", "Sen at study Spe", "Spe at study Sen"]].isna().all()  # hits only: undefined

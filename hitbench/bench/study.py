@@ -46,6 +46,7 @@ class Entry:
     results: pd.DataFrame
     study_settings: bool
     calls: pd.DataFrame
+    scores: pd.DataFrame
 
 
 def load_study(docs: Path) -> pd.DataFrame:
@@ -246,6 +247,7 @@ def _entries(folders: list[Path]) -> tuple[list[Entry], list[tuple[Path, dict, p
                     results=results[results["method"] == method],
                     study_settings=settings.startswith("study settings"),
                     calls=calls_with_peaks(scores[scores["method"] == method], events, results),
+                    scores=scores[scores["method"] == method],
                 )
             )
     entries.sort(key=lambda e: (e.method != "cnn", not e.study_settings))
@@ -311,6 +313,61 @@ def sensitivity_by_peaks(calls: pd.DataFrame) -> pd.DataFrame:
             row |= share(f"Sen, {role}", found, n)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def operating_points(scores: pd.DataFrame, results: pd.DataFrame, study: pd.DataFrame) -> pd.DataFrame:
+    """How a method's scores rank hits above misses on each of the study's runs, read at the study's operating point.
+
+    A diagnostic of why a rate differs from the study's: in the ranking of the frames (the area under
+    the ROC curve, and the sensitivity the scores reach where the specificity equals the study's on
+    that run, and the reverse), or only in where the decision threshold sits. It is read off the
+    scored frames themselves and chooses nothing.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        The method's rows of scores.csv.gz (seed 0 where there are several); frames labelled -1
+        (ambiguous) are left out.
+    results : pandas.DataFrame
+        The method's rows of results.csv (the training experiment and runs).
+    study : pandas.DataFrame
+        The study's Table II (:func:`load_study`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per run of the training experiment that the study has: Run (``*`` for training
+        runs), hits, misses, AUC, ``study Spe``, ``Sen at study Spe``, ``study Sen``,
+        ``Spe at study Sen`` (NaN where the run lacks hits or misses).
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    cross_run = results[results["protocol"] == "cross-run"]
+    if cross_run.empty:
+        return pd.DataFrame()
+    experiment = str(cross_run["train_experiment"].iloc[0])
+    training = set(cross_run.loc[cross_run["train_run"].astype(bool), "test_run"].astype(str))
+    chosen = scores[(scores["seed"] == scores["seed"].min()) & (scores["experiment"] == experiment)]
+    rows = []
+    for run, frames in chosen[chosen["label"] >= 0].groupby("run", sort=False):
+        if run not in study.index:
+            continue
+        labels, values = frames["label"].to_numpy(), frames["score"].to_numpy()
+        spe, sen = float(study.loc[run, "specificity"]), float(study.loc[run, "sensitivity"])
+        row = {
+            "Run": f"{run}*" if run in training else run,
+            "hits": int(labels.sum()),
+            "misses": int((labels == 0).sum()),
+        }
+        row |= dict.fromkeys(("AUC", "Sen at study Spe", "Spe at study Sen"), np.nan)
+        if 0 < row["hits"] < len(labels):
+            fpr, tpr, _ = roc_curve(labels, values, drop_intermediate=False)  # every threshold: exact reads
+            row["AUC"] = roc_auc_score(labels, values)
+            row["Sen at study Spe"] = tpr[fpr <= 1 - spe].max()
+            row["Spe at study Sen"] = 1 - fpr[tpr >= sen].min()
+        rows.append(row | {"study Spe": spe, "study Sen": sen})
+    columns = ["Run", "hits", "misses", "AUC", "study Spe", "Sen at study Spe", "study Sen", "Spe at study Sen"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _study_notes(kinds: list[str], study: pd.DataFrame) -> list[str]:
@@ -397,6 +454,22 @@ def write_study_page(
                 "`Sen` is the share the method calls hit, with its 95 % Wilson interval.",
                 "",
                 markdown(sensitivity_by_peaks(entry.calls)),
+                "",
+            ]
+        points = operating_points(entry.scores, entry.results, study)
+        if len(points):
+            lines += [
+                "### Ranking or threshold: the scores at the study's operating point",
+                "",
+                "Each run's frames (the labels the methods trained on, ambiguous ones left out) ranked by the",
+                "method's score: the area under the ROC curve, the sensitivity the scores reach where the",
+                "specificity equals the study's on that run, and the specificity where the sensitivity equals the",
+                "study's. Where these meet the study's rates and the tables above do not, the gap is where the",
+                "decision threshold sits, not how the scores rank the frames. Read off the scored frames",
+                "themselves: a diagnostic that chooses nothing (no table above uses it).",
+                "",
+                markdown(points),
+                "",
             ]
     page = Path(docs) / PAGE
     write_text(page, "\n".join(lines))
