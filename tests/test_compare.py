@@ -173,3 +173,21 @@ def test_bad_options_one_line(tmp_path: Path, args: list[str], fragment: str) ->
     if "--preset" in args:
         base = base[:1] + base[3:]
     assert_one_line_error(CliRunner().invoke(main, base + args), fragment)
+
+
+def test_meta_names_the_source_commit(first_run: tuple[Path, Path, str]) -> None:
+    """meta.json records the git commit of the hitbench source that ran (pages name the code); none outside git."""
+    import subprocess
+
+    import hitbench
+    from hitbench.bench.results_io import read_meta
+
+    out, _, _ = first_run
+    source = Path(hitbench.__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    in_git = head.returncode == 0 and (source / ".git").exists()
+    commit = read_meta(out).get("commit")
+    if in_git:
+        assert commit is not None and commit.removesuffix("+dirty") == head.stdout.strip()
+    else:
+        assert commit is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +238,7 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
     meta = {
         "command": command,
         "hitbench_version": __version__,
+        **({"commit": commit} if (commit := source_commit()) else {}),
         "data": str(source),
         "train_runs": ",".join(train_runs),
         "labels": settings.labels,
@@ -251,6 +253,28 @@ def run_compare(settings: CompareSettings, command: str, progress: Progress | No
     if settings.save_models:
         _save_models(comparison, out / "models")
     return {"results": results, "tables": tables, "trained": comparison.trained, "predicted": comparison.predicted}
+
+
+def source_commit() -> str | None:
+    """The git commit of the hitbench source that runs, ``+dirty`` with uncommitted changes; None outside a git tree.
+
+    Recorded in ``meta.json`` so that a page generated from the results names the code that made them
+    (an install from a clone in editable mode is a git tree; a wheel is not, and has its version only).
+    """
+    source = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit or git("rev-parse", "--show-toplevel") != str(source.parent):
+        return None
+    changes = git("status", "--porcelain", "--untracked-files=no", "--", str(source))
+    return f"{commit}+dirty" if changes else commit
 
 
 def _data_size(experiment: Experiment) -> dict[str, float]:
