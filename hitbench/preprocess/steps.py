@@ -45,8 +45,23 @@ class StatelessTransformer(TransformerMixin, BaseEstimator):
     def _check_params(self) -> None:
         """Raise a HitbenchError for a bad parameter (subclasses override)."""
 
+    def _checked(self, X: object) -> np.ndarray:
+        """The parameters checked, then ``X`` as checked frames (float32, (n, H, W)), errors naming the step."""
+        self._check_params()
+        return check_frames(X, where=type(self).__name__)
+
     def __sklearn_is_fitted__(self) -> bool:
         return True
+
+
+class TileStep(StatelessTransformer):
+    """A step whose one parameter is the side of the tiles it takes its statistics on (``block``, pixels)."""
+
+    def __init__(self, block: int = 10):
+        self.block = block
+
+    def _check_params(self) -> None:
+        check_block(type(self).__name__, self.block)
 
 
 class PhotonConversion(StatelessTransformer):
@@ -101,8 +116,7 @@ class PhotonConversion(StatelessTransformer):
         float
             Slope of tile variance against tile mean, or ``adu_per_photon`` when given.
         """
-        self._check_params()
-        return self._estimate(check_frames(X, where="PhotonConversion"))
+        return self._estimate(self._checked(X))
 
     def _estimate(self, frames: np.ndarray) -> float:
         """:meth:`estimate` of checked frames (float32, (n, H, W))."""
@@ -140,12 +154,11 @@ class PhotonConversion(StatelessTransformer):
         numpy.ndarray, shape (n_frames, height, width)
             Frames divided by the ADU per photon (float32).
         """
-        self._check_params()
-        frames = check_frames(X, where="PhotonConversion")
+        frames = self._checked(X)
         return frames / np.float32(self._estimate(frames))
 
 
-class BackgroundSubtraction(StatelessTransformer):
+class BackgroundSubtraction(TileStep):
     """Subtract a smooth per-frame background: the median of ``block`` x ``block`` tiles, interpolated.
 
     Each frame is cut into square tiles; the median of each tile is the local background
@@ -163,12 +176,6 @@ class BackgroundSubtraction(StatelessTransformer):
         crowded spots.
     """
 
-    def __init__(self, block: int = 10):
-        self.block = block
-
-    def _check_params(self) -> None:
-        check_block("BackgroundSubtraction", self.block)
-
     def background(self, X: object) -> np.ndarray:
         """The smooth background of each frame.
 
@@ -182,8 +189,7 @@ class BackgroundSubtraction(StatelessTransformer):
         numpy.ndarray, shape (n_frames, height, width)
             Interpolated tile medians (float32).
         """
-        self._check_params()
-        frames = check_frames(X, where="BackgroundSubtraction")
+        frames = self._checked(X)
         block = int(self.block)
         tiles = sorted_tiles(frames, block)
         return interpolate(tiles[..., tiles.shape[-1] // 2], frames.shape[1:], block)
@@ -259,8 +265,7 @@ class RobustScale(StatelessTransformer):
             Shape (n_frames,) for ``block=None`` (1.4826 x MAD of the good pixels), else
             (n_frames, height, width) (interpolated trimmed tile standard deviations).
         """
-        self._check_params()
-        frames = check_frames(X, where="RobustScale")
+        frames = self._checked(X)
         if self.block is None:
             out = np.ones(len(frames))
             for i, frame in enumerate(frames):
@@ -300,7 +305,7 @@ class RobustScale(StatelessTransformer):
         return np.where(frames == 0, np.float32(0), frames / noise)
 
 
-class PoissonSignificance(StatelessTransformer):
+class PoissonSignificance(TileStep):
     """Express each pixel as the significance of its excess over the local background, under Poisson statistics.
 
     On frames in photons (:class:`PhotonConversion`): the background ``b`` is that of
@@ -331,12 +336,6 @@ class PoissonSignificance(StatelessTransformer):
         Tile side of the background and of the variance, pixels.
     """
 
-    def __init__(self, block: int = 10):
-        self.block = block
-
-    def _check_params(self) -> None:
-        check_block("PoissonSignificance", self.block)
-
     def transform(self, X: object) -> np.ndarray:
         """Significance of each pixel's excess over its local background (normal deviates).
 
@@ -350,8 +349,7 @@ class PoissonSignificance(StatelessTransformer):
         numpy.ndarray, shape (n_frames, height, width)
             float32 significances.
         """
-        self._check_params()
-        frames = check_frames(X, where="PoissonSignificance")
+        frames = self._checked(X)
         block = int(self.block)
         excess = BackgroundSubtraction(block=block).transform(frames)
         rate = interpolate(sorted_tiles(frames, block).mean(axis=(0, 3))[np.newaxis], frames.shape[1:], block)
@@ -406,8 +404,7 @@ class HotPixelMask(StatelessTransformer):
         numpy.ndarray, shape (height, width)
             True where a pixel is hot (all False for batches smaller than ``min_frames``).
         """
-        self._check_params()
-        frames = check_frames(X, where="HotPixelMask")
+        frames = self._checked(X)
         if len(frames) < int(self.min_frames):
             return np.zeros(frames.shape[1:], dtype=bool)
         bright = np.count_nonzero(frames > self.threshold, axis=0)
@@ -475,8 +472,7 @@ class Compress(StatelessTransformer):
         numpy.ndarray, shape (n_frames, height, width)
             float32.
         """
-        self._check_params()
-        frames = check_frames(X, where="Compress")
+        frames = self._checked(X)
         x = np.clip(frames - np.float32(self.gate) if self.gate else frames, 0, self.clip)
         if self.function == "log1p":
             return np.log1p(x)
@@ -565,8 +561,7 @@ class SpotPixels(StatelessTransformer):
         numpy.ndarray, shape (n_frames, height, width)
             float32, 1 on kept pixels, 0 elsewhere.
         """
-        self._check_params()
-        frames = check_frames(X, where="SpotPixels")
+        frames = self._checked(X)
         lit = (frames > np.float32(self.threshold)).astype(np.float32)
         if not int(self.min_neighbours):
             return lit
