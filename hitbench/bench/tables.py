@@ -10,7 +10,7 @@ shows them. ``hitbench report`` reruns this on saved results; nothing is typed b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +139,21 @@ def table2(results: pd.DataFrame, method: str) -> pd.DataFrame:
     return _renamed(with_bounds(table, columns), columns)
 
 
+def _run_blocks(
+    results: pd.DataFrame, per_run: pd.DataFrame, methods: Iterable[str]
+) -> Iterator[tuple[str, pd.DataFrame, dict[str, pd.DataFrame]]]:
+    """Per label kind: the kind, the block's first columns (Run, scored against) and each method's runs in that order.
+
+    The shared frame of :func:`calibration` and :func:`summary`: one block of runs per label kind, the runs in the
+    order the results first name them; a method without a run's result has NaN there.
+    """
+    for kind in label_kinds(results):
+        rows = per_run[per_run["scored_against"] == kind]
+        order = list(dict.fromkeys(rows["test_run"]))
+        values = {m: rows[rows["method"] == m].set_index("test_run").reindex(order) for m in methods}
+        yield kind, pd.DataFrame({"Run": order, "scored against": kind}), values
+
+
 def _has_ece(rows: pd.DataFrame) -> bool:
     """Whether rows hold an expected calibration error (a method whose score is P(hit))."""
     return "ece" in rows and bool(rows["ece"].notna().any())
@@ -166,13 +181,10 @@ def calibration(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     names = {m: n for m, n in method_names(results).items() if _has_ece(per_run[per_run["method"] == m])}
     blocks = []
-    for kind in label_kinds(results):
-        rows = per_run[per_run["scored_against"] == kind]
-        order = list(dict.fromkeys(rows["test_run"]))
-        block = pd.DataFrame({"Run": order, "scored against": kind})
+    for kind, block, values in _run_blocks(results, per_run, names):
         for method, name in names.items():
-            block[f"{name} ECE"] = rows[rows["method"] == method].set_index("test_run")["ece"].reindex(order).to_numpy()
-        mean = {"Run": f"mean ({len(order)} runs)", "scored against": kind}
+            block[f"{name} ECE"] = values[method]["ece"].to_numpy()
+        mean = {"Run": f"mean ({len(block)} runs)", "scored against": kind}
         mean |= {column: block[column].mean() for column in block.columns[2:]}
         blocks += [block, pd.DataFrame([mean])]
     return pd.concat(blocks, ignore_index=True)
@@ -223,17 +235,13 @@ def summary(results: pd.DataFrame, best: dict[tuple[str, str], str] | None = Non
     per_run = run_rates(results)
     names = method_names(results)
     blocks = []
-    for kind in label_kinds(results):
-        rows = per_run[per_run["scored_against"] == kind]
-        order = list(dict.fromkeys(rows["test_run"]))
-        block = pd.DataFrame({"Run": order, "scored against": kind})
+    for kind, block, values in _run_blocks(results, per_run, names):
         for method, name in names.items():
-            values = rows[rows["method"] == method].set_index("test_run").reindex(order)
-            block[name] = values["balanced_accuracy"].to_numpy()
-            block[f"{name}_lo"] = values["balanced_accuracy_lo"].to_numpy()
-            block[f"{name}_hi"] = values["balanced_accuracy_hi"].to_numpy()
+            block[name] = values[method]["balanced_accuracy"].to_numpy()
+            block[f"{name}_lo"] = values[method]["balanced_accuracy_lo"].to_numpy()
+            block[f"{name}_hi"] = values[method]["balanced_accuracy_hi"].to_numpy()
         if best is not None:
-            block["significantly best"] = [best.get((run, kind), "none") for run in order]
+            block["significantly best"] = [best.get((run, kind), "none") for run in block["Run"]]
         mean = {"Run": _mean_label(block[list(names.values())].notna().sum()), "scored against": kind}
         mean |= {name: block[name].mean() for name in names.values()}
         if best is not None:
