@@ -87,11 +87,25 @@ def test_table_one_has_11098_trainable_parameters_at_350():
 
 
 def test_fast_layers_compute_what_the_keras_layers_compute():
-    """RowBatchNormalization and ByteDropout against Keras's BatchNormalization(axis=1) and Dropout."""
+    """ColumnBlockConv2D, RowBatchNormalization and ByteDropout against Keras's Conv2D, BatchNormalization(axis=1)
+    and Dropout."""
     import keras
     import tensorflow as tf
 
-    from hitbench.methods.cnn_layers import ByteDropout, RowBatchNormalization
+    from hitbench.methods.cnn_layers import ByteDropout, ColumnBlockConv2D, RowBatchNormalization
+
+    for width in (30, 29):  # 24 output columns: three blocks; 23: Keras's own convolution
+        frames = tf.constant(np.random.default_rng(1).normal(0.0, 1.0, (3, 26, width, 1)).astype(np.float32))
+        fast, plain = ColumnBlockConv2D(4, 7, bias_initializer="glorot_uniform"), keras.layers.Conv2D(4, 7)
+        fast.build(frames.shape), plain.build(frames.shape)
+        plain.set_weights(fast.get_weights())
+        with tf.GradientTape(persistent=True) as tape:
+            outputs = [layer(frames) for layer in (fast, plain)]
+            losses = [tf.reduce_sum(tf.sin(out)) for out in outputs]
+        np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+        grads = [tape.gradient(loss, ly.trainable_weights) for loss, ly in zip(losses, (fast, plain), strict=True)]
+        for fast_grad, plain_grad in zip(*grads, strict=True):  # kernel and bias
+            np.testing.assert_allclose(fast_grad, plain_grad, rtol=1e-4, atol=1e-4)
 
     x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (6, 20, 24, 4)).astype(np.float32))
     fast, plain = RowBatchNormalization(axis=1), keras.layers.BatchNormalization(axis=1)

@@ -159,9 +159,9 @@ class ReferenceCNN(HitMethod):
 
     # -- input ---------------------------------------------------------------------------
     def _transform(self, frames: np.ndarray) -> np.ndarray:
-        """Clip and normalise (before standardisation), float32."""
+        """Clip and normalise (before standardisation), float32, in a new array."""
         clipped = np.maximum(frames, 0.0, dtype=np.float32)
-        return np.log1p(clipped) if self.normalisation == "log1p" else clipped
+        return np.log1p(clipped, out=clipped) if self.normalisation == "log1p" else clipped
 
     def _input_statistics(self, frames: FrameSource) -> tuple[float, float]:
         """Mean and standard deviation of the transformed pixels of all training frames, chunk by chunk."""
@@ -177,7 +177,9 @@ class ReferenceCNN(HitMethod):
         return float(mean), float(np.sqrt(max(squares / n_pixels - mean**2, 0.0))) or 1.0
 
     def _keras_input(self, frames: np.ndarray) -> np.ndarray:
-        scaled = (self._transform(frames) - np.float32(self.input_mean_)) / np.float32(self.input_std_)
+        scaled = self._transform(frames)
+        scaled -= np.float32(self.input_mean_)
+        scaled /= np.float32(self.input_std_)
         return scaled[..., np.newaxis]
 
     def _check_params(self) -> None:

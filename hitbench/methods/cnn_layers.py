@@ -22,30 +22,102 @@ imports TensorFlow: import it only through :func:`hitbench.methods.tf_runtime.ke
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+#: Output columns per block of :class:`ColumnBlockConv2D`.
+COLUMN_BLOCK = 8
+
+
+@keras.saving.register_keras_serializable(package="hitbench")
+class ColumnBlockConv2D(keras.layers.Conv2D):
+    """``Conv2D`` of a one-channel image computed on blocks of :data:`COLUMN_BLOCK` output columns."""
+
+    def call(self, inputs):
+        kernel_height, kernel_width, channels_in, filters = self.kernel.shape
+        height, width = inputs.shape[1:3]
+        out_width = None if width is None else width - kernel_width + 1
+        if (
+            channels_in != 1
+            or self.data_format != "channels_last"
+            or self.padding != "valid"
+            or tuple(self.strides) != (1, 1)
+            or tuple(self.dilation_rate) != (1, 1)
+            or self.groups != 1
+            or out_width is None
+            or out_width % COLUMN_BLOCK
+        ):
+            return super().call(inputs)
+        block = COLUMN_BLOCK
+        # block kernel [i, b, s, t * filters + f] = kernel[i, b * block + s - t, 0, f] (0 outside the kernel)
+        kernel_blocks = -(-(block + kernel_width - 1) // block)
+        b, s, t = np.meshgrid(np.arange(kernel_blocks), np.arange(block), np.arange(block), indexing="ij")
+        column = b * block + s - t
+        inside = (column >= 0) & (column < kernel_width)
+        zero_tap = kernel_height * kernel_width  # the row of zeros appended to the kernel's taps
+        taps = np.where(inside, np.arange(kernel_height)[:, None, None, None] * kernel_width + column, zero_tap)
+        kernel_taps = tf.concat([tf.reshape(self.kernel, (zero_tap, filters)), tf.zeros((1, filters))], axis=0)
+        block_kernel = tf.reshape(
+            tf.gather(kernel_taps, taps.reshape(-1)), (kernel_height, kernel_blocks, block, block * filters)
+        )
+        in_width = (out_width // block + kernel_blocks - 1) * block
+        blocks = tf.reshape(
+            tf.pad(inputs, ((0, 0), (0, 0), (0, in_width - width), (0, 0))), (-1, height, in_width // block, block)
+        )
+        out = tf.nn.conv2d(blocks, tf.cast(block_kernel, blocks.dtype), 1, "VALID")
+        out = tf.reshape(out, (-1, height - kernel_height + 1, out_width, filters))
+        if self.use_bias:
+            out = out + self.bias
+        return self.activation(out) if self.activation is not None else out
 
 
 @keras.saving.register_keras_serializable(package="hitbench")
 class RowBatchNormalization(keras.layers.BatchNormalization):
-    """``BatchNormalization(axis=1)`` on (n, rows, columns, channels), trained with the fused kernel."""
+    """``BatchNormalization(axis=1)`` on (n, rows, columns, channels), trained with row sums and its own gradient."""
 
     def call(self, inputs, training=None, mask=None):
         if not (training and self.trainable) or mask is not None or self.axis != 1 or len(inputs.shape) != 4:
             return super().call(inputs, training=training, mask=mask)
-        rows_last = tf.transpose(tf.cast(inputs, "float32"), (0, 2, 3, 1))
-        normalised, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            rows_last,
-            tf.cast(self.gamma, "float32"),
-            tf.cast(self.beta, "float32"),
-            epsilon=self.epsilon,
-            is_training=True,
+        normalised, mean, variance = _row_batch_norm(
+            tf.cast(inputs, "float32"), tf.cast(self.gamma, "float32"), tf.cast(self.beta, "float32"), self.epsilon
         )
-        # the fused kernel returns the unbiased batch variance; Keras averages the biased one
-        count = tf.cast(tf.size(rows_last) // tf.shape(rows_last)[-1], "float32")
-        variance = variance * (count - 1.0) / count
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        return tf.cast(tf.transpose(normalised, (0, 3, 1, 2)), self.compute_dtype)
+        return tf.cast(normalised, self.compute_dtype)
+
+
+def _row_batch_norm(inputs, gamma, beta, epsilon: float):
+    """Batch normalisation over axis 1 of (n, rows, columns, channels): the output, the batch mean and the
+    biased batch variance per row, with the gradient written out (a few passes over the activations)."""
+    shape = tf.shape(inputs)
+    rows = tf.reshape(inputs, (shape[0], shape[1], -1))  # row-contiguous: each row's values are one run
+    count = tf.cast(tf.shape(rows)[0] * tf.shape(rows)[2], "float32")
+
+    def row_sums(values):
+        return tf.reduce_sum(tf.reduce_sum(values, axis=2), axis=0)
+
+    @tf.custom_gradient
+    def normalise(rows, gamma, beta):
+        mean = row_sums(rows) / count
+        centred = rows - mean[:, None]
+        variance = row_sums(tf.square(centred)) / count
+        inverse = tf.math.rsqrt(variance + epsilon)
+        scale = gamma * inverse
+        out = centred * scale[:, None] + beta[:, None]
+
+        def gradient(upstream, _mean_upstream=None, _variance_upstream=None):
+            upstream_sum = row_sums(upstream)
+            centred_dot = row_sums(upstream * centred)
+            # d(out)/d(rows): scale * (upstream - mean(upstream) - centred * inverse**2 * mean(upstream * centred))
+            slope = scale * inverse * inverse * centred_dot / count
+            offset = scale * upstream_sum / count
+            grad_rows = upstream * scale[:, None] - (centred * slope[:, None] + offset[:, None])
+            return grad_rows, centred_dot * inverse, upstream_sum
+
+        return (out, tf.stop_gradient(mean), tf.stop_gradient(variance)), gradient
+
+    out, mean, variance = normalise(rows, gamma, beta)
+    return tf.reshape(out, shape), mean, variance
 
 
 @keras.saving.register_keras_serializable(package="hitbench")
@@ -57,9 +129,8 @@ class ByteDropout(keras.layers.Dropout):
         if not (training and 0 < self.rate < 1) or self.noise_shape is not None or cut != int(cut):
             return super().call(inputs, training=training)
         size = tf.size(inputs)
-        words = keras.random.randint(
-            ((size + 3) // 4,), minval=-(2**31), maxval=2**31 - 1, dtype="int32", seed=self.seed_generator
-        )
+        seed = tf.cast(tf.math.floormod(self.seed_generator.next(), 2**31 - 2), "int32")  # as keras.random's
+        words = tf.random.stateless_uniform(((size + 3) // 4,), seed, minval=None, maxval=None, dtype="uint32")
         random_bytes = tf.reshape(tf.bitcast(words, tf.uint8), (-1,))[:size]
-        keep = tf.reshape(random_bytes >= int(cut), tf.shape(inputs))
-        return tf.where(keep, inputs / (1.0 - self.rate), tf.zeros_like(inputs))
+        keep = tf.cast(tf.reshape(random_bytes >= int(cut), tf.shape(inputs)), inputs.dtype)
+        return inputs * keep * (1.0 / (1.0 - self.rate))

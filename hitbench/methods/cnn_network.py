@@ -65,7 +65,7 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int =
     keras = tf_runtime.keras()
     from keras import layers
 
-    from hitbench.methods.cnn_layers import ByteDropout, RowBatchNormalization
+    from hitbench.methods.cnn_layers import ByteDropout, ColumnBlockConv2D, RowBatchNormalization
 
     height, width = (int(s) for s in frame_shape)
     if min(height, width) < 39:
@@ -80,7 +80,7 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int =
     return keras.Sequential(
         [
             keras.Input(shape=(height, width, 1), name="frames"),
-            layers.Conv2D(4, 7, kernel_initializer=weights(), name="conv1"),
+            ColumnBlockConv2D(4, 7, kernel_initializer=weights(), name="conv1"),
             ByteDropout(dropout, seed=next(seeds), name="dropout1"),
             RowBatchNormalization(axis=1, epsilon=BN_EPSILON, name="bn_rows1"),
             layers.MaxPooling2D(5, name="pool1"),
