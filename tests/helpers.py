@@ -1,4 +1,5 @@
-"""Checks shared by the test modules: the one-line error of the CLI, and a CLI run that pauses to be interrupted."""
+"""Checks shared by the test modules: the one-line error of the CLI, a CLI run that pauses to be interrupted, and a
+crafted pickle."""
 
 from __future__ import annotations
 
@@ -28,6 +29,22 @@ setattr(module, attr, paused)
 from hitbench.cli import main
 main(args, prog_name="hitbench")
 """
+
+
+class Payload:
+    """A crafted pickle: unpickling it creates the file it names (as a crafted model file could run a shell command).
+
+    Parameters
+    ----------
+    path : Path
+        The witness file; it exists only if something unpickled the payload.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.path,))
 
 
 def assert_one_line_error(result: Result | subprocess.CompletedProcess, *fragments: str) -> str:

@@ -9,21 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import Payload
 
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
 from hitbench.modelfile import load_model, read_record, save_model
 from hitbench.predict import load_model as load_for_predict
-
-
-class _Payload:
-    """Unpickling this creates the file it names (as a crafted model could run a shell command)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple:
-        return (Path.touch, (self.path,))
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +35,7 @@ def _rewrite(source: Path, target: Path, change) -> Path:
 def test_crafted_pickle_is_not_run(tmp_path: Path) -> None:
     witness = tmp_path / "pwned"
     model = tmp_path / "model.joblib"
-    model.write_bytes(pickle.dumps({"model": _Payload(witness)}))
+    model.write_bytes(pickle.dumps({"model": Payload(witness)}))
     with pytest.raises(HitbenchError, match="a pickle .* --trust-pickle"):
         load_for_predict(model)
     renamed = model.rename(tmp_path / "model.hbm")  # the suffix changes nothing
@@ -101,7 +92,7 @@ def test_arrays_are_read_without_pickle(svm_file: Path, tmp_path: Path) -> None:
             data = old.read(name)
             if name == "arrays/0.npy":
                 with new.open(name, "w") as file:
-                    np.lib.format.write_array(file, np.array([_Payload(tmp_path / "pwned")], dtype=object))
+                    np.lib.format.write_array(file, np.array([Payload(tmp_path / "pwned")], dtype=object))
                 continue
             new.writestr(name, data)
     with pytest.raises(HitbenchError, match="damaged hitbench model file"):

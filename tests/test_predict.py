@@ -40,16 +40,6 @@ class _Impostor:
         return np.zeros(len(frames))
 
 
-class _Payload:
-    """A crafted pickle: unpickling it would create the file it names."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple:
-        return (Path.touch, (self.path,))
-
-
 @pytest.fixture(scope="module")
 def run_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A labelled 90-frame run of the tiny preset (peaks in result_1) and a litpix model record trained on another."""
