@@ -127,33 +127,25 @@ def test_mcnemar_on_constructed_calls() -> None:
     np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
 
 
+def _events_and_scores(labels: np.ndarray, calls: dict[str, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs 1-3 of experiment ``e``, each of the frames ``labels`` (label kind peaks): their per-event labels and
+    each method's per-frame ``calls`` (seed 0), as ``events.csv.gz`` and ``scores.csv.gz`` hold them."""
+    runs, events_per_run = ("1", "2", "3"), np.arange(len(labels))
+    events = pd.DataFrame({"experiment": "e", "run": np.repeat(runs, len(labels)), "event": np.tile(events_per_run, 3)})
+    events["label"] = events["label_peaks"] = np.tile(labels, 3)
+    frame = {"seed": 0, "experiment": "e", "event": events_per_run, "label": labels, "score": 0.0}
+    scores = pd.concat(
+        [pd.DataFrame({"method": m, **frame, "run": run, "predicted": calls[m]}) for m in calls for run in runs]
+    )
+    return events, scores
+
+
 def test_pairs_name_the_better_method_after_holm() -> None:
     results = _results({"a": [0.9, 0.9, 0.9], "b": [0.5, 0.5, 0.5], "c": [0.9, 0.9, 0.9]})
     labels = np.r_[np.ones(20), np.zeros(20)].astype(int)
-    events = pd.DataFrame(
-        {"experiment": "e", "run": np.repeat(["1", "2", "3"], 40), "event": np.tile(np.arange(40), 3)}
-    )
-    events["label"] = events["label_peaks"] = np.tile(labels, 3)
     calls = {"a": labels, "b": np.r_[np.zeros(20), np.zeros(20)].astype(int), "c": labels}
     calls["c"] = np.where(np.arange(40) < 3, 1 - labels, labels)  # c wrong on 3 frames: no clear difference from a
-    scores = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    "method": m,
-                    "seed": 0,
-                    "experiment": "e",
-                    "run": run,
-                    "event": np.arange(40),
-                    "label": labels,
-                    "score": 0.0,
-                    "predicted": calls[m],
-                }
-            )
-            for m in calls
-            for run in ("1", "2", "3")
-        ]
-    )
+    events, scores = _events_and_scores(labels, calls)
     table = pairs(results, scores, events)
     assert len(table) == 9  # 3 pairs x 3 runs
     first = table.iloc[0]
@@ -171,26 +163,8 @@ def test_labeller_is_marked_in_every_table() -> None:
     results["n_train"], results["fit_seconds"], results["predict_ms_per_frame"] = 100, 1.0, 1.0
     assert table_title("table2_peaks", results) == "Table II: peaks (labeller)"
     assert "peaks (labeller)" in summary(results).columns
-    events = pd.DataFrame({"experiment": "e", "run": np.repeat(["1", "2", "3"], 2), "event": np.tile([0, 1], 3)})
-    events["label"] = events["label_peaks"] = np.tile([0, 1], 3)
-    scores = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    "method": m,
-                    "seed": 0,
-                    "experiment": "e",
-                    "run": run,
-                    "event": [0, 1],
-                    "label": [0, 1],
-                    "score": 0.0,
-                    "predicted": [0, 1],
-                }
-            )
-            for m in ("litpix", "peaks")
-            for run in ("1", "2", "3")
-        ]
-    )
+    labels = np.array([0, 1])
+    events, scores = _events_and_scores(labels, {"litpix": labels, "peaks": labels})
     assert set(pairs(results, scores, events)["B"]) == {"peaks (labeller)"}
 
 
