@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -420,18 +421,31 @@ def test_compare_with_geometry_runs_every_method_and_predict_agrees(
         assert "peak_list = /entry_1/result_1" in handed and handed.endswith(geom.read_text())
 
 
+def _labelled_images(
+    root: Path, folder: Path, n_frames: int, name: str, write: Callable[[Path, np.ndarray], object]
+) -> np.ndarray:
+    """The first raw frames of run 1 under ``root``, one per image file ``name.format(i)`` in ``folder`` (written by
+    ``write(path, frame)``), labelled by their truth in ``folder/labels.csv``; returns the frames."""
+    run = CXIRun(root / "sim" / "run_0001.cxi")
+    frames, truth = run.read(0, n_frames, apply_mask=False), run.field("hit")[:n_frames]
+    rows = ["file,label"]
+    for i, frame in enumerate(frames):
+        write(folder / name.format(i), frame)
+        rows.append(f"{name.format(i)},{'hit' if truth[i] else 'miss'}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return frames
+
+
 def test_image_files_of_raw_frames_with_geometry(raw_data: tuple[Path, Path], tmp_path: Path) -> None:
     """Raw multi-panel frames saved one per image file (EDF here), labelled in a CSV: assembled through the geometry."""
     import fabio.edfimage
 
     root, geom = raw_data
-    run = CXIRun(root / "sim" / "run_0001.cxi")
-    frames, truth = run.read(0, 12, apply_mask=False), run.field("hit")[:12]
-    rows = ["file,label"]
-    for i, frame in enumerate(frames):
-        fabio.edfimage.EdfImage(data=frame.astype(np.int32)).write(str(tmp_path / f"frame_{i:02d}.edf"))
-        rows.append(f"frame_{i:02d}.edf,{'hit' if truth[i] else 'miss'}")
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+
+    def write_edf(path: Path, frame: np.ndarray) -> None:
+        fabio.edfimage.EdfImage(data=frame.astype(np.int32)).write(str(path))
+
+    frames = _labelled_images(root, tmp_path, 12, "frame_{:02d}.edf", write_edf)
     runner = CliRunner()
     result = runner.invoke(main, ["info", str(tmp_path / "frame_00.edf"), "--geometry", str(geom)])
     assert result.exit_code == 0 and "4 panels, raw frame 192 x 64" in result.output, result.output
@@ -594,13 +608,9 @@ def test_multi_panel_cbf_with_geometry(raw_data: tuple[Path, Path], tmp_path: Pa
     from hitbench.data.formats import read_image
 
     root, geom = raw_data
-    run = CXIRun(root / "sim" / "run_0001.cxi")
-    frames, truth = run.read(0, 8, apply_mask=False), run.field("hit")[:8]
-    rows = ["file,label"]
-    for i, frame in enumerate(frames):
-        _multi_panel_cbf(tmp_path / f"f{i}.cbf", list(frame.reshape(4, 48, 64)))
-        rows.append(f"f{i}.cbf,{'hit' if truth[i] else 'miss'}")
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    frames = _labelled_images(
+        root, tmp_path, 8, "f{}.cbf", lambda path, frame: _multi_panel_cbf(path, list(frame.reshape(4, 48, 64)))
+    )
     image = read_image(tmp_path / "f0.cbf")
     assert image.panels == 4 and np.array_equal(image.frame, np.maximum(frames[0], 0))
     runner = CliRunner()
