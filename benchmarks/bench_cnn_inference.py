@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import arguments, load_average, machine, write_result  # noqa: E402
 from bench_methods import FRAME_SHAPE, PRESET, split_frames  # noqa: E402  (the benchmarks' frames)
 
 from hitbench.frames import check_frames
@@ -116,14 +116,13 @@ def keras_seconds(method: ReferenceCNN, frames: np.ndarray, repeats: int) -> tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, "cnn_inference.json")
     parser.add_argument("--train", type=int, default=200, help="frames to train on")
     parser.add_argument("--predict", type=int, default=256, help="frames to score")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 40 frames to train, 32 to score, 2 rounds")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cnn_inference.json"))
     parser.add_argument("--keras-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.keras_worker:
@@ -139,7 +138,7 @@ def main() -> None:
     sessions = {threads: onnx_session(method.onnx_model(), threads=threads) for threads in THREADS}
     batch = method.inference_batch_size
 
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     paths = {"decision_function/all": method.decision_function, "check_frames": check_frames}
     if hasattr(os, "sched_setaffinity"):
         paths["decision_function/1"] = on_one_core(method.decision_function)
@@ -149,7 +148,7 @@ def main() -> None:
     seconds = best_seconds(paths, frames, args.repeats)
     keras, keras_scores = keras_seconds(method, frames, args.repeats)
     seconds.update({f"keras/{threads}": s for threads, s in keras.items()})
-    load_after = [round(x, 2) for x in os.getloadavg()]
+    load_after = load_average()
 
     scores = {"numba": method.score_numba(frames), "onnx": onnx_scores(sessions[1], frames, batch)}
     scores["keras"] = keras_scores
@@ -179,19 +178,9 @@ def main() -> None:
         },
         "score_range": [float(scores["numba"].min()), float(scores["numba"].max())],
         "keras_note": "Keras is timed in a child process per thread count, after the in-process paths",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor(),
-            "platform": platform.platform(),
-            "load_before": load_before,
-            "load_after": load_after,
-        },
+        "machine": machine(load_before, load_after),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.part")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.out)
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -19,16 +19,13 @@ Usage: python benchmarks/bench_geometry.py [--frames 6] [--out benchmarks/result
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from _common import arguments, load_average, machine, write_result
 from scipy.spatial import cKDTree
 
 from hitbench.data.detector import DetectorGeometry
@@ -93,10 +90,10 @@ def _best_ms(function, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, "geometry.json")
     parser.add_argument("--frames", type=int, default=6)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/geometry.json"))
     args = parser.parse_args()
+    load_before = load_average()
     geom, frames, sim, read_ms, simulate_s = raw_frames(args.frames)
     finder = raw_finder(PeakFinder8(), geom)
     no_panels = PeakFinder8(radius_map=geom.radius)
@@ -145,17 +142,9 @@ def main() -> None:
         "precision": n_true / n_peaks if n_peaks else None,
         "recall_spots_ge_20_photons": n_bright_found / n_bright if n_bright else None,
         "simulate_s": simulate_s,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
-            "load_average_1min": os.getloadavg()[0],
-            "note": "measured under the load of other agents sharing 2 cores, at nice 19; one core used",
-        },
+        "machine": machine(load_before),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,6 @@ Usage: python benchmarks/bench_hdf5.py [--frames 64] [--repeats 2] [--out benchm
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 import zlib
@@ -31,6 +27,7 @@ from unittest import mock
 import h5py
 import hdf5plugin
 import numpy as np
+from _common import arguments, load_average, machine, write_result
 from isal import isal_zlib
 
 from hitbench.data import compression
@@ -90,10 +87,9 @@ def _measure(frames: np.ndarray, mask: np.ndarray, choice: str, encoder: Callabl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, "hdf5.json")
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hdf5.json"))
     args = parser.parse_args()
     sim = simulate_run(load_experiment("cxi-streptavidin"), run=90, n_frames=args.frames, seed=0)
     fractions = np.random.default_rng(0).uniform(-0.5, 0.5, sim.frames.shape).astype(np.float32)
@@ -102,10 +98,8 @@ def main() -> None:
         "int32": sim.frames.astype(np.int32),
         "float32 (calibrated)": sim.frames.astype(np.float32) + fractions * sim.mask,
     }
+    load_before = load_average()
     result = {
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average_before": os.getloadavg()[0],
         "h5py": h5py.__version__,
         "hdf5": h5py.version.hdf5_version,
         "hdf5plugin": hdf5plugin.version,
@@ -127,10 +121,8 @@ def main() -> None:
                     "ratio": round(frames[0].nbytes * args.frames / runs[0]["bytes"], 2),
                 }
             result["results"][dtype] = rows
-    result["load_average_after"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    result["machine"] = machine(load_before)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,10 @@ Usage: python benchmarks/bench_methods.py [--out benchmarks/results/methods.json
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import arguments, load_average, machine, write_result
 
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
@@ -77,18 +73,17 @@ def bench_method(name: str, train: tuple, test: np.ndarray, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, "methods.json")
     parser.add_argument("--train", type=int, default=200, help="frames to fit on")
     parser.add_argument("--predict", type=int, default=256, help="frames to predict")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cnn-epochs", type=int, default=2)
     parser.add_argument("--methods", nargs="*", default=None, help="registry names (default: all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/methods.json"))
     args = parser.parse_args()
 
     *train, test = split_frames(args.train, args.predict, args.seed)
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     rows = [bench_method(name, train, test, args) for name in (args.methods or registry.names())]
     result = {
         "benchmark": "methods",
@@ -98,18 +93,10 @@ def main() -> None:
         "n_predict": args.predict,
         "repeats": args.repeats,
         "seed": args.seed,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor(),
-            "platform": platform.platform(),
-            "load_before": load_before,
-            "load_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(load_before),
         "methods": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

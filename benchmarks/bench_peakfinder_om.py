@@ -31,10 +31,7 @@ Usage: python benchmarks/bench_peakfinder_om.py [--frames 64] [--raw-frames 4] [
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -43,6 +40,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from _common import arguments, load_average, machine, write_result
 from bench_geometry import raw_frames
 from scipy.spatial import cKDTree
 
@@ -154,21 +152,20 @@ def agreement(ours: list[Peaks], theirs: list[dict]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, "peakfinder_om.json")
     parser.add_argument("--frames", type=int, default=64, help="350x350 frames")
     parser.add_argument("--raw-frames", type=int, default=4, help="4.19-megapixel raw frames")
     parser.add_argument("--repeats", type=int, default=5, help="alternating timed passes of each finder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--om-python", type=Path, default=OM_PYTHON, help="python of OM's virtual environment")
     parser.add_argument("--quick", action="store_true", help="16 frames, 3 raw frames, 2 repeats (a smoke run)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/peakfinder_om.json"))
     args = parser.parse_args()
     if not args.om_python.exists():
         print(f"OM's virtual environment is missing ({args.om_python}); see this script's docstring", file=sys.stderr)
         raise SystemExit(1)
     if args.quick:
         args.frames, args.raw_frames, args.repeats = 16, 3, 2
-    load_before = os.getloadavg()
+    load_before = load_average()
     sets = {"crop": crop_set(args.frames, args.seed), "raw": raw_set(args.raw_frames)}
     params = {name: sets["crop"][1].get_params()[name] for name in OM_PARAMS}
     hitbench_ms = {name: [] for name in sets}
@@ -189,7 +186,7 @@ def main() -> None:
             for name, (arrays, finder, _) in sets.items():
                 hitbench_ms[name].append(hitbench_pass(finder, arrays)[0])
             om_runs.append(om_pass(args.om_python, frames_file, params_file, out_file))
-    load_after = os.getloadavg()
+    load_after = load_average()
     result = {
         "what": "hitbench PeakFinder8.find against OM's compiled peakfinder8, same frames and parameters, one thread",
         "goals": GOALS,
@@ -200,13 +197,7 @@ def main() -> None:
         "om_numpy": om_runs[0]["numpy"],
         "numpy": np.__version__,
         "numba": numba.__version__,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "load_average_before": list(load_before),
-            "load_average_after": list(load_after),
-        },
+        "machine": machine(load_before, load_after),
     }
     for name, (arrays, _, hits) in sets.items():
         ours = min(hitbench_ms[name])
@@ -228,11 +219,7 @@ def main() -> None:
         }
         print(name, json.dumps({k: v for k, v in result[name].items() if k != "agreement"}))
         print(name, "agreement", json.dumps(result[name]["agreement"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.part")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(args.out)
-    print(f"wrote {args.out}")
+    write_result(args.out, result, show=False)
 
 
 if __name__ == "__main__":

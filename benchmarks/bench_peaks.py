@@ -15,13 +15,11 @@ Usage: python benchmarks/bench_peaks.py [--frames 200] [--out benchmarks/results
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import arguments, load_average, machine, write_result
 from scipy.spatial import cKDTree
 
 from hitbench.labelrule import peak_labels
@@ -96,19 +94,18 @@ def timing(finder: PeakFinder8, frames: np.ndarray, mask: np.ndarray, repeats: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, "peaks.json")
     parser.add_argument("--frames", type=int, default=200, help="frames per run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/peaks.json"))
     args = parser.parse_args()
 
     finder = PeakFinder8()
+    load_before = load_average()
     result = {
         "finder": finder.get_params(),
         "match_px": MATCH_PX,
         "seed": args.seed,
         "presets": {},
-        "machine": platform.processor() or platform.machine(),
     }
     for preset, runs in RUNS.items():
         exp = load_experiment(preset)
@@ -127,11 +124,8 @@ def main() -> None:
             "recall": sum(r["recall"] * r["detectable_spots"] for r in per_run.values()) / max(det, 1),
             "precision": sum(r["precision"] * r["peaks"] for r in per_run.values()) / max(peaks, 1),
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.part")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(args.out)
-    print(f"wrote {args.out}")
+    result["machine"] = machine(load_before)
+    write_result(args.out, result, show=False)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,7 @@ Usage: python benchmarks/bench_robust_inference.py [--frames 256] [--repeats 5] 
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import arguments, load_average, machine, write_result  # noqa: E402
 from bench_cnn_inference import on_one_core  # noqa: E402  (the same one-core measurement as the cnn's)
 from bench_methods import FRAME_SHAPE, PRESET, split_frames  # noqa: E402  (the benchmarks' frames)
 
-from hitbench.atomic import atomic_write  # noqa: E402
 from hitbench.methods import registry  # noqa: E402
 from hitbench.preprocess import transform_in_batches  # noqa: E402
 
@@ -63,13 +60,12 @@ def step_seconds(pipeline, frames: np.ndarray, batch_frames: int) -> dict[str, f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, "robust_inference.json")
     parser.add_argument("--frames", type=int, default=256, help="frames scored (batches of the composition's size)")
     parser.add_argument("--train", type=int, default=64, help="frames the one-epoch network is fitted on")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="128 frames, 2 repeats: a smoke run under a minute")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/robust_inference.json"))
     args = parser.parse_args()
     if args.quick:
         args.frames, args.train, args.repeats = 128, 32, 2
@@ -91,7 +87,7 @@ def main() -> None:
     model.preprocess = fused
     assert np.array_equal(scores_fused, scores_numpy), "cnn-robust scores differ between the two paths"
 
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     best = {}
     steps_best: dict[str, float] = {}
     for _ in range(args.repeats):  # interleaved: each repetition times every path once
@@ -109,7 +105,7 @@ def main() -> None:
             steps_best[name] = min(steps_best.get(name, np.inf), spent)
         for name, spent in timings.items():
             best[name] = min(best.get(name, np.inf), spent)
-    load_after = [round(x, 2) for x in os.getloadavg()]
+    load_after = load_average()
 
     def ms(spent: float) -> float:
         return round(1e3 * spent / len(frames), 4)
@@ -125,13 +121,7 @@ def main() -> None:
         "seed": args.seed,
         "preprocess": {k: v for k, v in fused.get_params().items()},
         "network_backend": getattr(network, "backend", None),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor(),
-            "platform": platform.platform(),
-            "load_before": load_before,
-            "load_after": load_after,
-        },
+        "machine": machine(load_before, load_after),
         "goal_ms_per_frame": GOALS_MS,
         "unit": "ms per frame, fastest of the repetitions (wall clock)",
         "figures": figures,
@@ -145,7 +135,7 @@ def main() -> None:
             "since this benchmark was written (0.69 ms/frame in numpy at commit d614c6f)"
         ),
     }
-    atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    write_result(args.out, result, show=False)
     print(json.dumps({k: result[k] for k in ("figures", "numpy_steps_ms_per_frame", "machine")}, indent=2))
 
 

@@ -8,28 +8,22 @@ Usage: python benchmarks/bench_simulate.py [--frames 640] [--out benchmarks/resu
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import tempfile
 import time
-from pathlib import Path
+
+from _common import arguments, load_average, machine, write_result
 
 from hitbench.simulate import load_experiment, simulate_run, write_experiment
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, "simulate.json")
     parser.add_argument("--frames", type=int, default=640)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/simulate.json"))
     args = parser.parse_args()
     exp = load_experiment("cxi-streptavidin")
     simulate_run(exp, run=90, n_frames=64, seed=0, n_jobs=2)  # warm up the worker pool
+    load_before = load_average()
     result = {
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average_before": os.getloadavg()[0],
         "frame_shape": list(exp.frame_shape),
         "frames_per_s": {},
     }
@@ -48,10 +42,8 @@ def main() -> None:
             "wall_s_n_jobs_2": round(time.perf_counter() - start, 2),
             "bytes": sum(p.stat().st_size for p in paths),
         }
-    result["load_average_after"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    result["machine"] = machine(load_before)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

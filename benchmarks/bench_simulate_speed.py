@@ -25,11 +25,8 @@ Usage: python benchmarks/bench_simulate_speed.py [--scale 0.02] [--repeats 3] [-
 
 from __future__ import annotations
 
-import argparse
 import cProfile
-import json
 import os
-import platform
 import pstats
 import tempfile
 import time
@@ -37,6 +34,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from _common import arguments, load_average, machine, write_result
 
 from hitbench.data.compression import encode_chunk
 from hitbench.data.cxi_write import CXIWriter
@@ -175,21 +173,17 @@ def _floor(exp, n_frames: int, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, "simulate_speed.json")
     parser.add_argument("--scale", type=float, default=0.02)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a smoke run in well under a minute")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/simulate_speed.json"))
     args = parser.parse_args()
     scale, repeats, n_chunks = (0.005, 1, 2) if args.quick else (args.scale, args.repeats, 8)
     exp = load_experiment(PRESET)
+    load_before = load_average()
     result = {
         "goal": f"at least {GOAL_FRAMES_PER_S} frames/s with 2 jobs writing CXI files ({PRESET}), "
         "frames and truth bit for bit those of the code before (tests/test_simulate.py golden test)",
-        "machine": platform.processor() or platform.machine(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_average_before": os.getloadavg()[0],
         "preset": PRESET,
         "runs": RUNS,
         "scale": scale,
@@ -225,10 +219,8 @@ def main() -> None:
     result["speedup_over_baseline_2_jobs"] = round(
         result["frames_per_s"]["n_jobs=2"] / result["baseline_frames_per_s_2_jobs"], 2
     )
-    result["load_average_after"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    result["machine"] = machine(load_before)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

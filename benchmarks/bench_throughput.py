@@ -22,10 +22,7 @@ Usage: python benchmarks/bench_throughput.py [--quick] [--frames 3000] [--out be
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,8 +31,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from _common import arguments, load_average, machine, write_result
 
-from hitbench.atomic import atomic_write
 from hitbench.data.cxi import DATA, CXIRun
 from hitbench.data.cxi_write import CXIWriter
 from hitbench.frames import CHUNK_FRAMES, TASK_FRAMES
@@ -169,18 +166,17 @@ def predict(model: Path, run: Path, workdir: Path, *options: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, "throughput.json")
     parser.add_argument("--quick", action="store_true", help="smoke run (< 60 s): small runs, litpix only, 1 repeat")
     parser.add_argument("--frames", type=int, default=3000, help="frames of the predict run (the long one: 10x)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--methods", default="litpix,peaks,cnn", help="methods timed through hitbench predict")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hitbench-bench-throughput")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
     args = parser.parse_args()
     if args.quick:
         args.frames, args.repeats, args.methods = 300, 1, "litpix"
     methods = args.methods.split(",")
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     args.workdir.mkdir(parents=True, exist_ok=True)
 
     simulated = args.workdir / "simulated" / "run_0090.cxi"
@@ -224,17 +220,9 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     result["predict"] = rows
-    result["machine"] = {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "load_before": load_before,
-        "load_after": [round(x, 2) for x in os.getloadavg()],
-    }
+    result["machine"] = machine(load_before)
     result["units"] = "seconds (_s), frames per second (_frames_per_s), milliseconds per frame, MiB"
-    text = json.dumps(result, indent=2) + "\n"
-    atomic_write(args.out, lambda tmp: tmp.write_text(text))
-    print(text)
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
