@@ -199,11 +199,8 @@ ROWS: dict[str, Callable[[dict], list[dict]]] = {
 
 
 def _load(d: dict) -> str:
-    """The load average before and after a benchmark, as its JSON records it."""
-    machine = d.get("machine") if isinstance(d.get("machine"), dict) else d
-    before = machine.get("load_average_before", machine.get("load_before"))
-    after = machine.get("load_average_after", machine.get("load_after"))
-    first = [x[0] if isinstance(x, list) else x for x in (before, after)]
+    """The 1-minute load average before and after a benchmark, as its machine record (``_common.machine``) has it."""
+    first = [d["machine"].get(key, [None])[0] for key in ("load_before", "load_after")]
     return " -> ".join("?" if x is None else f"{x:.2f}" for x in first)
 
 
@@ -291,7 +288,7 @@ def page(results: Path) -> str:
     ]
     for name, script in SOURCES.items():
         d = data[name]
-        machine = d.get("machine") if isinstance(d.get("machine"), dict) else d
+        machine = d["machine"]
         lines.append(f"| `{script}` | {machine.get('cpus', '?')} | {machine.get('platform', '?')} | {_load(d)} |")
     return "\n".join(lines) + "\n"
 
