@@ -116,7 +116,7 @@ def main() -> None:
                 model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
 
             def hitbench_fit(epochs: int, source, batch_size: int = batch_size) -> None:
-                ReferenceCNN(**settings, epochs=epochs, batch_size=batch_size).fit(source, labels)
+                ReferenceCNN(**{**settings, "epochs": epochs, "batch_size": batch_size}).fit(source, labels)
 
             paths = {
                 "plain Keras model.fit (arrays in memory)": plain_fit,
