@@ -21,16 +21,13 @@ Usage: python benchmarks/bench_cnn_training.py [--quick] [--frames 600] [--out b
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import arguments, load_average, machine, write_result
 
 from hitbench.data.cxi import CXIRun
 from hitbench.data.cxi_write import write_cxi
@@ -83,17 +80,16 @@ def ms_per_frame_epoch(train, n_frames: int, epochs: int, repeats: int) -> float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = arguments(__doc__, "cnn_training.json")
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 100 frames, 1 epoch, 1 repeat")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cnn_training.json"))
     args = parser.parse_args()
     if args.quick:
         args.frames, args.epochs, args.repeats = 100, 1, 1
-    load_before = os.getloadavg()
+    load_before = load_average()
     keras = tf_runtime.keras()
 
     experiment = load_experiment("cxi-streptavidin")
@@ -128,10 +124,7 @@ def main() -> None:
             }
     hitbench_ms = [ms for by_path in results.values() for name, ms in by_path.items() if name.startswith("hitbench")]
     report = {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
+        "machine": machine(load_before),
         "frames": args.frames,
         "frame_shape": list(frames.shape[1:]),
         "epochs": args.epochs,
@@ -146,9 +139,7 @@ def main() -> None:
         "goal_ms_per_frame_epoch": GOAL_MS,
         "goal_met": max(hitbench_ms) <= GOAL_MS,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report, indent=1))
+    write_result(args.out, report)
 
 
 if __name__ == "__main__":
