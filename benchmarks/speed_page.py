@@ -1,15 +1,16 @@
 """docs/speed.md from the speed benchmarks' JSON (benchmarks/results/*.json); the page is never edited by hand.
 
-Each goal of issue 19 is one row: the figure measured, the baseline measured in the same run of the same
-benchmark, their ratio and whether the goal is met. Every number comes from one of these files (written by the
-script named beside it):
+Each speed goal (issue 19, and the cnn's training of issue 16) is one row: the figure measured, the baseline
+measured in the same run of the same benchmark, their ratio and whether the goal is met. Every number comes from
+one of these files (written by the script named beside it):
 
 - ``peakfinder_om.json``: ``bench_peakfinder_om.py`` (hitbench's peakfinder8 against OM's compiled one);
 - ``cnn_inference.json``: ``bench_cnn_inference.py`` (the cnn's numba kernel, ONNX Runtime, Keras);
 - ``robust_inference.json``: ``bench_robust_inference.py`` (cnn-robust, fused and numpy preprocessing);
 - ``throughput.json``: ``bench_throughput.py`` (``hitbench methods``, intensity, litpix, ``hitbench predict``);
 - ``simulate_speed.json``: ``bench_simulate_speed.py`` (the simulator writing CXI files);
-- ``methods.json``: ``bench_methods.py`` (fit and predict time of every registered method).
+- ``methods.json``: ``bench_methods.py`` (fit and predict time of every registered method);
+- ``cnn_training.json``: ``bench_cnn_training.py`` (the cnn's training against plain Keras ``model.fit``, issue 16).
 
 Usage: python benchmarks/speed_page.py [--results benchmarks/results] [--out docs/speed.md]
 """
@@ -28,6 +29,7 @@ SOURCES = {
     "throughput": "bench_throughput.py",
     "simulate_speed": "bench_simulate_speed.py",
     "methods": "bench_methods.py",
+    "cnn_training": "bench_cnn_training.py",
 }
 
 
@@ -151,9 +153,6 @@ def _throughput(d: dict) -> list[dict]:
         longest = max(runs, key=lambda r: r["frames"])
         rate = run["frames_per_s_after_start"]
         goal = goals["predict_frames_per_s"][method]
-        longest = max(
-            (v for k, v in entry.items() if k.startswith("predict_") and "hits" not in k), key=lambda r: r["frames"]
-        )
         rows.append(
             _row(
                 f"`hitbench predict` {method}, deflate CXI, frames/s after start-up",
@@ -171,6 +170,54 @@ def _throughput(d: dict) -> list[dict]:
                 "throughput",
             )
         )
+    return rows
+
+
+def _cnn_in_predict(throughput: dict, goal_ms: float) -> dict:
+    """The cnn's per-frame goal inside ``hitbench predict``, reading and checks included (from predict's rate)."""
+    run = min(
+        (
+            v
+            for entry in throughput["predict"]
+            if entry["method"] == "cnn"
+            for k, v in entry.items()
+            if k.startswith("predict_") and "hits" not in k
+        ),
+        key=lambda r: r["frames"],
+    )
+    ms = 1e3 / run["frames_per_s_after_start"]
+    h5py_ms = 1e3 / throughput["predict_run"]["reading"]["h5py_one_thread_frames_per_s"]
+    return _row(
+        "cnn in `hitbench predict` (reading and checks included), ms per frame",
+        f"<= {goal_ms} ms",
+        f"{ms:.2f} ms ({run['frames']:,} frames)",
+        f"h5py reading the file, one thread: {h5py_ms:.2f} ms",
+        None,
+        ms <= goal_ms,
+        "throughput",
+    )
+
+
+def _training(d: dict) -> list[dict]:
+    goal = d["goal_ms_per_frame_epoch"]
+    rows = []
+    for batch, figures in d["ms_per_frame_epoch"].items():
+        plain = figures["plain Keras model.fit (arrays in memory)"]
+        for key, where in (
+            ("hitbench ReferenceCNN.fit (memory)", "frames in memory"),
+            ("hitbench ReferenceCNN.fit (CXI)", "streamed from a CXI file"),
+        ):
+            rows.append(
+                _row(
+                    f"cnn training ({batch}, {where}), ms per frame and epoch",
+                    f"<= {goal} ms",
+                    f"{figures[key]:.2f} ms",
+                    f"plain Keras `model.fit` on arrays in memory: {plain:.2f} ms",
+                    plain / figures[key],
+                    figures[key] <= goal,
+                    "cnn_training",
+                )
+            )
     return rows
 
 
@@ -195,6 +242,7 @@ ROWS: dict[str, Callable[[dict], list[dict]]] = {
     "robust_inference": _robust,
     "throughput": _throughput,
     "simulate_speed": _simulate,
+    "cnn_training": _training,
 }
 
 
@@ -241,6 +289,7 @@ def page(results: Path) -> str:
     """The Markdown of docs/speed.md from the JSON files in ``results``."""
     data = {name: json.loads((results / f"{name}.json").read_text()) for name in SOURCES}
     rows = [row for name, rows_of in ROWS.items() for row in rows_of(data[name])]
+    rows.append(_cnn_in_predict(data["throughput"], data["cnn_inference"]["goal_ms_per_frame"]))
     lines = [
         "# Speed",
         "",
