@@ -214,8 +214,21 @@ def test_boolean_frames_and_all_bad_mask_refused(tmp_path: Path) -> None:
         (["--seed", "0,4294967296"], ["--seed 4294967296: give a seed from 0 to 4294967295"]),
         (["--holdout", "0.001"], ["--holdout 0.001: holds out 1 of run 1's 120", "give --holdout 0.017 or more"]),
         (["--holdout", "0.999"], ["--holdout 0.999: leaves 0 of run 1's 120", "give --holdout 0.983 or less"]),
-        (["--methods", "cnn", "--param", "cnn.epochs=0"], ["--param cnn.epochs=0: give a whole number, 1 or more"]),
-        (["--methods", "svm", "--param", "svm.block_size=100000"], ["svm.block_size=100000", "1 to 96"]),
+        (["--methods", "cnn", "--param", "cnn.epochs=0"], ["cnn: epochs=0; give a whole number, 1 or more"]),
+        (["--methods", "svm", "--param", "svm.block_size=100000"], ["svm: block_size=100000", "1 to 96"]),
+        (
+            [
+                "--methods",
+                "peaks",
+                "--param",
+                "peaks.min_num_peaks_for_hit=10",
+                "--param",
+                "peaks.max_num_peaks_for_hit=11",
+            ],
+            ["min_num_peaks_for_hit=10 and max_num_peaks_for_hit=11", "give max at least min + 2"],
+        ),
+        (["--methods", "svm", "--param", "svm.block_size='big'"], ["svm: parameters", "of the wrong kind", "--param"]),
+        (["--methods", "cnn-robust", "--param", "cnn-robust.method__epochs=0"], ["cnn: epochs=0"]),
     ],
 )
 def test_compare_options_refused_with_one_line(
@@ -252,7 +265,7 @@ def test_scale_refused_with_one_line(tmp_path: Path) -> None:
     ],
 )
 def test_method_parameters_checked_in_fit_too(name: str, params: dict, words: str) -> None:
-    """Out of the harness (no --param check before it), fit refuses the same values with one line."""
+    """Out of the harness, fit refuses the same values with one line (its own check_params, as the harness calls)."""
     frames = np.random.default_rng(0).random((10, 48, 48)).astype(np.float32)
     with pytest.raises(HitbenchError, match=words.replace(".", r"\.")) as caught:
         registry.get(name, **params).fit(frames, np.arange(10) % 2)

@@ -210,31 +210,14 @@ def _source_hash(method: str) -> str:
     return joblib.hash([inspect.getsource(sys.modules[name]) for name in sorted(seen)])
 
 
-def _check_params(params: dict[str, dict], frame_shape: tuple[int, int]) -> None:
-    """Refuse --param values that would crash a method's training or make it call every frame a miss.
-
-    Checked by name in every method (a composition's ``method__epochs`` too): ``epochs`` and
-    ``batch_size`` of 1 or more, ``block_size`` of 1 up to the frame side (a larger block is padded to
-    its square, which ran out of memory), and a peak-count window ``min_num_peaks_for_hit <
-    n_peaks < max_num_peaks_for_hit`` that some count fits in.
-    """
-    side = max(frame_shape)
-    for method, values in params.items():
-        named = {name.rpartition("__")[2]: value for name, value in values.items()}
-        for name in ("epochs", "batch_size", "block_size"):
-            value = named.get(name)
-            if value is None:
-                continue
-            top = side if name == "block_size" else None
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (top and value > top):
-                limit = f"1 to {top} (the frames are {frame_shape[0]} x {frame_shape[1]})" if top else "1 or more"
-                raise HitbenchError(f"--param {method}.{name}={value!r}: give a whole number, {limit}")
-        low, high = named.get("min_num_peaks_for_hit"), named.get("max_num_peaks_for_hit")
-        if low is not None and high is not None and high <= low + 1:
-            raise HitbenchError(
-                f"--param {method}.min_num_peaks_for_hit={low} and max_num_peaks_for_hit={high}: no peak count lies "
-                "strictly between them, every frame would be a miss; give max at least min + 2"
-            )
+def _check_params(methods: list[str], params: dict[str, dict], frame_shape: tuple[int, int]) -> None:
+    """Refuse --param values before any training: each method checks its own (:meth:`HitMethod.check_params`)."""
+    for method in methods:
+        given = params.get(method, {})
+        try:
+            _method_estimator(method, given, 0).check_params(frame_shape)
+        except (TypeError, ValueError) as exc:  # e.g. a word where a number belongs
+            raise HitbenchError(f"{method}: parameters {given} of the wrong kind ({exc}); check --param") from None
 
 
 def _check_holdout(labels: np.ndarray, holdout: float, run: str) -> None:
@@ -342,7 +325,7 @@ class Comparison:
             The tidy results (one row per method × seed × test run) and the per-frame scores.
         """
         exp = self.experiment
-        _check_params(self.params, next(iter(exp.runs.values())).frame_shape)
+        _check_params(self.methods, self.params, next(iter(exp.runs.values())).frame_shape)
         fits: list[FitTask] = []
         tests: dict[tuple[str, int], list[TestSet]] = {}
         for seed in self.seeds:

@@ -112,14 +112,28 @@ class HitMethod(ClassifierMixin, BaseEstimator):
             self, fitted.
         """
         frames = frame_source(X)
+        self.check_params(frames.frame_shape)
         labels = check_labels(y, len(frames))
         self.classes_ = np.array([0, 1])
         self.frame_shape_ = frames.frame_shape
         self._fit(frames, labels)
         return self
 
+    def check_params(self, frame_shape: tuple[int, int]) -> None:
+        """Raise a HitbenchError (one line naming the parameter) for a setting that cannot work on such frames.
+
+        :meth:`fit` and :meth:`decision_function` call it first, and the harness calls it on every method
+        before any training, so a bad ``--param`` is refused at once. The base class checks nothing; a
+        method with parameters to check overrides it.
+
+        Parameters
+        ----------
+        frame_shape : tuple of int
+            (height, width) of the frames the method is to see.
+        """
+
     def _check_predict_input(self, X: object, *, finite: bool = True) -> np.ndarray:
-        """Frames to score: the model fitted, the frames checked (for NaN and Inf unless ``finite`` is False)."""
+        """Frames to score: the model fitted, its parameters and the frames checked (NaN and Inf unless ``finite``)."""
         try:
             check_is_fitted(self, "frame_shape_")
         except NotFittedError:
@@ -127,6 +141,7 @@ class HitMethod(ClassifierMixin, BaseEstimator):
                 f"{self.name or type(self).__name__}: the method is not fitted; call fit(frames, labels) "
                 "or load a saved model before predicting"
             ) from None
+        self.check_params(tuple(self.frame_shape_))
         frames = check_frames(X) if finite else frame_stack(X)
         if frames.shape[1:] != tuple(self.frame_shape_):
             raise HitbenchError(

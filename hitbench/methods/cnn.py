@@ -184,7 +184,14 @@ class ReferenceCNN(HitMethod):
         scaled /= np.float32(self.input_std_)
         return scaled[..., np.newaxis]
 
-    def _check_params(self) -> None:
+    def check_params(self, frame_shape: tuple[int, int]) -> None:
+        """Refuse a setting the network cannot train or score with (see :meth:`HitMethod.check_params`).
+
+        Parameters
+        ----------
+        frame_shape : tuple of int
+            (height, width) of the frames.
+        """
         if self.normalisation not in _NORMALISATIONS:
             raise HitbenchError(f"cnn: normalisation={self.normalisation!r}; use one of {', '.join(_NORMALISATIONS)}")
         if self.backend not in _BACKENDS:
@@ -209,7 +216,6 @@ class ReferenceCNN(HitMethod):
 
     # -- training ------------------------------------------------------------------------
     def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
-        self._check_params()
         keras = tf_runtime.keras()
         from sklearn.model_selection import train_test_split
         from sklearn.utils.class_weight import compute_class_weight
@@ -403,11 +409,9 @@ class ReferenceCNN(HitMethod):
         return out, nonfinite
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
-        self._check_params()
         return getattr(self, f"score_{self._engine()}")(frames)
 
     def _score_finite(self, frames: np.ndarray) -> np.ndarray:
-        self._check_params()
         if self._engine() != "numba":
             return super()._score_finite(frames)
         scores, nonfinite = self._numba_scores(frames)  # the kernel's pass over the pixels makes the check

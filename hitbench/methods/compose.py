@@ -79,13 +79,24 @@ class Preprocessed(HitMethod):
         numpy.ndarray, shape (n_frames, height, width)
             Preprocessed frames (float32).
         """
-        if int(self.batch_frames) < 1:
-            raise HitbenchError(f"batch_frames={self.batch_frames}; give at least 1 frame per preprocessing batch")
+        self.check_params(frames.shape[1:])
         return transform_in_batches(clone(self.preprocess), frames, int(self.batch_frames))
 
-    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
+    def check_params(self, frame_shape: tuple[int, int]) -> None:
+        """Refuse a batch of no frame or a negative number of copies, then ask the method (:meth:`check_params`).
+
+        Parameters
+        ----------
+        frame_shape : tuple of int
+            (height, width) of the frames.
+        """
+        if int(self.batch_frames) < 1:
+            raise HitbenchError(f"batch_frames={self.batch_frames}; give at least 1 frame per preprocessing batch")
         if int(self.n_augment) < 0:
             raise HitbenchError(f"n_augment={self.n_augment}; give 0 or more drifted copies per training frame")
+        self.method.check_params(frame_shape)
+
+    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         seed = self.method.get_params().get("random_state")
         array, labels = augment(frames.to_array(), labels, n_copies=int(self.n_augment), seed=int(seed or 0))
         self.method_ = clone(self.method).fit(ArrayFrames(self.preprocessed(array)), labels)

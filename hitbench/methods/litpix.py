@@ -48,15 +48,24 @@ class LitPixels(HitMethod):
         self.adc_threshold = adc_threshold
         self.adc_quantiles = adc_quantiles
 
+    def check_params(self, frame_shape: tuple[int, int]) -> None:
+        """Refuse an ADC threshold that is not a finite value (see :meth:`HitMethod.check_params`).
+
+        Parameters
+        ----------
+        frame_shape : tuple of int
+            (height, width) of the frames.
+        """
+        if self.adc_threshold is not None and not np.isfinite(float(self.adc_threshold)):
+            raise HitbenchError(
+                f"{self.name}: adc_threshold={self.adc_threshold}; give a finite ADC value, or None to fit one"
+            )
+
     def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         if self.adc_threshold is None:
             candidates = quantile_candidates(frames, self.adc_quantiles, where="litpix: adc_quantiles")
         else:
             candidates = np.array([float(self.adc_threshold)])
-            if not np.isfinite(candidates[0]):
-                raise HitbenchError(
-                    f"{self.name}: adc_threshold={self.adc_threshold}; give a finite ADC value, or None to fit one"
-                )
         self.adc_threshold_, self.threshold_, self.train_balanced_accuracy_ = fit_adc_and_threshold(
             candidates, count_per_candidate(frames, candidates, self._count), labels
         )

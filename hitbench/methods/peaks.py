@@ -112,10 +112,25 @@ class PeakCount(HitMethod):
         params["adc_threshold"] = self.adc_threshold_ if adc_threshold is None else adc_threshold
         return PeakFinder8(**params)
 
+    def check_params(self, frame_shape: tuple[int, int]) -> None:
+        """Refuse a peak-count window no count fits in (see :meth:`HitMethod.check_params`).
+
+        Parameters
+        ----------
+        frame_shape : tuple of int
+            (height, width) of the frames.
+        """
+        low, high = self.min_num_peaks_for_hit, self.max_num_peaks_for_hit
+        if low is not None and int(low) < 0:
+            raise HitbenchError(f"peaks: min_num_peaks_for_hit={low}; give 0 or more, or None to fit it")
+        if low is not None and high is not None and int(high) <= int(low) + 1:
+            raise HitbenchError(
+                f"peaks: min_num_peaks_for_hit={low} and max_num_peaks_for_hit={high}: no peak count lies strictly "
+                "between them, every frame would be a miss; give max at least min + 2"
+            )
+
     def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         fixed = self.min_num_peaks_for_hit
-        if fixed is not None and int(fixed) < 0:
-            raise HitbenchError(f"peaks: min_num_peaks_for_hit={fixed}; give 0 or more, or None to fit it")
         if self.adc_threshold is None:
             candidates = quantile_candidates(frames, self.adc_quantiles, where="peaks: adc_quantiles")
         else:

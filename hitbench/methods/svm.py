@@ -98,13 +98,22 @@ class PCASVM(HitMethod):
         self.gamma = gamma
         self.random_state = random_state
 
-    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
-        side = max(frames.frame_shape)
+    def check_params(self, frame_shape: tuple[int, int]) -> None:
+        """Refuse a pooling block larger than the frames or no component (see :meth:`HitMethod.check_params`).
+
+        Parameters
+        ----------
+        frame_shape : tuple of int
+            (height, width) of the frames.
+        """
+        side = max(frame_shape)
         if not 1 <= int(self.block_size) <= side or int(self.n_components) < 1:
             raise HitbenchError(
                 f"svm: block_size={self.block_size}, n_components={self.n_components}; give a block of 1 to {side} "
                 "pixels (the frame's side) and at least 1 component"
             )
+
+    def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         block = int(self.block_size)
         n_pooled = -(-frames.frame_shape[0] // block) * -(-frames.frame_shape[1] // block)
         n_components = min(int(self.n_components), len(frames) - 1, n_pooled)

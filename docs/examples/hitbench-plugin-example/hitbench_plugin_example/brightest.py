@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import median_filter
 
+from hitbench.errors import HitbenchError
 from hitbench.frames import FrameSource
 from hitbench.methods.base import HitMethod
 from hitbench.methods.thresholds import fit_threshold
@@ -31,6 +32,14 @@ class BrightestSpot(HitMethod):
     def __init__(self, n_spots: int = 3, background_size: int = 5):
         self.n_spots = n_spots
         self.background_size = background_size
+
+    def check_params(self, frame_shape: tuple[int, int]) -> None:
+        """Refuse a rank or a filter that does not fit the frames (one line, naming the parameter)."""
+        pixels, side = frame_shape[0] * frame_shape[1], min(frame_shape)
+        for name, top in (("n_spots", pixels), ("background_size", side)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= top:
+                raise HitbenchError(f"brightest: {name}={value!r}; give a whole number from 1 to {top}")
 
     def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
         scores = frames.map(self._score)  # chunk by chunk: the training set need not fit in memory
