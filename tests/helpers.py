@@ -16,7 +16,9 @@ ERROR_PREFIX = "hitbench: error:"
 #: Child process of :func:`interruptible`: runs the CLI with ``module.attr`` wrapped so that after its
 #: first call returns the child touches the readiness file and sleeps until a signal stops it.
 _PAUSED_CLI = """
-import importlib, pathlib, sys, time
+import importlib, pathlib, signal, sys, time
+# Ctrl-C as a terminal delivers it: the test process may pass SIGINT on ignored (a disposition children inherit)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 module_name, attr, ready, *args = sys.argv[1:]
 module = importlib.import_module(module_name)
 original = getattr(module, attr)
