@@ -258,6 +258,11 @@ def _entries(folders: list[Path]) -> tuple[list[Entry], list[tuple[Path, dict, p
 PEAK_BINS = (HIT_ABOVE + 1, 16, 21, 31, 51, 101)
 
 
+def _training_runs(results: pd.DataFrame) -> set[str]:
+    """The runs the results name as training runs (their held-out frames were scored)."""
+    return set(results.loc[results["train_run"].astype(bool), "test_run"].astype(str))
+
+
 def calls_with_peaks(scores: pd.DataFrame, events: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     """A method's calls on the frames labelled hit, with the peaks found on each and its run's role.
 
@@ -280,8 +285,7 @@ def calls_with_peaks(scores: pd.DataFrame, events: pd.DataFrame, results: pd.Dat
     hits = scores[(scores["label"] == 1) & (scores["seed"] == scores["seed"].min())]
     peaks = events[["experiment", "run", "event", "n_peaks"]]
     hits = hits.merge(peaks, on=["experiment", "run", "event"], how="left")
-    training = set(results.loc[results["train_run"].astype(bool), "test_run"].astype(str))
-    hits["training_run"] = hits["run"].astype(str).isin(training)
+    hits["training_run"] = hits["run"].astype(str).isin(_training_runs(results))
     return hits[["run", "n_peaks", "predicted", "training_run"]]
 
 
@@ -346,7 +350,7 @@ def operating_points(scores: pd.DataFrame, results: pd.DataFrame, study: pd.Data
     if cross_run.empty:
         return pd.DataFrame()
     experiment = str(cross_run["train_experiment"].iloc[0])
-    training = set(cross_run.loc[cross_run["train_run"].astype(bool), "test_run"].astype(str))
+    training = _training_runs(cross_run)
     chosen = scores[(scores["seed"] == scores["seed"].min()) & (scores["experiment"] == experiment)]
     rows = []
     for run, frames in chosen[chosen["label"] >= 0].groupby("run", sort=False):
