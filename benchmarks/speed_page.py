@@ -117,6 +117,11 @@ def _robust(d: dict) -> list[dict]:
     return rows
 
 
+def _predict_runs(entry: dict) -> list[dict]:
+    """One method's ``hitbench predict`` runs in throughput.json (not those writing hits to CXI)."""
+    return [v for k, v in entry.items() if k.startswith("predict_") and "hits" not in k]
+
+
 def _throughput(d: dict) -> list[dict]:
     goals, methods, df = d["goals"], d["hitbench_methods"], d["decision_function"]
     rows = [
@@ -148,7 +153,7 @@ def _throughput(d: dict) -> list[dict]:
     h5py_rate = d["predict_run"]["reading"]["h5py_one_thread_frames_per_s"]
     for entry in d["predict"]:
         method = entry["method"]
-        runs = [v for k, v in entry.items() if k.startswith("predict_") and "hits" not in k]
+        runs = _predict_runs(entry)
         run = min(runs, key=lambda r: r["frames"])
         longest = max(runs, key=lambda r: r["frames"])
         rate = run["frames_per_s_after_start"]
@@ -175,16 +180,8 @@ def _throughput(d: dict) -> list[dict]:
 
 def _cnn_in_predict(throughput: dict, goal_ms: float) -> dict:
     """The cnn's per-frame goal inside ``hitbench predict``, reading and checks included (from predict's rate)."""
-    run = min(
-        (
-            v
-            for entry in throughput["predict"]
-            if entry["method"] == "cnn"
-            for k, v in entry.items()
-            if k.startswith("predict_") and "hits" not in k
-        ),
-        key=lambda r: r["frames"],
-    )
+    entry = next(entry for entry in throughput["predict"] if entry["method"] == "cnn")
+    run = min(_predict_runs(entry), key=lambda r: r["frames"])  # the run the predict row shows
     ms = 1e3 / run["frames_per_s_after_start"]
     h5py_ms = 1e3 / throughput["predict_run"]["reading"]["h5py_one_thread_frames_per_s"]
     return _row(
