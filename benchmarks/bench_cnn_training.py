@@ -16,7 +16,8 @@ divided by frames x epochs is the figure. The goal (issue 16) is :data:`GOAL_MS`
 hitbench's paths at both batch sizes. Other processes sharing the CPU slow every path alike; the JSON
 records the load average before and after.
 
-Usage: python benchmarks/bench_cnn_training.py [--quick] [--frames 600] [--out benchmarks/results/cnn_training.json]
+Usage: python benchmarks/bench_cnn_training.py [--quick] [--frames 600] [--normalisation log1p] [--dropout 0.25]
+[--out benchmarks/results/cnn_training.json]
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 100 frames, 1 epoch, 1 repeat")
+    parser.add_argument("--normalisation", default="log1p", choices=["log1p", "linear"], help="cnn's input transform")
+    parser.add_argument("--dropout", type=float, default=0.25, help="rate of the three dropout layers (all paths)")
     args = parser.parse_args()
     if args.quick:
         args.frames, args.epochs, args.repeats = 100, 1, 1
@@ -96,7 +99,13 @@ def main() -> None:
     sim = simulate_run(experiment, run=90, n_frames=args.frames, seed=0)
     labels = np.asarray(sim.truth["hit"], dtype=np.int64)
     frames = sim.frames.astype(np.float32) * sim.mask
-    settings = {"epochs": 1, "validation_split": 0.0, "random_state": 0}
+    settings = {
+        "epochs": 1,
+        "validation_split": 0.0,
+        "random_state": 0,
+        "normalisation": args.normalisation,
+        "dropout": args.dropout,
+    }
     reference = ReferenceCNN(**settings).fit(frames[:40], labels[:40])  # the input standardisation, for plain
     x = reference._keras_input(frames)
     y = keras.utils.to_categorical(labels, 2)
@@ -107,7 +116,7 @@ def main() -> None:
         for batch_size in args.batch_sizes:
 
             def plain_fit(epochs: int, batch_size: int = batch_size) -> None:
-                model = plain_model(keras, frames.shape[1:])
+                model = plain_model(keras, frames.shape[1:], args.dropout)
                 model.compile(optimizer=keras.optimizers.SGD(0.002, momentum=0.9), loss="categorical_crossentropy")
                 model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
 
@@ -129,6 +138,8 @@ def main() -> None:
         "frame_shape": list(frames.shape[1:]),
         "epochs": args.epochs,
         "repeats": args.repeats,
+        "normalisation": args.normalisation,
+        "dropout": args.dropout,
         "ms_per_frame_epoch": {
             batch: {n: round(ms, 2) for n, ms in by_path.items()} for batch, by_path in results.items()
         },
