@@ -11,7 +11,10 @@ accuracy at P(hit) > 0.5. No test frame, other run or other experiment is read. 
 lowest mean validation loss over the seeds is the one chosen.
 
 Usage: python benchmarks/cnn_settings.py [--scale 1] [--normalisations log1p,linear] [--rates 0,0.25]
-[--seeds 0,1] [--epochs 1] [--batch-size 20] [--class-weight balanced]
+[--seeds 0,1] [--epochs 1] [--batch-size 20] [--class-weight balanced] [--out FILE]
+
+The committed choices: ``--scale 1 --out benchmarks/results/cnn_settings_scale1.json`` (one epoch at the study's
+scale) and ``--epochs 40 --out benchmarks/results/cnn_settings_default_scale.json`` (the preset's default scale).
 """
 
 from __future__ import annotations

@@ -85,8 +85,9 @@ class ReferenceCNN(HitMethod):
     momentum : float
         SGD momentum.
     dropout : float
-        Rate of the three dropout layers (Table I gives none: 0.25 by default; at the study's
-        scale 0, chosen on validation frames by benchmarks/cnn_settings.py, see docs/methods.md).
+        Rate of the three dropout layers (Table I gives none). Chosen with ``normalisation`` on
+        validation frames by benchmarks/cnn_settings.py (docs/methods.md): 0.25 at the default
+        scale (the default), 0 at the study's scale.
     validation_split : float
         Fraction of the training frames held out (stratified) to monitor the validation loss
         for early stopping; 0 trains on everything for ``epochs`` epochs.
@@ -95,8 +96,8 @@ class ReferenceCNN(HitMethod):
         weights are restored). Ignored when ``validation_split`` is 0.
     normalisation : {"log1p", "linear"}
         Input transform after clipping negative ADU to 0, before per-training-set standardisation
-        (the study gives none: ``"log1p"`` by default; at the study's scale ``"linear"``, chosen
-        with the dropout rate).
+        (the study gives none): ``"log1p"`` at the default scale (the default), ``"linear"`` at the
+        study's scale, chosen with the dropout rate.
     class_weight : {"balanced", None}
         Weight the loss by inverse class frequency (hits are often rare; the study: None).
     flip_augment : bool
