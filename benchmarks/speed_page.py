@@ -10,7 +10,9 @@ one of these files (written by the script named beside it):
 - ``throughput.json``: ``bench_throughput.py`` (``hitbench methods``, intensity, litpix, ``hitbench predict``);
 - ``simulate_speed.json``: ``bench_simulate_speed.py`` (the simulator writing CXI files);
 - ``methods.json``: ``bench_methods.py`` (fit and predict time of every registered method);
-- ``cnn_training.json``: ``bench_cnn_training.py`` (the cnn's training against plain Keras ``model.fit``, issue 16).
+- ``cnn_training.json``: ``bench_cnn_training.py`` (the cnn's training against plain Keras ``model.fit``, issue 16,
+  with cnn's default input and dropout); ``cnn_training_scale1.json``: the same with the study-scale settings
+  (``--normalisation linear --dropout 0 --out benchmarks/results/cnn_training_scale1.json``).
 
 Usage: python benchmarks/speed_page.py [--results benchmarks/results] [--out docs/speed.md]
 """
@@ -30,6 +32,7 @@ SOURCES = {
     "simulate_speed": "bench_simulate_speed.py",
     "methods": "bench_methods.py",
     "cnn_training": "bench_cnn_training.py",
+    "cnn_training_scale1": "bench_cnn_training.py",
 }
 
 
@@ -206,7 +209,8 @@ def _training(d: dict) -> list[dict]:
         ):
             rows.append(
                 _row(
-                    f"cnn training ({batch}, {where}), ms per frame and epoch",
+                    f"cnn training ({batch}, {where}, {d['normalisation']} input, dropout {d['dropout']:g}), "
+                    "ms per frame and epoch",
                     f"<= {goal} ms",
                     f"{figures[key]:.2f} ms",
                     f"plain Keras `model.fit` on arrays in memory: {plain:.2f} ms",
@@ -240,6 +244,7 @@ ROWS: dict[str, Callable[[dict], list[dict]]] = {
     "throughput": _throughput,
     "simulate_speed": _simulate,
     "cnn_training": _training,
+    "cnn_training_scale1": _training,
 }
 
 
