@@ -10,6 +10,9 @@ cluster has a single worker thread in all: then joblib runs them one by one in t
 
 Local workers (joblib's loky processes) watch their parent: when it dies, even by SIGKILL, which runs
 no clean-up, each worker exits within :data:`PARENT_POLL_SECONDS` instead of finishing its task alone.
+loky replaces a worker whose memory grew by more than 300 MB over its tasks (a worker that trained the
+cnn holds TensorFlow) and warns that "a worker stopped" when work was waiting: the work goes on in the
+new worker, so that warning (:data:`WORKER_REPLACED`) is not shown inside :func:`parallel_backend`.
 ``--n-jobs`` is bounded by the cores this process may use (:func:`check_n_jobs`).
 """
 
@@ -19,6 +22,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -30,6 +34,8 @@ from hitbench.errors import HitbenchError
 
 #: Seconds between two checks of a local worker that its parent is alive.
 PARENT_POLL_SECONDS = 0.5
+#: The start of loky's warning that it replaced a worker (the work carries on in the new one).
+WORKER_REPLACED = "A worker stopped while some jobs were given to the executor"
 
 T = TypeVar("T")
 
@@ -133,7 +139,11 @@ def parallel_backend(scheduler: str | None = None, dask_workers: int | None = No
     if scheduler is not None and dask_workers is not None:
         raise HitbenchError("--scheduler and --dask-workers: give one of them, not both")
     if scheduler is None and dask_workers is None:
-        with joblib.parallel_config(backend="loky", initializer=_exit_with_parent, initargs=(os.getpid(),)):
+        with (
+            warnings.catch_warnings(),
+            joblib.parallel_config(backend="loky", initializer=_exit_with_parent, initargs=(os.getpid(),)),
+        ):
+            warnings.filterwarnings("ignore", message=WORKER_REPLACED, category=UserWarning)
             yield "local"
         return
     if dask_workers is not None and dask_workers < 1:

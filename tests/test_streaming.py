@@ -117,7 +117,7 @@ def _both_reads(path, start=0, stop=None):
         dataset = h5["frames"]
         stop = len(dataset) if stop is None else stop
         threaded = np.full((stop - start, *dataset.shape[1:]), np.nan, dtype=np.float32)
-        chunk_read.read_frames(dataset, start, threaded)
+        chunk_read.read_frames(dataset, np.arange(start, stop), threaded)
         return threaded, dataset[start:stop].astype(np.float32)
 
 

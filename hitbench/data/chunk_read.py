@@ -60,34 +60,44 @@ def _pool_of(pid: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="hitbench-inflate")
 
 
-def read_frames(dataset: h5py.Dataset, start: int, out: np.ndarray, weights: np.ndarray | None = None) -> None:
-    """Frames ``start : start + len(out)`` of a dataset :func:`direct_frames` accepts, into ``out``.
+def read_frames(dataset: h5py.Dataset, indices: np.ndarray, out: np.ndarray, weights: np.ndarray | None = None) -> None:
+    """Frames ``indices`` of a dataset :func:`direct_frames` accepts, into ``out``, in that order.
+
+    The frames are shared out among the threads :data:`DECODE_FRAMES` at a time whether they are
+    consecutive or scattered (the cnn's shuffled training batches), so a batch of scattered frames
+    is inflated on every core, not one frame after another.
 
     Parameters
     ----------
     dataset : h5py.Dataset
         The frame stack.
-    start : int
-        First frame.
-    out : numpy.ndarray, shape (n, ...) as the dataset's frames
+    indices : numpy.ndarray of int
+        The frames to read, one per row of ``out``.
+    out : numpy.ndarray, shape (len(indices), ...) as the dataset's frames
         Where the frames go, converted to its type (float32).
     weights : numpy.ndarray, shape (...) as a frame, optional
         Each frame is multiplied by it (float32, e.g. the mask as 0 / 1) as it is decoded, while in cache.
     """
+    indices = np.asarray(indices, dtype=np.int64)
     tasks = [
-        (first, _pool().submit(_decode, dataset, start + first, out[first : first + DECODE_FRAMES], weights))
+        (
+            first,
+            _pool().submit(
+                _decode, dataset, indices[first : first + DECODE_FRAMES], out[first : first + DECODE_FRAMES], weights
+            ),
+        )
         for first in range(0, len(out), DECODE_FRAMES)
     ]
     wait([task for _, task in tasks])  # every thread done with the file and ``out`` before any error is raised
     for first, task in tasks:
         for k in task.result():  # frames not decoded (a filter skipped, or damaged): h5py reads them or says why
-            dataset.read_direct(out, source_sel=np.s_[start + first + k], dest_sel=np.s_[first + k])
+            dataset.read_direct(out, source_sel=np.s_[int(indices[first + k])], dest_sel=np.s_[first + k])
             if weights is not None:
                 out[first + k] *= weights
 
 
-def _decode(dataset: h5py.Dataset, start: int, out: np.ndarray, weights: np.ndarray | None) -> list[int]:
-    """Frames ``start : start + len(out)`` read as stored, inflated, unshuffled, converted and weighted into ``out``
+def _decode(dataset: h5py.Dataset, indices: np.ndarray, out: np.ndarray, weights: np.ndarray | None) -> list[int]:
+    """Frames ``indices`` read as stored, inflated, unshuffled, converted and weighted into ``out``
     (the stored bytes read here, on the decoding thread: not one thread reading for all); those not decoded."""
     dtype, zeros = dataset.dtype, (0,) * (dataset.ndim - 1)
     itemsize, n_values = dtype.itemsize, out[0].size
@@ -100,7 +110,7 @@ def _decode(dataset: h5py.Dataset, start: int, out: np.ndarray, weights: np.ndar
     for k in range(len(out)):
         try:
             with phil:  # h5py < 3.16 calls libhdf5 here without its lock: threads reading at once crash (h5py#2764)
-                skipped, chunk = dataset.id.read_direct_chunk((start + k, *zeros))
+                skipped, chunk = dataset.id.read_direct_chunk((int(indices[k]), *zeros))
             inflated = isal_zlib.decompress(chunk, isal_zlib.MAX_WBITS, size) if not skipped else b""
         except (OSError, RuntimeError, ValueError, KeyError, isal_zlib.error):
             inflated = b""  # not written or past the end, a filter skipped, or damaged: h5py reads it or says why

@@ -238,9 +238,10 @@ class CXIRun:
     def read_at(self, indices: np.ndarray) -> np.ndarray:
         """The frames at ``indices`` (increasing, distinct) as float32, bad pixels set to 0.
 
-        Runs of consecutive indices are read as one slice each: an HDF5 point selection over many
-        frames is several times slower. hitbench stores each frame as its own chunk, so only those asked
-        for are decompressed (other files are read a block of whole chunks at a time, see :meth:`_read`).
+        hitbench stores each frame as its own chunk: only those asked for are decompressed, shared out
+        among threads however scattered they are (:mod:`hitbench.data.chunk_read`). Other files are read
+        through h5py, runs of consecutive indices as one slice each (an HDF5 point selection over many
+        frames is several times slower), or a block of whole chunks at a time (see :meth:`_read`).
 
         Parameters
         ----------
@@ -289,20 +290,21 @@ class CXIRun:
                         h5.append(stack.enter_context(h5py.File(self.path, "r"))[self.data_path])
                     return h5[0]
 
-                at = 0
                 stored = frames.reshape(len(frames), *self._stored_shape)
+                if len(frames) and self._block_frames == 1 and direct_frames(dataset()):
+                    # inflated on threads, not under h5py's lock, each frame masked while in cache
+                    indices = np.concatenate([np.arange(span.start, span.stop) for span in spans])
+                    read_frames(dataset(), indices, stored, weights)
+                    return frames
+                at = 0
                 for span in spans:
                     n = span.stop - span.start
-                    if n > 0 and self._block_frames == 1 and direct_frames(dataset()):
-                        # inflated on threads, not under h5py's lock, each frame masked while in cache
-                        read_frames(dataset(), span.start, stored[at : at + n], weights)
+                    if n > 0 and self._block_frames > 1:
+                        self._read_blocks(dataset, span, frames[at : at + n])
                     elif n > 0:
-                        if self._block_frames > 1:
-                            self._read_blocks(dataset, span, frames[at : at + n])
-                        else:
-                            dataset().read_direct(stored, source_sel=np.s_[span], dest_sel=np.s_[at : at + n])
-                        if weights is not None:
-                            stored[at : at + n] *= weights
+                        dataset().read_direct(stored, source_sel=np.s_[span], dest_sel=np.s_[at : at + n])
+                    if n > 0 and weights is not None:
+                        stored[at : at + n] *= weights
                     at += n
         except OSError as exc:
             raise _access_error(self.path, exc) or HitbenchError(
