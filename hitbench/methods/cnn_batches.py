@@ -63,8 +63,9 @@ def training_batches(
             # two threads read and standardise the next batches while the network trains on this one (Keras
             # keeps the order, and stops them before on_epoch_end draws the next epoch's order and flips):
             # benchmarks/bench_cnn_training.py, with the network's former layers 7.4 against 8.7 ms per frame-epoch
-            # in memory, 9.7 against 13.7 streamed from a CXI file; with today's (batch 20) 4.8 in memory and 6.0
-            # streamed, of which reading and inflating the CXI frames is about 1 ms
+            # in memory, 9.7 against 13.7 streamed from a CXI file. Reading a batch's scattered frames from a CXI
+            # file costs 0.5-0.6 ms per frame (inflated on all cores, :mod:`hitbench.data.chunk_read`), on the
+            # cores the network trains on
             super().__init__(workers=PREFETCH_THREADS, use_multiprocessing=False, max_queue_size=2 * PREFETCH_THREADS)
             self.rng = np.random.default_rng(seed)
             self.order = np.arange(len(positions))
