@@ -139,6 +139,20 @@ def test_threaded_inflate_equals_h5py_bit_for_bit(tmp_path, dtype):
         assert threaded.tobytes() == read.tobytes()
 
 
+def test_scattered_frames_are_inflated_in_one_call(run_file, frame_set, monkeypatch):
+    """A shuffled training batch's frames, scattered over the file, are shared among the inflate threads in one
+    call (not one call per run of consecutive frames), and equal the frames as written, masked."""
+    from hitbench.data import cxi
+
+    calls = []
+    read_frames = cxi.read_frames
+    monkeypatch.setattr(cxi, "read_frames", lambda *args: calls.append(list(args[1])) or read_frames(*args))
+    picked = np.array([0, 3, 4, 5, 11, 17, 18, len(frame_set.train_frames) - 1])
+    frames = run_file.read_at(picked)
+    assert calls == [list(picked)]
+    np.testing.assert_array_equal(frames, frame_set.train_frames[picked].astype(np.float32) * frame_set.mask)
+
+
 def test_panel_stacks_are_inflated_on_threads_too(tmp_path):
     values = np.random.default_rng(0).integers(-100, 3000, (9, 2, 4, 5), dtype=np.int16)
     path = _stack(tmp_path / "p.h5", values, compression="gzip", compression_opts=4, shuffle=True)
