@@ -13,7 +13,7 @@ from helpers import assert_one_line_error
 
 from hitbench.bench.figures import write_figures
 from hitbench.bench.metrics import RATES, hit_metrics, wilson_interval
-from hitbench.bench.results_io import load_results
+from hitbench.bench.results_io import load_results, read_meta
 from hitbench.cli import main
 
 ARGS = ["compare", "--preset", "tiny", "--methods", "intensity,litpix", "--train-runs", "1-2", "--seed", "3"]
@@ -84,6 +84,10 @@ def test_cached_rerun_trains_nothing_and_same_seed_same_tables(
     out, cache, _ = first_run
     again = _compare(tmp_path / "again", cache)
     assert "trained 0 model(s), scored 0 run(s)" in again.output
+    for folder, trained in ((out, 2), (tmp_path / "again", 0)):  # meta.json: what each step did, not only its cost
+        steps = {step["step"]: step.get("done") for step in read_meta(folder)["steps"]}
+        assert steps["train"] == f"{trained} of 2 models trained, the rest from the cache"
+        assert steps["score"].startswith(f"{4 * trained} of 8 model x run scores computed")
     fresh = tmp_path / "fresh"
     _compare(fresh, tmp_path / "cache", "--n-jobs", "2")
     for name in ("table2_intensity.md", "table2_litpix.md", "summary.md", "summary.csv", "table2_litpix.csv"):
@@ -180,7 +184,6 @@ def test_meta_names_the_source_commit(first_run: tuple[Path, Path, str]) -> None
     import subprocess
 
     import hitbench
-    from hitbench.bench.results_io import read_meta
 
     out, _, _ = first_run
     source = Path(hitbench.__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ RUNS = ["90", "91", "92", "93", "94", "95", "96", "98", "99", "100"]
 TRAIN = {"90", "91", "92", "93"}
 STEPS = [
     {"step": "simulate", "seconds": 100.0, "peak_rss_mb": 900.4},
-    {"step": "train", "seconds": 50.5, "peak_rss_mb": 2100.6},
+    {"step": "train", "seconds": 50.5, "peak_rss_mb": 2100.6, "done": "3 of 5 models trained, the rest from the cache"},
     {"step": "score", "seconds": 0.0, "peak_rss_mb": float("nan")},  # no /proc: peak not measured
 ]
 
@@ -162,8 +162,9 @@ def test_setting_labels() -> None:
 
 def test_step_table() -> None:
     table = step_table({"steps": [dict(sorted(s.items())) for s in STEPS]})  # meta.json sorts the keys
-    assert list(table.columns) == ["Step", "wall s", "peak RSS (MB)"]
-    assert table.iloc[-1].tolist() == ["all steps", 150.5, 2101]
+    assert list(table.columns) == ["Step", "wall s", "peak RSS (MB)", "work done"]
+    assert table.iloc[1]["work done"] == STEPS[1]["done"]
+    assert table.iloc[-1].tolist() == ["all steps", 150.5, 2101, ""]
     assert table.iloc[2]["peak RSS (MB)"] is pd.NA
     assert step_table({}) is None
 
@@ -195,7 +196,7 @@ def test_page_with_the_study_settings_folder(tmp_path: Path, docs: Path) -> None
     score = next(x for x in page.splitlines() if x.startswith("| score"))
     assert score.rstrip(" |").endswith("—")
     total = next(x for x in page.splitlines() if x.startswith("| all steps"))
-    assert [c.strip() for c in total.strip("|").split("|")] == ["all steps", "150.500", "2101"]
+    assert [c.strip() for c in total.strip("|").split("|")] == ["all steps", "150.500", "2101", ""]
     assert "23,000,000" not in page and "230 frames, 23.0 MB, 100.0 KB per frame" in page
     assert "commit abc1234" in page and "hitbench compare --methods cnn --out" in page
     assert "Step costs (wall time, peak memory): not recorded." in page  # the second folder has none

@@ -62,14 +62,21 @@ class StepCosts:
         self.steps: list[dict[str, object]] = []
 
     @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[None]:
+    def step(self, name: str) -> Iterator[dict[str, object]]:
         """Measure the block as step ``name`` (wall seconds, peak RSS of the process tree in MB).
 
         Parameters
         ----------
         name : str
             The step's name (e.g. "simulate").
+
+        Returns
+        -------
+        iterator of dict
+            Yields a dict whose fields the block may fill (``done``: what the step did, e.g. how many
+            models it trained and how many came from the cache); they are recorded with the step.
         """
+        record: dict[str, object] = {}
         peak = [tree_rss_bytes()]
         done = threading.Event()
 
@@ -81,7 +88,7 @@ class StepCosts:
         start = time.perf_counter()
         sampler.start()
         try:
-            yield
+            yield record
         finally:
             done.set()
             sampler.join()
@@ -92,5 +99,6 @@ class StepCosts:
                     "step": name,
                     "seconds": time.perf_counter() - start,
                     "peak_rss_mb": peak[0] / 2**20 if measured else float("nan"),
+                    **record,
                 }
             )

@@ -365,8 +365,9 @@ class Comparison:
                 tests[(method, seed)] = test_sets
         self.fits = fits
         todo = [task for task in fits if not task.path.exists()]
-        with costs.step("train") if costs else contextlib.nullcontext():
+        with costs.step("train") if costs else contextlib.nullcontext({}) as record:
             _run_tasks(_fit, todo, self.n_jobs, progress("training", len(todo)) if progress and todo else None)
+            record["done"] = f"{len(todo)} of {len(fits)} models trained, the rest from the cache"
         self.trained = len(todo)
 
         scoring: list[tuple[FitTask, TestSet, Path]] = []
@@ -381,8 +382,10 @@ class Comparison:
                     todo.setdefault((run_identity(test.run), frames), (test, []))[1].append((fit.path, path))
         score_tasks = [ScoreTask(test, tuple(models)) for test, models in todo.values()]
         advance = progress("predicting (runs)", len(score_tasks)) if progress and score_tasks else None
-        with costs.step("score") if costs else contextlib.nullcontext():
+        with costs.step("score") if costs else contextlib.nullcontext({}) as record:
             self.predicted = sum(_run_tasks(_score, score_tasks, self.n_jobs, advance))
+            scored = sum(len(models) for _, models in todo.values())
+            record["done"] = f"{scored} of {len(scoring)} model x run scores computed, the rest from the cache"
 
         rows, frame_rows = [], []
         fit_records = {fit.path: read_record(fit.path) for fit in fits}

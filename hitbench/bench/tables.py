@@ -538,7 +538,7 @@ def write_tables(
 
 
 #: Columns of the step-cost table and their names in it.
-STEP_COLUMNS = {"step": "Step", "seconds": "wall s", "peak_rss_mb": "peak RSS (MB)"}
+STEP_COLUMNS = {"step": "Step", "seconds": "wall s", "peak_rss_mb": "peak RSS (MB)", "done": "work done"}
 
 
 def step_table(meta: dict) -> pd.DataFrame | None:
@@ -552,7 +552,8 @@ def step_table(meta: dict) -> pd.DataFrame | None:
     Returns
     -------
     pandas.DataFrame or None
-        Columns Step, wall s, peak RSS (MB) and any further field a step records; a last row
+        Columns Step, wall s, peak RSS (MB), work done (what the step did, where it says) and any further
+        field a step records; a last row
         ``all steps`` (wall time summed, the highest peak). None when not recorded.
     """
     steps = meta.get("steps")
@@ -564,6 +565,9 @@ def step_table(meta: dict) -> pd.DataFrame | None:
         total["seconds"] = table["seconds"].sum()
     if "peak_rss_mb" in table:
         total["peak_rss_mb"] = table["peak_rss_mb"].max()
+    if "done" in table:
+        table["done"] = table["done"].fillna("")  # steps that did not say (the simulation: all of it)
+        total["done"] = ""
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     if "peak_rss_mb" in table:
         table["peak_rss_mb"] = table["peak_rss_mb"].round().astype("Int64")
