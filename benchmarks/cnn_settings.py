@@ -14,7 +14,9 @@ Usage: python benchmarks/cnn_settings.py [--scale 1] [--normalisations log1p,lin
 [--seeds 0,1] [--epochs 1] [--batch-size 20] [--class-weight balanced] [--out FILE]
 
 The committed choices: ``--scale 1 --out benchmarks/results/cnn_settings_scale1.json`` (one epoch at the study's
-scale) and ``--epochs 40 --out benchmarks/results/cnn_settings_default_scale.json`` (the preset's default scale).
+scale), the same with the study's ``--batch-size 100 --class-weight none --out
+benchmarks/results/cnn_settings_scale1_study.json`` (for the run with the study's settings) and ``--epochs 40 --out
+benchmarks/results/cnn_settings_default_scale.json`` (the preset's default scale).
 """
 
 from __future__ import annotations
