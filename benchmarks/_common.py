@@ -12,10 +12,14 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
+
 from hitbench.atomic import atomic_write
 
 #: Where the benchmarks' JSON files are committed.
 RESULTS = Path("benchmarks/results")
+#: The share of each training run's labelled frames ``hitbench compare`` holds out for testing (its default).
+HOLDOUT = 0.3
 
 
 def arguments(doc: str, result: str) -> argparse.ArgumentParser:
@@ -92,3 +96,40 @@ def write_result(path: Path, result: dict, *, show: bool = True) -> None:
         print(text, end="")
     else:
         print(f"wrote {path}")
+
+
+def training_shares(
+    preset: str, scale: float | None, seed: int, cache_dir: Path
+) -> list[tuple[object, np.ndarray, np.ndarray]]:
+    """The frames ``hitbench compare --seed SEED`` trains on: each training run's peak-labelled frames less the held-out
+    :data:`HOLDOUT` (:func:`hitbench.bench.protocols.holdout_split`), of a preset's simulated runs (simulation seed 0,
+    from the hitbench cache, simulated and labelled on first use). No held-out frame is read.
+
+    Parameters
+    ----------
+    preset : str
+        The preset.
+    scale : float or None
+        Fraction of the preset's events (None: its default).
+    seed : int
+        The comparison's seed (of its hold-out split).
+    cache_dir : Path
+        The hitbench cache.
+
+    Returns
+    -------
+    list of (CXIRun, numpy.ndarray, numpy.ndarray)
+        Per training run: the run, the indices of its training frames (sorted) and their peak labels.
+    """
+    from hitbench.bench.data import simulated_experiment
+    from hitbench.bench.protocols import holdout_split
+    from hitbench.data.dataset import run_labels
+
+    experiment = simulated_experiment(preset, scale=scale, seed=0, cache_dir=cache_dir)
+    shares = []
+    for name in experiment.train_runs:
+        run = experiment.runs[name]
+        labels = run_labels(run, "peaks")
+        train, _ = holdout_split(labels, HOLDOUT, seed)
+        shares.append((run, train, labels[train]))
+    return shares

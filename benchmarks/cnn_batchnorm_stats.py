@@ -16,31 +16,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from _common import arguments, write_result
+from _common import arguments, training_shares, write_result
 
-from hitbench.bench.data import default_cache_dir, simulated_experiment
-from hitbench.bench.protocols import holdout_split
-from hitbench.data.dataset import run_labels
+from hitbench.bench.data import default_cache_dir
 from hitbench.methods import tf_runtime
 from hitbench.modelfile import load_model
 
-PRESET, HOLDOUT = "cxi-streptavidin", 0.3
+PRESET = "cxi-streptavidin"
 #: Each batch normalisation and the layer whose output it normalises.
 NORMALISED = {"bn_rows1": "dropout1", "bn_rows2": "conv2", "bn_dense1": "dense1"}
 
 
 def training_frames(scale: float, seed: int, per_run: int, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """``per_run`` frames of each training run's training share, shuffled (seeded), with their peak labels."""
-    experiment = simulated_experiment(PRESET, scale=scale, seed=0, cache_dir=cache_dir)
     rng = np.random.default_rng(seed)
     frames, labels = [], []
-    for name in experiment.train_runs:
-        run = experiment.runs[name]
-        run_label = run_labels(run, "peaks")
-        train, _ = holdout_split(run_label, HOLDOUT, seed)
-        picked = np.sort(rng.choice(train, min(per_run, len(train)), replace=False))
-        frames.append(run.read_at(picked))
-        labels.append(run_label[picked])
+    for run, train, train_labels in training_shares(PRESET, scale, seed, cache_dir):
+        chosen = np.sort(rng.choice(len(train), min(per_run, len(train)), replace=False))
+        frames.append(run.read_at(train[chosen]))
+        labels.append(train_labels[chosen])
     order = rng.permutation(sum(len(x) for x in labels))
     return np.concatenate(frames)[order], np.concatenate(labels)[order]
 

@@ -26,30 +26,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import arguments, load_average, machine, write_result
+from _common import arguments, load_average, machine, training_shares, write_result
 from sklearn.metrics import balanced_accuracy_score, log_loss, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from hitbench.bench.data import default_cache_dir, simulated_experiment
+from hitbench.bench.data import default_cache_dir
 from hitbench.bench.display import markdown
-from hitbench.bench.protocols import holdout_split
 from hitbench.data.dataset import RunFrames, run_labels
 from hitbench.methods.cnn import ReferenceCNN
 
-HOLDOUT, VALIDATION = 0.3, 0.1
+VALIDATION = 0.1
 
 
 def validation_split(
     preset: str, scale: float | None, seed: int, cache_dir: Path
 ) -> tuple[RunFrames, np.ndarray, RunFrames, np.ndarray]:
     """The comparison's training frames for ``seed``, split into training and validation frames (stratified)."""
-    experiment = simulated_experiment(preset, scale=scale, seed=0, cache_dir=cache_dir)
     train_parts, val_parts = [], []
-    for name in experiment.train_runs:
-        run = experiment.runs[name]
-        labels = run_labels(run, "peaks")
-        train, _ = holdout_split(labels, HOLDOUT, seed)  # the test frames are never read
-        fit, val = train_test_split(train, test_size=VALIDATION, stratify=labels[train], random_state=seed)
+    for run, train, labels in training_shares(preset, scale, seed, cache_dir):  # the test frames are never read
+        fit, val = train_test_split(train, test_size=VALIDATION, stratify=labels, random_state=seed)
         train_parts.append((run, np.sort(fit)))
         val_parts.append((run, np.sort(val)))
 

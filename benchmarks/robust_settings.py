@@ -17,28 +17,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _common import training_shares
 
-from hitbench.bench.data import default_cache_dir, simulated_experiment
+from hitbench.bench.data import default_cache_dir
 from hitbench.bench.display import markdown
-from hitbench.bench.protocols import holdout_split
 from hitbench.bench.results_io import write_text
-from hitbench.data.dataset import run_labels
 from hitbench.methods.robust import spot_settings_search
 
-PRESET, SEED, HOLDOUT = "cxi-streptavidin", 0, 0.3
+PRESET, SEED = "cxi-streptavidin", 0
 
 
 def training_frames(cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The default preset's training frames and peak labels as the comparison trains on them (seed 0)."""
-    experiment = simulated_experiment(PRESET, scale=None, seed=SEED, cache_dir=cache_dir)
-    frames, labels = [], []
-    for name in experiment.train_runs:
-        run = experiment.runs[name]
-        run_label = run_labels(run, "peaks")
-        train, _ = holdout_split(run_label, HOLDOUT, SEED)
-        frames.append(run.read_at(train))
-        labels.append(run_label[train])
-    return np.concatenate(frames).astype(np.float32), np.concatenate(labels).astype(np.int64)
+    shares = training_shares(PRESET, None, SEED, cache_dir)
+    frames = np.concatenate([run.read_at(train) for run, train, _ in shares]).astype(np.float32)
+    return frames, np.concatenate([labels for _, _, labels in shares]).astype(np.int64)
 
 
 def main(out: Path, cache_dir: Path) -> None:
