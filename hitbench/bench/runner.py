@@ -383,9 +383,8 @@ class Comparison:
         score_tasks = [ScoreTask(test, tuple(models)) for test, models in todo.values()]
         advance = progress("predicting (runs)", len(score_tasks)) if progress and score_tasks else None
         with costs.step("score") if costs else contextlib.nullcontext({}) as record:
-            self.predicted = sum(_run_tasks(_score, score_tasks, self.n_jobs, advance))
-            scored = sum(len(models) for _, models in todo.values())
-            record["done"] = f"{scored} of {len(scoring)} model x run scores computed, the rest from the cache"
+            self.predicted = sum(_run_tasks(_score, score_tasks, self.n_jobs, advance))  # models scored, summed
+            record["done"] = f"{self.predicted} of {len(scoring)} model x run scores computed, the rest from the cache"
 
         rows, frame_rows = [], []
         fit_records = {fit.path: read_record(fit.path) for fit in fits}
