@@ -1,5 +1,4 @@
-"""Importing hitbench changes nothing in the process: umask, environment, warnings, signals, matplotlib backend,
-numba's compilation target.
+"""Importing hitbench changes nothing in the process: umask, environment, warnings, signals, matplotlib backend.
 
 The import contracts (the layers of docs/architecture.md) are checked by ``lint-imports`` in CI.
 """
@@ -17,7 +16,7 @@ import pytest
 _PROBE = """
 import importlib, json, os, pkgutil, signal, warnings
 
-import keras, matplotlib, numba, tensorflow
+import keras, matplotlib, tensorflow
 
 import hitbench
 
@@ -31,7 +30,6 @@ def state():
         "warnings": [repr(f) for f in warnings.filters],
         "signals": {s.name: repr(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)},
         "matplotlib backend": repr(dict.__getitem__(matplotlib.rcParams, "backend")),  # as set, not resolved
-        "numba target": repr((numba.config.CPU_NAME, numba.config.CPU_FEATURES)),
     }
 
 before = state()

@@ -43,7 +43,6 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import special
 
-from hitbench.compiled import kernels
 from hitbench.errors import HitbenchError
 from hitbench.frames import FrameSource, check_finite
 from hitbench.methods import tf_runtime
@@ -399,7 +398,7 @@ class ReferenceCNN(HitMethod):
 
     def _numba_scores(self, frames: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`score_numba`'s scores, and whether each frame holds a NaN or Inf pixel (its score is then void)."""
-        _cnn_kernel = kernels("hitbench.methods._cnn_kernel")
+        from hitbench.methods import _cnn_kernel
 
         weights = self._inference_weights()
         frames = np.ascontiguousarray(frames, dtype=np.float32)

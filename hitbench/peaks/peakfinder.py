@@ -40,7 +40,6 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from hitbench.compiled import kernels
 from hitbench.errors import HitbenchError
 from hitbench.frames import check_frames
 from hitbench.peaktable import MAX_PEAKS, PeakTable
@@ -321,7 +320,9 @@ class PeakFinder8:
     # ------------------------------------------------------------------ one frame
     def _find_frame(self, data: np.ndarray, geom: _Geometry, centroids: bool = True) -> Peaks | int:
         """Peaks of one flattened float32 frame; with ``centroids=False`` only their number."""
-        x, y, intensity, snr, npix = kernels("hitbench.peaks._kernels").find_peaks(
+        from hitbench.peaks._kernels import find_peaks
+
+        x, y, intensity, snr, npix = find_peaks(
             data,
             geom.bins,
             geom.n_bins,

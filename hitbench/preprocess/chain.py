@@ -7,7 +7,6 @@ from scipy import special
 from sklearn.base import TransformerMixin
 from sklearn.pipeline import Pipeline
 
-from hitbench.compiled import kernels
 from hitbench.errors import HitbenchError
 from hitbench.frames import check_frames
 from hitbench.parallel import on_frame_slices
@@ -137,7 +136,7 @@ class RobustPreprocessing(StatelessTransformer):
         tail_above = min(float(self.gate), float(self.hot_threshold))
         if not self.spots or tail_above < 2:
             return self.pipeline().fit_transform(frames)
-        _kernels = kernels("hitbench.preprocess._kernels")
+        from hitbench.preprocess import _kernels
 
         steps = self.pipeline().named_steps
         block = int(self.block)

@@ -10,7 +10,6 @@ import numpy as np
 from scipy import ndimage, special
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from hitbench.compiled import kernels
 from hitbench.errors import HitbenchError
 from hitbench.frames import check_frames
 from hitbench.preprocess.tiles import check_block, interpolate, sorted_tiles, tile_trim
@@ -123,7 +122,7 @@ class PhotonConversion(StatelessTransformer):
         """:meth:`estimate` of checked frames (float32, (n, H, W))."""
         if self.adu_per_photon is not None:
             return float(self.adu_per_photon)
-        _kernels = kernels("hitbench.preprocess._kernels")
+        from hitbench.preprocess import _kernels
 
         block = int(self.block)
         if frames.shape[1] < block or frames.shape[2] < block:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-from hitbench.compiled import kernels
-
 #: A spot counts as detectable when its expected photons reach this many standard deviations of the
 #: background (Poisson background plus readout noise) in the 3x3 box around it, and at least this many photons.
 DETECTABLE_SIGMA = 5.0
@@ -251,7 +249,7 @@ def nonzero_counts(
     dense : numpy.ndarray of int64
         The other non-zero pixels, increasing: their counts are :func:`zero_truncated` of their ``lam``.
     """
-    _kernels = kernels("hitbench.simulate._kernels")  # numba, compiled on first use
+    from hitbench.simulate import _kernels  # numba, compiled on first use
 
     index, minus_lam = _kernels.maybe_nonzero(lam, u)
     return _kernels.settle(index, u, lam, np.exp(minus_lam), dense_above)

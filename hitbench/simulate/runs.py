@@ -30,7 +30,6 @@ from joblib import Parallel, delayed, effective_n_jobs
 from scipy.spatial.transform import Rotation
 
 from hitbench.atomic import atomic_path
-from hitbench.compiled import kernels
 from hitbench.constants import wavelength_angstrom
 from hitbench.data.compression import DEFAULT_COMPRESSION, encode_chunk
 from hitbench.data.cxi import DATA
@@ -379,7 +378,7 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
     order: the frames' conditions, every frame's uniform numbers of the Poisson sampling, the few counts left
     to numpy's sampler, then the detector's noise bank, its windows and the panels' offsets.
     """
-    _kernels = kernels("hitbench.simulate._kernels")  # numba, compiled on first use
+    from hitbench.simulate import _kernels  # numba, compiled on first use
 
     start = index * FRAMES_PER_SEED
     n = min(FRAMES_PER_SEED, m.n_frames - start)
