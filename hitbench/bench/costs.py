@@ -70,11 +70,11 @@ class StepCosts:
         name : str
             The step's name (e.g. "simulate").
 
-        Returns
-        -------
-        iterator of dict
-            Yields a dict whose fields the block may fill (``done``: what the step did, e.g. how many
-            models it trained and how many came from the cache); they are recorded with the step.
+        Yields
+        ------
+        dict
+            Fields the block may fill (``done``: what the step did, e.g. how many models it trained and
+            how many came from the cache); they are recorded with the step.
         """
         record: dict[str, object] = {}
         peak = [tree_rss_bytes()]

@@ -553,8 +553,8 @@ def step_table(meta: dict) -> pd.DataFrame | None:
     -------
     pandas.DataFrame or None
         Columns Step, wall s, peak RSS (MB), work done (what the step did, where it says) and any further
-        field a step records; a last row
-        ``all steps`` (wall time summed, the highest peak). None when not recorded.
+        field a step records; a last row ``all steps`` (wall time summed, the highest peak). None when not
+        recorded.
     """
     steps = meta.get("steps")
     if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
