@@ -6,7 +6,7 @@ of ``--batch-sizes`` (hitbench's default 20 and the study's 100):
 - ``plain``: the network built from Keras's own layers (``Dropout``, ``BatchNormalization(axis=1)``),
   ``model.fit`` on standardised frames held in memory as one array (the baseline the issue names);
 - ``hitbench (memory)``: :meth:`ReferenceCNN.fit` on the same frames in memory (its layers
-  ``ColumnBlockConv2D``, ``ByteDropout`` and ``RowBatchNormalization``, batches through ``training_batches``);
+  ``ColumnBlockConv2D``, ``ByteDropout`` and ``RowBatchNormMaxPooling``, batches through ``training_batches``);
 - ``hitbench (CXI)``: :meth:`ReferenceCNN.fit` on the same frames streamed from a CXI file written
   as the simulator writes them (int16, deflate + shuffle), batch by batch.
 

@@ -61,17 +61,20 @@ def fitted(data):
 def test_table_one_has_11098_trainable_parameters_at_350():
     model = build_model((350, 350))
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 11_098
-    # the Keras layer each is (two are Keras layers computed faster: hitbench.methods.cnn_layers)
+    # the Keras layer each is (some are Keras layers computed faster: hitbench.methods.cnn_layers; each stage's
+    # row batch normalisation and max pooling are one layer)
     kinds = [next(c.__name__ for c in type(ly).__mro__ if c.__module__.startswith("keras")) for ly in model.layers]
+    kinds = [
+        f"{kind} + MaxPooling2D" if hasattr(layer, "pool_size") else kind
+        for kind, layer in zip(kinds, model.layers, strict=True)
+    ]
     assert [(kind, tuple(layer.output.shape[1:])) for kind, layer in zip(kinds, model.layers, strict=True)] == [
         ("Conv2D", (344, 344, 4)),
         ("Dropout", (344, 344, 4)),
-        ("BatchNormalization", (344, 344, 4)),
-        ("MaxPooling2D", (68, 68, 4)),
+        ("BatchNormalization + MaxPooling2D", (68, 68, 4)),
         ("ReLU", (68, 68, 4)),  # after the pooling: the same values (test_relu_after_pooling_...)
         ("Conv2D", (62, 62, 4)),
-        ("BatchNormalization", (62, 62, 4)),
-        ("MaxPooling2D", (12, 12, 4)),
+        ("BatchNormalization + MaxPooling2D", (12, 12, 4)),
         ("ReLU", (12, 12, 4)),
         ("Dropout", (12, 12, 4)),
         ("Flatten", (576,)),
@@ -82,17 +85,22 @@ def test_table_one_has_11098_trainable_parameters_at_350():
         ("Dense", (2,)),
     ]
     # batch normalisation over image rows: one gamma and beta per row
-    assert model.get_layer("bn_rows1").count_params() == 4 * 344
-    assert [int(w.shape[0]) for w in model.get_layer("bn_rows1").trainable_weights] == [344, 344]
+    assert model.get_layer("bn_rows_pool1").count_params() == 4 * 344
+    assert [int(w.shape[0]) for w in model.get_layer("bn_rows_pool1").trainable_weights] == [344, 344]
 
 
 def test_fast_layers_compute_what_the_keras_layers_compute():
-    """ColumnBlockConv2D, RowBatchNormalization and ByteDropout against Keras's Conv2D, BatchNormalization(axis=1)
-    and Dropout."""
+    """ColumnBlockConv2D, RowBatchNormalization, RowBatchNormMaxPooling and ByteDropout against Keras's Conv2D,
+    BatchNormalization(axis=1), BatchNormalization(axis=1) then MaxPooling2D, and Dropout."""
     import keras
     import tensorflow as tf
 
-    from hitbench.methods.cnn_layers import ByteDropout, ColumnBlockConv2D, RowBatchNormalization
+    from hitbench.methods.cnn_layers import (
+        ByteDropout,
+        ColumnBlockConv2D,
+        RowBatchNormalization,
+        RowBatchNormMaxPooling,
+    )
 
     for width in (30, 29):  # 24 output columns: three blocks; 23: Keras's own convolution
         frames = tf.constant(np.random.default_rng(1).normal(0.0, 1.0, (3, 26, width, 1)).astype(np.float32))
@@ -124,6 +132,33 @@ def test_fast_layers_compute_what_the_keras_layers_compute():
     for a, b in zip(fast.non_trainable_weights, plain.non_trainable_weights, strict=True):  # moving mean and variance
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fast(x, training=False), plain(x, training=False), atol=1e-5)
+
+    # batch normalisation then pooling as one layer: windows with tied values (the first maximum takes the
+    # gradient, as TensorFlow's pooling), rows whose scale is negative, rows and columns no window covers
+    pool = keras.layers.MaxPooling2D(5)
+    for shape in ((6, 22, 27, 4), (1, 17, 15, 4)):
+        x = tf.constant(np.random.default_rng(2).normal(2.0, 3.0, shape).astype(np.float32))
+        x = tf.where(x > 4.0, 1.5, x)
+        pooled_bn, plain_bn = RowBatchNormMaxPooling(5, axis=1), keras.layers.BatchNormalization(axis=1)
+        for layer in (pooled_bn, plain_bn):
+            layer.build(x.shape)
+            layer.gamma.assign(np.linspace(-2.0, 2.0, shape[1]).astype(np.float32))
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            outputs = [pooled_bn(x, training=True), pool(plain_bn(x, training=True))]
+            losses = [tf.reduce_sum(tf.sin(out)) for out in outputs]
+        assert outputs[0].shape == outputs[1].shape == (shape[0], shape[1] // 5, shape[2] // 5, 4)
+        np.testing.assert_allclose(outputs[0], outputs[1], atol=2e-5)
+        np.testing.assert_allclose(tape.gradient(losses[0], x), tape.gradient(losses[1], x), atol=2e-5)
+        for fast_grad, plain_grad in zip(
+            tape.gradient(losses[0], pooled_bn.trainable_weights),
+            tape.gradient(losses[1], plain_bn.trainable_weights),
+            strict=True,
+        ):
+            np.testing.assert_allclose(fast_grad, plain_grad, rtol=1e-4, atol=1e-3)
+        for a, b in zip(pooled_bn.non_trainable_weights, plain_bn.non_trainable_weights, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(pooled_bn(x, training=False), pool(plain_bn(x, training=False)), atol=1e-5)
 
     ones = tf.ones((50, 40, 40, 4))
     dropped = ByteDropout(0.25, seed=1)(ones, training=True).numpy()
@@ -403,47 +438,39 @@ def test_cnn_robust_fits_its_cut_between_the_training_classes():
 
 
 def test_relu_after_pooling_computes_table_one_exactly() -> None:
-    """The network pools before its ReLUs; in Table I's order (ReLU, then pooling) the same layers give the
-    same outputs and the same gradients, to the bit."""
+    """Each stage pools before its ReLU; in Table I's order (batch normalisation, ReLU, then pooling) Keras's
+    layers with the same weights give the same outputs and gradients: to the bit at inference, and to float
+    rounding in training, where the stage's normalisation and pooling are compiled passes."""
     import tensorflow as tf
 
     from hitbench.methods import tf_runtime
+    from hitbench.methods.cnn_layers import RowBatchNormMaxPooling
 
     keras = tf_runtime.keras()
-    model = build_model((64, 64), dropout=0.0, seed=3)
-    layers = {layer.name: layer for layer in model.layers}
-    table_one = [
-        "conv1",
-        "dropout1",
-        "bn_rows1",
-        "relu1",
-        "pool1",
-        "conv2",
-        "bn_rows2",
-        "relu2",
-        "pool2",
-        "dropout2",
-        "flatten",
-        "dense1",
-        "bn_dense1",
-        "relu3",
-        "dropout3",
-        "dense2",
-    ]
-    assert [layer.name for layer in model.layers] != table_one  # the order really differs
-    reference = keras.Sequential([keras.Input((64, 64, 1))] + [layers[name] for name in table_one])
-    frames = tf.constant(np.random.default_rng(0).standard_normal((6, 64, 64, 1)).astype(np.float32))
+    x = tf.constant(np.random.default_rng(0).normal(0.5, 2.0, (6, 22, 27, 4)).astype(np.float32))
+    ours, theirs = RowBatchNormMaxPooling(5, axis=1), keras.layers.BatchNormalization(axis=1)
+    relu, pool = keras.layers.ReLU(), keras.layers.MaxPooling2D(5)
+    gamma = np.linspace(0.5, 2.0, 22).astype(np.float32)
+    gamma[::3] *= -1  # a negative scale turns a row's maximum into its minimum: the order matters there
+    for layer in (ours, theirs):
+        layer.build(x.shape)
+        layer.set_weights([gamma, np.linspace(-1.0, 1.0, 22).astype(np.float32), *layer.get_weights()[2:]])
     for training in (False, True):
         with tf.GradientTape(persistent=True) as tape:
-            ours, theirs = model(frames, training=training), reference(frames, training=training)
-            ours_hit, theirs_hit = tf.reduce_sum(ours[:, 1]), tf.reduce_sum(theirs[:, 1])
-        assert np.array_equal(ours.numpy(), theirs.numpy())
-        for a, b in zip(
-            tape.gradient(ours_hit, model.trainable_variables),
-            tape.gradient(theirs_hit, model.trainable_variables),
-            strict=True,
-        ):
-            assert np.array_equal(a.numpy(), b.numpy())
+            tape.watch(x)
+            outputs = relu(ours(x, training=training)), pool(relu(theirs(x, training=training)))
+            losses = [tf.reduce_sum(tf.sin(out)) for out in outputs]
+        grads = [
+            tape.gradient(loss, [x, *layer.trainable_weights])
+            for loss, layer in zip(losses, (ours, theirs), strict=True)
+        ]
+        if not training:
+            assert np.array_equal(outputs[0].numpy(), outputs[1].numpy())
+            assert np.array_equal(grads[0][0].numpy(), grads[1][0].numpy())
+            continue
+        np.testing.assert_allclose(outputs[0], outputs[1], atol=2e-5)
+        for a, b in zip(*grads, strict=True):  # x, gamma, beta
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------- golden scores
@@ -470,7 +497,7 @@ def negative_rows_linear(method: ReferenceCNN) -> ReferenceCNN:
     pooled maximum into a minimum)."""
     model = pickle.loads(pickle.dumps(method))
     model.set_params(normalisation="linear")
-    for name in ("bn_rows1", "bn_rows2"):
+    for name in ("bn_rows_pool1", "bn_rows_pool2"):
         layer = model.model_.get_layer(name)
         gamma, *rest = layer.get_weights()
         gamma[::3] *= -1

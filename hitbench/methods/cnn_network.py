@@ -23,7 +23,9 @@ The network, for an input frame of H x W pixels (350 x 350 in the study)::
 
 The ReLU of each stage is computed after its max pooling: ReLU is monotone, so
 ``relu(maxpool(x)) == maxpool(relu(x))`` exactly, values and gradients alike, and it then runs
-on 68 x 68 instead of 344 x 344 activations per frame.
+on 68 x 68 instead of 344 x 344 activations per frame. Each stage's row batch normalisation and
+max pooling are one Keras layer (:class:`hitbench.methods.cnn_layers.RowBatchNormMaxPooling`,
+``bn_rows_pool1`` and ``bn_rows_pool2``), whose weights are those of the batch normalisation.
 
 11,098 trainable parameters at 350 x 350. Training: categorical cross-entropy, SGD with
 momentum 0.9 and learning rate 0.002 decayed as ``lr / (1 + 1e-4 * step)`` (Keras 1's
@@ -65,7 +67,7 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int =
     keras = tf_runtime.keras()
     from keras import layers
 
-    from hitbench.methods.cnn_layers import ByteDropout, ColumnBlockConv2D, RowBatchNormalization
+    from hitbench.methods.cnn_layers import ByteDropout, ColumnBlockConv2D, RowBatchNormMaxPooling
 
     height, width = (int(s) for s in frame_shape)
     if min(height, width) < 39:
@@ -82,12 +84,10 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int =
             keras.Input(shape=(height, width, 1), name="frames"),
             ColumnBlockConv2D(4, 7, kernel_initializer=weights(), name="conv1"),
             ByteDropout(dropout, seed=next(seeds), name="dropout1"),
-            RowBatchNormalization(axis=1, epsilon=BN_EPSILON, name="bn_rows1"),
-            layers.MaxPooling2D(5, name="pool1"),
+            RowBatchNormMaxPooling(5, axis=1, epsilon=BN_EPSILON, name="bn_rows_pool1"),
             layers.ReLU(name="relu1"),
             layers.Conv2D(4, 7, kernel_initializer=weights(), name="conv2"),
-            RowBatchNormalization(axis=1, epsilon=BN_EPSILON, name="bn_rows2"),
-            layers.MaxPooling2D(5, name="pool2"),
+            RowBatchNormMaxPooling(5, axis=1, epsilon=BN_EPSILON, name="bn_rows_pool2"),
             layers.ReLU(name="relu2"),
             ByteDropout(dropout, seed=next(seeds), name="dropout2"),
             layers.Flatten(name="flatten"),
@@ -135,7 +135,7 @@ def inference_weights(weights: Sequence[np.ndarray], *, input_mean: float, input
         first dense layer with its batch normalisation; ``w4`` (16, 2), ``b4``: the output layer's
         logits.
     """
-    sizes = (2, 4, 2, 4, 2, 4, 2)  # conv1, bn_rows1, conv2, bn_rows2, dense1, bn_dense1, dense2
+    sizes = (2, 4, 2, 4, 2, 4, 2)  # conv1, bn_rows_pool1, conv2, bn_rows_pool2, dense1, bn_dense1, dense2
     layers = (weights[end - n : end] for n, end in zip(sizes, np.cumsum(sizes), strict=True))
     (k1, b1), bn1, (k2, b2), bn2, (w3, b3), bn3, (w4, b4) = layers
     k1, b1, w3, b3 = (np.asarray(w, dtype=np.float64) for w in (k1, b1, w3, b3))
