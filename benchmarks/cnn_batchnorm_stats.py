@@ -24,7 +24,7 @@ from hitbench.modelfile import load_model
 
 PRESET = "cxi-streptavidin"
 #: Each batch normalisation and the layer whose output it normalises.
-NORMALISED = {"bn_rows1": "dropout1", "bn_rows2": "conv2", "bn_dense1": "dense1"}
+NORMALISED = {"bn_rows_pool1": "dropout1", "bn_rows_pool2": "conv2", "bn_dense1": "dense1"}
 
 
 def training_frames(scale: float, seed: int, per_run: int, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:

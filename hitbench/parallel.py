@@ -18,6 +18,7 @@ new worker, so that warning (:data:`WORKER_REPLACED`) is not shown inside :func:
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -72,8 +73,31 @@ def on_frame_slices(work: Callable[[int, int], T], n_frames: int, threads: int |
     bounds = [n_frames * k // count for k in range(count + 1)]
     if count == 1:
         return [work(0, n_frames)]
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(work, bounds[:-1], bounds[1:]))
+    return list(thread_pool("slices").map(work, bounds[:-1], bounds[1:]))
+
+
+def thread_pool(name: str) -> ThreadPoolExecutor:
+    """This process's pool of threads ``name``, one thread per core it may use, started at first use and kept.
+
+    Starting threads for every batch cost ~0.4 ms a call (two threads), against ~0.02 ms for kept ones. A pool's
+    tasks must not wait on tasks of the same pool. A forked child does not inherit its parent's threads: it
+    starts its own pool.
+
+    Parameters
+    ----------
+    name : str
+        What the threads do (their names start ``hitbench-<name>``).
+
+    Returns
+    -------
+    concurrent.futures.ThreadPoolExecutor
+    """
+    return _thread_pool(name, os.getpid())
+
+
+@functools.cache
+def _thread_pool(name: str, pid: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(available_cores(), thread_name_prefix=f"hitbench-{name}")
 
 
 def check_n_jobs(n_jobs: int, option: str = "--n-jobs") -> int:

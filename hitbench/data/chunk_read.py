@@ -11,14 +11,14 @@ h5py like any other dataset, which gives its error for a damaged one.
 
 from __future__ import annotations
 
-import functools
-import os
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 
 import h5py
 import numpy as np
 from h5py._objects import phil  # h5py's lock of libhdf5 calls
 from isal import isal_zlib
+
+from hitbench.parallel import thread_pool
 
 #: HDF5's filter pipeline the threads decode: byte shuffle, then deflate.
 FILTERS = (h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE)
@@ -50,16 +50,6 @@ def direct_frames(dataset: h5py.Dataset) -> bool:
     return not shuffle_size or shuffle_size[0] == dataset.dtype.itemsize
 
 
-def _pool() -> ThreadPoolExecutor:
-    """The decoding threads, one per core this process may use (started at its first read)."""
-    return _pool_of(os.getpid())  # a forked child does not inherit its parent's threads: it starts its own
-
-
-@functools.cache
-def _pool_of(pid: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="hitbench-inflate")
-
-
 def read_frames(dataset: h5py.Dataset, indices: np.ndarray, out: np.ndarray, weights: np.ndarray | None = None) -> None:
     """Frames ``indices`` of a dataset :func:`direct_frames` accepts, into ``out``, in that order.
 
@@ -82,7 +72,7 @@ def read_frames(dataset: h5py.Dataset, indices: np.ndarray, out: np.ndarray, wei
     tasks = [
         (
             first,
-            _pool().submit(
+            thread_pool("inflate").submit(
                 _decode, dataset, indices[first : first + DECODE_FRAMES], out[first : first + DECODE_FRAMES], weights
             ),
         )
