@@ -50,10 +50,11 @@ def available_cores() -> int:
 
 
 def on_frame_slices(work: Callable[[int, int], T], n_frames: int, threads: int | None = None) -> list[T]:
-    """``work(start, stop)`` on contiguous slices of ``n_frames`` frames, one slice per thread, results in order.
+    """``work(start, stop)`` on contiguous slices of ``n_frames`` frames, results in order.
 
     For compiled kernels that release the GIL (numba ``nogil``): a batch of frames is split over the cores of
-    this process, as the frames of one worker's task.
+    this process, as the frames of one worker's task. The slices run on the process's kept pool
+    (:func:`thread_pool`, one thread per core); ``work`` must not itself wait on that pool.
 
     Parameters
     ----------
@@ -62,7 +63,7 @@ def on_frame_slices(work: Callable[[int, int], T], n_frames: int, threads: int |
     n_frames : int
         Frames in all.
     threads : int, optional
-        Slices (threads); default :func:`available_cores`, never more than the frames.
+        Slices; default :func:`available_cores`, never more than the frames.
 
     Returns
     -------
