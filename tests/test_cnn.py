@@ -395,14 +395,21 @@ def test_tensorflow_load_notices_dropped_and_other_output_kept(capfd: pytest.Cap
     assert "shown" in capfd.readouterr().err
 
 
-def test_users_tensorflow_log_level_is_kept():
-    code = (
-        "import os; from hitbench.methods import tf_runtime; tf_runtime.keras();"
-        " print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
-    )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1"}
+@pytest.mark.parametrize(
+    ("variable", "users", "expected"),
+    [
+        ("TF_CPP_MIN_LOG_LEVEL", "1", "1"),
+        ("TF_ENABLE_ONEDNN_OPTS", "0", "0"),
+        ("TF_ENABLE_ONEDNN_OPTS", None, "1"),  # oneDNN on where TensorFlow would leave it off (CPUs without AVX-512)
+    ],
+)
+def test_tensorflow_settings_default_and_users_kept(variable: str, users: str | None, expected: str) -> None:
+    code = f"import os; from hitbench.methods import tf_runtime; tf_runtime.keras(); print(os.environ['{variable}'])"
+    env = {k: v for k, v in os.environ.items() if k != variable}
+    if users is not None:
+        env[variable] = users
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert done.stdout.strip() == "1"
+    assert done.stdout.strip() == expected
 
 
 def _spot_frames(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
