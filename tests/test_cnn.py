@@ -89,12 +89,14 @@ def test_table_one_has_11098_trainable_parameters_at_350():
     assert [int(w.shape[0]) for w in model.get_layer("bn_rows_pool1").trainable_weights] == [344, 344]
 
 
-def test_fast_layers_compute_what_the_keras_layers_compute():
-    """ColumnBlockConv2D, RowBatchNormalization, RowBatchNormMaxPooling and ByteDropout against Keras's Conv2D,
-    BatchNormalization(axis=1), BatchNormalization(axis=1) then MaxPooling2D, and Dropout."""
+def test_fast_layers_compute_what_the_keras_layers_compute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ColumnBlockConv2D (with every block size a CPU may get), RowBatchNormalization, RowBatchNormMaxPooling and
+    ByteDropout against Keras's Conv2D, BatchNormalization(axis=1), BatchNormalization(axis=1) then MaxPooling2D,
+    and Dropout."""
     import keras
     import tensorflow as tf
 
+    from hitbench.methods import cnn_layers
     from hitbench.methods.cnn_layers import (
         ByteDropout,
         ColumnBlockConv2D,
@@ -102,7 +104,9 @@ def test_fast_layers_compute_what_the_keras_layers_compute():
         RowBatchNormMaxPooling,
     )
 
-    for width in (30, 29):  # 24 output columns: three blocks; 23: Keras's own convolution
+    assert cnn_layers.column_block() in (2, 8)
+    for block, width in ((8, 30), (4, 30), (2, 30), (8, 29)):  # 24 output columns in blocks; 23: Keras's own
+        monkeypatch.setattr(cnn_layers, "column_block", lambda block=block: block)
         frames = tf.constant(np.random.default_rng(1).normal(0.0, 1.0, (3, 26, width, 1)).astype(np.float32))
         fast, plain = ColumnBlockConv2D(4, 7, bias_initializer="glorot_uniform"), keras.layers.Conv2D(4, 7)
         fast.build(frames.shape), plain.build(frames.shape)
