@@ -160,6 +160,8 @@ def test_compressed_and_plain_images(tmp_path: Path) -> None:
         csv.writer(handle).writerows([["file", "label"], ["frame.cbf", "miss"], ["frame2.cbf.bz2", "hit"]])
     run = open_experiment(tmp_path / "labels.csv").runs[tmp_path.name]
     assert run.read().shape == (2, 350, 350)
+    into = np.empty((1, 350, 350), dtype=np.float32)
+    assert run.read_at(np.array([1]), out=into) is into and np.array_equal(into, run.read()[1:])
     np.testing.assert_array_equal(run_labels(run, "truth"), [0, 1])
 
 

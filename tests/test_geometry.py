@@ -252,6 +252,8 @@ def test_label_info_and_assembled_run(tmp_path: Path) -> None:
     crops = assembled.read(0, 3)
     assert crops.shape == (3, 96, 96) and assembled.frame_shape == (96, 96)
     assert np.array_equal(assembled.read_at(np.array([1, 2])), crops[1:])
+    into = np.empty((2, 96, 96), dtype=np.float32)
+    assert assembled.read_at(np.array([1, 2]), out=into) is into and np.array_equal(into, crops[1:])
     # a raw peak lands on a bright pixel of the crop
     cx, cy = (np.rint(c).astype(int) for c in read_geom(geom_file).to_crop(found[:, 0], found[:, 1], side=96))
     inside = (cx >= 0) & (cx < 96) & (cy >= 0) & (cy < 96)

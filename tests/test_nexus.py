@@ -67,6 +67,8 @@ def test_master_reads_the_linked_frames(tiny_run: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(master.read(), run.read())
     np.testing.assert_array_equal(master.read(8, 13), run.read(8, 13))  # across the two data files
     np.testing.assert_array_equal(master.read_at(np.array([0, 9, 10, 17])), run.read_at(np.array([0, 9, 10, 17])))
+    into = np.empty((2, *run.frame_shape), dtype=np.float32)
+    assert master.read_at(np.array([9, 10]), out=into) is into and np.array_equal(into, run.read(9, 11))
     assert master.geometry.distance == run.geometry.distance
     assert master.geometry.photon_energy == pytest.approx(run.geometry.photon_energy, rel=1e-6)
     assert master.beam_center == (run.attrs["beam_centre_x"], run.attrs["beam_centre_y"])

@@ -50,6 +50,8 @@ def test_run_frames_take_reads_any_positions_in_the_order_asked(frame_set, run_f
     expected = np.concatenate([run_file.read(10, 60), run_file.read(0, 10)])
     positions = np.array([55, 3, 59, 0, 12, 50])
     np.testing.assert_array_equal(frames.take(positions), expected[positions])
+    increasing = np.array([0, 12, 49, 50, 55, 59])  # each part's frames read straight into their block of the batch
+    np.testing.assert_array_equal(frames.take(increasing), expected[increasing])
     np.testing.assert_array_equal(np.concatenate(list(frames.chunks())), expected)
     assert len(frames) == 60 and frames.frame_shape == frame_set.train_frames.shape[1:]
 

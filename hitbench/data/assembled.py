@@ -68,19 +68,26 @@ class AssembledRun(CXIRun):
         """
         return self._assemble(self._raw.read(start, stop, apply_mask=False))
 
-    def read_at(self, indices: np.ndarray) -> np.ndarray:
+    def read_at(self, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The assembled crops of the frames at ``indices`` (increasing, distinct).
 
         Parameters
         ----------
         indices : numpy.ndarray
             Frame indices.
+        out : numpy.ndarray, optional
+            A float32 array of shape (len(indices), side, side) to write the crops into; by default a new one.
 
         Returns
         -------
         numpy.ndarray, shape (len(indices), side, side)
+            The crops (``out`` when given).
         """
-        return self._assemble(self._raw.read_at(indices))
+        crops = self._assemble(self._raw.read_at(indices))
+        if out is None:
+            return crops
+        out[...] = crops
+        return out
 
 
 def assembled_experiment(experiment: Experiment, geometry: DetectorGeometry, side: int = CROP_SIZE) -> Experiment:

@@ -235,7 +235,7 @@ class CXIRun:
             return out
         return self._read(spans, what, apply_mask, out)
 
-    def read_at(self, indices: np.ndarray) -> np.ndarray:
+    def read_at(self, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The frames at ``indices`` (increasing, distinct) as float32, bad pixels set to 0.
 
         hitbench stores each frame as its own chunk: only those asked for are decompressed, shared out
@@ -247,19 +247,28 @@ class CXIRun:
         ----------
         indices : numpy.ndarray
             Frame indices, strictly increasing.
+        out : numpy.ndarray, optional
+            A C-contiguous float32 array of shape (len(indices), H, W) to read into (e.g. a block of a larger
+            batch, which is then not copied); by default a new one.
 
         Returns
         -------
         numpy.ndarray, shape (len(indices), H, W)
-            The frames.
+            The frames (``out`` when given).
         """
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size == 0:
-            return np.zeros((0, *self.frame_shape), dtype=np.float32)
+            return np.zeros((0, *self.frame_shape), dtype=np.float32) if out is None else out
         breaks = np.flatnonzero(np.diff(indices) != 1) + 1
         starts, stops = indices[np.r_[0, breaks]], indices[np.r_[breaks - 1, indices.size - 1]] + 1
         spans = [slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
-        return self._read(spans, f"frames {indices[0]}-{indices[-1]}", True)
+        what = f"frames {indices[0]}-{indices[-1]}"
+        if out is None:
+            return self._read(spans, what, True)
+        if type(self)._read is not CXIRun._read:  # a reader of other files (MasterRun) whose _read takes no buffer
+            out[...] = self._read(spans, what, True)
+            return out
+        return self._read(spans, what, True, out)
 
     def __getstate__(self) -> dict:
         """Pickled (to a worker) without the block of frames kept from the last read."""

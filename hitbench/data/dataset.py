@@ -121,22 +121,27 @@ class ImageRun:
         stop = self.n_frames if stop is None else min(stop, self.n_frames)
         return self.read_at(np.arange(start, stop))
 
-    def read_at(self, indices: np.ndarray) -> np.ndarray:
+    def read_at(self, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Cropped frames at ``indices`` (float32, bad pixels 0).
 
         Parameters
         ----------
         indices : numpy.ndarray
             Frame indices.
+        out : numpy.ndarray, optional
+            A float32 array of shape (len(indices), crop_size, crop_size) to write the frames into; by default a
+            new one.
 
         Returns
         -------
         numpy.ndarray, shape (len(indices), crop_size, crop_size)
-            The frames.
+            The frames (``out`` when given).
         """
-        if len(indices) == 0:
-            return np.zeros((0, *self.frame_shape), dtype=np.float32)
-        return np.stack([self._frame(int(i))[0] for i in indices]).astype(np.float32)
+        if out is None:
+            out = np.empty((len(indices), *self.frame_shape), dtype=np.float32)
+        for k, i in enumerate(indices):
+            out[k] = self._frame(int(i))[0]
+        return out
 
 
 Run = CXIRun | ImageRun
@@ -263,10 +268,15 @@ class RunFrames(FrameSource):
         positions = np.asarray(positions, dtype=np.int64)
         out = np.empty((positions.size, *self.frame_shape), dtype=np.float32)
         part = np.searchsorted(self._starts, positions, side="right") - 1
+        increasing = bool(np.all(np.diff(positions) > 0))
         for k in np.unique(part):
             run, indices = self.parts[k]
             chosen = np.flatnonzero(part == k)
             local = indices[positions[chosen] - self._starts[k]]
+            if increasing:  # this run's frames are one block of ``out``, in the run's order: read into it, not copied
+                block = out[chosen[0] : chosen[-1] + 1]
+                check_frames(run.read_at(local, out=block), where=str(run_source(run)))
+                continue
             order = np.argsort(local)
             out[chosen[order]] = check_frames(run.read_at(local[order]), where=str(run_source(run)))
         return out

@@ -26,9 +26,9 @@ def training_batches(
 ):
     """Training batches read from a frame source, in a new random order each epoch.
 
-    Each batch's frames are read (:meth:`FrameSource.take`) and standardised a few batches ahead of
-    the network (:data:`PREFETCH_THREADS`), so only those batches are in memory, whatever the size of
-    the training set. With ``flip`` each frame is left as it is, flipped left-right, flipped up-down
+    Each batch's frames are read (:meth:`FrameSource.take`, in increasing position) and standardised a few
+    batches ahead of the network (:data:`PREFETCH_THREADS`), so only those batches are in memory, whatever the
+    size of the training set. With ``flip`` each frame is left as it is, flipped left-right, flipped up-down
     or rotated by 180 degrees (one of the four, uniformly, anew every epoch): the Bragg peaks of a
     hit stay peaks and their number (the label) is unchanged.
 
@@ -82,7 +82,9 @@ def training_batches(
                 self.flips = self.rng.integers(0, 4, len(positions))
 
         def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-            picked = self.order[index * batch_size : (index + 1) * batch_size]
+            # a batch's frames in increasing position, so that a frame source reads each run's share of them
+            # straight into the batch (RunFrames.take); a batch's order changes only the order of the gradient's sums
+            picked = np.sort(self.order[index * batch_size : (index + 1) * batch_size])
             batch = standardise(frames.take(positions[picked]))
             flips = self.flips[picked]
             batch[flips & 1 == 1] = batch[flips & 1 == 1, :, ::-1]
