@@ -303,7 +303,9 @@ def test_robust_preprocessing_reproduces_its_golden_outputs():
     litpix = registry.get("litpix-robust").fit(frames, labels).decision_function(frames)
     np.testing.assert_allclose(litpix, golden["litpix_robust_scores"], rtol=1e-6, atol=1e-6)
     svm = registry.get("svm-robust", method__n_components=4).fit(frames, labels).decision_function(frames)
-    np.testing.assert_allclose(svm, golden["svm_robust_scores"], rtol=1e-6, atol=1e-6)
+    # PCA's SVD and the SVC's kernel sums run in OpenBLAS and LAPACK, whose kernels follow the CPU: 5.0e-6 measured
+    # on a 2-core AMD EPYC (AVX2) against the AVX-512 Xeon that wrote the file (the preprocessing above: within 1e-6)
+    np.testing.assert_allclose(svm, golden["svm_robust_scores"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
