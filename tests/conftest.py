@@ -7,6 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from hitbench.methods import tf_runtime
+
+# TensorFlow reads its settings when it is imported, and some tests import tensorflow or keras before anything
+# calls tf_runtime.keras(): the whole test process runs TensorFlow as hitbench does (oneDNN on, as in the
+# subprocesses that tests compare with; on a CPU without AVX-512 TensorFlow alone would leave it off)
+tf_runtime.set_environment()
+
 #: Parameters that keep each method's fit fast in the test suite (only methods that need them). The cnn
 #: sees linear ADU here: in its 100 updates the batch-normalisation moving averages have not settled, and
 #: with log1p inputs the held-out calls were one class for 2 of the seeds 0-2 (linear: 0.958 for each).

@@ -227,13 +227,7 @@ class CXIRun:
             The frames (``out`` when given).
         """
         stop = self.n_frames if stop is None else min(stop, self.n_frames)
-        spans, what = [slice(start, max(start, stop))], f"frames {start}-{stop}"
-        if out is None:
-            return self._read(spans, what, apply_mask)
-        if type(self)._read is not CXIRun._read:  # a reader of other files (MasterRun) whose _read takes no buffer
-            out[...] = self._read(spans, what, apply_mask)
-            return out
-        return self._read(spans, what, apply_mask, out)
+        return self._read_into([slice(start, max(start, stop))], f"frames {start}-{stop}", apply_mask, out)
 
     def read_at(self, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The frames at ``indices`` (increasing, distinct) as float32, bad pixels set to 0.
@@ -262,13 +256,16 @@ class CXIRun:
         breaks = np.flatnonzero(np.diff(indices) != 1) + 1
         starts, stops = indices[np.r_[0, breaks]], indices[np.r_[breaks - 1, indices.size - 1]] + 1
         spans = [slice(int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
-        what = f"frames {indices[0]}-{indices[-1]}"
+        return self._read_into(spans, f"frames {indices[0]}-{indices[-1]}", True, out)
+
+    def _read_into(self, spans: list[slice], what: str, apply_mask: bool, out: np.ndarray | None) -> np.ndarray:
+        """:meth:`_read` into ``out`` when given, also for a reader of other files whose ``_read`` takes no buffer."""
         if out is None:
-            return self._read(spans, what, True)
+            return self._read(spans, what, apply_mask)
         if type(self)._read is not CXIRun._read:  # a reader of other files (MasterRun) whose _read takes no buffer
-            out[...] = self._read(spans, what, True)
+            out[...] = self._read(spans, what, apply_mask)
             return out
-        return self._read(spans, what, True, out)
+        return self._read(spans, what, apply_mask, out)
 
     def __getstate__(self) -> dict:
         """Pickled (to a worker) without the block of frames kept from the last read."""

@@ -273,7 +273,8 @@ class RunFrames(FrameSource):
             run, indices = self.parts[k]
             chosen = np.flatnonzero(part == k)
             local = indices[positions[chosen] - self._starts[k]]
-            if increasing:  # this run's frames are one block of ``out``, in the run's order: read into it, not copied
+            if increasing and bool(np.all(np.diff(local) > 0)):
+                # this run's frames are one block of ``out``, in the run's order: read into it, not copied
                 block = out[chosen[0] : chosen[-1] + 1]
                 check_frames(run.read_at(local, out=block), where=str(run_source(run)))
                 continue

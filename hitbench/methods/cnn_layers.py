@@ -68,11 +68,15 @@ def column_block() -> int:
     Returns
     -------
     int
-        8 where the CPU has AVX-512 (llvmlite's host features), 2 elsewhere.
+        8 where the CPU has AVX-512 (the ``avx512f`` flag of ``/proc/cpuinfo``), 2 elsewhere (also where
+        ``/proc/cpuinfo`` cannot be read).
     """
-    from llvmlite import binding
-
-    return 8 if binding.get_host_cpu_features().get("avx512f", False) else 2
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return 8 if "avx512f" in flags else 2
 
 
 @keras.saving.register_keras_serializable(package="hitbench")

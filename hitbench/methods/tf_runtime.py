@@ -48,8 +48,7 @@ def keras() -> ModuleType:
         ``keras``, with hitbench's layers (:mod:`hitbench.methods.cnn_layers`) registered.
     """
     if "hitbench.methods.cnn_layers" not in sys.modules:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+        set_environment()
         with _load_notices_dropped(quiet=os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"):
             import tensorflow as tf
 
@@ -59,6 +58,17 @@ def keras() -> ModuleType:
     import keras
 
     return keras
+
+
+def set_environment() -> None:
+    """TensorFlow's settings hitbench loads it with, where the user has not set them (it reads them at import).
+
+    ``TF_CPP_MIN_LOG_LEVEL=3`` and ``TF_ENABLE_ONEDNN_OPTS=1`` (see the module's docstring). :func:`keras` calls
+    it; a program that imports TensorFlow itself before calling :func:`keras` calls it first to get the same
+    kernels (the test suite does, in tests/conftest.py).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 @contextmanager
