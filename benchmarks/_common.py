@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hitbench.atomic import atomic_write
+from hitbench.parallel import cpu_info
 
 #: Where the benchmarks' JSON files are committed.
 RESULTS = Path("benchmarks/results")
@@ -54,7 +55,7 @@ def load_average() -> list[float]:
 
 
 def cpu() -> dict[str, str]:
-    """The processor's model and its widest vector instructions, from ``/proc/cpuinfo`` (Linux).
+    """The processor's model and its widest vector instructions (:func:`hitbench.parallel.cpu_info`).
 
     The same script gives other figures on another processor: TensorFlow's and numba's kernels run twice as many
     floats an instruction with AVX-512 as with AVX2.
@@ -65,15 +66,11 @@ def cpu() -> dict[str, str]:
         ``model`` (the ``model name`` line) and ``vector`` (``avx512f``, ``avx2``, ``avx`` or ``sse``); both
         ``unknown`` where ``/proc/cpuinfo`` cannot be read.
     """
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"model": "unknown", "vector": "unknown"}
-    fields = dict(line.split(":", 1) for line in info.splitlines()[:40] if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
+    model, flags = cpu_info()
+    if not flags:
+        return {"model": model, "vector": "unknown"}
     vector = next((isa for isa in ("avx512f", "avx2", "avx") if isa in flags), "sse")
-    return {"model": fields.get("model name", "unknown"), "vector": vector}
+    return {"model": model, "vector": vector}
 
 
 def machine(load_before: list[float], load_after: list[float] | None = None) -> dict[str, object]:

@@ -49,6 +49,25 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+@functools.cache
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """This machine's processor: its model and its instruction-set flags, from ``/proc/cpuinfo`` (Linux).
+
+    Returns
+    -------
+    tuple of (str, frozenset of str)
+        The ``model name`` line and the ``flags`` line of the first processor listed (``avx2``, ``avx512f``,
+        ...); ``"unknown"`` and no flags where ``/proc/cpuinfo`` cannot be read.
+    """
+    try:
+        with open("/proc/cpuinfo") as info:
+            first = info.read().split("\n\n", 1)[0]
+    except OSError:
+        return "unknown", frozenset()
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+    return fields.get("model name", "unknown"), frozenset(fields.get("flags", "").split())
+
+
 def on_frame_slices(work: Callable[[int, int], T], n_frames: int, threads: int | None = None) -> list[T]:
     """``work(start, stop)`` on contiguous slices of ``n_frames`` frames, results in order.
 

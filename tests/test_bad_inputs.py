@@ -27,7 +27,7 @@ from hitbench.data.dataset import open_experiment, read_labels_csv
 from hitbench.data.formats import CBF_BINARY_START, read_image
 from hitbench.errors import HitbenchError
 from hitbench.methods import registry
-from hitbench.parallel import WORKER_REPLACED, available_cores, check_n_jobs
+from hitbench.parallel import WORKER_REPLACED, available_cores, check_n_jobs, cpu_info
 
 HITBENCH = str(Path(sys.executable).with_name("hitbench"))
 
@@ -278,6 +278,16 @@ def test_n_jobs_bounded_by_the_cores(capsys: pytest.CaptureFixture) -> None:
     assert check_n_jobs(1000) == cores
     warning = f"hitbench: warning: --n-jobs 1000: only {cores} cores here; using {cores} workers\n"
     assert capsys.readouterr().err == warning
+
+
+def test_cpu_info_without_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreadable /proc/cpuinfo (not Linux) gives an unknown model and no flags (column_block: blocks of 2)."""
+
+    def unreadable(*args, **kwargs):
+        raise FileNotFoundError("/proc/cpuinfo")
+
+    monkeypatch.setattr("builtins.open", unreadable)
+    assert cpu_info.__wrapped__() == ("unknown", frozenset())
 
 
 def test_labels_csv_row_without_a_label(tmp_path: Path) -> None:

@@ -47,16 +47,13 @@ it only through :func:`hitbench.methods.tf_runtime.keras`.
 
 from __future__ import annotations
 
-import functools
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from hitbench.parallel import on_frame_slices
+from hitbench.parallel import cpu_info, on_frame_slices
 
 
-@functools.cache
 def column_block() -> int:
     """Output columns per block of :class:`ColumnBlockConv2D` on this machine's CPU.
 
@@ -68,15 +65,10 @@ def column_block() -> int:
     Returns
     -------
     int
-        8 where the CPU has AVX-512 (the ``avx512f`` flag of ``/proc/cpuinfo``), 2 elsewhere (also where
-        ``/proc/cpuinfo`` cannot be read).
+        8 where the CPU has AVX-512 (the ``avx512f`` flag of :func:`hitbench.parallel.cpu_info`), 2 elsewhere
+        (also where ``/proc/cpuinfo`` cannot be read).
     """
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return 8 if "avx512f" in flags else 2
+    return 8 if "avx512f" in cpu_info()[1] else 2
 
 
 @keras.saving.register_keras_serializable(package="hitbench")
