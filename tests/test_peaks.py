@@ -365,3 +365,39 @@ def test_importing_the_finder_leaves_numba_out():
 
     code = "import sys, hitbench.peaks; assert 'numba' not in sys.modules, 'numba imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_label_finder_takes_the_default_threshold_in_photons():
+    from hitbench.peaks.labels import DEFAULTS_ADU_PER_PHOTON, label_finder
+
+    assert label_finder(DEFAULTS_ADU_PER_PHOTON).get_params() == PeakFinder8().get_params()
+    for adu_per_photon in (12.4, 1.0):  # a Jungfrau in keV at 12.4 keV, a photon-counting detector
+        photons = label_finder(adu_per_photon).adc_threshold / adu_per_photon
+        assert photons == pytest.approx(50.0 / 28.0)
+        assert label_finder(adu_per_photon).min_snr == PeakFinder8().min_snr
+
+
+def test_preset_labelled_in_its_photons_and_relabelled_after_another_finder(tmp_path):
+    import json
+    from importlib import resources
+
+    from hitbench.bench.data import simulated_experiment
+    from hitbench.peaks.labels import label_run
+
+    # tiny's detector at half the gain: 14 ADU per photon, so its labeller's threshold is 25 ADU
+    text = resources.files("hitbench.simulate").joinpath("presets", "tiny.toml").read_text()
+    assert "gain_adu_per_photon = 28.0" in text
+    preset = tmp_path / "tiny-half-gain.toml"
+    preset.write_text(text.replace("gain_adu_per_photon = 28.0", "gain_adu_per_photon = 14.0"))
+
+    def recorded() -> dict[str, float]:
+        experiment = simulated_experiment(str(preset), scale=0.1, seed=0, cache_dir=tmp_path / "cache")
+        return {name: json.loads(run.attrs["peakfinder8"])["adc_threshold"] for name, run in experiment.runs.items()}
+
+    first = recorded()
+    assert len(first) == 4 and set(first.values()) == {25.0}
+    run = next(iter(simulated_experiment(str(preset), scale=0.1, seed=0, cache_dir=tmp_path / "cache").runs.values()))
+    label_run(run.path, PeakFinder8())  # a cache labelled by an older hitbench, at 50 ADU
+    others = {path: path.stat().st_mtime_ns for path in run.path.parent.glob("*.cxi") if path != run.path}
+    assert recorded() == first  # that run labelled again, in photons
+    assert {path: path.stat().st_mtime_ns for path in others} == others  # the others left alone

@@ -10,9 +10,11 @@ interrupted simulation resumes with the runs still missing.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import joblib
 import pandas as pd
@@ -27,21 +29,37 @@ from hitbench.data.detector import DetectorGeometry
 from hitbench.data.geom import read_geom
 from hitbench.errors import HitbenchError
 
+if TYPE_CHECKING:
+    from hitbench.peaks import PeakFinder8
+
 
 def default_cache_dir() -> Path:
     """``$HITBENCH_CACHE``, else ``~/.cache/hitbench``."""
     return Path(os.environ.get("HITBENCH_CACHE", Path.home() / ".cache" / "hitbench"))
 
 
-def _label_missing(
-    experiment: Experiment, n_jobs: int, advance: Callable[[], None] | None, geometry: DetectorGeometry | None = None
+def _unlabelled(experiment: Experiment, finder: PeakFinder8) -> list[CXIRun]:
+    """The runs without labels, or labelled by another finder than ``finder`` (a cache of an older hitbench)."""
+    wanted = finder.record()
+    return [
+        run
+        for run in experiment.runs.values()
+        if isinstance(run, CXIRun)
+        and ("label" not in run.fields or json.loads(run.attrs.get("peakfinder8", "{}")) != wanted)
+    ]
+
+
+def _label(
+    runs: list[CXIRun],
+    finder: PeakFinder8,
+    n_jobs: int,
+    advance: Callable[[], None] | None,
+    geometry: DetectorGeometry | None = None,
 ) -> None:
-    from hitbench.peaks import PeakFinder8
     from hitbench.peaks.labels import label_run
 
-    for run in experiment.runs.values():
-        if isinstance(run, CXIRun) and "label" not in run.fields:
-            label_run(run.path, PeakFinder8(), n_jobs=n_jobs, geometry=geometry)
+    for run in runs:
+        label_run(run.path, finder, n_jobs=n_jobs, geometry=geometry)
         if advance is not None:
             advance()
 
@@ -82,6 +100,7 @@ def simulated_experiment(
         (``detector.panels``) is labelled on its raw frames with the geometry written beside them, and its
         runs are read as the assembled crop of the preset's ``frame_shape`` (:class:`AssembledRun`).
     """
+    from hitbench.peaks.labels import label_finder
     from hitbench.simulate import load_experiment, write_experiment
     from hitbench.simulate.runs import FILE_FORMAT, geom_file_name, run_file_name
 
@@ -101,11 +120,12 @@ def simulated_experiment(
                 write_experiment(spec, folder, runs=missing, scale=scale, seed=seed, n_jobs=n_jobs, progress=advance)
         experiment = open_experiment(folder)
         geometry = read_geom(folder / geom_file_name(spec)) if spec.detector.panels else None
-        unlabelled = [run for run in experiment.runs.values() if "label" not in run.fields]
+        finder = label_finder(spec.detector.gain_adu_per_photon)
+        unlabelled = _unlabelled(experiment, finder)
         if unlabelled:
-            advance = progress(f"finding peaks in {spec.name}", len(experiment.runs)) if progress else None
+            advance = progress(f"finding peaks in {spec.name}", len(unlabelled)) if progress else None
             with costs.step("peak labels") if costs else contextlib.nullcontext():
-                _label_missing(experiment, n_jobs, advance, geometry)
+                _label(unlabelled, finder, n_jobs, advance, geometry)
             experiment = open_experiment(folder)
     if geometry is not None:
         experiment = assembled_experiment(experiment, geometry, spec.frame_shape[0])

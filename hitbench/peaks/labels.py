@@ -20,6 +20,29 @@ from hitbench.labelrule import HIT_ABOVE, MISS_BELOW, peak_labels, rule_record
 from hitbench.peaks.peakfinder import PeakFinder8
 from hitbench.peaktable import PeakTable
 
+#: ADU per photon of the CSPAD-like detector of ``cxi-streptavidin``, on whose frames ``PeakFinder8``'s defaults
+#: were chosen (docs/peaks.md): its ``adc_threshold`` of 50 ADU is 1.79 photons there.
+DEFAULTS_ADU_PER_PHOTON = 28.0
+
+
+def label_finder(adu_per_photon: float) -> PeakFinder8:
+    """The peak finder that labels a detector's frames: the default finder, its ``adc_threshold`` in photons.
+
+    Parameters
+    ----------
+    adu_per_photon : float
+        The detector's units per photon (28 ADU for the CSPAD-like detector, 12.4 for a Jungfrau in keV at
+        12.4 keV, 1 for a photon-counting detector).
+
+    Returns
+    -------
+    PeakFinder8
+        The default finder with ``adc_threshold`` the same photons as its 50 ADU at
+        :data:`DEFAULTS_ADU_PER_PHOTON` (50 ADU at 28 ADU per photon, 22.1 keV at 12.4 keV, 1.79 counts).
+    """
+    default = PeakFinder8()
+    return replace(default, adc_threshold=default.adc_threshold * adu_per_photon / DEFAULTS_ADU_PER_PHOTON)
+
 
 def raw_finder(finder: PeakFinder8, geometry: DetectorGeometry) -> PeakFinder8:
     """``finder`` for the raw frames of a multi-panel detector: each pixel's true radius, peaks kept on one panel.
