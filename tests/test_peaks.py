@@ -115,6 +115,22 @@ def test_photon_sparse_background_has_no_peaks():
     assert finder(adc_threshold=1.5 * gain).count(frames).sum() <= 1
 
 
+def test_background_above_adc_threshold_measured_as_peakfinder8_does():
+    """A photon-counting frame of 7 counts a pixel, threshold 1.79 counts: a few pixels fall below the threshold,
+    and a first radial pass over those alone would stop at the threshold (every pixel a peak pixel); the pass takes
+    every pixel of such a bin instead, as peakfinder8's first pass does."""
+    rng = np.random.default_rng(2)
+    frames = rng.poisson(7.0, (4, *SHAPE)).astype(np.float32)
+    assert 0 < (frames < 1.79).sum() < 0.01 * frames.size
+    pf = finder(adc_threshold=1.79, min_snr=7.0)
+    assert pf.count(frames).tolist() == [0, 0, 0, 0]
+    planted = frames[0] + planted_frame(0)[0] - noise_frame(0)
+    peaks = pf.find(planted)
+    assert len(peaks) == len(SPOTS_RC)
+    for r, c in SPOTS_RC:
+        assert match(peaks, c, r) is not None
+
+
 def test_hot_pixel_follows_min_pixel_count():
     frame = noise_frame()
     frame[40, 40] = 5000.0  # one hot pixel

@@ -86,9 +86,19 @@ def _bright_pixels(data, bins, n_bins, adc_threshold):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _radial_threshold(data, bins, n_bins, good_count, bright, adc_threshold, min_snr, n_iterations, sum1, sum2):
-    """Iterated per-bin threshold and offset (mean of the pixels below the threshold)."""
+    """Iterated per-bin threshold and offset (mean of the pixels below the threshold).
+
+    The first pass takes a bin's pixels below ``adc_threshold``, or every pixel of a bin whose background lies above
+    it (at least half of its good pixels at or above ``adc_threshold``), as peakfinder8's first pass does.
+    """
     length = n_bins + 1
     threshold = np.full(length, adc_threshold)
+    bright_count = np.zeros(length)
+    for k in range(bright.shape[0]):
+        bright_count[bins[bright[k]]] += 1.0
+    for b in range(length):
+        if 2.0 * bright_count[b] >= good_count[b]:
+            threshold[b] = _NO_THRESHOLD
     offset = np.zeros(length)
     out_count = np.empty(length)
     out_sum1 = np.empty(length)
