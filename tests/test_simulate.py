@@ -238,6 +238,54 @@ def test_seed_reproducible_and_independent_of_n_jobs(tiny):
     assert not np.array_equal(a.frames, c.frames)
 
 
+def test_cosmic_muon_deposits_its_ionisation_along_its_path():
+    """A muon loses 0.388 keV per micrometre of silicon; with cos a = sqrt(u) its median path is sqrt(2) times the
+    thickness. A thin sensor keeps most tracks within a pixel or two, so few leave the frame."""
+    rng = np.random.default_rng(0)
+    totals = [physics.cosmic_ray_deposit(rng, 1, (200, 200), 10.0, 100.0)[1].sum() for _ in range(2000)]
+    assert physics.MIP_SILICON_KEV_PER_UM == pytest.approx(0.3875, abs=1e-4)
+    assert np.median(totals) == pytest.approx(physics.MIP_SILICON_KEV_PER_UM * np.sqrt(2.0) * 10.0, rel=0.03)
+    pixels, energy = physics.cosmic_ray_deposit(rng, 0, (200, 200), 500.0, 100.0)
+    assert pixels.size == energy.size == 0
+    lengths = [physics.cosmic_ray_deposit(rng, 1, (200, 200), 500.0, 100.0)[0].size for _ in range(200)]
+    assert min(lengths) >= 1 and np.median(lengths) >= 5  # 500 um of silicon under 100 um pixels: tracks
+
+
+@pytest.mark.parametrize("preset", ["cxi-onepixel", "i24-thaumatin"])
+def test_cosmic_rays_add_to_the_frames_and_leave_the_rest(preset):
+    """The same run with and without cosmic rays: equal frames where a frame has none, and elsewhere more only in
+    the pixels under the tracks (an integrating detector their charge in ADU, a counting one a count each)."""
+    exp = load_experiment(preset)
+    with_rays = dataclasses.replace(exp, detector=dataclasses.replace(exp.detector, cosmic_rays_per_frame=2.0))
+    a = simulate_run(with_rays, run=1, n_frames=24, seed=3)
+    b = simulate_run(exp, run=1, n_frames=24, seed=3)
+    assert "n_cosmic_rays" not in b.truth and a.truth.keys() - b.truth.keys() == {"n_cosmic_rays"}
+    assert all(np.array_equal(a.truth[key], b.truth[key], equal_nan=True) for key in b.truth)
+    rays = a.truth["n_cosmic_rays"]
+    assert 0 < rays.mean() < 4 and (rays == 0).any()
+    extra = a.frames.astype(np.float64) - b.frames.astype(np.float64)
+    assert (extra >= 0).all()
+    lit = (extra > 0).sum(axis=(1, 2))
+    assert (lit[rays == 0] == 0).all() and (lit[rays > 0] > 0).mean() > 0.8  # a track may fall in a gap
+    if exp.detector.kind == "counting":
+        assert set(np.unique(extra)) <= {0.0, 1.0}
+    else:  # a pixel under a normal muon: 500 um x 0.388 keV/um = 194 keV, 20 photons of 9.5 keV
+        assert extra.max() > 5 * exp.detector.gain_adu_per_photon
+
+
+def test_preset_file_on_a_base_preset(tmp_path):
+    path = tmp_path / "tiny-rays.toml"
+    path.write_text('base = "tiny"\nname = "tiny-rays"\n[detector]\ncosmic_rays_per_frame = 1.5\n')
+    exp, tiny = load_experiment(path), load_experiment("tiny")
+    assert exp.name == "tiny-rays" and exp.detector.cosmic_rays_per_frame == 1.5
+    assert dataclasses.replace(exp.detector, cosmic_rays_per_frame=0.0) == tiny.detector
+    assert (exp.sample, exp.run_specs, exp.train_runs) == (tiny.sample, tiny.run_specs, tiny.train_runs)
+    assert load_experiment("cxi-cosmic").detector.pixel_size_m == load_experiment("cxi-onepixel").detector.pixel_size_m
+    path.write_text('base = "tiny-ish"\nname = "x"\n')
+    with pytest.raises(HitbenchError, match="base: 'tiny-ish' is not a preset"):
+        load_experiment(path)
+
+
 @pytest.mark.parametrize(
     ("field", "value"), [("detector.gain_adu_per_photon", "-3.0"), ("sample.colour", "1"), ("beam.bandwidth", '"wide"')]
 )

@@ -148,7 +148,7 @@ def events_table(experiments: list[Experiment], label_kind: str) -> pd.DataFrame
     pandas.DataFrame
         Columns experiment, run, event, label (``label_kind``), ``label_<kind>`` for every label
         kind the run can be scored against (:func:`hitbench.data.dataset.label_sources`), n_peaks,
-        hit (truth); missing values as NaN.
+        hit (truth), n_cosmic_rays (truth of a simulated detector that records them); missing values as NaN.
     """
     parts = []
     for experiment in experiments:
@@ -161,7 +161,7 @@ def events_table(experiments: list[Experiment], label_kind: str) -> pd.DataFrame
             }
             part |= {f"label_{kind}": run_labels(run, kind) for kind in label_sources(run, label_kind)}
             if isinstance(run, CXIRun):
-                for field in ("n_peaks", "hit"):
+                for field in ("n_peaks", "hit", "n_cosmic_rays"):
                     if field in run.fields:
                         part[field] = run.field(field)
             elif isinstance(run, ImageRun):

@@ -103,6 +103,12 @@ class Detector:
         the beam that the methods see); ``""`` (default): frames are a crop of the assembled image.
     panel_rotations : tuple of int
         With ``panels``: each panel's rotation, 0, 90, 180 or 270 degrees, row by row (default all 0).
+    cosmic_rays_per_frame : float
+        Mean number of cosmic muons a frame records (Poisson; 0 = none): each deposits its ionisation along a
+        track through the sensor (:func:`hitbench.simulate.physics.cosmic_ray_deposit`), unmasked and in no two
+        frames at the same place. The truth then has ``n_cosmic_rays`` per frame.
+    sensor_thickness_um : float
+        Silicon sensor thickness, micrometres (the cosmic muons' path; CSPAD 500, Jungfrau 320, Pilatus 450).
     """
 
     kind: str
@@ -123,6 +129,8 @@ class Detector:
     dead_pixel_fraction: float = 0.0
     panels: str = ""
     panel_rotations: tuple[int, ...] = ()
+    cosmic_rays_per_frame: float = 0.0
+    sensor_thickness_um: float = 500.0
 
 
 @dataclass(frozen=True)
@@ -348,8 +356,9 @@ def _experiment(doc: dict, source: str) -> Experiment:
     detector = _section(Detector, doc["detector"], f"{source}: detector", ("kind", "pixel_size_m", "distance_m"))
     if detector.kind not in ("integrating", "counting"):
         raise HitbenchError(f"{source}: detector.kind must be 'integrating' or 'counting', got {detector.kind!r}")
-    for key in ("pixel_size_m", "distance_m", "gain_adu_per_photon", "saturation"):
+    for key in ("pixel_size_m", "distance_m", "gain_adu_per_photon", "saturation", "sensor_thickness_um"):
         _number(f"{source}: detector.{key}", getattr(detector, key), positive=True)
+    _number(f"{source}: detector.cosmic_rays_per_frame", detector.cosmic_rays_per_frame)
     if detector.panels:
         from hitbench.simulate.panels import grid_shape, raw_layout
 
@@ -460,4 +469,21 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise HitbenchError(f"{source}: not valid TOML ({exc})") from None
+    if "base" in doc:
+        doc = _on_base(doc, source)
     return _experiment(doc, source)
+
+
+def _on_base(doc: dict, source: str) -> dict:
+    """An experiment file that names a preset as its ``base``: the preset's fields, with the file's in their place
+    (a section's keys one by one, ``runs`` and the other top-level fields whole)."""
+    name = doc.pop("base")
+    if not isinstance(name, str) or name not in preset_names():
+        raise HitbenchError(f"{source}: base: {name!r} is not a preset; give one of {', '.join(preset_names())}")
+    merged = tomllib.loads(resources.files("hitbench.simulate").joinpath("presets", f"{name}.toml").read_text())
+    for key, value in doc.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged

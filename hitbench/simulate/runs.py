@@ -10,7 +10,8 @@ whose centre falls on a good pixel of the crop), ``n_spots_detectable`` (those w
 ``S >= 5 max(σ, 1)``, with ``σ² = B + 9 (σ_read / g)²`` the background variance in photons over the 3x3 box
 around the spot: B the expected background photons there, σ_read the readout noise and g the gain), and the
 spot lists ``spot_x``, ``spot_y`` (pixels) and ``spot_photons`` (expected photons), brightest first, padded
-with NaN to the sample's ``max_spots``.
+with NaN to the sample's ``max_spots``. A detector that records cosmic rays (``[detector] cosmic_rays_per_frame``)
+adds ``n_cosmic_rays``, the muons of each frame, drawn from ``SeedSequence(S, spawn_key=(3, run, chunk))``.
 
 A detector of whole panels (``[detector] panels = "RxC"``, :mod:`hitbench.simulate.panels`) is drawn as the
 assembled image and stored raw, panel by panel: then ``spot_x``, ``spot_y`` are raw positions (fs, ss, as
@@ -130,6 +131,9 @@ class _RunModel:
     spot_sigma: float
     max_spots: int
     dtype: np.dtype
+    cosmic_rays: float  # mean cosmic muons a frame
+    sensor_thickness_um: float
+    photon_energy_kev: float
     raw: RawLayout | None = None  # a detector of whole panels: frames stored raw
 
 
@@ -304,6 +308,9 @@ def _build_model(exp: Experiment, run: int, n_frames: int, seed: int, shape: tup
         spot_sigma=sample.spot_sigma_px,
         max_spots=sample.max_spots,
         dtype=storage_dtype(det.kind, det.readout_noise_adu, det.saturation),
+        cosmic_rays=det.cosmic_rays_per_frame,
+        sensor_thickness_um=det.sensor_thickness_um,
+        photon_energy_kev=beam.photon_energy_ev / 1e3,
         raw=raw,
     )
     conditions = {
@@ -430,6 +437,7 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
         frames = np.minimum(counts, m.saturation).astype(m.dtype).reshape(n, h, w)
         frames[:, m.gaps] = -1
         frames[:, m.dead] = -2
+        _add_cosmic_rays(m, index, frames, truth)
         return _stored(m, frames, truth)
     bank = rng.standard_normal(NOISE_BANK_FRAMES * n_px, dtype=np.float32)
     starts = rng.integers(0, bank.size - n_px, size=n)
@@ -451,7 +459,34 @@ def _chunk(m: _RunModel, index: int) -> tuple[np.ndarray, dict]:
             m.dtype.kind == "i",
             frames[i],
         )
-    return _stored(m, frames.reshape(n, h, w), truth)
+    frames = frames.reshape(n, h, w)
+    _add_cosmic_rays(m, index, frames, truth)
+    return _stored(m, frames, truth)
+
+
+def _add_cosmic_rays(m: _RunModel, index: int, frames: np.ndarray, truth: dict) -> None:
+    """Add the cosmic muons of chunk ``index`` to its frames (in place) and their number to the truth.
+
+    Drawn from their own stream, ``SeedSequence(S, spawn_key=(3, run, chunk))``, so that the rest of a frame is
+    the same with and without them. A counting detector counts one in each pixel whose deposit passes its
+    threshold at half a photon's energy; an integrating one reads the deposit in ADU. Gaps and dead pixels stay
+    as they are; values stop at the saturation.
+    """
+    if m.cosmic_rays <= 0:
+        return
+    rng = np.random.default_rng(np.random.SeedSequence(m.seed, spawn_key=(3, m.run, index)))
+    n_tracks = rng.poisson(m.cosmic_rays, len(frames))
+    blank = (m.gaps | m.dead).reshape(-1)
+    for frame, count in zip(frames.reshape(len(frames), -1), n_tracks, strict=True):
+        pixels, energy = physics.cosmic_ray_deposit(rng, int(count), m.shape, m.sensor_thickness_um, m.pixel_size * 1e6)
+        photons = energy[~blank[pixels]] / m.photon_energy_kev
+        pixels = pixels[~blank[pixels]]
+        if m.counting:
+            frame[pixels] = np.minimum(frame[pixels] + (photons >= 0.5), m.saturation)
+        else:
+            added = frame[pixels] + photons * m.gain
+            frame[pixels] = np.minimum(np.rint(added) if m.dtype.kind == "i" else added, m.saturation)
+    truth["n_cosmic_rays"] = n_tracks.astype(np.int32)
 
 
 def layout(exp: Experiment) -> RawLayout | None:
