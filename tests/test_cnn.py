@@ -172,6 +172,25 @@ def test_fast_layers_compute_what_the_keras_layers_compute(monkeypatch: pytest.M
     np.testing.assert_array_equal(ByteDropout(0.25)(ones, training=False), ones)
 
 
+@pytest.mark.parametrize("normalisation", ["log1p", "linear"])
+def test_training_input_is_the_standardised_normalisation(normalisation: str) -> None:
+    """The network's training input, one compiled pass a frame, is ``(log1p(max(x, 0)) - mean) / std`` (or without
+    the logarithm) within float32 rounding, on whole ADU, negative values, fractions and saturated pixels."""
+    rng = np.random.default_rng(4)
+    frames = np.concatenate(
+        [rng.poisson(0.1, (3, 40, 50)) * 28.0 + rng.normal(0, 4, (3, 40, 50)), np.full((1, 40, 50), 14000.0)]
+    ).astype(np.float32)
+    method = ReferenceCNN(normalisation=normalisation)
+    method.input_mean_, method.input_std_ = 0.37, 1.9
+    clipped = np.maximum(frames.astype(np.float64), 0.0)
+    expected = ((np.log1p(clipped) if normalisation == "log1p" else clipped) - 0.37) / 1.9
+    got = method._keras_input(frames)
+    assert got.shape == (*frames.shape, 1) and got.dtype == np.float32
+    np.testing.assert_allclose(got[..., 0], expected, rtol=2e-6, atol=2e-6)
+    whole = np.rint(frames[:1])  # integer frames (as read from a file) give what their float32 values give
+    np.testing.assert_array_equal(method._transform(whole.astype(np.int16)), method._transform(whole))
+
+
 def test_too_small_frames_are_refused():
     with pytest.raises(HitbenchError, match="at least 39x39"):
         build_model((32, 32))

@@ -1,4 +1,4 @@
-"""The trained Table I network at inference as one compiled pass per frame (numba).
+"""The trained Table I network at inference as one compiled pass per frame (numba), and its input at training.
 
 Imported lazily by :mod:`hitbench.methods.cnn` (it imports numba). Each frame is normalised into
 a scratch frame, then the first stage runs one pooling window at a time: the 7x7 convolution of
@@ -81,6 +81,18 @@ def _normalise(frame: np.ndarray, out: np.ndarray, log1p: bool) -> bool:
         y = y * x * z + _LN2_LO * exponent - np.float32(0.5) * z
         flat[c] = x + y + _LN2_HI * exponent
     return exponents == _EXPONENT_BITS
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_CONTRACT)
+def standardise(frames: np.ndarray, log1p: bool, mean: float, std: float, out: np.ndarray) -> None:
+    """The network's input at training: ``out[f] = (log(1 + max(frames[f], 0)) - mean) / std`` (or without the
+    logarithm), float32, frame by frame (:func:`_normalise`'s logarithm, then the standardisation)."""
+    shift, spread = np.float32(mean), np.float32(std)
+    for f in range(frames.shape[0]):
+        _normalise(frames[f], out[f], log1p)
+        flat = out[f].reshape(-1)
+        for c in range(flat.size):
+            flat[c] = (flat[c] - shift) / spread
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_CONTRACT)

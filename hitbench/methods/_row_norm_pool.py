@@ -69,12 +69,12 @@ def normalise_pool(
                     for v in range(width):
                         best[v] = (row[v] - m) * s + b
                         best_row[v] = r
-                else:
+                else:  # selects, not branches: one vectorised loop whatever the data
                     for v in range(width):
                         z = (row[v] - m) * s + b
-                        if z > best[v]:
-                            best[v] = z
-                            best_row[v] = r
+                        greater = z > best[v]
+                        best[v] = z if greater else best[v]
+                        best_row[v] = r if greater else best_row[v]
             for q in range(pooled_columns):  # then over the window's columns: the smaller row first, then column
                 for k in range(channels):
                     v = pool * q * channels + k

@@ -10,7 +10,9 @@ Input normalisation (``normalisation``): negative values are clipped to 0 ADU, t
 ``"log1p"`` takes ``log(1 + ADU)`` (compresses bright Bragg peaks against the photon-sparse
 background) or ``"linear"`` keeps ADU; finally the result is standardised with the mean and
 standard deviation of all pixels of the training set, stored in the fitted model
-(``input_mean_``, ``input_std_``).
+(``input_mean_``, ``input_std_``). Training computes it in one compiled pass a frame with the logarithm the
+numba engine scores with (:func:`hitbench.methods._cnn_kernel.standardise`), so the network trains on the very
+input it is scored on.
 
 Inference runs through one of three engines (``backend``), all on the trained weights with
 batch normalisation folded into scale and shift and the input standardisation into the first
@@ -164,10 +166,18 @@ class ReferenceCNN(HitMethod):
         self.decision_threshold = decision_threshold
 
     # -- input ---------------------------------------------------------------------------
+    def _standardised(self, frames: np.ndarray, mean: float, std: float) -> np.ndarray:
+        """Clip, normalise and standardise, float32, in a new array (one compiled pass a frame)."""
+        from hitbench.methods import _cnn_kernel
+
+        frames = np.ascontiguousarray(frames, dtype=np.float32)
+        out = np.empty(frames.shape, dtype=np.float32)
+        _cnn_kernel.standardise(frames, self.normalisation == "log1p", mean, std, out)
+        return out
+
     def _transform(self, frames: np.ndarray) -> np.ndarray:
         """Clip and normalise (before standardisation), float32, in a new array."""
-        clipped = np.maximum(frames, 0.0, dtype=np.float32)
-        return np.log1p(clipped, out=clipped) if self.normalisation == "log1p" else clipped
+        return self._standardised(frames, 0.0, 1.0)
 
     def _input_statistics(self, frames: FrameSource) -> tuple[float, float]:
         """Mean and standard deviation of the transformed pixels of all training frames, chunk by chunk."""
@@ -183,10 +193,7 @@ class ReferenceCNN(HitMethod):
         return float(mean), float(np.sqrt(max(squares / n_pixels - mean**2, 0.0))) or 1.0
 
     def _keras_input(self, frames: np.ndarray) -> np.ndarray:
-        scaled = self._transform(frames)
-        scaled -= np.float32(self.input_mean_)
-        scaled /= np.float32(self.input_std_)
-        return scaled[..., np.newaxis]
+        return self._standardised(frames, self.input_mean_, self.input_std_)[..., np.newaxis]
 
     def check_params(self, frame_shape: tuple[int, int]) -> None:
         """Refuse a setting the network cannot train or score with (see :meth:`HitMethod.check_params`).
