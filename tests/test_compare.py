@@ -194,3 +194,22 @@ def test_meta_names_the_source_commit(first_run: tuple[Path, Path, str]) -> None
         assert commit is not None and commit.removesuffix("+dirty") == head.stdout.strip()
     else:
         assert commit is None
+
+
+def test_cached_models_follow_the_compiled_kernels_they_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trained model in the cache is keyed by its method's source, kernels imported only at run time included:
+    changing ``_cnn_kernel.py`` (the cnn's training input and scoring) retrains the cnn."""
+    from hitbench.bench.runner import _method_sources, _source_hash
+
+    _, kernels = _method_sources("cnn")
+    assert {"_cnn_kernel.py", "_row_norm_pool.py"} <= {path.name for path in kernels}
+    _, kernels = _method_sources("peaks")
+    assert ("peaks", "_kernels.py") in {(path.parent.name, path.name) for path in kernels}
+    before = _source_hash("cnn")
+    read_text = Path.read_text
+    monkeypatch.setattr(
+        Path,
+        "read_text",
+        lambda self, *a, **k: read_text(self, *a, **k) + ("#" if self.name == "_cnn_kernel.py" else ""),
+    )
+    assert _source_hash("cnn") != before

@@ -190,11 +190,18 @@ def _read_scores(path: Path) -> dict:
 
 
 def _source_hash(method: str) -> str:
-    """Hash of the source a method is built from (cache invalidation).
+    """Hash of the source a method is built from (cache invalidation): :func:`_method_sources`."""
+    modules, kernels = _method_sources(method)
+    return joblib.hash([inspect.getsource(sys.modules[name]) for name in modules] + [p.read_text() for p in kernels])
 
-    Covers the module of its registry entry (a class or a factory), the modules of its estimator's
-    class hierarchy and, transitively, the modules of its own package that they import at module
-    level (e.g. ``hitbench.preprocess`` for robust methods).
+
+def _method_sources(method: str) -> tuple[list[str], list[Path]]:
+    """The modules a method is built from, and the private modules beside them.
+
+    The modules: that of its registry entry (a class or a factory), those of its estimator's class hierarchy and,
+    transitively, the modules of its own package that they import at module level (e.g. ``hitbench.preprocess``
+    for robust methods). Beside each, the private modules of its folder (``_*.py``: the compiled kernels, which
+    the code imports only when it runs, e.g. ``hitbench/methods/_cnn_kernel.py``), read as files, not imported.
     """
     entry = registry.load(method)
     roots = {"hitbench", entry.__module__.split(".")[0]}
@@ -207,7 +214,9 @@ def _source_hash(method: str) -> str:
         seen.add(name)
         for value in vars(sys.modules[name]).values():
             todo.append(value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None) or "")
-    return joblib.hash([inspect.getsource(sys.modules[name]) for name in sorted(seen)])
+    folders = {Path(file).parent for name in seen if (file := getattr(sys.modules[name], "__file__", None))}
+    kernels = sorted(path for folder in folders for path in folder.glob("_*.py") if not path.name.startswith("__"))
+    return sorted(seen), kernels
 
 
 def _check_params(methods: list[str], params: dict[str, dict], frame_shape: tuple[int, int]) -> None:
