@@ -300,8 +300,7 @@ def test_robust_preprocessing_reproduces_its_golden_outputs():
     np.testing.assert_allclose(z[sub], golden["significance_sub"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(z.sum(axis=(1, 2), dtype=np.float64), golden["significance_sum"], rtol=1e-6)
     np.testing.assert_allclose(np.square(z, dtype=np.float64).sum(axis=(1, 2)), golden["significance_sumsq"], rtol=1e-6)
-    # litpix on the plain chain (litpix-robust until it counted the spot map's pixels, 2026-12-03)
-    litpix = Preprocessed(RobustPreprocessing(), LitPixels()).fit(frames, labels).decision_function(frames)
+    litpix = registry.get("litpix-robust").fit(frames, labels).decision_function(frames)
     np.testing.assert_allclose(litpix, golden["litpix_robust_scores"], rtol=1e-6, atol=1e-6)
     svm = registry.get("svm-robust", method__n_components=4).fit(frames, labels).decision_function(frames)
     # PCA's SVD and the SVC's kernel sums run in OpenBLAS and LAPACK, whose kernels follow the CPU: 5.0e-6 measured

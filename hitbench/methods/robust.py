@@ -159,30 +159,19 @@ def svm_robust() -> Preprocessed:
 
 
 def litpix_robust() -> Preprocessed:
-    """Lit pixels counted on cnn-robust's spot map: the spot pixels of each frame, hot pixels masked per batch.
+    """Lit pixels counted in noise units above each frame's local background, hot pixels masked per batch.
 
-    Frames go through cnn-robust's preprocessing (:class:`~hitbench.preprocess.RobustPreprocessing` with
-    ``spots=True`` and cnn-robust's spot settings): photons, each pixel's Poisson significance over its local
-    background, batch hot pixels zeroed, then the binary map of spot pixels. A pixel is lit when it is a spot
-    pixel, so the count no longer depends on the detector's units, gain, background level or photon statistics
-    (in noise units alone, a photon-counting detector's dense background lit as many pixels in a miss as a hit
-    of the training detector). No randomness and no augmentation.
+    A pixel is lit when it stands ``method__adc_threshold`` (``log1p`` of noise units) above its
+    frame's local background after :class:`~hitbench.preprocess.RobustPreprocessing`; background
+    level, gain and detector units then no longer move the count. No randomness and no augmentation.
 
-    How the settings were chosen: the spot map's threshold and one-pixel rule are cnn-robust's
-    (:data:`CNN_ROBUST_GATE`, :data:`CNN_ROBUST_LONE_FALSE_ALARMS`, cross-validated on the training frames by
-    :func:`spot_settings_search`, whose statistic is this count); the lit level (among quantiles of the
-    training pixel values: 0, a spot pixel) and the count cut are fitted on the training frames (best training
-    balanced accuracy, ``litpix``'s fit).
+    How the settings were chosen: the lit-pixel level (among quantiles of the training pixel values)
+    and the count cut are fitted on the training frames (best training balanced accuracy, ``litpix``'s
+    fit); the preprocessing defaults are fixed by design, not tuned.
 
     Returns
     -------
     Preprocessed
-        ``Preprocessed(RobustPreprocessing(compress="none", gate=CNN_ROBUST_GATE, spots=True,
-        lone_false_alarms=CNN_ROBUST_LONE_FALSE_ALARMS), LitPixels())``.
+        ``Preprocessed(RobustPreprocessing(), LitPixels())``.
     """
-    return Preprocessed(
-        RobustPreprocessing(
-            compress="none", gate=CNN_ROBUST_GATE, spots=True, lone_false_alarms=CNN_ROBUST_LONE_FALSE_ALARMS
-        ),
-        LitPixels(),
-    )
+    return Preprocessed(RobustPreprocessing(), LitPixels())
