@@ -339,15 +339,15 @@ def cosmic_ray_deposit(
     tan_a = np.sqrt(np.maximum(1.0 - cos_a**2, 0.0)) / np.maximum(cos_a, 1e-12)
     length = np.minimum(thickness_um * tan_a / pixel_um, np.hypot(h, w))  # in-plane, pixels
     path_um = np.hypot(thickness_um, length * pixel_um)
-    totals = np.zeros(h * w)
+    cells, deposits = [np.empty(0, np.int64)], [np.empty(0)]
     for (y0, x0), size, angle, path in zip(start, length, azimuth, path_um, strict=True):
         n_steps = max(1, int(np.ceil(4.0 * size)))
         t = (np.arange(n_steps) + 0.5) / n_steps * size
         rows = np.floor(y0 + t * np.sin(angle)).astype(np.int64)
         cols = np.floor(x0 + t * np.cos(angle)).astype(np.int64)
         inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-        totals += np.bincount(rows[inside] * w + cols[inside], minlength=h * w) * (
-            MIP_SILICON_KEV_PER_UM * path / n_steps
-        )
-    pixels = np.flatnonzero(totals)
-    return pixels, totals[pixels]
+        track, steps = np.unique(rows[inside] * w + cols[inside], return_counts=True)
+        cells.append(track)
+        deposits.append(steps * (MIP_SILICON_KEV_PER_UM * path / n_steps))
+    pixels, where = np.unique(np.concatenate(cells), return_inverse=True)
+    return pixels, np.bincount(where, np.concatenate(deposits), minlength=pixels.size)

@@ -479,8 +479,8 @@ def _add_cosmic_rays(m: _RunModel, index: int, frames: np.ndarray, truth: dict) 
     blank = (m.gaps | m.dead).reshape(-1)
     for frame, count in zip(frames.reshape(len(frames), -1), n_tracks, strict=True):
         pixels, energy = physics.cosmic_ray_deposit(rng, int(count), m.shape, m.sensor_thickness_um, m.pixel_size * 1e6)
-        photons = energy[~blank[pixels]] / m.photon_energy_kev
-        pixels = pixels[~blank[pixels]]
+        keep = ~blank[pixels]
+        pixels, photons = pixels[keep], energy[keep] / m.photon_energy_kev
         if m.counting:
             frame[pixels] = np.minimum(frame[pixels] + (photons >= 0.5), m.saturation)
         else:
