@@ -4,7 +4,7 @@ Loads the default preset (cxi-streptavidin at its default scale, simulation seed
 hitbench cache, simulated and labelled on first use), takes the frames the comparison trains on for
 seed 0 (the peak-labelled frames of the training runs 90-93 minus the 30 % held out,
 :func:`hitbench.bench.protocols.holdout_split`) and runs
-:func:`hitbench.methods.robust.spot_settings_search` on them. Writes the cross-validation table as
+:func:`hitbench.methods.spot_search.spot_settings_search` on them. Writes the cross-validation table as
 Markdown: one row per setting, mean and standard deviation of the folds' balanced accuracy, rank.
 
 Usage: python benchmarks/robust_settings.py OUTPUT.md [CACHE_DIR]
@@ -22,7 +22,7 @@ from _common import training_shares
 from hitbench.bench.data import default_cache_dir
 from hitbench.bench.display import markdown
 from hitbench.bench.results_io import write_text
-from hitbench.methods.robust import spot_settings_search
+from hitbench.methods.spot_search import spot_settings_search
 
 PRESET, SEED = "cxi-streptavidin", 0
 

@@ -117,11 +117,12 @@ def test_composition_is_saved_only_under_the_entry_that_builds_it(tmp_path: Path
     path = save_model(fitted, tmp_path / "litpix-robust.hbm", name="litpix-robust")
     content = json.loads(zipfile.ZipFile(path).read("model.json"))
     assert content["parts"] == {
-        "method": "hitbench.methods.litpix.LitPixels",
-        "preprocess": "hitbench.preprocess.chain.RobustPreprocessing",
+        "estimator": "hitbench.methods.compose.Preprocessed",
+        "estimator__method": "hitbench.methods.litpix.LitPixels",
+        "estimator__preprocess": "hitbench.preprocess.chain.RobustPreprocessing",
     }
     crafted = tmp_path / "crafted.hbm"
-    content["parts"]["method"] = "hitbench.methods.svm.PCASVM"
+    content["parts"]["estimator__method"] = "hitbench.methods.svm.PCASVM"
     with zipfile.ZipFile(path) as old, zipfile.ZipFile(crafted, "w") as new:
         for name in old.namelist():
             new.writestr(name, json.dumps(content) if name == "model.json" else old.read(name))

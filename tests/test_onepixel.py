@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from hitbench.errors import HitbenchError
-from hitbench.methods.robust import SPOT_GRID, spot_settings_search
+from hitbench.methods.spot_search import SPOT_GRID, spot_settings_search
 from hitbench.preprocess import PhotonConversion, PoissonSignificance, RobustPreprocessing, SpotPixels
 from hitbench.simulate import load_experiment, simulate_run
 from hitbench.simulate.physics import spot_stencil

@@ -14,83 +14,25 @@ registered defaults, whose parameters are set as ``preprocess__gate``, ``method_
 ``n_augment``. How each default was chosen is in its docstring: on the training frames of the
 training experiment only (a validation split or cross-validation of them), or fixed by design and
 not tuned. Previous versions of these defaults were tuned by scoring variants on the test runs,
-the other presets and the real frames; these are not. :func:`spot_settings_search` is the
-procedure that chose ``cnn-robust``'s spot-map settings (``benchmarks/robust_settings.py`` runs it
-and writes docs/robustness/settings.md).
+the other presets and the real frames; these are not.
+:func:`~hitbench.methods.spot_search.spot_settings_search` is the procedure that chose ``cnn-robust``'s
+spot-map settings (``benchmarks/robust_settings.py`` runs it and writes docs/robustness/settings.md),
+and the one ``litpix-robust`` runs at each fit.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
-
 from hitbench.methods.cnn import ReferenceCNN
 from hitbench.methods.compose import Preprocessed
 from hitbench.methods.litpix import LitPixels
+from hitbench.methods.spot_search import SpotSettingsCV
 from hitbench.methods.svm import PCASVM
-from hitbench.preprocess import RobustPreprocessing, SpotPixels, transform_in_batches
+from hitbench.preprocess import RobustPreprocessing
 
-#: The spot-map settings :func:`spot_settings_search` scores: the significance a spot pixel must reach
-#: (with a lit neighbour) and the background pixels per frame expected above the level at which a pixel
-#: counts alone (None: never alone). Listed one-pixel rule first, low thresholds first: ties go to them.
-SPOT_GRID = {"spots__lone_false_alarms": [0.1, None], "spots__threshold": [3.0, 4.0, 5.0, 6.0]}
-#: ``cnn-robust``'s spot-map settings, as :func:`spot_settings_search` chose them on the default preset's
-#: training frames (docs/robustness/settings.md).
+#: ``cnn-robust``'s spot-map settings, as :func:`~hitbench.methods.spot_search.spot_settings_search` chose
+#: them on the default preset's training frames (docs/robustness/settings.md).
 CNN_ROBUST_GATE = 3.0
 CNN_ROBUST_LONE_FALSE_ALARMS = 0.1
-
-
-def _log_spot_count(spot_maps: np.ndarray) -> np.ndarray:
-    """``log1p`` of the spot pixels of each frame, one column."""
-    return np.log1p(spot_maps.sum(axis=(1, 2), dtype=np.float64))[:, np.newaxis]
-
-
-def spot_settings_search(
-    frames: np.ndarray, labels: np.ndarray, *, n_splits: int = 5, batch_frames: int = 128, random_state: int = 0
-) -> GridSearchCV:
-    """Choose the spot map's threshold and one-pixel rule by cross-validation on training frames.
-
-    The frames go through ``cnn-robust``'s preprocessing up to the spot map (photons, Poisson
-    significance, hot pixels; batch by batch as the composition does, learning nothing); then
-    each setting of :data:`SPOT_GRID` is scored by stratified ``n_splits``-fold cross-validation
-    (:class:`~sklearn.model_selection.GridSearchCV`, balanced accuracy) of the simplest classifier
-    that counts spots: :class:`~sklearn.linear_model.LogisticRegression` (balanced class weights)
-    on the log of the number of spot pixels per frame. The setting whose map best separates the
-    training hits from the training misses by their spot count wins; exact ties go to the first
-    in :data:`SPOT_GRID`'s order. No test run, other experiment or real frame is seen.
-
-    Parameters
-    ----------
-    frames : numpy.ndarray, shape (n_frames, height, width)
-        Training frames (raw detector units).
-    labels : numpy.ndarray, shape (n_frames,)
-        1 hit, 0 miss.
-    n_splits : int
-        Cross-validation folds.
-    batch_frames : int
-        Preprocessing batch (as :class:`~hitbench.methods.compose.Preprocessed`'s).
-    random_state : int
-        Seed of the folds' shuffle.
-
-    Returns
-    -------
-    sklearn.model_selection.GridSearchCV
-        Fitted; ``best_params_`` (``spots__threshold``, ``spots__lone_false_alarms``) and ``cv_results_``.
-    """
-    significance = RobustPreprocessing(spots=True).pipeline()[:-1]
-    prepared = transform_in_batches(significance, frames, batch_frames)
-    counter = Pipeline(
-        [
-            ("spots", SpotPixels()),
-            ("count", FunctionTransformer(_log_spot_count)),
-            ("cut", LogisticRegression(class_weight="balanced")),
-        ]
-    )
-    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
-    return GridSearchCV(counter, SPOT_GRID, scoring="balanced_accuracy", cv=folds).fit(prepared, labels)
 
 
 def cnn_robust() -> Preprocessed:
@@ -112,8 +54,8 @@ def cnn_robust() -> Preprocessed:
 
     - ``preprocess__gate`` and ``preprocess__lone_false_alarms``
       (:data:`CNN_ROBUST_GATE`, :data:`CNN_ROBUST_LONE_FALSE_ALARMS`): by
-      :func:`spot_settings_search`, 5-fold cross-validation on the training frames the harness
-      trains on (default preset, runs 90-93, seed 0's 70 %), docs/robustness/settings.md;
+      :func:`~hitbench.methods.spot_search.spot_settings_search`, 5-fold cross-validation on the training
+      frames the harness trains on (default preset, runs 90-93, seed 0's 70 %), docs/robustness/settings.md;
     - epochs: at most 40 (``cnn``'s fixed default), the epoch with the lowest validation loss on a
       stratified 20 % of the training frames (``method__validation_split=0.2``, early stopping with
       ``method__patience=10``, best weights restored); the network trains on the other 80 %;
@@ -158,20 +100,26 @@ def svm_robust() -> Preprocessed:
     return Preprocessed(RobustPreprocessing(), PCASVM(), n_augment=1)
 
 
-def litpix_robust() -> Preprocessed:
-    """Lit pixels counted in noise units above each frame's local background, hot pixels masked per batch.
+def litpix_robust() -> SpotSettingsCV:
+    """Lit pixels counted on a spot map whose settings its training frames choose, hot pixels masked per batch.
 
-    A pixel is lit when it stands ``method__adc_threshold`` (``log1p`` of noise units) above its
-    frame's local background after :class:`~hitbench.preprocess.RobustPreprocessing`; background
-    level, gain and detector units then no longer move the count. No randomness and no augmentation.
+    Frames go through :class:`~hitbench.preprocess.RobustPreprocessing` with ``spots=True``, as for
+    ``cnn-robust``: photons, each pixel's Poisson significance over its local background, batch hot
+    pixels zeroed, then the binary map of spot pixels. A pixel is lit when it is a spot pixel, so the
+    count depends neither on the detector's units, gain or background level nor on its photon
+    statistics (counted in noise units, a photon-counting detector's dense 7-count background lit as
+    many pixels in a miss as in a hit of the training detector).
 
-    How the settings were chosen: the lit-pixel level (among quantiles of the training pixel values)
-    and the count cut are fitted on the training frames (best training balanced accuracy, ``litpix``'s
-    fit); the preprocessing defaults are fixed by design, not tuned.
+    How the settings were chosen, on the training frames only: the spot map's threshold and one-pixel
+    rule by :class:`~hitbench.methods.spot_search.SpotSettingsCV` at each fit (5-fold cross-validation
+    of :data:`~hitbench.methods.spot_search.SPOT_GRID`, whose statistic is this very count; on the
+    default preset's training frames it picks ``cnn-robust``'s settings); the lit level (among quantiles
+    of the training pixel values: 0 or a spot pixel) and the count cut by ``litpix``'s fit (best
+    training balanced accuracy). No randomness and no augmentation.
 
     Returns
     -------
-    Preprocessed
-        ``Preprocessed(RobustPreprocessing(), LitPixels())``.
+    SpotSettingsCV
+        ``SpotSettingsCV(Preprocessed(RobustPreprocessing(compress="none", spots=True), LitPixels()))``.
     """
-    return Preprocessed(RobustPreprocessing(), LitPixels())
+    return SpotSettingsCV(Preprocessed(RobustPreprocessing(compress="none", spots=True), LitPixels()))
