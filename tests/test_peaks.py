@@ -417,3 +417,21 @@ def test_preset_labelled_in_its_photons_and_relabelled_after_another_finder(tmp_
     others = {path: path.stat().st_mtime_ns for path in run.path.parent.glob("*.cxi") if path != run.path}
     assert recorded() == first  # that run labelled again, in photons
     assert {path: path.stat().st_mtime_ns for path in others} == others  # the others left alone
+
+
+def test_cached_run_labelled_by_other_finder_code_is_labelled_again(tmp_path):
+    from hitbench.bench.data import simulated_experiment
+    from hitbench.data.cxi_write import update_cxi
+    from hitbench.peaks.labels import finder_code
+
+    def runs() -> dict:
+        return simulated_experiment("tiny", scale=0.1, seed=0, cache_dir=tmp_path).runs
+
+    first = runs()
+    assert {run.attrs["peakfinder8_code"] for run in first.values()} == {finder_code()}
+    stale = next(iter(first.values())).path
+    update_cxi(stale, attrs={"peakfinder8_code": "labelled by other code"})  # as an older hitbench's cache
+    others = {run.path: run.path.stat().st_mtime_ns for run in first.values() if run.path != stale}
+    again = runs()
+    assert {run.attrs["peakfinder8_code"] for run in again.values()} == {finder_code()}  # that run labelled again
+    assert {path: path.stat().st_mtime_ns for path in others} == others  # the others left alone

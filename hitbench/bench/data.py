@@ -39,13 +39,20 @@ def default_cache_dir() -> Path:
 
 
 def _unlabelled(experiment: Experiment, finder: PeakFinder8) -> list[CXIRun]:
-    """The runs without labels, or labelled by another finder than ``finder`` (a cache of an older hitbench)."""
-    wanted = finder.record()
+    """The runs without labels, or labelled by another finder than ``finder`` or by other code of it (a cache of an
+    older hitbench: :func:`hitbench.peaks.labels.finder_code`)."""
+    from hitbench.peaks.labels import finder_code
+
+    wanted, code = finder.record(), finder_code()
     return [
         run
         for run in experiment.runs.values()
         if isinstance(run, CXIRun)
-        and ("label" not in run.fields or json.loads(run.attrs.get("peakfinder8", "{}")) != wanted)
+        and (
+            "label" not in run.fields
+            or json.loads(run.attrs.get("peakfinder8", "{}")) != wanted
+            or run.attrs.get("peakfinder8_code") != code
+        )
     ]
 
 

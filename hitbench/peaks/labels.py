@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +43,23 @@ def label_finder(adu_per_photon: float) -> PeakFinder8:
     """
     default = PeakFinder8()
     return replace(default, adc_threshold=default.adc_threshold * adu_per_photon / DEFAULTS_ADU_PER_PHOTON)
+
+
+def finder_code() -> str:
+    """A digest of the peak finder's code: the source files of :mod:`hitbench.peaks` (kernels included).
+
+    ``hitbench label`` records it beside the finder's parameters, so that a cached simulated run labelled
+    by other code (an older hitbench, whose peaks may differ) is labelled again.
+
+    Returns
+    -------
+    str
+        The first 16 hex digits of the SHA-256 of the files, in name order.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def raw_finder(finder: PeakFinder8, geometry: DetectorGeometry) -> PeakFinder8:
@@ -154,6 +172,7 @@ def label_run(
         fields={"n_peaks": table.n_peaks.astype(np.int32), "label": labels},
         attrs={
             "peakfinder8": json.dumps(finder.record()),
+            "peakfinder8_code": finder_code(),
             "label_rule": json.dumps(rule_record(miss_below, hit_above)),
             **attrs,
         },
