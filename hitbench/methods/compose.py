@@ -8,7 +8,7 @@ method. Both are its parameters, so scikit-learn's ``get_params``/``set_params``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import clone
@@ -20,7 +20,64 @@ from hitbench.methods.base import HitMethod
 from hitbench.preprocess import augment, transform_in_batches
 
 
-class Preprocessed(HitMethod):
+class MethodWrapper(HitMethod):
+    """Base of the methods whose fitted part is another method: its calls, state and properties are that method's.
+
+    A subclass names the attribute of the fitted inner method (:attr:`fitted_attribute`) and gives the
+    unfitted method it wraps (:meth:`_wrapped`); :meth:`decide`, the model file's state and
+    :attr:`saved_types` and :attr:`score_is_probability` then come from it, in one place.
+    """
+
+    #: Attribute holding the fitted inner method.
+    fitted_attribute: ClassVar[str] = "method_"
+
+    def _wrapped(self) -> HitMethod:  # pragma: no cover - abstract
+        """The unfitted method this one wraps (a parameter)."""
+        raise NotImplementedError
+
+    def _unfitted(self, state: dict[str, Any]) -> HitMethod:
+        """The inner method, unfitted, as this one's fitted ``state`` says it was built (by default the wrapped one)."""
+        return clone(self._wrapped())
+
+    @property
+    def saved_types(self) -> tuple:
+        """The classes the fitted inner method's state holds (:attr:`HitMethod.saved_types` of the wrapped one)."""
+        return self._wrapped().saved_types
+
+    @property
+    def score_is_probability(self) -> bool:
+        """Whether the scores are P(hit): the wrapped method's :attr:`HitMethod.score_is_probability`."""
+        return self._wrapped().score_is_probability
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """Hit (1) or miss (0) from scores: the inner method's own decision.
+
+        Parameters
+        ----------
+        scores : numpy.ndarray
+            Output of :meth:`decision_function`.
+
+        Returns
+        -------
+        numpy.ndarray
+            0/1 labels (int64).
+        """
+        check_is_fitted(self, self.fitted_attribute)
+        return getattr(self, self.fitted_attribute).decide(scores)
+
+    def _saved_state(self) -> dict[str, Any]:
+        inner = getattr(self, self.fitted_attribute)
+        return {**super()._saved_state(), self.fitted_attribute: inner._saved_state()}
+
+    def _restore_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        inner = self._unfitted(state)
+        inner._restore_state(state.pop(self.fitted_attribute))
+        super()._restore_state(state)
+        setattr(self, self.fitted_attribute, inner)
+
+
+class Preprocessed(MethodWrapper):
     """A method applied to frames that a preprocessing transformer prepares, batch by batch.
 
     The transformer is fitted anew on each batch of ``batch_frames`` consecutive frames (at
@@ -56,15 +113,8 @@ class Preprocessed(HitMethod):
         self.n_augment = n_augment
         self.batch_frames = batch_frames
 
-    @property
-    def saved_types(self) -> tuple:
-        """The classes the fitted method's state holds (:attr:`HitMethod.saved_types` of ``method``)."""
-        return self.method.saved_types
-
-    @property
-    def score_is_probability(self) -> bool:
-        """Whether the scores are P(hit): the method's :attr:`HitMethod.score_is_probability`."""
-        return self.method.score_is_probability
+    def _wrapped(self) -> HitMethod:
+        return self.method
 
     def preprocessed(self, frames: np.ndarray) -> np.ndarray:
         """The frames as the method sees them: preprocessed batch by batch.
@@ -103,29 +153,3 @@ class Preprocessed(HitMethod):
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
         return self.method_.decision_function(self.preprocessed(frames))
-
-    def decide(self, scores: np.ndarray) -> np.ndarray:
-        """Hit (1) or miss (0) from scores: the method's own decision.
-
-        Parameters
-        ----------
-        scores : numpy.ndarray
-            Output of :meth:`decision_function`.
-
-        Returns
-        -------
-        numpy.ndarray
-            0/1 labels (int64).
-        """
-        check_is_fitted(self, "method_")
-        return self.method_.decide(scores)
-
-    def _saved_state(self) -> dict[str, Any]:
-        return {**super()._saved_state(), "method_": self.method_._saved_state()}
-
-    def _restore_state(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        method = clone(self.method)
-        method._restore_state(state.pop("method_"))
-        super()._restore_state(state)
-        self.method_ = method

@@ -17,12 +17,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
-from sklearn.utils.validation import check_is_fitted
 
 from hitbench.errors import HitbenchError
 from hitbench.frames import ArrayFrames, FrameSource
 from hitbench.methods.base import HitMethod
-from hitbench.methods.compose import Preprocessed
+from hitbench.methods.compose import MethodWrapper, Preprocessed
 from hitbench.preprocess import RobustPreprocessing, SpotPixels, transform_in_batches
 
 #: The spot-map settings :func:`spot_settings_search` scores: the significance a spot pixel must reach
@@ -92,7 +91,7 @@ def spot_settings_search(
     return GridSearchCV(counter, SPOT_GRID, scoring="balanced_accuracy", cv=folds).fit(prepared, labels)
 
 
-class SpotSettingsCV(HitMethod):
+class SpotSettingsCV(MethodWrapper):
     """A spot-map composition whose spot settings are chosen by cross-validation on its training frames.
 
     ``fit`` runs :func:`spot_settings_search` on the training frames with ``estimator``'s
@@ -122,20 +121,18 @@ class SpotSettingsCV(HitMethod):
         ``estimator`` with the chosen settings, fitted on all the training frames.
     """
 
+    fitted_attribute = "estimator_"
+
     def __init__(self, estimator: Preprocessed, n_splits: int = 5, random_state: int = 0) -> None:
         self.estimator = estimator
         self.n_splits = n_splits
         self.random_state = random_state
 
-    @property
-    def saved_types(self) -> tuple:
-        """The classes the refitted composition's state holds."""
-        return self.estimator.saved_types
+    def _wrapped(self) -> HitMethod:
+        return self.estimator
 
-    @property
-    def score_is_probability(self) -> bool:
-        """Whether the scores are P(hit): the composition's."""
-        return self.estimator.score_is_probability
+    def _unfitted(self, state: dict[str, Any]) -> HitMethod:
+        return self._refit_with(state["best_params_"])
 
     def check_params(self, frame_shape: tuple[int, int]) -> None:
         """Refuse a composition without a spot map or fewer than 2 folds, then ask the composition.
@@ -184,29 +181,3 @@ class SpotSettingsCV(HitMethod):
 
     def _score(self, frames: np.ndarray) -> np.ndarray:
         return self.estimator_._score(frames)
-
-    def decide(self, scores: np.ndarray) -> np.ndarray:
-        """Hit (1) or miss (0) from scores: the refitted composition's decision.
-
-        Parameters
-        ----------
-        scores : numpy.ndarray
-            Output of :meth:`decision_function`.
-
-        Returns
-        -------
-        numpy.ndarray
-            0/1 labels (int64).
-        """
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.decide(scores)
-
-    def _saved_state(self) -> dict[str, Any]:
-        return {**super()._saved_state(), "estimator_": self.estimator_._saved_state()}
-
-    def _restore_state(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        estimator = self._refit_with(state["best_params_"])
-        estimator._restore_state(state.pop("estimator_"))
-        super()._restore_state(state)
-        self.estimator_ = estimator
