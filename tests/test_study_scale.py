@@ -17,6 +17,7 @@ from hitbench.bench.study import (
     GOAL,
     beside_study,
     load_study,
+    misses_with_crystals,
     operating_points,
     sensitivity_by_peaks,
     setting_label,
@@ -272,3 +273,37 @@ def test_operating_points_read_the_roc_at_the_study_rates() -> None:
     assert row["Spe at study Sen"] == pytest.approx(0.5)
     assert table.loc["94", "study Spe"] == pytest.approx(float(study.loc["94", "specificity"]))
     assert table.loc["94", ["AUC", "Sen at study Spe", "Spe at study Sen"]].isna().all()  # hits only: undefined
+
+
+def test_misses_with_crystals_bound_the_specificity_by_the_crystals_among_misses() -> None:
+    """Run 90: 10 peak-label misses, 4 of them with a crystal (2 detectable), the method calls 3 misses hits."""
+    events = pd.DataFrame(
+        {
+            "experiment": "cxi-streptavidin",
+            "run": "90",
+            "event": range(12),
+            "label_truth": [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1],
+            "label_detectable": [1, 1, -1, -1, 0, 0, 0, 0, 0, 0, 1, 1],
+        }
+    )
+    scores = pd.DataFrame(
+        {
+            "method": "cnn",
+            "seed": 0,
+            "experiment": "cxi-streptavidin",
+            "run": "90",
+            "event": range(12),
+            "label": [0] * 10 + [1, -1],
+            "score": 0.5,
+            "predicted": [1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1, 1],
+        }
+    )
+    results, _, _ = _results("cnn", 0)
+    study = load_study(REPO_DOCS)
+    row = misses_with_crystals(scores, events, results, study).set_index("Run").loc["90*"]
+    assert (row["misses"], row["with a crystal"], row["with a detectable crystal"]) == (10, 4, 2)
+    assert row["called hit"] == pytest.approx(0.3) and row["called hit, of those with a crystal"] == 2
+    assert (row["called hit_lo"], row["called hit_hi"]) == wilson_interval(3, 10)
+    assert row["Spe if all called hit"] == pytest.approx(0.6)
+    assert row["study Spe"] == pytest.approx(float(study.loc["90", "specificity"]))
+    assert misses_with_crystals(scores, events.drop(columns="label_truth"), results, study).empty  # real data

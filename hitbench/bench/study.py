@@ -47,6 +47,7 @@ class Entry:
     study_settings: bool
     calls: pd.DataFrame
     scores: pd.DataFrame
+    events: pd.DataFrame
 
 
 def load_study(docs: Path) -> pd.DataFrame:
@@ -248,6 +249,7 @@ def _entries(folders: list[Path]) -> tuple[list[Entry], list[tuple[Path, dict, p
                     study_settings=settings.startswith("study settings"),
                     calls=calls_with_peaks(scores[scores["method"] == method], events, results),
                     scores=scores[scores["method"] == method],
+                    events=events,
                 )
             )
     entries.sort(key=lambda e: (e.method != "cnn", not e.study_settings))
@@ -316,6 +318,61 @@ def sensitivity_by_peaks(calls: pd.DataFrame) -> pd.DataFrame:
             row[f"hits, {role}"] = n
             row |= share(f"Sen, {role}", found, n)
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def misses_with_crystals(
+    scores: pd.DataFrame, events: pd.DataFrame, results: pd.DataFrame, study: pd.DataFrame
+) -> pd.DataFrame:
+    """The frames labelled miss that hold a crystal (simulated runs), and a method's calls on them, run by run.
+
+    A diagnostic of a specificity that differs from the study's: a frame the peak labels call a miss
+    (fewer than two peaks) may still hold a crystal, whose few spots a network can see. The share of such
+    frames bounds how low a specificity calling them hits can go, ``Spe if all called hit``; beside it the
+    study's specificity. Read off the scored frames and the simulator's truth; it chooses nothing.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        The method's rows of scores.csv.gz (seed 0 where there are several).
+    events : pandas.DataFrame
+        events.csv.gz (``label_truth``, ``label_detectable``).
+    results : pandas.DataFrame
+        The method's rows of results.csv (the training experiment and runs).
+    study : pandas.DataFrame
+        The study's Table II (:func:`load_study`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per run of the training experiment that the study has: Run (``*`` for training runs),
+        misses, ``with a crystal`` (of them, the truth's), ``with a detectable crystal``, the share of the
+        misses called hit with its 95 % Wilson interval, ``called hit, of those with a crystal``,
+        ``Spe if all called hit`` and ``study Spe``. Empty without the simulator's truth.
+    """
+    cross_run = results[results["protocol"] == "cross-run"]
+    if cross_run.empty or "label_truth" not in events:
+        return pd.DataFrame()
+    experiment = str(cross_run["train_experiment"].iloc[0])
+    training = _training_runs(cross_run)
+    chosen = scores[(scores["seed"] == scores["seed"].min()) & (scores["experiment"] == experiment)]
+    truth = events[["experiment", "run", "event", "label_truth", "label_detectable"]]
+    misses = chosen[chosen["label"] == 0].merge(truth, on=["experiment", "run", "event"], how="left")
+    rows = []
+    for run, frames in misses.groupby("run", sort=False):
+        if run not in study.index:
+            continue
+        crystal = frames["label_truth"] == 1
+        row = {
+            "Run": f"{run}*" if run in training else run,
+            "misses": len(frames),
+            "with a crystal": int(crystal.sum()),
+            "with a detectable crystal": int((frames["label_detectable"] == 1).sum()),
+        }
+        row |= share("called hit", int(frames["predicted"].sum()), len(frames))
+        row["called hit, of those with a crystal"] = int(frames.loc[crystal, "predicted"].sum())
+        row["Spe if all called hit"] = 1 - row["with a crystal"] / len(frames)
+        rows.append(row | {"study Spe": float(study.loc[run, "specificity"])})
     return pd.DataFrame(rows)
 
 
@@ -458,6 +515,21 @@ def write_study_page(
                 "`Sen` is the share the method calls hit, with its 95 % Wilson interval.",
                 "",
                 markdown(sensitivity_by_peaks(entry.calls)),
+                "",
+            ]
+        crystals = misses_with_crystals(entry.scores, entry.events, entry.results, study)
+        if len(crystals):
+            lines += [
+                "### Misses that hold a crystal: how low the specificity can go",
+                "",
+                "The frames labelled miss (fewer than two peaks) on each run, those of them that hold a crystal",
+                "by the simulator's truth (and one with two detectable spots or more), and the method's calls on",
+                "them. `Spe if all called hit` is the specificity a method would have if it called every miss",
+                "holding a crystal a hit and no other: where the study's specificity lies below it, the study's",
+                "misses held more hit-like frames than the simulated ones do. Read off the scored frames; it",
+                "chooses nothing.",
+                "",
+                markdown(crystals),
                 "",
             ]
         points = operating_points(entry.scores, entry.results, study)
