@@ -11,6 +11,7 @@ are added as tables of their own, named by their parameters. Nothing on the page
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,6 +322,28 @@ def sensitivity_by_peaks(calls: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _study_runs(
+    scores: pd.DataFrame, results: pd.DataFrame, study: pd.DataFrame, keep: Callable[[pd.Series], pd.Series]
+) -> list[tuple[str, str, pd.DataFrame]]:
+    """A method's scored frames on the training experiment's runs that the study has, run by run.
+
+    Seed 0's rows (the lowest seed) whose labels ``keep`` selects; runs without such a frame are left out.
+    Each run comes as (run, its name in the tables: ``*`` for a training run, its frames).
+    """
+    cross_run = results[results["protocol"] == "cross-run"]
+    if cross_run.empty:
+        return []
+    experiment = str(cross_run["train_experiment"].iloc[0])
+    training = _training_runs(cross_run)
+    chosen = scores[(scores["seed"] == scores["seed"].min()) & (scores["experiment"] == experiment)]
+    chosen = chosen[keep(chosen["label"])]
+    return [
+        (run, f"{run}*" if run in training else run, frames)
+        for run, frames in chosen.groupby("run", sort=False)
+        if run in study.index
+    ]
+
+
 def misses_with_crystals(
     scores: pd.DataFrame, events: pd.DataFrame, results: pd.DataFrame, study: pd.DataFrame
 ) -> pd.DataFrame:
@@ -350,21 +373,15 @@ def misses_with_crystals(
         misses called hit with its 95 % Wilson interval, ``called hit, of those with a crystal``,
         ``Spe if all called hit`` and ``study Spe``. Empty without the simulator's truth.
     """
-    cross_run = results[results["protocol"] == "cross-run"]
-    if cross_run.empty or "label_truth" not in events:
+    if "label_truth" not in events:
         return pd.DataFrame()
-    experiment = str(cross_run["train_experiment"].iloc[0])
-    training = _training_runs(cross_run)
-    chosen = scores[(scores["seed"] == scores["seed"].min()) & (scores["experiment"] == experiment)]
     truth = events[["experiment", "run", "event", "label_truth", "label_detectable"]]
-    misses = chosen[chosen["label"] == 0].merge(truth, on=["experiment", "run", "event"], how="left")
     rows = []
-    for run, frames in misses.groupby("run", sort=False):
-        if run not in study.index:
-            continue
+    for run, name, scored in _study_runs(scores, results, study, lambda labels: labels == 0):
+        frames = scored.merge(truth, on=["experiment", "run", "event"], how="left")
         crystal = frames["label_truth"] == 1
         row = {
-            "Run": f"{run}*" if run in training else run,
+            "Run": name,
             "misses": len(frames),
             "with a crystal": int(crystal.sum()),
             "with a detectable crystal": int((frames["label_detectable"] == 1).sum()),
@@ -403,20 +420,12 @@ def operating_points(scores: pd.DataFrame, results: pd.DataFrame, study: pd.Data
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    cross_run = results[results["protocol"] == "cross-run"]
-    if cross_run.empty:
-        return pd.DataFrame()
-    experiment = str(cross_run["train_experiment"].iloc[0])
-    training = _training_runs(cross_run)
-    chosen = scores[(scores["seed"] == scores["seed"].min()) & (scores["experiment"] == experiment)]
     rows = []
-    for run, frames in chosen[chosen["label"] >= 0].groupby("run", sort=False):
-        if run not in study.index:
-            continue
+    for run, name, frames in _study_runs(scores, results, study, lambda labels: labels >= 0):
         labels, values = frames["label"].to_numpy(), frames["score"].to_numpy()
         spe, sen = float(study.loc[run, "specificity"]), float(study.loc[run, "sensitivity"])
         row = {
-            "Run": f"{run}*" if run in training else run,
+            "Run": name,
             "hits": int(labels.sum()),
             "misses": int((labels == 0).sum()),
         }
