@@ -4,6 +4,7 @@ threads equal h5py's."""
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,7 +18,8 @@ from hitbench.data.cxi_write import write_cxi
 from hitbench.data.dataset import RunFrames
 from hitbench.errors import HitbenchError
 from hitbench.frames import CHUNK_FRAMES, ArrayFrames
-from hitbench.methods import registry, thresholds
+from hitbench.methods import cnn_batches, registry, thresholds
+from hitbench.methods.cnn_batches import SCRATCH_HEADROOM, DecodedCopy
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +262,69 @@ def test_frames_masked_as_read_equal_frames_times_the_mask_bit_for_bit(tmp_path,
     assert run.read(2, 5, apply_mask=False).tobytes() == frames[2:5].astype(np.float32).tobytes()
     with pytest.raises(ValueError, match="out must be"):
         run.read(0, 4, out=buffer[:3])
+
+
+def _counting(source: RunFrames, monkeypatch) -> list[int]:
+    """Frames ``source`` gives through take (a list of counts, one per call)."""
+    taken: list[int] = []
+    original = source.take
+    monkeypatch.setattr(source, "take", lambda positions: taken.append(len(positions)) or original(positions))
+    return taken
+
+
+def test_decoded_copy_reads_back_the_frames_of_its_first_pass_without_the_source(run_file, tmp_path, monkeypatch):
+    """After one pass in order, frames come from the scratch file (int16 for ADU), equal to the run file's; the
+    file has no name in its folder and is gone when closed."""
+    source = RunFrames([(run_file, np.arange(10, 60)), (run_file, np.arange(0, 10))])
+    expected = np.concatenate(list(source.chunks()))
+    copy = DecodedCopy(source, directory=tmp_path)
+    taken = _counting(source, monkeypatch)
+    assert not copy.complete
+    np.testing.assert_array_equal(copy.take(np.array([3, 1])), expected[[3, 1]])  # before the pass: the source's
+    np.testing.assert_array_equal(np.concatenate(list(copy.chunks())), expected)
+    assert copy.complete and copy._dtype == np.int16 and list(tmp_path.iterdir()) == []
+    positions = np.array([55, 3, 59, 0, 12])
+    np.testing.assert_array_equal(copy.take(positions), expected[positions])
+    np.testing.assert_array_equal(np.concatenate(list(copy.chunks())), expected)
+    assert taken == [2]  # only the read before the pass went to the run file
+    copy.close()
+    assert not copy.complete
+    np.testing.assert_array_equal(copy.take(positions), expected[positions])
+    assert taken == [2, 5]
+
+
+def test_decoded_copy_keeps_floats_as_float32_and_drops_what_int16_cannot_hold(tmp_path):
+    rng = np.random.default_rng(0)
+    fractional = rng.normal(0, 1, (2 * CHUNK_FRAMES, 8, 8)).astype(np.float32)
+    copy = DecodedCopy(ArrayFrames(fractional), directory=tmp_path)
+    list(copy.chunks())
+    assert copy.complete and copy._dtype == np.float32
+    np.testing.assert_array_equal(copy.take(np.array([200, 7])), fractional[[200, 7]])
+    whole_then_large = np.round(fractional * 10)
+    whole_then_large[CHUNK_FRAMES + 5, 0, 0] = 40_000.0  # the second chunk holds a value int16 cannot
+    copy = DecodedCopy(ArrayFrames(whole_then_large), directory=tmp_path)
+    np.testing.assert_array_equal(np.concatenate(list(copy.chunks())), whole_then_large)
+    assert not copy.complete  # dropped: reads go to the source
+    np.testing.assert_array_equal(copy.take(np.array([CHUNK_FRAMES + 5])), whole_then_large[[CHUNK_FRAMES + 5]])
+
+
+def test_decoded_copy_is_not_made_without_room_on_the_disk(run_file, tmp_path, monkeypatch):
+    source = RunFrames([(run_file, np.arange(60))])
+    free = 2 * 60 * int(np.prod(source.frame_shape)) * SCRATCH_HEADROOM - 1  # int16 bytes x headroom, less one
+    monkeypatch.setattr(cnn_batches.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(0, 0, free))
+    copy = DecodedCopy(source, directory=tmp_path)
+    list(copy.chunks())
+    assert not copy.complete and list(tmp_path.iterdir()) == []
+
+
+def test_cnn_from_files_reads_each_frame_from_them_once(fast_params, frame_set, run_file, monkeypatch):
+    """The input statistics' pass reads the run file; the epochs, the validation frames and the threshold read
+    the scratch copy."""
+    source = RunFrames([(run_file, np.arange(100))])
+    taken = _counting(source, monkeypatch)
+    chunks = []
+    original = source.chunks
+    monkeypatch.setattr(source, "chunks", lambda: chunks.append(1) or original())
+    params = {**fast_params("cnn"), "epochs": 2, "validation_split": 0.2, "decision_threshold": "validation"}
+    registry.get("cnn", **params).fit(source, frame_set.train_labels[:100])
+    assert chunks == [1] and taken == []

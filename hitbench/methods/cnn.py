@@ -4,7 +4,8 @@ The network is :func:`hitbench.methods.cnn_network.build_model`: 11,098 trainabl
 at 350 x 350. Training: categorical cross-entropy, SGD with momentum 0.9 and learning rate
 0.002 decayed as ``lr / (1 + 1e-4 * step)`` (Keras 1's ``decay``,
 :class:`keras.optimizers.schedules.InverseTimeDecay`), batches from
-:func:`hitbench.methods.cnn_batches.training_batches`.
+:func:`hitbench.methods.cnn_batches.training_batches`. Frames read from files are decoded once, into a scratch
+file read back every epoch (:class:`hitbench.methods.cnn_batches.DecodedCopy`).
 
 Input normalisation (``normalisation``): negative values are clipped to 0 ADU, then
 ``"log1p"`` takes ``log(1 + ADU)`` (compresses bright Bragg peaks against the photon-sparse
@@ -46,10 +47,10 @@ import numpy as np
 from scipy import special
 
 from hitbench.errors import HitbenchError
-from hitbench.frames import FrameSource, check_finite
+from hitbench.frames import ArrayFrames, FrameSource, check_finite
 from hitbench.methods import tf_runtime
 from hitbench.methods.base import HitMethod
-from hitbench.methods.cnn_batches import training_batches
+from hitbench.methods.cnn_batches import DecodedCopy, training_batches
 from hitbench.methods.cnn_network import build_model, inference_weights
 from hitbench.methods.cnn_onnx import onnx_session, to_onnx
 from hitbench.methods.thresholds import fit_threshold
@@ -227,6 +228,16 @@ class ReferenceCNN(HitMethod):
 
     # -- training ------------------------------------------------------------------------
     def _fit(self, frames: FrameSource, labels: np.ndarray) -> None:
+        if isinstance(frames, ArrayFrames):
+            self._fit_network(frames, labels)
+            return
+        copy = DecodedCopy(frames)  # read from files: decoded once, not once an epoch
+        try:
+            self._fit_network(copy, labels)
+        finally:
+            copy.close()
+
+    def _fit_network(self, frames: FrameSource, labels: np.ndarray) -> None:
         keras = tf_runtime.keras()
         from sklearn.model_selection import train_test_split
         from sklearn.utils.class_weight import compute_class_weight
