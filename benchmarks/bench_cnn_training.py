@@ -11,6 +11,10 @@ of ``--batch-sizes`` (hitbench's default 20 and the study's 100):
   as the simulator writes them (int16, deflate + shuffle), batch by batch. Since 2026-12-03 the fit inflates
   them once, in the input statistics' pass before the first epoch, into a scratch file the epochs read back
   (:class:`hitbench.methods.cnn_batches.DecodedCopy`); before, every epoch inflated them again.
+- ``hitbench (CXI, no scratch copy)``: the same with the copy refused (as where no temporary folder can be
+  written), every epoch inflating the frames again: the code before the copy, the copy's baseline.
+
+The paths take turns within each repeat.
 
 Each path trains a fresh model for 1 epoch and for ``1 + --epochs`` epochs; the difference of the
 two times (so model building, compiling, graph tracing and the input statistics' pass cancel, the scratch copy's
@@ -25,10 +29,12 @@ Usage: python benchmarks/bench_cnn_training.py [--quick] [--frames 600] [--norma
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from _common import arguments, load_average, machine, write_result
@@ -38,10 +44,13 @@ from hitbench.data.cxi_write import write_cxi
 from hitbench.data.dataset import RunFrames
 from hitbench.methods import tf_runtime
 from hitbench.methods.cnn import ReferenceCNN
+from hitbench.methods.cnn_batches import DecodedCopy
 from hitbench.simulate import load_experiment, simulate_run
 
 #: The issue's goal: milliseconds per frame and epoch of hitbench's training, 2 cores, 350x350 frames.
 GOAL_MS = 4.0
+#: The streamed path without the scratch copy (every epoch inflates the frames again): the baseline of the copy.
+NO_COPY = "hitbench ReferenceCNN.fit (CXI, no scratch copy)"
 
 
 def plain_model(keras, shape: tuple[int, int], dropout: float = 0.25):
@@ -71,16 +80,20 @@ def plain_model(keras, shape: tuple[int, int], dropout: float = 0.25):
     )
 
 
-def ms_per_frame_epoch(train, n_frames: int, epochs: int, repeats: int) -> tuple[float, float]:
-    """Milliseconds per frame and epoch: ``train(1 + epochs)`` minus ``train(1)`` (set-up cancels), each the
-    fastest of ``repeats`` trainings; and that fastest ``train(1)`` in seconds."""
-    seconds = {1: [], 1 + epochs: []}
+def ms_per_frame_epoch(paths: dict, n_frames: int, epochs: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """Each path's milliseconds per frame and epoch: ``train(1 + epochs)`` minus ``train(1)`` (set-up cancels),
+    each the fastest of ``repeats`` trainings; and that fastest ``train(1)`` in seconds. The paths take turns
+    in every repeat, so a slow spell of the machine falls on all of them alike."""
+    seconds = {name: {1: [], 1 + epochs: []} for name in paths}
     for _ in range(repeats):
-        for n in seconds:
-            start = time.perf_counter()
-            train(n)
-            seconds[n].append(time.perf_counter() - start)
-    return 1e3 * (min(seconds[1 + epochs]) - min(seconds[1])) / (n_frames * epochs), min(seconds[1])
+        for name, train in paths.items():
+            for n in seconds[name]:
+                start = time.perf_counter()
+                train(n)
+                seconds[name][n].append(time.perf_counter() - start)
+    return {
+        name: (1e3 * (min(s[1 + epochs]) - min(s[1])) / (n_frames * epochs), min(s[1])) for name, s in seconds.items()
+    }
 
 
 def main() -> None:
@@ -123,19 +136,24 @@ def main() -> None:
                 model.compile(optimizer=keras.optimizers.SGD(0.002, momentum=0.9), loss="categorical_crossentropy")
                 model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
 
-            def hitbench_fit(epochs: int, source, batch_size: int = batch_size) -> None:
-                ReferenceCNN(**{**settings, "epochs": epochs, "batch_size": batch_size}).fit(source, labels)
+            def hitbench_fit(epochs: int, source, batch_size: int = batch_size, scratch: bool = True) -> None:
+                # without the scratch copy (as where no temporary folder can be written): the code before it
+                refused = mock.patch.object(DecodedCopy, "_open", lambda self: False)
+                with contextlib.nullcontext() if scratch else refused:
+                    ReferenceCNN(**{**settings, "epochs": epochs, "batch_size": batch_size}).fit(source, labels)
 
             paths = {
                 "plain Keras model.fit (arrays in memory)": plain_fit,
                 "hitbench ReferenceCNN.fit (memory)": functools.partial(hitbench_fit, source=frames),
                 "hitbench ReferenceCNN.fit (CXI)": functools.partial(hitbench_fit, source=streamed),
+                NO_COPY: functools.partial(hitbench_fit, source=streamed, scratch=False),
             }
-            results[f"batch {batch_size}"] = {
-                name: ms_per_frame_epoch(fit, len(labels), args.epochs, args.repeats) for name, fit in paths.items()
-            }
+            results[f"batch {batch_size}"] = ms_per_frame_epoch(paths, len(labels), args.epochs, args.repeats)
     hitbench_ms = [
-        ms for by_path in results.values() for name, (ms, _) in by_path.items() if name.startswith("hitbench")
+        ms
+        for by_path in results.values()
+        for name, (ms, _) in by_path.items()
+        if name.startswith("hitbench") and name != NO_COPY
     ]
     report = {
         "machine": machine(load_before),
