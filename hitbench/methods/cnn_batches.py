@@ -79,11 +79,15 @@ class DecodedCopy(FrameSource):
             return self.source.take(positions)
         positions = np.asarray(positions, dtype=np.int64)
         stored = np.empty((positions.size, *self.frame_shape), dtype=self._dtype)
-        frame_bytes = stored[0].nbytes if positions.size else 0
         for k, position in enumerate(positions):
-            if os.preadv(self._file.fileno(), [stored[k]], int(position) * frame_bytes) != frame_bytes:
+            if os.preadv(self._file.fileno(), [stored[k]], int(position) * self._frame_bytes) != self._frame_bytes:
                 raise OSError(f"scratch copy of the training frames: frame {position} read short")
         return stored.astype(np.float32, copy=False)
+
+    @property
+    def _frame_bytes(self) -> int:
+        """Bytes of one frame in the scratch file (its type chosen)."""
+        return self._dtype.itemsize * self.frame_shape[0] * self.frame_shape[1]
 
     def close(self) -> None:
         """Delete the scratch file (reads go to the source again)."""
@@ -100,19 +104,21 @@ class DecodedCopy(FrameSource):
 
     def _write(self, chunk: np.ndarray, first: int) -> bool:
         """Write ``chunk`` (frames ``first`` on) to the scratch file; False (and the file closed) where it cannot."""
+        with np.errstate(invalid="ignore"):  # values out of int16's range: compared unequal below
+            stored = np.ascontiguousarray(chunk, dtype=self._dtype or np.int16)
+        exact = stored.dtype == np.float32 or np.array_equal(stored, chunk)
         if self._dtype is None:  # the first chunk: int16 if it holds its values exactly, and room on the disk
-            with np.errstate(invalid="ignore"):  # values out of int16's range: compared unequal below
-                self._dtype = np.dtype(np.int16 if np.array_equal(chunk.astype(np.int16), chunk) else np.float32)
-            size = len(self) * chunk[0].size * self._dtype.itemsize
-            if shutil.disk_usage(self.directory or tempfile.gettempdir()).free < SCRATCH_HEADROOM * size:
+            if not exact:
+                stored = np.ascontiguousarray(chunk, dtype=np.float32)
+            self._dtype = stored.dtype
+            free = shutil.disk_usage(self.directory or tempfile.gettempdir()).free
+            if free < SCRATCH_HEADROOM * len(self) * self._frame_bytes:
                 self.close()
                 return False
-        with np.errstate(invalid="ignore"):
-            stored = np.ascontiguousarray(chunk, dtype=self._dtype)
-        if self._dtype == np.int16 and not np.array_equal(stored, chunk):  # a value int16 cannot hold
+        elif not exact:  # a value int16 cannot hold
             self.close()
             return False
-        data, offset = memoryview(stored).cast("B"), first * stored[0].nbytes
+        data, offset = memoryview(stored).cast("B"), first * self._frame_bytes
         try:
             while data.nbytes:
                 written = os.pwrite(self._file.fileno(), data, offset)
