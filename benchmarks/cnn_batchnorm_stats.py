@@ -23,8 +23,9 @@ from hitbench.methods import tf_runtime
 from hitbench.modelfile import load_model
 
 PRESET = "cxi-streptavidin"
-#: Each batch normalisation and the layer whose output it normalises.
-NORMALISED = {"bn_rows_pool1": "dropout1", "bn_rows_pool2": "conv2", "bn_dense1": "dense1"}
+#: Each batch normalisation and the layer whose output it normalises (at inference: the first one's dropout, inside
+#: it, passes conv1's output on as it is).
+NORMALISED = {"bn_rows_pool1": "conv1", "bn_rows_pool2": "conv2", "bn_dense1": "dense1"}
 
 
 def training_frames(scale: float, seed: int, per_run: int, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -62,16 +62,17 @@ def test_table_one_has_11098_trainable_parameters_at_350():
     model = build_model((350, 350))
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 11_098
     # the Keras layer each is (some are Keras layers computed faster: hitbench.methods.cnn_layers; each stage's
-    # row batch normalisation and max pooling are one layer)
+    # row batch normalisation and max pooling are one layer, the first one with the dropout before it)
     kinds = [next(c.__name__ for c in type(ly).__mro__ if c.__module__.startswith("keras")) for ly in model.layers]
     kinds = [
-        f"{kind} + MaxPooling2D" if hasattr(layer, "pool_size") else kind
+        ("Dropout + " if getattr(layer, "dropout", 0) else "")
+        + kind
+        + (" + MaxPooling2D" * hasattr(layer, "pool_size"))
         for kind, layer in zip(kinds, model.layers, strict=True)
     ]
     assert [(kind, tuple(layer.output.shape[1:])) for kind, layer in zip(kinds, model.layers, strict=True)] == [
         ("Conv2D", (344, 344, 4)),
-        ("Dropout", (344, 344, 4)),
-        ("BatchNormalization + MaxPooling2D", (68, 68, 4)),
+        ("Dropout + BatchNormalization + MaxPooling2D", (68, 68, 4)),
         ("ReLU", (68, 68, 4)),  # after the pooling: the same values (test_relu_after_pooling_...)
         ("Conv2D", (62, 62, 4)),
         ("BatchNormalization + MaxPooling2D", (12, 12, 4)),
@@ -163,6 +164,30 @@ def test_fast_layers_compute_what_the_keras_layers_compute(monkeypatch: pytest.M
         for a, b in zip(pooled_bn.non_trainable_weights, plain_bn.non_trainable_weights, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(pooled_bn(x, training=False), pool(plain_bn(x, training=False)), atol=1e-5)
+
+    # with the dropout before the normalisation: the same masks, outputs, gradients and statistics as ByteDropout
+    # then the layer, to the bit; a rate the bytes cannot draw takes Keras's dropout in both
+    x = tf.constant(np.random.default_rng(3).normal(2.0, 3.0, (6, 22, 27, 4)).astype(np.float32))
+    for rate in (0.25, 0.1):
+        fused, dropout = RowBatchNormMaxPooling(5, rate, seed=7, axis=1), ByteDropout(rate, seed=7)
+        plain = RowBatchNormMaxPooling(5, axis=1)
+        for layer in (fused, plain):
+            layer.build(x.shape)
+            layer.gamma.assign(np.linspace(-2.0, 2.0, x.shape[1]).astype(np.float32))
+        for _ in range(2):  # the seed generators advance alike
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(x)
+                outputs = [fused(x, training=True), plain(dropout(x, training=True), training=True)]
+                losses = [tf.reduce_sum(tf.sin(out)) for out in outputs]
+            np.testing.assert_array_equal(outputs[0], outputs[1])
+            np.testing.assert_array_equal(tape.gradient(losses[0], x), tape.gradient(losses[1], x))
+            for a, b in zip(
+                tape.gradient(losses[0], fused.trainable_weights) + fused.non_trainable_weights,
+                tape.gradient(losses[1], plain.trainable_weights) + plain.non_trainable_weights,
+                strict=True,
+            ):
+                np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(fused(x, training=False), plain(x, training=False))
 
     ones = tf.ones((50, 40, 40, 4))
     dropped = ByteDropout(0.25, seed=1)(ones, training=True).numpy()

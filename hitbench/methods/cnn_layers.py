@@ -33,6 +33,11 @@ the former versions of the two others):
   those of ``BatchNormalization(axis=1)`` then ``MaxPooling2D`` to about 1e-6 (the first maximum of a
   window takes its gradient, as TensorFlow's); inference is Keras's own code. Same weights as the batch
   normalisation (gamma, beta, moving mean and variance), so the network's weight list is unchanged.
+  With ``dropout`` it is also the dropout before the normalisation (the first stage's, Table I's first
+  ``Dropout``): the random bytes of :class:`ByteDropout` for the same seed, applied where the compiled
+  passes read the activations and to the gradient they write, so neither the dropped map nor its mask is
+  stored as an array of its own; outputs, gradients and statistics equal ``ByteDropout`` then the layer's to
+  the bit. The network's ``dropout1`` layer until 2026-12-04.
 - :class:`ByteDropout` is ``Dropout`` whose training mask spends 8 random bits per value (the four
   bytes of one full-range uint32 draw for four adjacent values of the last axis) instead of a
   float32 uniform, applied by one multiplication (1.1 ms forward and backward): each value is kept
@@ -164,16 +169,25 @@ def _row_batch_norm(inputs, gamma, beta, epsilon: float):
 
 @keras.saving.register_keras_serializable(package="hitbench")
 class RowBatchNormMaxPooling(RowBatchNormalization):
-    """``BatchNormalization(axis=1)`` then ``MaxPooling2D(pool_size)`` (stride ``pool_size``, no padding) as one
-    layer, whose training step is compiled (:mod:`hitbench.methods._row_norm_pool`)."""
+    """``Dropout(dropout)`` (optional), ``BatchNormalization(axis=1)`` then ``MaxPooling2D(pool_size)`` (stride
+    ``pool_size``, no padding) as one layer, whose training step is compiled (:mod:`hitbench.methods._row_norm_pool`).
 
-    def __init__(self, pool_size: int = 5, **kwargs):
+    The dropout draws the masks :class:`ByteDropout` draws (the same seed gives the same masks, to the bit) and is
+    applied where the compiled passes read the activations.
+    """
+
+    def __init__(self, pool_size: int = 5, dropout: float = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout={dropout}: a rate in [0, 1)")
         self.pool_size = int(pool_size)
+        self.dropout = float(dropout)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.dropout > 0 else None
         self._gradient_buffers: dict[tuple[int, ...], np.ndarray] = {}
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "pool_size": self.pool_size}
+        return {**super().get_config(), "pool_size": self.pool_size, "dropout": self.dropout, "seed": self.seed}
 
     def compute_output_shape(self, input_shape):
         n, height, width, channels = input_shape
@@ -181,6 +195,7 @@ class RowBatchNormMaxPooling(RowBatchNormalization):
         return (n, *pooled, channels)
 
     def call(self, inputs, training=None, mask=None):
+        dropping = bool(training) and self.dropout > 0
         if (
             not (training and self.trainable)
             or mask is not None
@@ -189,25 +204,37 @@ class RowBatchNormMaxPooling(RowBatchNormalization):
             or inputs.dtype != tf.float32
             or None in inputs.shape[1:]
         ):
+            if dropping:
+                inputs = _dropout(inputs, self.dropout, self.seed_generator)
             normalised = super().call(inputs, training=training, mask=mask)
             return keras.ops.max_pool(normalised, self.pool_size, strides=self.pool_size, padding="valid")
-        pooled, mean, variance = self._normalise_pool(inputs)
+        cut = _byte_cut(self.dropout, inputs) if dropping else None
+        if dropping and cut is None:  # a rate the byte masks cannot draw: Keras's dropout, then the passes
+            inputs = keras.random.dropout(inputs, self.dropout, seed=self.seed_generator)
+        keep = None if cut is None else _keep_bytes(inputs, self.seed_generator)
+        pooled, mean, variance = self._normalise_pool(inputs, keep, cut or 0)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return pooled
 
-    def _normalise_pool(self, inputs):
+    def _normalise_pool(self, inputs, keep, cut: int):
         """The pooled output, the batch mean and the biased batch variance per row, with the gradient of the
-        output (the activations' gradient from compiled passes, as in :func:`_row_batch_norm`)."""
+        output (the activations' gradient from compiled passes, as in :func:`_row_batch_norm`); ``keep``: the
+        dropout's random bytes (None: no dropout), kept where at least ``cut``."""
         pool, epsilon, buffers = self.pool_size, self.epsilon, self._gradient_buffers
+        factor = np.float32(1.0 / (1.0 - self.dropout))
         pooled_shape = self.compute_output_shape(inputs.shape)
         gamma, beta = tf.cast(self.gamma, "float32"), tf.cast(self.beta, "float32")
+        masks = [] if keep is None else [keep]
+
+        def dropout(masks: tuple[np.ndarray, ...]) -> tuple[np.ndarray, int, np.float32]:
+            return (masks[0], cut, factor) if masks else (_row_norm_pool().NO_DROPOUT, 0, np.float32(1.0))
 
         @tf.custom_gradient
         def normalise_pool(y, gamma, beta):
             pooled, where, mean, variance = tf.numpy_function(
-                lambda y, gamma, beta: _normalise_pool_forward(y, gamma, beta, pool, epsilon),
-                [y, gamma, beta],
+                lambda y, gamma, beta, *masks: _normalise_pool_forward(y, dropout(masks), gamma, beta, pool, epsilon),
+                [y, gamma, beta, *masks],
                 [tf.float32, tf.int32, tf.float32, tf.float32],
                 stateful=False,
             )
@@ -216,8 +243,10 @@ class RowBatchNormMaxPooling(RowBatchNormalization):
 
             def gradient(upstream, _mean_upstream=None, _variance_upstream=None):
                 grad_y, grad_gamma, grad_beta = tf.numpy_function(
-                    lambda *args: _normalise_pool_backward(*args, epsilon, buffers),
-                    [upstream, where, y, mean, variance, gamma],
+                    lambda upstream, where, y, mean, variance, gamma, *masks: _normalise_pool_backward(
+                        upstream, where, y, dropout(masks), mean, variance, gamma, pool, epsilon, buffers
+                    ),
+                    [upstream, where, y, mean, variance, gamma, *masks],
                     [tf.float32, tf.float32, tf.float32],
                     stateful=False,
                 )
@@ -229,6 +258,13 @@ class RowBatchNormMaxPooling(RowBatchNormalization):
         return normalise_pool(inputs, gamma, beta)
 
 
+def _row_norm_pool():
+    """The compiled passes' module (imported at first use: it imports numba)."""
+    from hitbench.methods import _row_norm_pool
+
+    return _row_norm_pool
+
+
 def _scale(gamma: np.ndarray, variance: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
     """``1 / sqrt(variance + epsilon)`` and ``gamma`` times it, float32 as Keras computes them."""
     inverse = np.float32(1.0) / np.sqrt(variance + np.float32(epsilon))
@@ -236,15 +272,19 @@ def _scale(gamma: np.ndarray, variance: np.ndarray, epsilon: float) -> tuple[np.
 
 
 def _normalise_pool_forward(
-    y: np.ndarray, gamma: np.ndarray, beta: np.ndarray, pool: int, epsilon: float
+    y: np.ndarray,
+    dropout: tuple[np.ndarray, int, np.float32],
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    pool: int,
+    epsilon: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:class:`RowBatchNormMaxPooling`'s training output, where each window's maximum is, mean and variance."""
-    from hitbench.methods import _row_norm_pool
-
+    """:class:`RowBatchNormMaxPooling`'s training output, where each window's maximum is, mean and variance;
+    ``dropout``: the random bytes, cut and factor of :mod:`hitbench.methods._row_norm_pool`'s kernels."""
+    kernels = _row_norm_pool()
     n, rows, columns, channels = y.shape
     total, squares = np.empty(rows), np.empty(rows)
-    by_row = y.reshape(n, rows, columns * channels)
-    on_frame_slices(lambda start, stop: _row_norm_pool.row_moments(by_row, start, stop, total, squares), rows)
+    on_frame_slices(lambda start, stop: kernels.row_moments(y, *dropout, start, stop, total, squares), rows)
     count = n * columns * channels
     mean = total / count
     variance = np.maximum(squares / count - mean * mean, 0.0).astype(np.float32)  # biased, as Keras's
@@ -254,7 +294,7 @@ def _normalise_pool_forward(
     where = np.empty(pooled.shape, np.int32)
 
     def normalise_pool(start: int, stop: int) -> None:
-        _row_norm_pool.normalise_pool(y, mean, scale, beta, pool, start, stop, pooled, where)
+        kernels.normalise_pool(y, *dropout, mean, scale, beta, pool, start, stop, pooled, where)
 
     on_frame_slices(normalise_pool, n)
     return pooled, where, mean, variance
@@ -264,26 +304,28 @@ def _normalise_pool_backward(
     upstream: np.ndarray,
     where: np.ndarray,
     y: np.ndarray,
+    dropout: tuple[np.ndarray, int, np.float32],
     mean: np.ndarray,
     variance: np.ndarray,
     gamma: np.ndarray,
+    pool: int,
     epsilon: float,
     buffers: dict[tuple[int, ...], np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The gradients of the activations, gamma and beta from the pooled output's (the formulas of
-    :func:`_row_batch_norm`'s gradient, its sums taken at the windows' maxima, where the rest is 0).
+    :func:`_row_batch_norm`'s gradient, its sums taken at the windows' maxima, where the rest is 0; the
+    activations' gradient times the dropout's mask).
 
     The activations' gradient is written into the layer's buffer for that shape: TensorFlow copies what a
     ``numpy_function`` returns, and a fresh array the size of the activations each step costs more in page
     faults than the pass that fills it.
     """
-    from hitbench.methods import _row_norm_pool
-
+    kernels = _row_norm_pool()
     n, rows, columns, channels = y.shape
     count = n * columns * channels
     inverse, scale = _scale(gamma, variance, epsilon)
     upstream_sum, centred_dot = np.empty(rows), np.empty(rows)
-    _row_norm_pool.pooled_sums(upstream, where, y, mean.astype(np.float64), upstream_sum, centred_dot)
+    kernels.pooled_sums(upstream, where, y, *dropout, mean.astype(np.float64), upstream_sum, centred_dot)
     slope = (scale * inverse * inverse * centred_dot / count).astype(np.float32)
     offset = (scale * upstream_sum / count).astype(np.float32)
     grad_y = buffers.get(y.shape)
@@ -293,7 +335,7 @@ def _normalise_pool_backward(
         grad_y = buffers[y.shape] = raw[first : first + y.size].reshape(y.shape)
 
     def input_gradient(start: int, stop: int) -> None:
-        _row_norm_pool.input_gradient(y, upstream, where, mean, scale, slope, offset, start, stop, grad_y)
+        kernels.input_gradient(y, *dropout, upstream, where, mean, scale, slope, offset, pool, start, stop, grad_y)
 
     on_frame_slices(input_gradient, n)
     return grad_y, (centred_dot * inverse).astype(np.float32), upstream_sum.astype(np.float32)
@@ -304,13 +346,36 @@ class ByteDropout(keras.layers.Dropout):
     """``Dropout`` drawing one random byte per value (four per 32-bit random number)."""
 
     def call(self, inputs, training=False):
-        cut = 256 * self.rate
-        whole_words = inputs.shape[-1] is not None and inputs.shape[-1] % 4 == 0
-        if not (training and 0 < self.rate < 1 and whole_words) or self.noise_shape is not None or cut != int(cut):
+        if not (training and 0 < self.rate < 1) or self.noise_shape is not None:
             return super().call(inputs, training=training)
-        seed = tf.cast(tf.math.floormod(self.seed_generator.next(), 2**31 - 2), "int32")  # as keras.random's
-        shape = tf.shape(inputs)
-        words_shape = tf.concat([shape[:-1], [shape[-1] // 4]], axis=0)
-        words = tf.random.stateless_uniform(words_shape, seed, minval=None, maxval=None, dtype="uint32")
-        random_bytes = tf.reshape(tf.bitcast(words, tf.uint8), shape)  # the 4 bytes of a word: 4 adjacent values
-        return inputs * (tf.cast(random_bytes >= int(cut), inputs.dtype) * (1.0 / (1.0 - self.rate)))
+        return _dropout(inputs, self.rate, self.seed_generator)
+
+
+def _byte_cut(rate: float, inputs) -> int | None:
+    """The least random byte that keeps a value at dropout ``rate`` (``256 * rate``), or None where the bytes
+    cannot draw it: ``256 * rate`` not a whole number, a last axis of ``inputs`` not a multiple of 4."""
+    cut = 256 * rate
+    if cut != int(cut) or inputs.shape[-1] is None or inputs.shape[-1] % 4:
+        return None
+    return int(cut)
+
+
+def _keep_bytes(inputs, seed_generator):
+    """One random byte per value of ``inputs`` (uint8, its shape): the four bytes of one full-range uint32 draw
+    for four adjacent values of the last axis, the draw seeded by ``seed_generator`` as ``keras.random``'s."""
+    seed = tf.cast(tf.math.floormod(seed_generator.next(), 2**31 - 2), "int32")  # as keras.random's
+    shape = tf.shape(inputs)
+    words_shape = tf.concat([shape[:-1], [shape[-1] // 4]], axis=0)
+    words = tf.random.stateless_uniform(words_shape, seed, minval=None, maxval=None, dtype="uint32")
+    return tf.reshape(tf.bitcast(words, tf.uint8), shape)  # the 4 bytes of a word: 4 adjacent values
+
+
+def _dropout(inputs, rate: float, seed_generator):
+    """``inputs`` dropped at ``rate`` (0 < rate < 1), training: a value is kept (and divided by ``1 - rate``)
+    where its random byte (:func:`_keep_bytes`) is at least :func:`_byte_cut`; Keras's own dropout where the
+    bytes cannot draw the rate."""
+    cut = _byte_cut(rate, inputs)
+    if cut is None:
+        return keras.random.dropout(inputs, rate, seed=seed_generator)
+    keep = _keep_bytes(inputs, seed_generator)
+    return inputs * (tf.cast(keep >= cut, inputs.dtype) * (1.0 / (1.0 - rate)))

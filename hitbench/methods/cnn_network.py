@@ -25,7 +25,8 @@ The ReLU of each stage is computed after its max pooling: ReLU is monotone, so
 ``relu(maxpool(x)) == maxpool(relu(x))`` exactly, values and gradients alike, and it then runs
 on 68 x 68 instead of 344 x 344 activations per frame. Each stage's row batch normalisation and
 max pooling are one Keras layer (:class:`hitbench.methods.cnn_layers.RowBatchNormMaxPooling`,
-``bn_rows_pool1`` and ``bn_rows_pool2``), whose weights are those of the batch normalisation.
+``bn_rows_pool1`` and ``bn_rows_pool2``), whose weights are those of the batch normalisation; the
+first one also holds the dropout before it (the same masks as a ``ByteDropout`` layer with its seed).
 
 11,098 trainable parameters at 350 x 350. Training: categorical cross-entropy, SGD with
 momentum 0.9 and learning rate 0.002 decayed as ``lr / (1 + 1e-4 * step)`` (Keras 1's
@@ -54,7 +55,7 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int =
         (height, width) of the input frames; at least 39 x 39 (two 7x7 convolutions and two
         5x5 poolings must leave at least one pixel).
     dropout : float
-        Rate of the three dropout layers.
+        Rate of the three dropouts (the first inside ``bn_rows_pool1``).
     seed : int
         Seed of the initial weights and of the dropout masks: each layer draws from its own seed,
         derived from this one, never from a global generator.
@@ -83,8 +84,7 @@ def build_model(frame_shape: tuple[int, int], dropout: float = 0.25, seed: int =
         [
             keras.Input(shape=(height, width, 1), name="frames"),
             ColumnBlockConv2D(4, 7, kernel_initializer=weights(), name="conv1"),
-            ByteDropout(dropout, seed=next(seeds), name="dropout1"),
-            RowBatchNormMaxPooling(5, axis=1, epsilon=BN_EPSILON, name="bn_rows_pool1"),
+            RowBatchNormMaxPooling(5, dropout, seed=next(seeds), axis=1, epsilon=BN_EPSILON, name="bn_rows_pool1"),
             layers.ReLU(name="relu1"),
             layers.Conv2D(4, 7, kernel_initializer=weights(), name="conv2"),
             RowBatchNormMaxPooling(5, axis=1, epsilon=BN_EPSILON, name="bn_rows_pool2"),
