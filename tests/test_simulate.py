@@ -56,8 +56,8 @@ def test_frames_and_truth_are_golden(preset, run, n_frames, seed):
     was recorded at that commit with ``_digests`` for each of :data:`GOLDEN_RUNS`, with the numpy version and the
     CPU features numpy dispatches on that it names (``recorded_with``, a Xeon with AVX-512); ``equal_on`` lists
     the other numpy and CPU features where every digest was found equal (a 2-core AMD EPYC with AVX2 only, so
-    numpy's AVX2 paths too). Elsewhere numpy's vectorised math may differ in the last bit, so the comparison is
-    left out there (skipped, with the reason).
+    numpy's AVX2 paths too; and a 2-core AMD EPYC with AVX-512 but not AVX512FP16). Elsewhere numpy's vectorised
+    math may differ in the last bit, so the comparison is left out there (skipped, with the reason).
     """
     recorded = json.loads(GOLDEN.read_text())
     here = {"numpy": np.__version__, "cpu_features": sorted(k for k, on in __cpu_features__.items() if on)}
